@@ -1,0 +1,35 @@
+# One entry point per job. Every target creates the environment when it is missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install test demo serve protos eval bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[server,train,dev]'
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	bash scripts/demo.sh
+
+serve: $(STAMP)
+	$(VENV)/bin/ferserver
+
+protos: $(STAMP)
+	$(PY) protos/generate.py
+
+eval: $(STAMP)
+	$(VENV)/bin/fereval --out docs/results
+
+bench: $(STAMP)
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

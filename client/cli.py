@@ -1,0 +1,162 @@
+"""ferclient send image.jpg [more.jpg ...]: faces in, expressions out.
+
+Errors are one line on stderr each; the other files still get their results;
+the exit status is 1 when anything failed, 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_SERVER = "localhost:50051"
+
+
+def _args(argv):
+    p = argparse.ArgumentParser(prog="ferclient", description="Send faces as learned bitstreams to a fercodec server.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("send", help="detect, encode and send the faces in images")
+    s.add_argument("images", nargs="+", help="image files (anything Pillow reads)")
+    s.add_argument("--server", default=os.environ.get("FERCODEC_SERVER", DEFAULT_SERVER), help=f"host:port (env FERCODEC_SERVER, default {DEFAULT_SERVER})")
+    s.add_argument("--quality", type=int, default=None, help="codec quality index (default: the model's default)")
+    s.add_argument("--no-detect", action="store_true", help="each image is already a face crop")
+    s.add_argument("--reconstruct", metavar="DIR", default=None, help="save the server's reconstructions as PNG in DIR")
+    s.add_argument("--json", action="store_true", help="one JSON object per face per line")
+    s.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
+    s.add_argument("--model-dir", default=None, help="model directory (default: the bundled one)")
+    i = sub.add_parser("info", help="print what the server runs")
+    i.add_argument("--server", default=os.environ.get("FERCODEC_SERVER", DEFAULT_SERVER))
+    i.add_argument("--timeout", type=float, default=10.0)
+    return p.parse_args(argv)
+
+
+def _err(msg: str) -> None:
+    print(f"ferclient: {msg}", file=sys.stderr)
+
+
+def _rpc_error(e, server: str, timeout: float) -> str:
+    import grpc
+
+    code = e.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return f"cannot reach server at {server} ({e.details()})"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"deadline exceeded: no answer from {server} within {timeout:g}s"
+    return f"server refused the request: {code.name}: {e.details()}"
+
+
+def _prepare(path: str, args, encoder):
+    """(boxes, bitstreams) for one image; raises ImageError/ValueError with a one-line reason."""
+    import numpy as np
+
+    from .faces import crop, detect, load_gray
+
+    image = load_gray(path)
+    size = encoder.card.face_size[0]
+    if args.no_detect:
+        boxes = [None]
+    else:
+        boxes = detect(np.asarray(image))
+        if not boxes:
+            raise ValueError("no face found (pass --no-detect if the image is already a face crop)")
+    faces = np.stack([crop(image, b, size) for b in boxes])
+    return boxes, encoder.encode(faces, args.quality)
+
+
+def send(args) -> int:
+    import grpc
+
+    from fercodec.v1 import fercodec_pb2 as pb
+    from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
+
+    from .encoder import FaceEncoder
+    from .faces import ImageError
+
+    try:
+        encoder = FaceEncoder(args.model_dir)
+        encoder.check_quality(args.quality)
+    except (OSError, ValueError) as e:
+        _err(str(e))
+        return 2
+    if args.reconstruct:
+        Path(args.reconstruct).mkdir(parents=True, exist_ok=True)
+    names = encoder.card.class_names
+    h, w = encoder.card.face_size
+    failed = 0
+    pending = []  # (path, boxes, bitstreams, future, t0, done-time holder)
+    with grpc.insecure_channel(args.server) as channel:
+        stub = pb_grpc.FerCodecStub(channel)
+        # Encode every file and put its request on the wire before waiting for any answer.
+        for path in args.images:
+            try:
+                boxes, streams = _prepare(path, args, encoder)
+            except (ImageError, ValueError) as e:
+                _err(f"{path}: {e}")
+                failed += 1
+                continue
+            done = {}
+            t0 = time.perf_counter()
+            fut = stub.Recognize.future(pb.RecognizeRequest(faces=streams, return_reconstruction=bool(args.reconstruct)), timeout=args.timeout)
+            fut.add_done_callback(lambda f, d=done: d.setdefault("t", time.perf_counter()))
+            pending.append((path, boxes, streams, fut, t0, done))
+        for path, boxes, streams, fut, t0, done in pending:
+            try:
+                reply = fut.result()
+            except grpc.RpcError as e:
+                _err(f"{path}: {_rpc_error(e, args.server, args.timeout)}")
+                failed += 1
+                continue
+            latency_ms = (done.get("t", time.perf_counter()) - t0) * 1000.0
+            for k, (box, stream, r) in enumerate(zip(boxes, streams, reply.results)):
+                row = {
+                    "file": path,
+                    "box": list(box) if box is not None else None,
+                    "label": r.label,
+                    "confidence": round(r.confidence, 4),
+                    "probabilities": {n: round(p, 4) for n, p in zip(names, r.probabilities)},
+                    "bytes": len(stream),
+                    "bpp": round(8 * len(stream) / (h * w), 4),
+                    "latency_ms": round(latency_ms, 2),
+                }
+                if args.reconstruct:
+                    (Path(args.reconstruct) / f"{Path(path).stem}_face{k}.png").write_bytes(r.reconstruction_png)
+                if args.json:
+                    print(json.dumps(row), flush=True)
+                else:
+                    box_s = "whole image" if box is None else "box=[{},{},{},{}]".format(*box)
+                    print(f"{path}  {box_s}  {r.label} {r.confidence:.2f}  {row['bytes']} B  {row['bpp']:.3f} bpp  {latency_ms:.1f} ms", flush=True)
+    return 1 if failed else 0
+
+
+def info(args) -> int:
+    import grpc
+    from google.protobuf import json_format
+
+    from fercodec.v1 import fercodec_pb2 as pb
+    from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(args.server) as channel:
+        try:
+            reply = pb_grpc.FerCodecStub(channel).GetModelInfo(pb.GetModelInfoRequest(), timeout=args.timeout)
+        except grpc.RpcError as e:
+            _err(_rpc_error(e, args.server, args.timeout))
+            return 1
+    print(json.dumps(json_format.MessageToDict(reply, preserving_proto_field_name=True), indent=2))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _args(argv)
+    try:
+        return send(args) if args.command == "send" else info(args)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

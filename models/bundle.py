@@ -1,0 +1,82 @@
+"""A shipped model directory: what is in it, loading it, checking it.
+
+    model.json      id, 16-bit tag, version, face size, qualities, classes, metrics
+    codec.pt        FaceCodec config + weights (server: synthesis)
+    classifier.pt   FERClassifier config + weights (server: classification)
+    encoder.onnx    the analysis transform (edge client, ONNX Runtime)
+    tables.npz      gains, medians and integer pmfs (both ends; bitstream.EntropyTables)
+
+Import-light: reading model.json needs neither torch nor CompressAI.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "weights" / "fercodec-v1"
+ENTROPY_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
+FILES = ("model.json", "codec.pt", "classifier.pt", "encoder.onnx", "tables.npz")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """The parsed model.json."""
+
+    path: Path
+    model_id: str
+    model_tag: int
+    version: str
+    face_size: tuple[int, int]
+    class_names: tuple[str, ...]
+    lambdas: tuple[float, ...]
+    default_quality: int
+    metrics: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, model_dir: str | Path | None = None) -> "ModelCard":
+        path = Path(model_dir or DEFAULT_MODEL_DIR)
+        meta = path / "model.json"
+        if not meta.is_file():
+            raise FileNotFoundError(f"no model.json in {path}: not a fercodec model directory")
+        d = json.loads(meta.read_text())
+        return cls(
+            path=path,
+            model_id=d["model_id"],
+            model_tag=int(d["model_tag"]),
+            version=str(d["version"]),
+            face_size=tuple(d["face_size"]),
+            class_names=tuple(d["class_names"]),
+            lambdas=tuple(d["lambdas"]),
+            default_quality=int(d["default_quality"]),
+            metrics=d.get("metrics", {}),
+        )
+
+    def file(self, name: str) -> Path:
+        p = self.path / name
+        if not p.is_file():
+            raise FileNotFoundError(f"model directory {self.path} lacks {name}")
+        return p
+
+    @property
+    def num_qualities(self) -> int:
+        return len(self.lambdas)
+
+
+def load_torch_models(card: ModelCard, device: str = "cpu"):
+    """(codec, classifier) in eval mode on `device`. Imports torch and CompressAI."""
+    import torch
+
+    from .classifier import FERClassifier
+    from .codec import FaceCodec
+
+    ck = torch.load(card.file("codec.pt"), map_location="cpu", weights_only=True)
+    codec = FaceCodec(**ck["config"])
+    missing, unexpected = codec.load_state_dict(ck["state_dict"], strict=False)
+    if unexpected or any(not k.endswith(ENTROPY_BUFFERS) for k in missing):
+        raise ValueError(f"{card.file('codec.pt')} does not match FaceCodec: missing {missing}, unexpected {unexpected}")
+    ck = torch.load(card.file("classifier.pt"), map_location="cpu", weights_only=True)
+    clf = FERClassifier(**ck["config"])
+    clf.load_state_dict(ck["state_dict"])
+    return codec.to(device).eval(), clf.to(device).eval()

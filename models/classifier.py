@@ -1,0 +1,38 @@
+"""Expression classifier: a compact VGG-style CNN for 48x48 grayscale faces."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import CLASS_NAMES
+
+
+def _block(cin: int, cout: int, convs: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class FERClassifier(nn.Module):
+    """Input [N,1,48,48] in [0,1]; output logits [N,7].
+
+    Normalisation lives inside the model so that every caller (server, eval,
+    joint training on decoded faces) feeds the same [0,1] pixels.
+    """
+
+    def __init__(self, width: int = 32, num_classes: int = len(CLASS_NAMES)):
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            _block(1, w, 2),  # 24x24
+            _block(w, 2 * w, 2),  # 12x12
+            _block(2 * w, 4 * w, 2),  # 6x6
+            _block(4 * w, 8 * w, 1),  # 3x3
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.4), nn.Linear(8 * w * 9, 256), nn.ReLU(inplace=True), nn.Dropout(0.4), nn.Linear(256, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features((x - 0.5) / 0.25))

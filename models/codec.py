@@ -1,0 +1,129 @@
+"""The face codec: a 1-channel factorized-prior autoencoder with a quality knob.
+
+Why factorized and not hyperprior: a factorized prior codes every latent with a
+fixed per-channel table, so the decoder recovers exactly the coded symbols
+whatever its thread count, batch size or device (a hyperprior recomputes its
+tables in floating point and can silently desynchronise; ../shared/NOTES.md).
+
+Why one model for all qualities: shared analysis/synthesis transforms, and per
+quality a learned gain vector on the latent (Cui et al., "Asymmetric gained
+deep image compression", CVPR 2021) plus its own entropy table. One network to
+train, ship and load; each quality costs 2*M gains and M small CDFs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from compressai.entropy_models import EntropyBottleneck
+from compressai.layers import GDN
+from torch import nn
+
+# Rate-distortion weights per quality, CompressAI's convention:
+# loss = bpp + lambda * 255^2 * MSE. Low index = fewer bits.
+DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.05)
+
+
+def _conv(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 5, stride=2, padding=2)
+
+
+def _deconv(cin: int, cout: int) -> nn.ConvTranspose2d:
+    return nn.ConvTranspose2d(cin, cout, 5, stride=2, padding=2, output_padding=1)
+
+
+class Analysis(nn.Module):
+    """x [N,1,H,W] in [0,1] -> y [N,M,H/8,W/8]. This half is exported to ONNX for the edge."""
+
+    def __init__(self, n: int, m: int):
+        super().__init__()
+        self.net = nn.Sequential(_conv(1, n), GDN(n), _conv(n, n), GDN(n), _conv(n, m))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class FaceCodec(nn.Module):
+    stride = 8
+
+    def __init__(self, n: int = 64, m: int = 96, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS):
+        super().__init__()
+        self.n, self.m = n, m
+        self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32))
+        q = len(lambdas)
+        self.g_a = Analysis(n, m)
+        self.g_s = nn.Sequential(_deconv(m, n), GDN(n, inverse=True), _deconv(n, n), GDN(n, inverse=True), _deconv(n, 1))
+        # A sqrt(2) step per quality: doubling lambda halves the MSE-optimal step^2.
+        init = torch.tensor([0.5 * math.log(2.0) * (i - (q - 1)) for i in range(q)])
+        self.log_gain = nn.Parameter(init[:, None].repeat(1, m))
+        self.log_inv_gain = nn.Parameter(-init[:, None].repeat(1, m))
+        # init_scale 10 (CompressAI's default) starts the densities ~10x wider than
+        # these latents; on a short CPU schedule narrowing them costs epochs.
+        self.entropy = nn.ModuleList(EntropyBottleneck(m, init_scale=2.0) for _ in range(q))
+
+    @property
+    def num_qualities(self) -> int:
+        return len(self.entropy)
+
+    def _gain(self, q: int) -> torch.Tensor:
+        return self.log_gain[q].exp().view(1, -1, 1, 1)
+
+    def _inv_gain(self, q: int) -> torch.Tensor:
+        return self.log_inv_gain[q].exp().view(1, -1, 1, 1)
+
+    def forward(self, x: torch.Tensor, q: int) -> dict[str, torch.Tensor]:
+        """Training/eval pass: noisy (train) or rounded (eval) latents and their likelihoods."""
+        y = self.g_a(x) * self._gain(q)
+        y_hat, likelihoods = self.entropy[q](y)
+        return {"x_hat": self.synthesize(y_hat, q), "likelihoods": likelihoods, "y_hat": y_hat}
+
+    def synthesize(self, y_hat: torch.Tensor, q: int) -> torch.Tensor:
+        """Dequantised latent (gain domain) -> reconstruction in [0,1]."""
+        return self.g_s(y_hat * self._inv_gain(q)).clamp_(0.0, 1.0)
+
+    def aux_loss(self) -> torch.Tensor:
+        return sum(eb.loss() for eb in self.entropy)
+
+    @torch.no_grad()
+    def entropy_tables(self) -> dict[str, np.ndarray]:
+        """Everything both ends need to entropy-code, as plain integer/float arrays.
+
+        Per quality q and channel c: the coded index of a latent is
+        clamp(round(y*gain - median) - offset, 0, length-1) and it is coded with
+        pmf[q, c, :length] (16-bit integers, every bin >= 1). CompressAI's tail
+        (escape) bin is dropped: out-of-range latents are clamped instead, which
+        the likelihood bound makes rare and keeps the format one table lookup.
+        """
+        q, m = self.num_qualities, self.m
+        rows = []
+        for eb in self.entropy:
+            eb.update(force=True)
+            cdf = eb._quantized_cdf.cpu().numpy().astype(np.int64)
+            length = eb._cdf_length.cpu().numpy().astype(np.int64) - 2  # drop tail bin
+            rows.append((cdf, length, eb._offset.cpu().numpy(), eb.quantiles[:, 0, 1].cpu().numpy()))
+        width = max(int(r[1].max()) for r in rows)
+        pmf = np.zeros((q, m, width), dtype=np.uint32)
+        lengths = np.zeros((q, m), dtype=np.int32)
+        offsets = np.zeros((q, m), dtype=np.int32)
+        medians = np.zeros((q, m), dtype=np.float32)
+        for i, (cdf, length, offset, median) in enumerate(rows):
+            for c in range(m):
+                n = int(length[c])
+                pmf[i, c, :n] = np.diff(cdf[c, : n + 1])
+            lengths[i], offsets[i], medians[i] = length, offset, median
+        return {
+            "gain": self.log_gain.exp().cpu().numpy().astype(np.float32),
+            "inv_gain": self.log_inv_gain.exp().cpu().numpy().astype(np.float32),
+            "medians": medians,
+            "offsets": offsets,
+            "lengths": lengths,
+            "pmf": pmf,
+            "lambdas": self.lambdas.cpu().numpy(),
+        }
+
+
+def rate_bpp(likelihoods: torch.Tensor, num_pixels: int) -> torch.Tensor:
+    """Estimated bits per pixel of a batch from the entropy model's likelihoods."""
+    return likelihoods.log2().sum().neg() / num_pixels

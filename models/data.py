@@ -1,0 +1,55 @@
+"""FER2013 from the shared npz: arrays in, float tensors out, nothing cached on disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_DATA = Path(
+    os.environ.get(
+        "FERCODEC_DATA",
+        Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "fer2013" / "fer2013.npz",
+    )
+)
+SPLITS = ("train", "val", "test")
+
+
+def load_split(split: str, path: str | os.PathLike | None = None, limit: int | None = None):
+    """Return (faces uint8 [N,48,48], labels int64 [N]) for train, val (PublicTest) or test (PrivateTest)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    path = Path(path or DEFAULT_DATA)
+    if not path.is_file():
+        raise FileNotFoundError(f"FER2013 archive not found at {path} (set --data or FERCODEC_DATA)")
+    with np.load(path) as d:
+        x, y = d[f"x_{split}"], d[f"y_{split}"].astype(np.int64)
+    if limit is not None:
+        # Evenly spaced rows: ids are random, so classes stay interleaved and the
+        # subset is the same on every machine.
+        idx = np.linspace(0, len(x) - 1, num=min(limit, len(x))).round().astype(np.int64)
+        x, y = x[idx], y[idx]
+    return x, y
+
+
+def to_tensor(faces: np.ndarray):
+    """uint8 [N,H,W] -> float32 torch tensor [N,1,H,W] in [0,1]."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(faces)).float().div_(255.0).unsqueeze(1)
+
+
+def augment(x, generator):
+    """Random horizontal flip and +-4 px shift (reflect padding): cheap, label-preserving."""
+    import torch
+    import torch.nn.functional as F
+
+    n = x.shape[0]
+    flip = torch.rand(n, generator=generator) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    pad = 4
+    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
+    h, w = x.shape[-2:]
+    return xp[..., dy : dy + h, dx : dx + w]

@@ -1,0 +1,267 @@
+"""fertrain: train the expression classifier and the face codec on FER2013.
+
+One loss for the codec, L = lambda_R * R + lambda_D[q] * 255^2 * MSE + lambda_C * CE,
+with R in bits per pixel. lambda_C = 0 is the rate-distortion baseline; with a
+classifier given, --strategy frozen fine-tunes the codec against it and
+--strategy joint optimises both (arXiv 2509.17262).
+
+Every epoch writes <out>/last.pt (resumable: model, optimiser, schedule, epoch,
+history) and <out>/best.pt (best on val = PublicTest). Data order is a pure
+function of --seed and the epoch, so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _args(argv):
+    p = argparse.ArgumentParser(prog="fertrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    for name in ("classifier", "codec"):
+        s = sub.add_parser(name, help=f"train the {name}")
+        s.add_argument("--data", default=None, help="path to fer2013.npz (default ../shared/data/fer2013/fer2013.npz or $FERCODEC_DATA)")
+        s.add_argument("--out", required=True, help="run directory for checkpoints and log.jsonl")
+        s.add_argument("--epochs", type=int, default=30)
+        s.add_argument("--batch-size", type=int, default=64)
+        s.add_argument("--lr", type=float, default=1e-3)
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+        s.add_argument("--device", default="auto", help="cpu, cuda or auto")
+        s.add_argument("--limit", type=int, default=None, help="use only the first N train and val faces (smoke tests)")
+        s.add_argument("--fresh", action="store_true", help="ignore an existing last.pt instead of resuming")
+        s.add_argument("--warmup", type=float, default=0.05, help="fraction of all steps spent warming the learning rate up")
+    c = sub.choices["classifier"]
+    c.add_argument("--width", type=int, default=32)
+    c.add_argument("--label-smoothing", type=float, default=0.1)
+    k = sub.choices["codec"]
+    k.add_argument("--n", type=int, default=64, help="transform channels")
+    k.add_argument("--m", type=int, default=96, help="latent channels")
+    k.add_argument("--lambda-r", type=float, default=1.0, help="weight of the rate term (bpp)")
+    k.add_argument("--lambda-d", type=float, nargs="+", default=None, help="distortion weight per quality (default: the codec's ladder)")
+    k.add_argument("--lambda-c", type=float, default=0.0, help="weight of the classifier's cross-entropy on decoded faces")
+    k.add_argument("--classifier", default=None, help="classifier checkpoint for --lambda-c > 0")
+    k.add_argument("--strategy", choices=("frozen", "joint"), default="frozen", help="with --lambda-c: keep the classifier frozen or train it too")
+    k.add_argument("--init", default=None, help="start the codec from this checkpoint (fine-tuning)")
+    return p.parse_args(argv)
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _load_state(path):
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _order(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def _log(out: Path, row: dict) -> None:
+    with open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better):
+    """Shared epoch loop: resume, deterministic order, progress bar, checkpoints."""
+    import torch
+    from tqdm import tqdm
+
+    from .data import load_split, to_tensor
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    dev = _device(args.device)
+    xtr, ytr = load_split("train", args.data, args.limit)
+    xva, yva = load_split("val", args.data, args.limit)
+    xtr, ytr = to_tensor(xtr), torch.from_numpy(ytr)
+    xva, yva = to_tensor(xva).to(dev), torch.from_numpy(yva).to(dev)
+    for m in model_parts.values():
+        m.to(dev)
+    opt = torch.optim.Adam(params, lr=args.lr)
+    max_lr = [args.lr * g.get("lr_scale", 1.0) for g in opt.param_groups]
+    steps_per_epoch = max(1, len(xtr) // args.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=args.epochs * steps_per_epoch, pct_start=args.warmup)
+    start, best, history = 0, None, []
+    last = out / "last.pt"
+    if last.exists() and not args.fresh:
+        ck = _load_state(last)
+        for k, m in model_parts.items():
+            m.load_state_dict(ck["models"][k])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        start, best, history = ck["epoch"], ck["best"], ck["history"]
+        print(f"resuming {last} at epoch {start + 1}/{args.epochs}", file=sys.stderr)
+    gen = torch.Generator().manual_seed(args.seed)
+    for epoch in range(start, args.epochs):
+        gen.manual_seed(args.seed * 1000 + epoch)
+        for m in model_parts.values():
+            m.train()
+        order = torch.from_numpy(_order(len(xtr), args.seed, epoch))
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", dynamic_ncols=True, mininterval=5)
+        t0, sums = time.time(), {}
+        for i in bar:
+            idx = order[i * args.batch_size : (i + 1) * args.batch_size]
+            stats = step_fn(xtr[idx].to(dev), ytr[idx].to(dev), i, gen, opt)
+            sched.step()
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix({k: f"{v / (i + 1):.4g}" for k, v in sums.items()}, refresh=False)
+        for m in model_parts.values():
+            m.eval()
+        with torch.no_grad():
+            val = eval_fn(xva, yva)
+        row = {"epoch": epoch + 1, "seconds": round(time.time() - t0, 1), "lr": sched.get_last_lr()[0], **{f"train_{k}": v / steps_per_epoch for k, v in sums.items()}, **{f"val_{k}": v for k, v in val.items()}}
+        history.append(row)
+        _log(out, row)
+        print(json.dumps(row), file=sys.stderr)
+        score = val[score_key]
+        improved = best is None or (score > best if higher_better else score < best)
+        if improved:
+            best = score
+        state = {"models": {k: m.state_dict() for k, m in model_parts.items()}, "args": vars(args)}
+        if improved:
+            torch.save({**state, "epoch": epoch + 1, "val": val}, out / "best.pt")
+        torch.save({**state, "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch + 1, "best": best, "history": history}, out / "last.pt.tmp")
+        (out / "last.pt.tmp").replace(last)
+    return history
+
+
+def train_classifier(args):
+    import torch
+    import torch.nn.functional as F
+
+    from .classifier import FERClassifier
+    from .data import augment
+
+    model = FERClassifier(width=args.width)
+
+    def step(x, y, i, gen, opt):
+        logits = model(augment(x, gen))
+        loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item(), "acc": (logits.argmax(1) == y).float().mean().item()}
+
+    def evaluate(x, y):
+        pred = torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
+        return {"acc": (pred == y).float().mean().item()}
+
+    return _loop(args, {"classifier": model}, step, evaluate, list(model.parameters()), "acc", True)
+
+
+def train_codec(args):
+    import torch
+    import torch.nn.functional as F
+
+    from .classifier import FERClassifier
+    from .codec import DEFAULT_LAMBDAS, FaceCodec, rate_bpp
+    from .data import augment
+
+    lambdas = tuple(args.lambda_d) if args.lambda_d else DEFAULT_LAMBDAS
+    codec = FaceCodec(n=args.n, m=args.m, lambdas=lambdas)
+    parts = {"codec": codec}
+    if args.init:
+        codec.load_state_dict(_load_state(args.init)["models"]["codec"])
+    clf = None
+    if args.lambda_c > 0:
+        if not args.classifier:
+            raise SystemExit("fertrain: --lambda-c > 0 needs --classifier CHECKPOINT")
+        ck = _load_state(args.classifier)
+        clf = FERClassifier(width=ck["args"].get("width", 32))
+        clf.load_state_dict(ck["models"]["classifier"])
+        if args.strategy == "joint":
+            parts["classifier"] = clf
+        else:
+            clf.eval().requires_grad_(False)
+    # Transforms and gains are clipped; the entropy model's density parameters are
+    # not (clipping the sum would let the large distortion gradient starve them)
+    # and its quantiles only follow the auxiliary loss.
+    named = list(codec.named_parameters())
+    main = [p for n, p in named if not n.startswith("entropy.")]
+    density = [p for n, p in named if n.startswith("entropy.") and not n.endswith("quantiles")]
+    aux = [p for n, p in named if n.endswith("quantiles")]
+    params = [{"params": main}, {"params": density, "lr_scale": 3.0}, {"params": aux, "lr_scale": 3.0}]
+    if args.strategy == "joint" and clf is not None:
+        params.append({"params": list(clf.parameters())})
+    q_count = codec.num_qualities
+
+    def step(x, y, i, gen, opt):
+        q = i % q_count  # every quality gets every q_count-th batch
+        x = augment(x, gen)
+        out = codec(x, q)
+        bpp = rate_bpp(out["likelihoods"], x.shape[0] * x.shape[-2] * x.shape[-1])
+        mse = F.mse_loss(out["x_hat"], x)
+        loss = args.lambda_r * bpp + codec.lambdas[q] * 255**2 * mse
+        stats = {"bpp": bpp.item(), "psnr": (-10 * torch.log10(mse)).item()}
+        if clf is not None:
+            if args.strategy == "frozen":
+                clf.eval()
+            ce = F.cross_entropy(clf(out["x_hat"]), y)
+            loss = loss + args.lambda_c * ce
+            stats["ce"] = ce.item()
+        opt.zero_grad(set_to_none=True)
+        (loss + codec.aux_loss()).backward()
+        torch.nn.utils.clip_grad_norm_(main, 1.0)
+        opt.step()
+        stats["loss"] = loss.item()
+        return stats
+
+    def evaluate(x, y):
+        res, total = {}, 0.0
+        for q in range(q_count):
+            bpps, mses, correct = [], [], 0
+            for i in range(0, len(x), 512):
+                xb = x[i : i + 512]
+                out = codec(xb, q)
+                bpps.append(rate_bpp(out["likelihoods"], xb.numel()).item() * len(xb))
+                mses.append(F.mse_loss(out["x_hat"], xb, reduction="none").mean((1, 2, 3)))
+                if clf is not None:
+                    correct += (clf(out["x_hat"]).argmax(1) == y[i : i + 512]).sum().item()
+            bpp, mse = sum(bpps) / len(x), torch.cat(mses)
+            res[f"q{q}_bpp"] = bpp
+            res[f"q{q}_psnr"] = (-10 * torch.log10(mse.clamp_min(1e-10))).mean().item()
+            if clf is not None:
+                res[f"q{q}_acc"] = correct / len(x)
+            total += args.lambda_r * bpp + codec.lambdas[q].item() * 255**2 * mse.mean().item()
+        res["loss"] = total / q_count
+        return res
+
+    return _loop(args, parts, step, evaluate, params, "loss", False)
+
+
+def main(argv=None) -> int:
+    args = _args(argv)
+    try:
+        if args.what == "classifier":
+            train_classifier(args)
+        else:
+            train_codec(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"fertrain: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fertrain: interrupted; rerun the same command to resume from last.pt", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""ferserver: the gRPC service that decodes, reconstructs and classifies faces."""

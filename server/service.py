@@ -1,0 +1,116 @@
+"""The FerCodec servicer: thin. Validate, hand faces to the batcher, shape the reply."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+
+from fercodec.v1 import fercodec_pb2 as pb
+from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
+from fermodels.bitstream import FORMAT_VERSION, BitstreamError
+
+from .engine import FaceJob, FaceOutput
+
+log = logging.getLogger("ferserver")
+_CODES = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "precondition": grpc.StatusCode.FAILED_PRECONDITION, "exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+class RequestError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class FerCodecServicer(pb_grpc.FerCodecServicer):
+    def __init__(self, card, batcher, metrics, device: str, max_faces: int):
+        self.card, self.batcher, self.metrics, self.max_faces = card, batcher, metrics, max_faces
+        h, w = card.face_size
+        bpp = card.metrics.get("bits_per_pixel", {})
+        self.info = pb.ModelInfo(
+            model_id=card.model_id,
+            model_tag=card.model_tag,
+            version=card.version,
+            input_height=h,
+            input_width=w,
+            qualities=[pb.Quality(index=q, **{"lambda": lam}, mean_bits_per_pixel=float(bpp.get(str(q), 0.0))) for q, lam in enumerate(card.lambdas)],
+            default_quality=card.default_quality,
+            class_names=list(card.class_names),
+            bitstream_version=FORMAT_VERSION,
+            device=device,
+        )
+
+    async def _recognize(self, request: pb.RecognizeRequest) -> pb.RecognizeResponse:
+        n = len(request.faces)
+        if n == 0:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "request has no faces")
+        if n > self.max_faces:
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request has {n} faces; at most {self.max_faces} per request")
+        for data in request.faces:
+            self.metrics.bitstream_bytes.observe(len(data))
+        results = await self.batcher.submit([FaceJob(bytes(d), request.return_reconstruction) for d in request.faces])
+        for i, r in enumerate(results):
+            if isinstance(r, BitstreamError):
+                self.metrics.faces_rejected.labels(r.kind).inc()
+                raise RequestError(_CODES[r.kind], f"face {i}: {r}")
+            if not isinstance(r, FaceOutput):
+                raise RequestError(grpc.StatusCode.INTERNAL, f"face {i}: internal error in model code; see the server log")
+        reply = pb.RecognizeResponse(request_id=request.request_id, model_id=self.card.model_id)
+        for r in results:
+            self.metrics.predictions.labels(r.label).inc()
+            self.metrics.bits_per_pixel.observe(r.bits_per_pixel)
+            reply.results.add(label=r.label, confidence=r.confidence, probabilities=r.probabilities, reconstruction_png=r.reconstruction_png, quality=r.quality, bitstream_bytes=r.bitstream_bytes, bits_per_pixel=r.bits_per_pixel)
+        return reply
+
+    async def _handle(self, method: str, context, work):
+        """Count, time and map errors to a status for one RPC."""
+        m = self.metrics
+        m.inflight.inc()
+        code, t0 = grpc.StatusCode.OK, time.perf_counter()
+        try:
+            return await work()
+        except RequestError as e:
+            code = e.code
+            await context.abort(e.code, e.message)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("%s failed", method)
+            await context.abort(code, "internal error; see the server log")
+        finally:
+            m.inflight.dec()
+            m.requests.labels(method, code.name).inc()
+            m.request_seconds.labels(method).observe(time.perf_counter() - t0)
+
+    async def Recognize(self, request, context):
+        return await self._handle("Recognize", context, lambda: self._recognize(request))
+
+    async def GetModelInfo(self, request, context):
+        async def info():
+            return self.info
+
+        return await self._handle("GetModelInfo", context, info)
+
+    async def RecognizeStream(self, request_iterator, context):
+        """One response per request; a bad request gets `error` and the stream goes on."""
+        m = self.metrics
+        m.inflight.inc()
+        code, t0 = grpc.StatusCode.OK, time.perf_counter()
+        try:
+            async for request in request_iterator:
+                try:
+                    yield await self._recognize(request)
+                except RequestError as e:
+                    m.requests.labels("RecognizeStream.message", e.code.name).inc()
+                    yield pb.RecognizeResponse(request_id=request.request_id, model_id=self.card.model_id, error=pb.Error(code=e.code.value[0], message=e.message))
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            m.inflight.dec()
+            m.requests.labels("RecognizeStream", code.name).inc()
+            m.request_seconds.labels("RecognizeStream").observe(time.perf_counter() - t0)
