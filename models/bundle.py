@@ -12,6 +12,7 @@ Import-light: reading model.json needs neither torch nor CompressAI.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,7 @@ class ModelCard:
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None) -> "ModelCard":
-        path = Path(model_dir or DEFAULT_MODEL_DIR)
+        path = Path(model_dir or os.environ.get("FERCODEC_MODEL_DIR") or DEFAULT_MODEL_DIR)
         meta = path / "model.json"
         if not meta.is_file():
             raise FileNotFoundError(f"no model.json in {path}: not a fercodec model directory")

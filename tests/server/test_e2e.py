@@ -1,0 +1,156 @@
+"""The real ferserver on a loopback port, the real ferclient, a real photo, real metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from fercodec.v1 import fercodec_pb2 as pb
+from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
+
+from ..conftest import Server, encode_faces, run_client
+
+JSON_KEYS = {"file", "box", "label", "confidence", "probabilities", "bytes", "bpp", "latency_ms"}
+
+
+def _counter(text: str, name: str, **labels) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_send_astronaut_finds_the_smiling_face(server, astronaut, tmp_path, card):
+    before = server.metrics()
+    r = run_client("send", str(astronaut), "--server", server.address, "--json", "--reconstruct", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(rows) == 1
+    row = rows[0]
+    assert set(row) == JSON_KEYS
+    x, y, w, h = row["box"]
+    assert abs(x - 177) <= 8 and abs(y - 66) <= 8 and abs(w - 95) <= 10 and abs(h - 95) <= 10
+    assert row["label"] == "happy"
+    assert set(row["probabilities"]) == set(card.class_names)
+    assert abs(sum(row["probabilities"].values()) - 1) < 1e-2
+    assert 10 <= row["bytes"] <= 400 and row["bpp"] == pytest.approx(8 * row["bytes"] / 2304, abs=1e-3)
+    with Image.open(tmp_path / "astronaut_face0.png") as im:
+        assert im.size == (48, 48) and im.mode == "L"
+    after = server.metrics()
+    assert _counter(after, "fercodec_requests_total", method="Recognize", code="OK") == _counter(before, "fercodec_requests_total", method="Recognize", code="OK") + 1
+    assert _counter(after, "fercodec_predictions_total", label="happy") >= 1
+    assert _counter(after, "fercodec_bitstream_bytes_count") > _counter(before, "fercodec_bitstream_bytes_count")
+    for stage in ("entropy_decode", "synthesis", "classify"):
+        assert _counter(after, "fercodec_stage_duration_seconds_count", stage=stage) > 0
+
+
+def test_human_output_and_no_detect(server, astronaut, tmp_path):
+    crop = tmp_path / "crop.png"
+    with Image.open(astronaut) as im:
+        im.crop((168, 57, 281, 170)).save(crop)
+    r = run_client("send", str(crop), "--no-detect", "--server", server.address, "--quality", "0")
+    assert r.returncode == 0, r.stderr
+    assert re.match(r".*crop\.png  whole image  \w+ \d\.\d\d  \d+ B  \d\.\d{3} bpp  [\d.]+ ms$", r.stdout.strip())
+
+
+def test_bad_files_fail_alone_with_one_line_each(server, astronaut, tmp_path):
+    flat = tmp_path / "flat.png"
+    Image.new("L", (200, 200), 128).save(flat)
+    notimg = tmp_path / "notes.jpg"
+    notimg.write_text("not a picture")
+    r = run_client("send", str(tmp_path / "missing.jpg"), str(notimg), str(flat), str(astronaut), "--server", server.address, "--json")
+    assert r.returncode == 1
+    assert len(r.stdout.splitlines()) == 1 and json.loads(r.stdout)["label"]
+    errs = r.stderr.strip().splitlines()
+    assert len(errs) == 3 and "Traceback" not in r.stderr
+    assert "missing.jpg: no such file" in errs[0]
+    assert "notes.jpg: not an image" in errs[1]
+    assert "flat.png: no face found" in errs[2]
+
+
+def test_unreachable_server_and_bad_quality(astronaut):
+    from ..conftest import free_port
+
+    r = run_client("send", str(astronaut), "--server", f"127.0.0.1:{free_port()}", "--timeout", "5")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "cannot reach server" in r.stderr and "Traceback" not in r.stderr
+    r = run_client("send", str(astronaut), "--quality", "99")
+    assert r.returncode == 2 and "quality 99 out of range" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_client_does_not_import_torch(server, astronaut):
+    import subprocess
+    import sys
+
+    code = "import sys; from ferclient.cli import main; rc = main(sys.argv[1:]); assert 'torch' not in sys.modules and 'compressai' not in sys.modules, 'heavy import'; sys.exit(rc)"
+    r = subprocess.run([sys.executable, "-c", code, "send", str(astronaut), "--server", server.address], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_grpc_api_info_health_reflection_stream(server, card, fer_test):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    streams = encode_faces(fer_test[0][:4], card.default_quality)
+    with grpc.insecure_channel(server.address) as ch:
+        stub = pb_grpc.FerCodecStub(ch)
+        info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
+        assert info.model_id == card.model_id and info.model_tag == card.model_tag
+        assert (info.input_height, info.input_width) == (48, 48) and len(info.qualities) == card.num_qualities >= 4
+        assert list(info.class_names) == list(card.class_names) and info.device == "cpu"
+        health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="fercodec.v1.FerCodec"), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        refl = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = {s.name for s in next(refl).list_services_response.service}
+        assert {"fercodec.v1.FerCodec", "grpc.health.v1.Health"} <= names
+
+        one = stub.Recognize(pb.RecognizeRequest(faces=streams, return_reconstruction=True), timeout=10)
+        assert len(one.results) == 4 and all(len(r.probabilities) == 7 and r.reconstruction_png.startswith(b"\x89PNG") for r in one.results)
+        reqs = [pb.RecognizeRequest(faces=streams[:2], request_id="a"), pb.RecognizeRequest(faces=[b"\x00garbage"], request_id="b"), pb.RecognizeRequest(faces=streams[2:], request_id="c")]
+        replies = list(stub.RecognizeStream(iter(reqs), timeout=20))
+        assert [r.request_id for r in replies] == ["a", "b", "c"]
+        assert replies[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "face 0" in replies[1].error.message
+        assert [r.label for r in [*replies[0].results, *replies[2].results]] == [r.label for r in one.results]
+        np.testing.assert_allclose([p for r in replies[2].results for p in r.probabilities], [p for r in one.results[2:] for p in r.probabilities], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "faces, code, text",
+    [
+        ([], grpc.StatusCode.INVALID_ARGUMENT, "no faces"),
+        ([b"\x11"] * 65, grpc.StatusCode.RESOURCE_EXHAUSTED, "at most 64"),
+        ([b"\x11\x00"], grpc.StatusCode.INVALID_ARGUMENT, "truncated"),
+    ],
+)
+def test_bad_requests_get_precise_statuses(server, faces, code, text):
+    with grpc.insecure_channel(server.address) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            pb_grpc.FerCodecStub(ch).Recognize(pb.RecognizeRequest(faces=faces), timeout=10)
+    assert e.value.code() == code and text in e.value.details()
+
+
+def test_oversize_message_is_refused(server):
+    with grpc.insecure_channel(server.address) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            pb_grpc.FerCodecStub(ch).Recognize(pb.RecognizeRequest(faces=[b"\x11" * (2 << 20)]), timeout=10)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_sigterm_drains_and_exits_zero(card, fer_test):
+    s = Server("--max-wait-ms", "200")
+    streams = encode_faces(fer_test[0][:2], 0)
+    with grpc.insecure_channel(s.address) as ch:
+        fut = pb_grpc.FerCodecStub(ch).Recognize.future(pb.RecognizeRequest(faces=streams), timeout=20)
+        import time
+
+        time.sleep(0.05)  # the request is waiting in the batcher when the signal lands
+        rc = s.stop()
+        assert len(fut.result().results) == 2
+    assert rc == 0
+    assert "ready on" in s.ready_line and "stopped" in s.output()
