@@ -28,7 +28,8 @@ def _args(argv):
         s = sub.add_parser(name, help=f"train the {name}")
         s.add_argument("--data", default=None, help="path to fer2013.npz (default ../shared/data/fer2013/fer2013.npz or $FERCODEC_DATA)")
         s.add_argument("--out", required=True, help="run directory for checkpoints and log.jsonl")
-        s.add_argument("--epochs", type=int, default=30)
+        s.add_argument("--epochs", type=int, default=30, help="length of the schedule")
+        s.add_argument("--until-epoch", type=int, default=None, help="stop after this epoch (resume later with the same command)")
         s.add_argument("--batch-size", type=int, default=64)
         s.add_argument("--lr", type=float, default=1e-3)
         s.add_argument("--seed", type=int, default=0)
@@ -109,7 +110,7 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better)
         start, best, history = ck["epoch"], ck["best"], ck["history"]
         print(f"resuming {last} at epoch {start + 1}/{args.epochs}", file=sys.stderr)
     gen = torch.Generator().manual_seed(args.seed)
-    for epoch in range(start, args.epochs):
+    for epoch in range(start, min(args.epochs, args.until_epoch or args.epochs)):
         gen.manual_seed(args.seed * 1000 + epoch)
         for m in model_parts.values():
             m.train()

@@ -1,0 +1,69 @@
+"""Training smoke test on a sliver of real FER2013: train, resume, export, encode/decode with the export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fermodels import train
+from fermodels.export import export
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("runs")
+    common = ["--limit", "128", "--batch-size", "32", "--threads", "1"]
+    assert train.main(["classifier", "--out", str(d / "clf"), "--epochs", "1", "--width", "8", *common]) == 0
+    assert train.main(["codec", "--out", str(d / "codec"), "--epochs", "2", "--until-epoch", "1", "--n", "16", "--m", "16", *common]) == 0
+    # Resume: the same schedule continues from epoch 1 instead of starting over.
+    assert train.main(["codec", "--out", str(d / "codec"), "--epochs", "2", "--n", "16", "--m", "16", *common]) == 0
+    return d
+
+
+def test_logs_and_resume(runs):
+    rows = [json.loads(line) for line in (runs / "codec" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(np.isfinite(r["val_q0_bpp"]) for r in rows)
+    assert (runs / "clf" / "best.pt").exists()
+
+
+def test_joint_strategy_needs_a_classifier(runs, capsys):
+    with pytest.raises(SystemExit, match="--classifier"):
+        train.main(["codec", "--out", str(runs / "j"), "--epochs", "1", "--n", "16", "--m", "16", "--limit", "64", "--lambda-c", "1"])
+
+
+def test_joint_strategy_runs(runs):
+    args = ["codec", "--out", str(runs / "joint"), "--epochs", "1", "--n", "16", "--m", "16", "--limit", "64", "--batch-size", "32"]
+    args += ["--init", str(runs / "codec" / "best.pt"), "--lambda-c", "1", "--classifier", str(runs / "clf" / "best.pt"), "--strategy", "joint"]
+    assert train.main(args) == 0
+    row = json.loads((runs / "joint" / "log.jsonl").read_text().splitlines()[-1])
+    assert "val_q0_acc" in row and "train_ce" in row
+
+
+def test_export_round_trips_through_onnx_and_the_bitstream(runs, tmp_path):
+    import torch
+
+    from ferclient.encoder import FaceEncoder
+    from fermodels.bitstream import decode
+    from fermodels.bundle import ModelCard, load_torch_models
+    from fermodels.data import load_split
+
+    meta = export(runs / "codec" / "best.pt", runs / "clf" / "best.pt", tmp_path / "m")
+    card = ModelCard.load(tmp_path / "m")
+    assert card.model_tag == meta["model_tag"] and card.num_qualities == 6
+    codec, _ = load_torch_models(card)
+    faces, _ = load_split("val", limit=8)
+    enc = FaceEncoder(tmp_path / "m")
+    with torch.no_grad():
+        y_torch = codec.g_a(torch.from_numpy(faces).float().div(255).unsqueeze(1)).numpy()
+    assert np.abs(enc.latents(faces) - y_torch).max() < 1e-4
+    for s, y in zip(enc.encode(faces, 2), enc.latents(faces)):
+        _, idx = decode(s, enc.tables, card.model_tag, (48, 48))
+        np.testing.assert_array_equal(idx, enc.tables.quantize(y, 2))
+
+
+def test_missing_data_is_one_line(tmp_path, capsys):
+    assert train.main(["classifier", "--out", str(tmp_path), "--data", str(tmp_path / "nope.npz"), "--epochs", "1"]) == 2
+    assert "FER2013 archive not found" in capsys.readouterr().err

@@ -1,0 +1,26 @@
+"""Flags, FERCODEC_<NAME> environment variables, and their precedence."""
+
+from __future__ import annotations
+
+import pytest
+
+from ferserver.config import Config, parse
+
+
+def test_defaults():
+    c = parse([], env={})
+    assert (c.port, c.metrics_port, c.device, c.max_batch) == (50051, 9100, "auto", 32)
+
+
+def test_env_then_flags_win():
+    env = {"FERCODEC_PORT": "6000", "FERCODEC_MAX_WAIT_MS": "2.5", "FERCODEC_DEVICE": "cpu"}
+    assert parse([], env=env) == Config(port=6000, max_wait_ms=2.5, device="cpu")
+    assert parse(["--port", "7000"], env=env).port == 7000
+
+
+@pytest.mark.parametrize("argv, env", [(["--device", "tpu"], {}), ([], {"FERCODEC_PORT": "abc"}), (["--max-batch", "0"], {})])
+def test_bad_settings_exit_2_with_a_message(argv, env, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse(argv, env=env)
+    assert e.value.code == 2
+    assert "ferserver: error:" in capsys.readouterr().err
