@@ -13,7 +13,7 @@ from PIL import Image
 from fercodec.v1 import fercodec_pb2 as pb
 from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 
-from ..conftest import Server, encode_faces, run_client
+from ..conftest import ServerProcess, encode_faces, free_port, run_client
 
 JSON_KEYS = {"file", "box", "label", "confidence", "probabilities", "bytes", "bpp", "latency_ms"}
 
@@ -76,8 +76,6 @@ def test_bad_files_fail_alone_with_one_line_each(server, astronaut, tmp_path):
 
 
 def test_unreachable_server_and_bad_quality(astronaut):
-    from ..conftest import free_port
-
     r = run_client("send", str(astronaut), "--server", f"127.0.0.1:{free_port()}", "--timeout", "5")
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "cannot reach server" in r.stderr and "Traceback" not in r.stderr
     r = run_client("send", str(astronaut), "--quality", "99")
@@ -143,7 +141,7 @@ def test_oversize_message_is_refused(server):
 
 
 def test_sigterm_drains_and_exits_zero(card, fer_test):
-    s = Server("--max-wait-ms", "200")
+    s = ServerProcess("--max-wait-ms", "200")
     streams = encode_faces(fer_test[0][:2], 0)
     with grpc.insecure_channel(s.address) as ch:
         fut = pb_grpc.FerCodecStub(ch).Recognize.future(pb.RecognizeRequest(faces=streams), timeout=20)

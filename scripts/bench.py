@@ -1,0 +1,127 @@
+"""make bench: the speed figures README quotes, measured on this machine.
+
+1. `ferclient send face.png --no-detect` from cold start: wall time and peak RSS
+   (GNU time -v), median of --runs runs, against a bare `python -c pass` baseline.
+2. Server throughput with --clients concurrent clients on loopback (one channel
+   each, one face per request, pre-encoded FER2013 PrivateTest faces), with the
+   default dynamic batching and with --max-batch 1 as the baseline, in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BIN = Path(sys.executable).parent
+
+
+def _timed(cmd: list[str]) -> tuple[float, float]:
+    r = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+    wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", r.stderr)
+    h, m, s = wall.groups()
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1))
+    return (int(h or 0) * 3600 + int(m) * 60 + float(s)), rss / 1024
+
+
+def cold_start(server: str, face: Path, runs: int) -> dict:
+    client = [[str(BIN / "ferclient"), "send", str(face), "--no-detect", "--server", server] for _ in range(runs)]
+    base = [_timed([sys.executable, "-c", "pass"]) for _ in range(runs)]
+    meas = [_timed(c) for c in client]
+    return {
+        "runs": runs,
+        "client_wall_s": statistics.median(w for w, _ in meas),
+        "client_peak_rss_mb": max(r for _, r in meas),
+        "python_wall_s": statistics.median(w for w, _ in base),
+        "python_peak_rss_mb": max(r for _, r in base),
+    }
+
+
+async def _load(address: str, streams: list[bytes], clients: int, seconds: float) -> dict:
+    import grpc
+
+    from fercodec.v1 import fercodec_pb2 as pb
+    from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
+
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def one(k: int) -> None:
+        async with grpc.aio.insecure_channel(address) as ch:
+            stub = pb_grpc.FerCodecStub(ch)
+            i = k
+            while time.perf_counter() < stop:
+                t = time.perf_counter()
+                await stub.Recognize(pb.RecognizeRequest(faces=[streams[i % len(streams)]]), timeout=30)
+                latencies.append(time.perf_counter() - t)
+                i += clients
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(k) for k in range(clients)))
+    elapsed = time.perf_counter() - t0
+    lat = np.array(latencies) * 1000
+    return {"faces": len(lat), "faces_per_s": len(lat) / elapsed, "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
+
+
+def throughput(streams: list[bytes], clients: int, seconds: float, extra: list[str]) -> dict:
+    from ferserver.process import ServerProcess
+
+    with ServerProcess(*extra) as s:
+        asyncio.run(_load(s.address, streams[:64], clients, 1.0))  # warm-up
+        return asyncio.run(_load(s.address, streams, clients, seconds))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--runs", type=int, default=5, help="cold-start runs")
+    p.add_argument("--quality", type=int, default=None)
+    p.add_argument("--json", default=None, help="also write the figures here")
+    args = p.parse_args(argv)
+
+    from PIL import Image
+
+    from ferclient.encoder import FaceEncoder
+    from fermodels.data import load_split
+    from ferserver.process import ServerProcess
+
+    faces, _ = load_split("test", limit=512)
+    enc = FaceEncoder()
+    streams = enc.encode(faces, args.quality)
+    out = {"machine": f"{platform.platform()}, {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs", "command": " ".join(sys.argv), "model": enc.card.model_id}
+    with tempfile.TemporaryDirectory() as tmp, ServerProcess() as s:
+        face = Path(tmp) / "face.png"
+        Image.fromarray(faces[0]).save(face)
+        out["cold_start"] = cold_start(s.address, face, args.runs)
+    out["batched"] = throughput(streams, args.clients, args.seconds, [])
+    out["unbatched"] = throughput(streams, args.clients, args.seconds, ["--max-batch", "1"])
+    out["speedup"] = out["batched"]["faces_per_s"] / out["unbatched"]["faces_per_s"]
+
+    c = out["cold_start"]
+    print(f"machine: {out['machine']}; model {out['model']}")
+    print(f"ferclient send face.png --no-detect, cold: {c['client_wall_s']:.2f} s wall, {c['client_peak_rss_mb']:.0f} MB peak RSS (median of {c['runs']}; bare python: {c['python_wall_s']:.2f} s, {c['python_peak_rss_mb']:.0f} MB)")
+    for name in ("batched", "unbatched"):
+        r = out[name]
+        label = "dynamic batching (default)" if name == "batched" else "baseline --max-batch 1"
+        print(f"{args.clients} clients, {label}: {r['faces_per_s']:.0f} faces/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms ({r['faces']} faces)")
+    print(f"batching speed-up: {out['speedup']:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

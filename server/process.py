@@ -1,0 +1,64 @@
+"""Run ferserver as a child process on free loopback ports: for tests, benchmarks and the demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """A real ferserver; the constructor returns once it logged its ready line."""
+
+    def __init__(self, *extra: str, timeout: float = 180.0, env: dict | None = None):
+        self.port, self.metrics_port = free_port(), free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        exe = Path(sys.executable).parent / "ferserver"
+        cmd = [str(exe), "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port), *extra]
+        fd, name = tempfile.mkstemp(prefix=f"ferserver-{self.port}-", suffix=".log")
+        self.log_path = Path(name)
+        with os.fdopen(fd, "w") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            ready = [line for line in self.output().splitlines() if "ferserver ready on" in line]
+            if ready:
+                self.ready_line = ready[0]
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ferserver exited with {self.proc.returncode}:\n{self.output()}")
+            time.sleep(0.2)
+        self.proc.kill()
+        raise RuntimeError(f"ferserver not ready within {timeout:.0f} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then the exit status (the server drains in-flight work first)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.stop()
