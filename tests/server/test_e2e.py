@@ -82,6 +82,11 @@ def test_unreachable_server_and_bad_quality(astronaut):
     assert r.returncode == 2 and "quality 99 out of range" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_deadline_exceeded_is_one_line(server, astronaut):
+    r = run_client("send", str(astronaut), "--server", server.address, "--timeout", "0.0001")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "deadline exceeded" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_client_does_not_import_torch(server, astronaut):
     import subprocess
     import sys
