@@ -6,8 +6,8 @@ the server decodes with it, so both ends run the very same integer code.
     byte 0        version (high nibble) | quality index (low nibble)
     bytes 1-2     model tag, uint16 big-endian (refuses faces encoded for another model)
     bytes 3..     face height, face width: unsigned LEB128 varints (1 byte each below 128)
-    next 3 bytes  CRC-32 of (header bytes + coded symbol indices as uint16 LE), low 24 bits
-    rest          range-coded symbols, channel-major; the decoder zero-pads to 4 bytes
+    next 3 bytes  CRC-32 of (header bytes + symbol indices as int32 LE), low 24 bits
+    rest          range-coded symbols, channel-major, then escaped values; zero-padded to 4 bytes by the decoder
 
 Framing at 48x48: 8 bytes (0.028 bpp). The checksum covers the decoded symbols,
 so a corrupted payload or a desynchronised decode is caught, not returned as garbage.
@@ -24,6 +24,8 @@ import numpy as np
 FORMAT_VERSION = 1
 CRC_BYTES = 3
 MAX_SIDE = 1024  # larger declared sides are refused before anything is allocated
+ESCAPE_LIMIT = 1 << 20  # escaped indices are clipped to +-this; 22 bypass bits at most
+_ESCAPE_BITS = 22
 
 
 class BitstreamError(ValueError):
@@ -88,22 +90,19 @@ class EntropyTables:
             return cls({k: z[k] for k in z.files})
 
     def models(self, q: int) -> list:
-        """constriction models per channel (None where the channel has one symbol), built once."""
+        """constriction models per channel (regular bins + escape bin), built once per quality."""
         if q not in self._models:
             import constriction
 
             cat = constriction.stream.model.Categorical
-            self._models[q] = [
-                cat(self.pmf[q, c, :n].astype(np.float64), perfect=False) if (n := int(self.lengths[q, c])) > 1 else None
-                for c in range(self.channels)
-            ]
+            self._models[q] = [cat(self.pmf[q, c, : int(self.lengths[q, c]) + 1].astype(np.float64), perfect=False) for c in range(self.channels)]
         return self._models[q]
 
     def quantize(self, y: np.ndarray, q: int) -> np.ndarray:
-        """Analysis output [M,h,w] -> coded symbol indices (int32), clamped to each table."""
+        """Analysis output [M,h,w] -> symbol indices (int32; outside 0..length-1 they are escaped)."""
         g, med, off = self.gain[q][:, None, None], self.medians[q][:, None, None], self.offsets[q][:, None, None]
-        idx = np.rint(y * g - med).astype(np.int64) - off
-        return np.clip(idx, 0, (self.lengths[q] - 1)[:, None, None]).astype(np.int32)
+        idx = np.rint(y * g - med) - off
+        return np.clip(idx, -ESCAPE_LIMIT, ESCAPE_LIMIT).astype(np.int32)
 
     def dequantize(self, idx: np.ndarray, q: int) -> np.ndarray:
         """Symbol indices [..., M,h,w] -> latent in the gain domain (what synthesis takes)."""
@@ -115,31 +114,59 @@ def _header_bytes(quality: int, model_tag: int, height: int, width: int) -> byte
 
 
 def _checksum(head: bytes, idx: np.ndarray) -> bytes:
-    crc = zlib.crc32(idx.astype("<u2").tobytes(), zlib.crc32(head))
+    crc = zlib.crc32(idx.astype("<i4").tobytes(), zlib.crc32(head))
     return (crc & 0xFFFFFF).to_bytes(CRC_BYTES, "big")
 
 
-def _range_code(idx: np.ndarray, models: list) -> bytes:
+def _escape_code(idx: int, length: int) -> int:
+    """Out-of-range index -> non-negative integer (zig-zag around the table), as CompressAI does."""
+    return -2 * idx - 1 if idx < 0 else 2 * (idx - length)
+
+
+def _escape_value(code: int, length: int) -> int:
+    return -(code + 1) // 2 if code % 2 else code // 2 + length
+
+
+def _range_code(idx: np.ndarray, tables: "EntropyTables", q: int) -> bytes:
     import constriction
 
+    uniform = constriction.stream.model.Uniform
     enc = constriction.stream.queue.RangeEncoder()
-    for c, model in enumerate(models):
-        if model is not None:
-            enc.encode(idx[c].reshape(-1), model)
+    lengths = tables.lengths[q]
+    escapes = []
+    for c, model in enumerate(tables.models(q)):
+        sym = idx[c].reshape(-1)
+        n = int(lengths[c])
+        out = (sym < 0) | (sym >= n)
+        if out.any():
+            escapes += [_escape_code(int(v), n) for v in sym[out]]
+            sym = np.where(out, n, sym)
+        enc.encode(sym.astype(np.int32), model)
+    # Escaped values follow all channels, Elias-gamma style: bit count, then the bits.
+    for code in escapes:
+        k = (code + 1).bit_length()
+        enc.encode(np.array([k - 1], np.int32), uniform(_ESCAPE_BITS))
+        if k > 1:
+            enc.encode(np.array([code + 1 - (1 << (k - 1))], np.int32), uniform(1 << (k - 1)))
     return enc.get_compressed().tobytes()
 
 
-def _range_decode(payload: bytes, models: list, shape: tuple[int, int, int]) -> np.ndarray:
+def _range_decode(payload: bytes, tables: "EntropyTables", q: int, shape: tuple[int, int, int]) -> np.ndarray:
     import constriction
 
+    uniform = constriction.stream.model.Uniform
     pad = (-len(payload)) % 4
     words = np.frombuffer(payload + b"\0" * pad, dtype="<u4").astype(np.uint32)
     dec = constriction.stream.queue.RangeDecoder(words)
     m, h, w = shape
     out = np.zeros((m, h * w), np.int32)
-    for c, model in enumerate(models):
-        if model is not None:
-            out[c] = dec.decode(model, h * w)
+    lengths = tables.lengths[q]
+    for c, model in enumerate(tables.models(q)):
+        out[c] = dec.decode(model, h * w)
+    for c, j in zip(*np.nonzero(out == lengths[:, None])):
+        k = int(dec.decode(uniform(_ESCAPE_BITS), 1)[0]) + 1
+        code = (1 << (k - 1)) + (int(dec.decode(uniform(1 << (k - 1)), 1)[0]) if k > 1 else 0) - 1
+        out[c, j] = _escape_value(code, int(lengths[c]))
     return out.reshape(shape)
 
 
@@ -148,17 +175,23 @@ def encode(y: np.ndarray, q: int, tables: EntropyTables, model_tag: int, height:
     if not 0 <= q < tables.num_qualities:
         raise BitstreamError(f"quality {q} out of range 0..{tables.num_qualities - 1}")
     idx = tables.quantize(y, q)
-    models = tables.models(q)
-    payload = _range_code(idx, models)
+    payload = _range_code(idx, tables, q)
     # The range coder emits whole 32-bit words; drop trailing bytes whenever the
     # zero-padded stream still decodes to the same symbols (checked here, so the
     # server's identical decoder cannot disagree).
     for cut in (3, 2, 1):
-        if len(payload) >= cut and np.array_equal(_range_decode(payload[:-cut], models, idx.shape), idx):
+        if len(payload) >= cut and _decodes_to(payload[:-cut], tables, q, idx):
             payload = payload[:-cut]
             break
     head = _header_bytes(q, model_tag, height, width)
     return head + _checksum(head, idx) + payload
+
+
+def _decodes_to(payload: bytes, tables: EntropyTables, q: int, idx: np.ndarray) -> bool:
+    try:
+        return np.array_equal(_range_decode(payload, tables, q, idx.shape), idx)
+    except Exception:  # constriction refuses some shortened payloads outright
+        return False
 
 
 def parse_header(data: bytes) -> Header:
@@ -188,7 +221,7 @@ def decode(data: bytes, tables: EntropyTables, model_tag: int, face_size: tuple[
         raise BitstreamError(f"header declares a {h.height}x{h.width} face; this model takes {face_size[0]}x{face_size[1]}")
     shape = (tables.channels, h.height // tables.stride, h.width // tables.stride)
     try:
-        idx = _range_decode(data[h.size :], tables.models(h.quality), shape)
+        idx = _range_decode(data[h.size :], tables, h.quality, shape)
     except Exception as e:  # constriction refuses some corrupt payloads outright
         raise BitstreamError(f"payload cannot be entropy-decoded ({e})") from None
     if _checksum(data[: h.size - CRC_BYTES], idx) != data[h.size - CRC_BYTES : h.size]:

@@ -90,20 +90,20 @@ class FaceCodec(nn.Module):
     def entropy_tables(self) -> dict[str, np.ndarray]:
         """Everything both ends need to entropy-code, as plain integer/float arrays.
 
-        Per quality q and channel c: the coded index of a latent is
-        clamp(round(y*gain - median) - offset, 0, length-1) and it is coded with
-        pmf[q, c, :length] (16-bit integers, every bin >= 1). CompressAI's tail
-        (escape) bin is dropped: out-of-range latents are clamped instead, which
-        the likelihood bound makes rare and keeps the format one table lookup.
+        Per quality q and channel c, a latent's index is round(y*gain - median) - offset.
+        Indices 0..length-1 are coded with pmf[q, c, :length]; pmf[q, c, length]
+        is CompressAI's tail bin, used as an escape for indices outside that
+        range (their value follows in bypass code, see bitstream.py). 16-bit
+        integers, every bin >= 1.
         """
         q, m = self.num_qualities, self.m
         rows = []
         for eb in self.entropy:
             eb.update(force=True)
             cdf = eb._quantized_cdf.cpu().numpy().astype(np.int64)
-            length = eb._cdf_length.cpu().numpy().astype(np.int64) - 2  # drop tail bin
+            length = eb._cdf_length.cpu().numpy().astype(np.int64) - 2  # regular bins; the tail bin follows
             rows.append((cdf, length, eb._offset.cpu().numpy(), eb.quantiles[:, 0, 1].cpu().numpy()))
-        width = max(int(r[1].max()) for r in rows)
+        width = max(int(r[1].max()) for r in rows) + 1
         pmf = np.zeros((q, m, width), dtype=np.uint32)
         lengths = np.zeros((q, m), dtype=np.int32)
         offsets = np.zeros((q, m), dtype=np.int32)
@@ -111,7 +111,7 @@ class FaceCodec(nn.Module):
         for i, (cdf, length, offset, median) in enumerate(rows):
             for c in range(m):
                 n = int(length[c])
-                pmf[i, c, :n] = np.diff(cdf[c, : n + 1])
+                pmf[i, c, : n + 1] = np.diff(cdf[c, : n + 2])
             lengths[i], offsets[i], medians[i] = length, offset, median
         return {
             "gain": self.log_gain.exp().cpu().numpy().astype(np.float32),
