@@ -110,6 +110,10 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("RecognizeStream failed")
+            await context.abort(code, "internal error; see the server log")
         finally:
             m.inflight.dec()
             m.requests.labels("RecognizeStream", code.name).inc()

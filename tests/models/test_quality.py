@@ -1,0 +1,48 @@
+"""The shipped models on real FER2013 PrivateTest faces (a fixed subset): accuracy floors and the card's rates.
+
+Floors sit a few points under what `fereval` measured on all 3,589 faces (the
+model card), leaving room for the subset's sampling error (about +-4 points at
+600 faces) but not for a broken model, codec or bitstream.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fermodels.bundle import load_torch_models
+from fermodels.evaluate import classifier_accuracy, evaluate_codec
+
+UNCOMPRESSED_FLOOR = 0.58
+# Per quality: the decoded-face accuracy may not fall below this.
+DECODED_FLOOR = 0.50
+DEFAULT_QUALITY_FLOOR = 0.56
+
+
+@pytest.fixture(scope="module")
+def points(card, fer_test):
+    faces, labels = fer_test
+    return evaluate_codec(card, faces, labels)
+
+
+def test_uncompressed_accuracy(card, fer_test):
+    _, clf = load_torch_models(card)
+    assert classifier_accuracy(clf, *fer_test) >= UNCOMPRESSED_FLOOR
+
+
+def test_decoded_accuracy_per_quality(card, points):
+    for p in points:
+        assert p["accuracy"] >= DECODED_FLOOR, p
+    assert points[card.default_quality]["accuracy"] >= DEFAULT_QUALITY_FLOOR
+
+
+def test_rate_and_psnr_rise_with_quality(points):
+    bpp = [p["bpp"] for p in points]
+    psnr = [p["psnr"] for p in points]
+    assert bpp == sorted(bpp) and psnr == sorted(psnr)
+
+
+def test_bpp_matches_the_model_card(card, points):
+    measured = card.metrics.get("bits_per_pixel")
+    assert measured, "model.json has no metrics: run `fereval --update-card`"
+    for p in points:
+        assert p["bpp"] == pytest.approx(measured[str(p["quality"])], rel=0.05), p
