@@ -241,6 +241,44 @@ def bd_rate(curve_a, curve_b) -> float | None:
     return float(np.expm1(mean) * 100)
 
 
+def bd_accuracy(curve_a, curve_b) -> float | None:
+    """Mean accuracy difference of a over b, in points, at equal bytes (over the overlapping log-byte range).
+
+    Curves are [(bytes, accuracy), ...] sorted by nothing in particular; positive means a is more accurate.
+    """
+    a = np.array(sorted((np.log(n), acc) for n, acc in curve_a)).reshape(-1, 2)
+    b = np.array(sorted((np.log(n), acc) for n, acc in curve_b)).reshape(-1, 2)
+    if len(a) < 2 or len(b) < 2:
+        return None
+    lo, hi = max(a[0, 0], b[0, 0]), min(a[-1, 0], b[-1, 0])
+    if hi <= lo:
+        return None
+    x = np.union1d(np.concatenate([a[:, 0], b[:, 0]]), [lo, hi])
+    x = x[(x >= lo) & (x <= hi)]
+    diff = np.interp(x, a[:, 0], a[:, 1]) - np.interp(x, b[:, 0], b[:, 1])
+    return float(np.sum((diff[1:] + diff[:-1]) / 2 * np.diff(x)) / (hi - lo) * 100)
+
+
+def compare_runs(runs: dict[str, dict]) -> str:
+    """Markdown: each fereval run (training strategy) against the first, our deployed curves only."""
+    names = list(runs)
+    base = names[0]
+
+    def ours(r):
+        return curves([p for p in r["points"] if p["codec"] == OURS])[f"{OURS}/{DEPLOYED}"]
+
+    rows = []
+    for n in names:
+        r = runs[n]
+        rows.append([n, r["model"]["id"], _pct(r["uncompressed_accuracy"][DEPLOYED]), " / ".join(f"{b:.0f} B {_pct(a)}" for b, a in sorted(ours(r))),
+                     "" if n == base else _bd(bd_rate(ours(r), ours(runs[base]))),
+                     "" if n == base else f"{bd_accuracy(ours(r), ours(runs[base])):+.2f} points" if bd_accuracy(ours(r), ours(runs[base])) is not None else "n/a"])
+    r0 = runs[base]
+    head = f"FER2013 {r0['split']} ({SPLIT_NAMES[r0['split']]}), {r0['faces']} faces; each run's own deployed classifier on its own reconstructions."
+    table = _table(["run", "model", "uncompressed accuracy", "per quality: bytes/face, accuracy", f"bytes vs {base} at equal accuracy", f"accuracy vs {base} at equal bytes"], rows)
+    return f"# Training strategies compared\n\n{head}\n\n{table}\n"
+
+
 def bytes_at_accuracy(curve, target: float) -> float | None:
     """Fewest bytes per face that reach `target` accuracy, interpolated in log bytes; None if no point reaches it."""
     f = _frontier(curve)
@@ -534,6 +572,8 @@ def _args(argv):
     p.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads (0 = torch's default)")
     p.add_argument("--batch-size", type=_positive, default=256, help="faces per synthesis / classifier batch")
     p.add_argument("--device", default="cpu", help="torch device for synthesis and classifiers (cpu, cuda, auto)")
+    p.add_argument("--compare", action="append", default=[], metavar="NAME=RESULTS_JSON", type=_extra_classifier,
+                   help="instead of evaluating, compare earlier runs' results.json against the first one given; writes strategies.md in --out")
     return p.parse_args(argv)
 
 
@@ -580,6 +620,13 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _args(argv)
     try:
+        if args.compare:
+            runs = {name: json.loads(Path(path).read_text()) for name, path in args.compare}
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            text = compare_runs(runs) + f"\nCommand: `{shlex.join(['fereval', *argv])}`\n"
+            (Path(args.out) / "strategies.md").write_text(text)
+            print(text)
+            return 0
         results = evaluate(args, shlex.join(["fereval", *argv]))
         out = Path(args.out)
         write_outputs(results, out)

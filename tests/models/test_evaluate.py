@@ -101,3 +101,12 @@ def test_update_card_fills_model_json_and_the_marked_block(tmp_path, card, faces
     assert text.startswith("# card\n\nintro\n\n<!-- metrics:start -->\n") and text.endswith("<!-- metrics:end -->\n\nafter\n")
     assert "old" not in text and "| fercodec | q0 |" in text
     assert np.isfinite(m["uncompressed_accuracy"])
+
+
+def test_bd_accuracy_known_answer():
+    from fermodels.evaluate import bd_accuracy
+
+    a = [(100, 0.50), (200, 0.60), (400, 0.70)]
+    b = [(n, acc - 0.02) for n, acc in a]
+    assert bd_accuracy(a, b) == pytest.approx(2.0)
+    assert bd_accuracy(a, [(1000, 0.5), (2000, 0.6)]) is None
