@@ -1,6 +1,6 @@
 """The shipped models on real FER2013 PrivateTest faces (a fixed subset): accuracy floors and the card's rates.
 
-Floors sit a few points under what `fereval` measured on all 3,589 faces (the
+Floors sit 5-6 points under what `fereval` measured on all 3,589 faces (the
 model card), leaving room for the subset's sampling error (about +-4 points at
 600 faces) but not for a broken model, codec or bitstream.
 """
@@ -12,9 +12,9 @@ import pytest
 from fermodels.bundle import load_torch_models
 from fermodels.evaluate import classifier_accuracy, evaluate_codec
 
-UNCOMPRESSED_FLOOR = 0.58
+UNCOMPRESSED_FLOOR = 0.60
 # Per quality: the decoded-face accuracy may not fall below this.
-DECODED_FLOOR = 0.50
+DECODED_FLOOR = 0.48
 DEFAULT_QUALITY_FLOOR = 0.56
 
 
