@@ -46,3 +46,13 @@ def test_bpp_matches_the_model_card(card, points):
     assert measured, "model.json has no metrics: run `fereval --update-card`"
     for p in points:
         assert p["bpp"] == pytest.approx(measured[str(p["quality"])], rel=0.05), p
+
+
+def test_accuracy_rises_with_rate_and_beats_jpeg_at_equal_accuracy(card, points, fer_test):
+    from fermodels.evaluate import bd_rate, evaluate_baseline
+
+    assert points[-1]["accuracy"] > points[0]["accuracy"] + 0.03
+    _, clf = load_torch_models(card)
+    jpeg = evaluate_baseline("jpeg", *fer_test, {"deployed": clf})
+    saving = bd_rate([(p["bytes"], p["accuracy"]) for p in points], [(p["bytes"], p["accuracy"]) for p in jpeg])
+    assert saving is not None and saving < -30, saving  # full PrivateTest: -59 %
