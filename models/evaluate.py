@@ -221,33 +221,11 @@ def _frontier(curve) -> np.ndarray:
     return np.array([(acc, np.log(nbytes)) for nbytes, acc in reversed(kept)]).reshape(-1, 2)
 
 
-def bd_rate(curve_a, curve_b) -> float | None:
-    """Mean byte difference of a over b in % at equal accuracy (Bjontegaard style, piecewise linear).
+def _mean_gap(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Mean of a(x) - b(x) over the x range both cover; a, b are [[x, y], ...] rising in x, linear between knots.
 
-    Curves are [(bytes, accuracy), ...]; negative means a needs fewer bytes.
-    None when the accuracy ranges do not overlap.
+    Both curves are linear between the union of their knots, so the trapezoid rule is exact there.
     """
-    a, b = _frontier(curve_a), _frontier(curve_b)
-    if len(a) < 2 or len(b) < 2:
-        return None
-    lo, hi = max(a[0, 0], b[0, 0]), min(a[-1, 0], b[-1, 0])
-    if hi <= lo:
-        return None
-    # Both log-byte curves are linear between the union of their knots, so the trapezoid rule is exact there.
-    acc = np.union1d(np.concatenate([a[:, 0], b[:, 0]]), [lo, hi])
-    acc = acc[(acc >= lo) & (acc <= hi)]
-    diff = np.interp(acc, a[:, 0], a[:, 1]) - np.interp(acc, b[:, 0], b[:, 1])
-    mean = np.sum((diff[1:] + diff[:-1]) / 2 * np.diff(acc)) / (hi - lo)
-    return float(np.expm1(mean) * 100)
-
-
-def bd_accuracy(curve_a, curve_b) -> float | None:
-    """Mean accuracy difference of a over b, in points, at equal bytes (over the overlapping log-byte range).
-
-    Curves are [(bytes, accuracy), ...] sorted by nothing in particular; positive means a is more accurate.
-    """
-    a = np.array(sorted((np.log(n), acc) for n, acc in curve_a)).reshape(-1, 2)
-    b = np.array(sorted((np.log(n), acc) for n, acc in curve_b)).reshape(-1, 2)
     if len(a) < 2 or len(b) < 2:
         return None
     lo, hi = max(a[0, 0], b[0, 0]), min(a[-1, 0], b[-1, 0])
@@ -256,7 +234,30 @@ def bd_accuracy(curve_a, curve_b) -> float | None:
     x = np.union1d(np.concatenate([a[:, 0], b[:, 0]]), [lo, hi])
     x = x[(x >= lo) & (x <= hi)]
     diff = np.interp(x, a[:, 0], a[:, 1]) - np.interp(x, b[:, 0], b[:, 1])
-    return float(np.sum((diff[1:] + diff[:-1]) / 2 * np.diff(x)) / (hi - lo) * 100)
+    return float(np.sum((diff[1:] + diff[:-1]) / 2 * np.diff(x)) / (hi - lo))
+
+
+def bd_rate(curve_a, curve_b) -> float | None:
+    """Mean byte difference of a over b in % at equal accuracy (Bjontegaard style, piecewise linear).
+
+    Curves are [(bytes, accuracy), ...]; negative means a needs fewer bytes.
+    None when the accuracy ranges do not overlap.
+    """
+    mean = _mean_gap(_frontier(curve_a), _frontier(curve_b))
+    return None if mean is None else float(np.expm1(mean) * 100)
+
+
+def bd_accuracy(curve_a, curve_b) -> float | None:
+    """Mean accuracy difference of a over b, in points, at equal bytes (over the overlapping log-byte range).
+
+    Curves are [(bytes, accuracy), ...] in any order; positive means a is more accurate.
+    """
+
+    def xy(curve):
+        return np.array(sorted((np.log(n), acc) for n, acc in curve)).reshape(-1, 2)
+
+    mean = _mean_gap(xy(curve_a), xy(curve_b))
+    return None if mean is None else mean * 100
 
 
 def compare_runs(runs: dict[str, dict]) -> str:
