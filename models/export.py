@@ -45,7 +45,8 @@ def export(codec_ck: str, classifier_ck: str, out: str | Path, name: str = "ferc
     tables = codec.entropy_tables()  # runs update(): CDFs are built once, here, and shipped
 
     # A joint checkpoint carries its own classifier; it wins over --classifier.
-    cck = ck if "classifier" in ck["models"] else torch.load(classifier_ck, map_location="cpu", weights_only=False)
+    joint = "classifier" in ck["models"]
+    cck = ck if joint else torch.load(classifier_ck, map_location="cpu", weights_only=False)
     width = cck["args"].get("width", 32)
     clf = FERClassifier(width=width)
     clf.load_state_dict(cck["models"]["classifier"])
@@ -76,7 +77,7 @@ def export(codec_ck: str, classifier_ck: str, out: str | Path, name: str = "ferc
         "class_names": list(CLASS_NAMES),
         "lambdas": list(lambdas),
         "default_quality": len(lambdas) // 2 if default_quality is None else default_quality,
-        "sources": {"codec": str(codec_ck), "classifier": str(classifier_ck)},
+        "sources": {"codec": str(codec_ck), "classifier": str(codec_ck if joint else classifier_ck)},
         "metrics": {},
     }
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
