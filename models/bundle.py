@@ -65,6 +65,17 @@ class ModelCard:
         return len(self.lambdas)
 
 
+def pick_device(name: str) -> str:
+    """cpu, cuda or auto (CUDA when torch sees one) -> a torch device name; ValueError for CUDA without a GPU."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name} asked for, but torch sees no CUDA device")
+    return name
+
+
 def load_torch_models(card: ModelCard, device: str = "cpu"):
     """(codec, classifier) in eval mode on `device`. Imports torch and CompressAI."""
     import torch

@@ -580,14 +580,12 @@ def _args(argv):
 
 def evaluate(args, command: str) -> dict:
     """Everything fereval measures, as the dict written to results.json."""
-    from .bundle import ModelCard
+    from .bundle import ModelCard, pick_device
 
     t0 = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device} asked for, but torch sees no CUDA device")
+    device = pick_device(args.device)
     card = ModelCard.load(args.model_dir)
     faces, labels = load_split(args.split, args.data, args.limit)
     extras = {name: load_classifier(path, device) for name, path in args.extra_classifier}

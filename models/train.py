@@ -53,14 +53,6 @@ def _args(argv):
     return p.parse_args(argv)
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _load_state(path):
     import torch
 
@@ -81,6 +73,7 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better)
     import torch
     from tqdm import tqdm
 
+    from .bundle import pick_device
     from .data import load_split, to_tensor
 
     out = Path(args.out)
@@ -88,7 +81,7 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    dev = _device(args.device)
+    dev = torch.device(pick_device(args.device))
     xtr, ytr = load_split("train", args.data, args.limit)
     xva, yva = load_split("val", args.data, args.limit)
     xtr, ytr = to_tensor(xtr), torch.from_numpy(ytr)

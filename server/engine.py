@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fermodels.bitstream import BitstreamError, EntropyTables, decode
-from fermodels.bundle import ModelCard, load_torch_models
+from fermodels.bundle import ModelCard, load_torch_models, pick_device
 
 
 @dataclass
@@ -31,16 +31,6 @@ class FaceOutput:
 class FaceJob:
     bitstream: bytes
     want_reconstruction: bool = False
-
-
-def pick_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
-    return name
 
 
 class Engine:

@@ -50,9 +50,8 @@ def server():
         yield s
 
 
-def run_client(*args: str, env_extra: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([str(BIN / "ferclient"), *args], capture_output=True, text=True, timeout=timeout, env=env)
+def run_client(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "ferclient"), *args], capture_output=True, text=True, timeout=timeout)
 
 
 def encode_faces(faces: np.ndarray, quality: int) -> list[bytes]:
