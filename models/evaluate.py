@@ -77,13 +77,13 @@ BASELINES = {
 
 
 def classifier_accuracy(classifier, faces_uint8, labels, batch_size: int = 256) -> float:
-    """Fraction of faces classified right. Takes uint8 [N,H,W] faces or float [N,1,H,W] in [0,1] (decoded ones)."""
+    """Fraction of faces classified right, as deployed (mirror-averaged probabilities). Takes uint8 [N,H,W] faces or float [N,1,H,W] in [0,1] (decoded ones)."""
     x = to_tensor(faces_uint8) if isinstance(faces_uint8, np.ndarray) else faces_uint8
     device = next(classifier.parameters()).device
     correct = 0
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
-            pred = classifier(x[i : i + batch_size].to(device)).argmax(1).cpu()
+            pred = classifier.probabilities(x[i : i + batch_size].to(device)).argmax(1).cpu()
             correct += int((pred == torch.as_tensor(labels[i : i + batch_size])).sum())
     return correct / len(x)
 

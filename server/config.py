@@ -19,6 +19,7 @@ class Config:
     threads: int = 0
     max_faces: int = 64
     max_message_bytes: int = 1 << 20
+    max_concurrent_rpcs: int = 512
     grace_s: float = 10.0
 
 
@@ -33,6 +34,7 @@ _HELP = {
     "threads": "torch CPU threads for model work (0 = torch default)",
     "max_faces": "most faces in one request",
     "max_message_bytes": "largest request accepted (bigger: RESOURCE_EXHAUSTED)",
+    "max_concurrent_rpcs": "calls served at once; more get RESOURCE_EXHAUSTED at once instead of queueing without bound",
     "grace_s": "seconds to finish in-flight work after SIGTERM/SIGINT",
 }
 
@@ -54,6 +56,6 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> C
     cfg = Config(**vars(args))
     if cfg.device not in ("cpu", "cuda", "auto"):
         p.error(f"--device must be cpu, cuda or auto, not {cfg.device!r}")
-    if cfg.max_batch < 1 or cfg.max_faces < 1 or cfg.max_wait_ms < 0:
-        p.error("--max-batch and --max-faces must be >= 1 and --max-wait-ms >= 0")
+    if min(cfg.max_batch, cfg.max_faces, cfg.max_concurrent_rpcs) < 1 or cfg.max_wait_ms < 0:
+        p.error("--max-batch, --max-faces and --max-concurrent-rpcs must be >= 1 and --max-wait-ms >= 0")
     return cfg

@@ -86,7 +86,7 @@ class Engine:
                 order += [(i, q) for i, _ in items]
             x_hat = torch.cat(recon)
             t = self._observe("synthesis", t)
-            probs = torch.softmax(self.classifier(x_hat).float(), dim=1).cpu().numpy()
+            probs = self.classifier.probabilities(x_hat).cpu().numpy()
             t = self._observe("classify", t)
             pixels = (x_hat[:, 0] * 255.0).round_().to(torch.uint8).cpu().numpy() if any(jobs[i].want_reconstruction for i, _ in order) else None
         names = self.card.class_names

@@ -36,7 +36,10 @@ async def serve(cfg: config_mod.Config) -> None:
     metrics.model.info({"model_id": card.model_id, "model_tag": f"{card.model_tag:#06x}", "version": card.version, "device": engine.device})
     batcher = Batcher(engine.run, cfg.max_batch, cfg.max_wait_ms / 1000.0, on_batch=metrics.batch_size.observe)
 
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", cfg.max_message_bytes), ("grpc.max_send_message_length", 16 << 20)])
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", cfg.max_message_bytes), ("grpc.max_send_message_length", 16 << 20)],
+        maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
+    )
     pb_grpc.add_FerCodecServicer_to_server(FerCodecServicer(card, batcher, metrics, engine.device, cfg.max_faces), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

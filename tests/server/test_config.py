@@ -24,3 +24,10 @@ def test_bad_settings_exit_2_with_a_message(argv, env, capsys):
         parse(argv, env=env)
     assert e.value.code == 2
     assert "ferserver: error:" in capsys.readouterr().err
+
+
+def test_concurrency_limit_must_be_positive(capsys):
+    assert parse(["--max-concurrent-rpcs", "8"], env={}).max_concurrent_rpcs == 8
+    with pytest.raises(SystemExit):
+        parse([], env={"FERCODEC_MAX_CONCURRENT_RPCS": "0"})
+    assert "--max-concurrent-rpcs" in capsys.readouterr().err

@@ -157,3 +157,15 @@ def test_sigterm_drains_and_exits_zero(card, fer_test):
         assert len(fut.result().results) == 2
     assert rc == 0
     assert "ready on" in s.ready_line and "stopped" in s.output()
+
+
+def test_overload_gets_resource_exhausted_not_a_queue(card, fer_test):
+    """Past --max-concurrent-rpcs a call is refused at once; the admitted ones and later ones still succeed."""
+    streams = encode_faces(fer_test[0][:1], card.default_quality)
+    with ServerProcess("--max-concurrent-rpcs", "4", "--max-wait-ms", "300") as s, grpc.insecure_channel(s.address) as ch:
+        stub = pb_grpc.FerCodecStub(ch)
+        futures = [stub.Recognize.future(pb.RecognizeRequest(faces=streams), timeout=20) for _ in range(40)]
+        codes = [f.code() for f in futures]
+        assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+        assert 1 <= codes.count(grpc.StatusCode.OK) <= 8
+        assert len(stub.Recognize(pb.RecognizeRequest(faces=streams), timeout=20).results) == 1
