@@ -41,9 +41,8 @@ class FERClassifier(nn.Module):
         """Class probabilities averaged over the face and its mirror image.
 
         What the server and `fereval` report: expressions are left-right
-        symmetric, and on PublicTest the mirror average adds 0.5 points on
-        uncompressed faces and 0.2 to 1.5 on decoded ones, for one more
-        forward pass (one batch of 2N).
+        symmetric, and on PublicTest the mirror average adds about a point
+        (README, Speed), for one more forward pass (one batch of 2N).
         """
         p = torch.softmax(self(torch.cat([x, x.flip(-1)])).float(), dim=1)
         return 0.5 * (p[: len(x)] + p[len(x) :])

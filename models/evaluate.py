@@ -260,23 +260,31 @@ def bd_accuracy(curve_a, curve_b) -> float | None:
     return None if mean is None else mean * 100
 
 
+def versus_first(runs: list[tuple[str, float, list]], accuracy_label: str = "uncompressed accuracy", bytes_label: str = "bytes/face") -> str:
+    """Markdown: runs given as (name, uncompressed accuracy, [(bytes, accuracy), ...]), each against the first one.
+
+    Shared by `fereval --compare` (training strategies on test) and
+    scripts/sweep_table.py (loss weights on val).
+    """
+    base = runs[0][2]
+    rows = []
+    for i, (name, clean, curve) in enumerate(runs):
+        gain = bd_accuracy(curve, base)
+        rows.append([name, _pct(clean), " / ".join(f"{b:.0f} B {_pct(a)}" for b, a in sorted(curve)),
+                     "" if i == 0 else _bd(bd_rate(curve, base)),
+                     "" if i == 0 else "no overlap" if gain is None else f"{gain:+.2f} points"])
+    header = ["run", accuracy_label, f"per quality: {bytes_label}, accuracy", "bytes vs the first run at equal accuracy", "accuracy vs the first run at equal bytes"]
+    return _table(header, rows)
+
+
 def compare_runs(runs: dict[str, dict]) -> str:
     """Markdown: each fereval run (training strategy) against the first, our deployed curves only."""
-    names = list(runs)
-    base = names[0]
-
-    def ours(r):
-        return curves([p for p in r["points"] if p["codec"] == OURS])[f"{OURS}/{DEPLOYED}"]
-
-    rows = []
-    for n in names:
-        r = runs[n]
-        rows.append([n, r["model"]["id"], _pct(r["uncompressed_accuracy"][DEPLOYED]), " / ".join(f"{b:.0f} B {_pct(a)}" for b, a in sorted(ours(r))),
-                     "" if n == base else _bd(bd_rate(ours(r), ours(runs[base]))),
-                     "" if n == base else f"{bd_accuracy(ours(r), ours(runs[base])):+.2f} points" if bd_accuracy(ours(r), ours(runs[base])) is not None else "n/a"])
-    r0 = runs[base]
+    table = versus_first([
+        (f"{name} (`{r['model']['id']}`)", r["uncompressed_accuracy"][DEPLOYED], curves([p for p in r["points"] if p["codec"] == OURS])[f"{OURS}/{DEPLOYED}"])
+        for name, r in runs.items()
+    ])
+    r0 = next(iter(runs.values()))
     head = f"FER2013 {r0['split']} ({SPLIT_NAMES[r0['split']]}), {r0['faces']} faces; each run's own deployed classifier on its own reconstructions."
-    table = _table(["run", "model", "uncompressed accuracy", "per quality: bytes/face, accuracy", f"bytes vs {base} at equal accuracy", f"accuracy vs {base} at equal bytes"], rows)
     return f"# Training strategies compared\n\n{head}\n\n{table}\n"
 
 

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from fermodels.evaluate import bd_accuracy, bd_rate
+from fermodels.evaluate import versus_first
 
 
 def main(argv=None) -> int:
@@ -32,14 +32,8 @@ def main(argv=None) -> int:
             return 2
         qs = sorted(int(k[5:-4]) for k in row if k.startswith("val_q") and k.endswith("_bpp"))
         curve = [(row[f"val_q{q}_bpp"] * 48 * 48 / 8, row[f"val_q{q}_acc"]) for q in qs]
-        rows.append((run, row, curve))
-    base = rows[0][2]
-    print("| run | clean accuracy | per quality: est. bytes, accuracy | bytes vs first at equal accuracy | accuracy vs first at equal bytes |")
-    print("|---|---|---|---|---|")
-    for run, row, curve in rows:
-        per_q = " / ".join(f"{b:.0f} B {a * 100:.1f} %" for b, a in curve)
-        bd, ba = bd_rate(curve, base), bd_accuracy(curve, base)
-        print(f"| {run} | {row['val_clean_acc'] * 100:.1f} % | {per_q} | {'' if bd is None else f'{bd:+.1f} %'} | {'' if ba is None else f'{ba:+.2f} points'} |")
+        rows.append((run, row["val_clean_acc"], curve))
+    print(versus_first(rows, accuracy_label="clean accuracy", bytes_label="est. bytes"))
     return 0
 
 
