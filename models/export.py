@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import sys
 from pathlib import Path
@@ -65,10 +64,12 @@ def export(codec_ck: str, classifier_ck: str, out: str | Path, name: str = "ferc
     weights = {k: v for k, v in codec.state_dict().items() if not k.endswith(ENTROPY_BUFFERS)}
     torch.save({"config": {"n": a["n"], "m": a["m"], "lambdas": lambdas}, "state_dict": weights}, out / "codec.pt")
     torch.save({"config": {"width": width}, "state_dict": clf.state_dict()}, out / "classifier.pt")
-    buf = io.BytesIO()
+    # The torch.export-based exporter (the TorchScript one is deprecated); batch is dynamic.
     x = torch.rand(1, 1, FACE_SIZE, FACE_SIZE)
-    torch.onnx.export(codec.g_a, x, buf, input_names=["face"], output_names=["latent"], dynamic_axes={"face": {0: "batch"}, "latent": {0: "batch"}}, opset_version=17, dynamo=False)
-    (out / "encoder.onnx").write_bytes(buf.getvalue())
+    program = torch.onnx.export(
+        codec.g_a, (x,), input_names=["face"], output_names=["latent"], dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, opset_version=18, dynamo=True, verbose=False
+    )
+    program.save(str(out / "encoder.onnx"))
     meta = {
         "model_id": f"{name}-{tag:04x}",
         "model_tag": tag,
