@@ -42,31 +42,17 @@ def test_joint_strategy_runs(runs):
     assert "val_q0_acc" in row and "train_ce" in row
 
 
-def test_distillation_and_saliency_terms_train_and_log(runs):
+def test_distillation_term_trains_and_logs(runs):
     args = ["codec", "--out", str(runs / "kd"), "--epochs", "1", "--n", "16", "--m", "16", "--limit", "64", "--batch-size", "32", "--threads", "1"]
-    args += ["--init", str(runs / "codec" / "best.pt"), "--classifier", str(runs / "clf" / "best.pt"), "--lambda-kd", "1", "--saliency", "0.5"]
+    args += ["--init", str(runs / "codec" / "best.pt"), "--classifier", str(runs / "clf" / "best.pt"), "--lambda-c", "1", "--lambda-kd", "1", "--strategy", "joint"]
     assert train.main(args) == 0
     row = json.loads((runs / "kd" / "log.jsonl").read_text().splitlines()[-1])
     assert row["train_kd"] > 0 and "val_q0_acc" in row
-    w = np.load(runs / "kd" / "saliency.npy")
-    assert w.shape == (48, 48) and w.min() >= 0.5 and abs(w.mean() - 1) < 1e-4
 
 
-def test_saliency_bad_weight_is_refused(runs):
-    with pytest.raises(SystemExit, match="between 0 and 1"):
-        train.main(["codec", "--out", str(runs / "bad"), "--epochs", "1", "--saliency", "2", "--classifier", str(runs / "clf" / "best.pt")])
-
-
-def test_shipped_classifier_looks_at_the_face_not_the_border():
-    """The saliency map that --saliency trains with, from the shipped classifier on real faces."""
-    from fermodels.bundle import ModelCard, load_torch_models
-    from fermodels.data import load_split, to_tensor
-
-    _, clf = load_torch_models(ModelCard.load())
-    s = train.saliency_map(clf, to_tensor(load_split("val", limit=256)[0])).numpy()
-    np.testing.assert_allclose(s, s[:, ::-1], rtol=1e-5)
-    assert abs(s.mean() - 1) < 1e-4
-    assert s[12:36, 12:36].mean() > 1.5 * np.concatenate([s[:6].ravel(), s[-6:].ravel(), s[:, :6].ravel(), s[:, -6:].ravel()]).mean()
+def test_distillation_needs_a_classifier(runs):
+    with pytest.raises(SystemExit, match="--lambda-kd need --classifier"):
+        train.main(["codec", "--out", str(runs / "bad"), "--epochs", "1", "--lambda-kd", "1"])
 
 
 def test_export_round_trips_through_onnx_and_the_bitstream(runs, tmp_path):
