@@ -298,6 +298,18 @@ def bytes_at_accuracy(curve, target: float) -> float | None:
     return float(np.exp(np.interp(target, f[:, 0], f[:, 1])))
 
 
+PARITY_POINTS = 0.5  # the issue's bar for the default quality
+
+
+def default_quality(points, uncompressed: float, tolerance: float = PARITY_POINTS / 100) -> dict:
+    """The quality to ship as default: the cheapest one whose deployed accuracy is within
+    `tolerance` of uncompressed, else the most accurate one. Run it on val (PublicTest)."""
+    ours = sorted((p for p in points if p["codec"] == OURS), key=lambda p: p["quality"])
+    within = [p for p in ours if p["accuracy"] >= uncompressed - tolerance]
+    pick = within[0] if within else max(ours, key=lambda p: p["accuracy"])
+    return {"quality": pick["quality"], "within_tolerance": bool(within), "gap_points": round((uncompressed - pick["accuracy"]) * 100, 2), "bytes": pick["bytes"]}
+
+
 def curves(points) -> dict[str, list[tuple[float, float]]]:
     """Rate-accuracy curves keyed "codec/classifier"."""
     out: dict[str, list] = {}
@@ -391,6 +403,19 @@ def points_table(points, classifiers) -> str:
     return _table(header, rows)
 
 
+def _default_text(r: dict) -> str:
+    d = r.get("default_quality")
+    if d is None:
+        return "Not computed (results from an older fereval)."
+    how = "the cheapest quality within" if d["within_tolerance"] else "no quality is within"
+    return (
+        f"Rule: the cheapest quality whose deployed accuracy is within {PARITY_POINTS} points of uncompressed, else the most accurate one. "
+        f"Here {how} {PARITY_POINTS} points{'' if d['within_tolerance'] else '; the most accurate one'}: **q{d['quality']}**, "
+        f"{d['bytes']:.0f} bytes/face, {d['gap_points']:+.2f} points below uncompressed. "
+        f"Pick it on val (`--split val`) and ship it with `ferexport --default-quality {d['quality']}`; the model's current default is q{r['model'].get('default_quality', '?')}."
+    )
+
+
 def markdown(r: dict) -> str:
     """results.md: the machine, the command, and every table."""
     m, clfs = r["machine"], list(r["classifiers"])
@@ -436,6 +461,10 @@ def markdown(r: dict) -> str:
         "## Bytes per face to stay within 1 point of uncompressed accuracy",
         "",
         _table(["curve", "bytes/face"], [[k, "never" if v is None else f"{v:.0f}"] for k, v in r["bytes_within_1_point"].items()]),
+        "",
+        "## Default quality",
+        "",
+        _default_text(r),
         "",
         "![bytes per face against expression accuracy](rate_accuracy.png)",
         "",
@@ -605,7 +634,7 @@ def evaluate(args, command: str) -> dict:
         points += evaluate_baseline(name, faces, labels, classifiers, batch_size=args.batch_size)
     bd, within = compare(points, uncompressed)
     return {
-        "model": {"id": card.model_id, "tag": card.model_tag, "path": str(card.path.resolve()), "lambdas": list(card.lambdas)},
+        "model": {"id": card.model_id, "tag": card.model_tag, "path": str(card.path.resolve()), "lambdas": list(card.lambdas), "default_quality": card.default_quality},
         "split": args.split,
         "faces": len(faces),
         "data": str(Path(args.data or DEFAULT_DATA).resolve()),
@@ -620,6 +649,7 @@ def evaluate(args, command: str) -> dict:
         "points": points,
         "bd_rate": bd,
         "bytes_within_1_point": within,
+        "default_quality": default_quality(points, uncompressed[DEPLOYED]),
     }
 
 

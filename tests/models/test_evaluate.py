@@ -42,6 +42,16 @@ def test_bytes_at_accuracy():
     assert ev.bytes_at_accuracy(b, 0.61) is None
 
 
+def test_default_quality_rule():
+    pts = [{"codec": "fercodec", "quality": q, "bytes": 100.0 * (q + 1), "accuracy": a} for q, a in enumerate([0.60, 0.652, 0.656, 0.655])]
+    pts.append({"codec": "jpeg", "quality": None, "bytes": 50.0, "accuracy": 0.70})
+    # The cheapest quality within half a point of uncompressed, baselines ignored.
+    assert ev.default_quality(pts, 0.660) == {"quality": 2, "within_tolerance": True, "gap_points": 0.4, "bytes": 300.0}
+    # None within: the most accurate one, flagged.
+    d = ev.default_quality(pts, 0.670)
+    assert d["quality"] == 2 and not d["within_tolerance"] and d["gap_points"] == pytest.approx(1.4)
+
+
 def test_jpeg_bytes_rise_with_quality(card, faces):
     x, y = faces
     clf = ev.load_classifier(card.file("classifier.pt"))
@@ -76,6 +86,7 @@ def test_main_writes_every_output(tmp_path, card):
     assert set(r["bd_rate"]) == {"fercodec/deployed"} and set(r["bd_rate"]["fercodec/deployed"]) == {"jpeg/deployed"}
     assert r["command"].startswith("fereval --limit 40") and r["machine"]["cpu_count"]
     assert "fercodec/deployed" in (out / "results.md").read_text()
+    assert r["default_quality"]["quality"] in range(card.num_qualities) and "## Default quality" in (out / "results.md").read_text()
 
 
 def test_bad_inputs_are_one_line(tmp_path, capsys):
