@@ -617,9 +617,10 @@ def _args(argv):
 
 def evaluate(args, command: str) -> dict:
     """Everything fereval measures, as the dict written to results.json."""
-    from .bundle import ModelCard, pick_device
+    from .bundle import ModelCard, keep_freed_memory, pick_device
 
     t0 = time.perf_counter()
+    keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)

@@ -81,7 +81,7 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better)
     import torch
     from tqdm import tqdm
 
-    from .bundle import pick_device
+    from .bundle import keep_freed_memory, pick_device
     from .data import load_split, to_tensor
 
     out = Path(args.out)
@@ -90,6 +90,7 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better)
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     dev = torch.device(pick_device(args.device))
+    keep_freed_memory()
     xtr, ytr = load_split("train", args.data, args.limit)
     xva, yva = load_split("val", args.data, args.limit)
     xtr, ytr = to_tensor(xtr), torch.from_numpy(ytr)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fermodels.bitstream import BitstreamError, EntropyTables, decode
-from fermodels.bundle import ModelCard, load_torch_models, pick_device
+from fermodels.bundle import ModelCard, keep_freed_memory, load_torch_models, pick_device
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Engine:
         import torch
 
         self.device = pick_device(device)
+        keep_freed_memory()
         if threads:
             torch.set_num_threads(threads)
         if self.device == "cuda":
