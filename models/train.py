@@ -3,14 +3,9 @@
 One loss for the codec, L = lambda_R * R + lambda_D[q] * 255^2 * MSE + lambda_C * CE,
 with R in bits per pixel. lambda_C = 0 is the rate-distortion baseline; with a
 classifier given, --strategy frozen fine-tunes the codec against it and
---strategy joint optimises both (arXiv 2509.17262).
-
-Beyond the paper, --lambda-kd adds lambda_KD * KL(p(x) || p(x_hat)) (training
-only; the bitstream is unchanged): the classifier's answer on the uncompressed
-face is the target for the decoded one, which aims straight at "decoded accuracy
-equals uncompressed accuracy" (docs/sweep: -5.6 % bytes at equal val accuracy
-after 2 epochs; a saliency-weighted MSE tried beside it gained nothing and was
-dropped).
+--strategy joint optimises both (arXiv 2509.17262). Two additions were tried
+and dropped because val showed no gain (docs/sweep/README.md): a distillation
+term KL(p(x) || p(x_hat)) and a saliency-weighted MSE.
 
 Every epoch writes <out>/last.pt (resumable: model, optimiser, schedule, epoch,
 history) and <out>/best.pt (best on val = PublicTest). Data order is a pure
@@ -56,7 +51,6 @@ def _args(argv):
     k.add_argument("--lambda-c", type=float, default=0.0, help="weight of the classifier's cross-entropy on decoded faces")
     k.add_argument("--classifier", default=None, help="classifier checkpoint for --lambda-c > 0")
     k.add_argument("--strategy", choices=("frozen", "joint"), default="frozen", help="with --lambda-c: keep the classifier frozen or train it too")
-    k.add_argument("--lambda-kd", type=float, default=0.0, help="weight of the distillation term KL(p(x) || p(x_hat)); needs --classifier")
     k.add_argument("--init", default=None, help="start the codec from this checkpoint (fine-tuning)")
     return p.parse_args(argv)
 
@@ -170,9 +164,6 @@ def train_classifier(args):
     return _loop(args, {"classifier": model}, step, evaluate, list(model.parameters()), "acc", True)
 
 
-KD_TEMPERATURE = 2.0  # softens p(x) so the codec also learns the runner-up classes
-
-
 def train_codec(args):
     import torch
     import torch.nn.functional as F
@@ -187,9 +178,9 @@ def train_codec(args):
     if args.init:
         codec.load_state_dict(_load_state(args.init)["models"]["codec"])
     clf = None
-    if args.lambda_c > 0 or args.lambda_kd > 0:
+    if args.lambda_c > 0:
         if not args.classifier:
-            raise SystemExit("fertrain: --lambda-c and --lambda-kd need --classifier CHECKPOINT")
+            raise SystemExit("fertrain: --lambda-c > 0 needs --classifier CHECKPOINT")
         ck = _load_state(args.classifier)
         clf = FERClassifier(width=ck["args"].get("width", 32))
         clf.load_state_dict(ck["models"]["classifier"])
@@ -217,26 +208,16 @@ def train_codec(args):
         mse = F.mse_loss(out["x_hat"], x)
         loss = args.lambda_r * bpp + codec.lambdas[q] * 255**2 * mse
         stats = {"bpp": bpp.item(), "psnr": (-10 * torch.log10(mse)).item()}
-        if args.lambda_c > 0 or args.lambda_kd > 0:
+        if clf is not None:
             if args.strategy == "frozen":
                 clf.eval()
-            logits_hat = clf(out["x_hat"])
-            ce = F.cross_entropy(logits_hat, y)
+            ce = F.cross_entropy(clf(out["x_hat"]), y)
             if args.strategy == "joint":
-                logits = clf(x)
                 # Half the classifier's signal from uncompressed faces, so the joint
                 # classifier stays accurate on them (the paper's claim, measured by fereval).
-                ce = 0.5 * (ce + F.cross_entropy(logits, y))
+                ce = 0.5 * (ce + F.cross_entropy(clf(x), y))
             loss = loss + args.lambda_c * ce
             stats["ce"] = ce.item()
-            if args.lambda_kd > 0:
-                if args.strategy == "frozen":
-                    with torch.no_grad():
-                        logits = clf(x)
-                t = KD_TEMPERATURE
-                kd = F.kl_div(F.log_softmax(logits_hat / t, 1), F.log_softmax(logits.detach() / t, 1), reduction="batchmean", log_target=True) * t * t
-                loss = loss + args.lambda_kd * kd
-                stats["kd"] = kd.item()
         opt.zero_grad(set_to_none=True)
         (loss + codec.aux_loss()).backward()
         torch.nn.utils.clip_grad_norm_(main, 1.0)
@@ -264,7 +245,6 @@ def train_codec(args):
             res[f"q{q}_psnr"] = (-10 * torch.log10(mse.clamp_min(1e-10))).mean().item()
             if clf is not None:
                 res[f"q{q}_acc"] = correct / len(x)
-            # The KD term is left out of selection: it tracks the CE.
             total += args.lambda_r * bpp + codec.lambdas[q].item() * 255**2 * mse.mean().item() + args.lambda_c * ce / len(x)
         res["loss"] = total / q_count
         return res

@@ -42,19 +42,6 @@ def test_joint_strategy_runs(runs):
     assert "val_q0_acc" in row and "train_ce" in row
 
 
-def test_distillation_term_trains_and_logs(runs):
-    args = ["codec", "--out", str(runs / "kd"), "--epochs", "1", "--n", "16", "--m", "16", "--limit", "64", "--batch-size", "32", "--threads", "1"]
-    args += ["--init", str(runs / "codec" / "best.pt"), "--classifier", str(runs / "clf" / "best.pt"), "--lambda-c", "1", "--lambda-kd", "1", "--strategy", "joint"]
-    assert train.main(args) == 0
-    row = json.loads((runs / "kd" / "log.jsonl").read_text().splitlines()[-1])
-    assert row["train_kd"] > 0 and "val_q0_acc" in row
-
-
-def test_distillation_needs_a_classifier(runs):
-    with pytest.raises(SystemExit, match="--lambda-kd need --classifier"):
-        train.main(["codec", "--out", str(runs / "bad"), "--epochs", "1", "--lambda-kd", "1"])
-
-
 def test_export_round_trips_through_onnx_and_the_bitstream(runs, tmp_path):
     import torch
 
