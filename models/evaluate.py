@@ -411,7 +411,7 @@ def _default_text(r: dict) -> str:
     return (
         f"Rule: the cheapest quality whose deployed accuracy is within {PARITY_POINTS} points of uncompressed, else the most accurate one. "
         f"Here {how} {PARITY_POINTS} points{'' if d['within_tolerance'] else '; the most accurate one'}: **q{d['quality']}**, "
-        f"{d['bytes']:.0f} bytes/face, {d['gap_points']:+.2f} points below uncompressed. "
+        f"{d['bytes']:.0f} bytes/face, {abs(d['gap_points']):.2f} points {'below' if d['gap_points'] > 0 else 'above'} uncompressed. "
         f"Pick it on val (`--split val`) and ship it with `ferexport --default-quality {d['quality']}`; the model's current default is q{r['model'].get('default_quality', '?')}."
     )
 
