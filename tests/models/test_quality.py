@@ -15,7 +15,7 @@ from fermodels.evaluate import classifier_accuracy, evaluate_codec
 UNCOMPRESSED_FLOOR = 0.60
 # Per quality: the decoded-face accuracy may not fall below this.
 DECODED_FLOOR = 0.48
-DEFAULT_QUALITY_FLOOR = 0.56
+DEFAULT_QUALITY_FLOOR = 0.61  # q5 since session 3 (66.6 % on all faces)
 
 
 @pytest.fixture(scope="module")
@@ -55,4 +55,4 @@ def test_accuracy_rises_with_rate_and_beats_jpeg_at_equal_accuracy(card, points,
     _, clf = load_torch_models(card)
     jpeg = evaluate_baseline("jpeg", *fer_test, {"deployed": clf})
     saving = bd_rate([(p["bytes"], p["accuracy"]) for p in points], [(p["bytes"], p["accuracy"]) for p in jpeg])
-    assert saving is not None and saving < -30, saving  # full PrivateTest: -59 %
+    assert saving is not None and saving < -30, saving  # full PrivateTest: -58 %

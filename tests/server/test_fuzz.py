@@ -13,22 +13,25 @@ from ..conftest import encode_faces
 ALLOWED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
-def _mutate(rng, s: bytes) -> bytes:
+APPEND = 2  # junk after the last word the decoder reads: harmless by design (docs/bitstream.md)
+
+
+def _mutate(rng, s: bytes) -> tuple[bytes, int]:
     b = bytearray(s)
-    op = rng.integers(0, 5)
+    op = int(rng.integers(0, 5))
     if op == 0:  # flip bits anywhere
         for _ in range(rng.integers(1, 4)):
             i = rng.integers(0, len(b))
             b[i] ^= 1 << int(rng.integers(0, 8))
     elif op == 1:  # truncate
         b = b[: rng.integers(0, len(b))]
-    elif op == 2:  # append junk
+    elif op == APPEND:  # append junk
         b += rng.integers(0, 256, rng.integers(1, 64), dtype=np.uint8).tobytes()
     elif op == 3:  # overwrite the payload with random bytes
         b[8:] = rng.integers(0, 256, max(0, len(b) - 8), dtype=np.uint8).tobytes()
     else:  # swap in another face's payload under this header
         b = b[:8] + bytes(reversed(b[8:]))
-    return bytes(b)
+    return bytes(b), op
 
 
 def test_random_and_mutated_bitstreams(server, card, fer_test):
@@ -39,11 +42,13 @@ def test_random_and_mutated_bitstreams(server, card, fer_test):
         stub = pb_grpc.FerCodecStub(ch)
         truth = [stub.Recognize(pb.RecognizeRequest(faces=[s]), timeout=10).results[0] for s in good]
         cases = [rng.integers(0, 256, rng.integers(0, 300), dtype=np.uint8).tobytes() for _ in range(1000)]
-        origin = [None] * len(cases)
+        origin, ops = [None] * len(cases), [None] * len(cases)
         for k in range(2000):
             j = k % len(good)
-            cases.append(_mutate(rng, good[j]))
+            case, op = _mutate(rng, good[j])
+            cases.append(case)
             origin.append(j)
+            ops.append(op)
         # 100 in flight at a time: grpc core sheds load (CANCELLED) past ~1000
         # calls pending on one server, which is not what this test is about.
         futures = []
@@ -52,8 +57,8 @@ def test_random_and_mutated_bitstreams(server, card, fer_test):
             for f in batch:
                 f.exception()
             futures += batch
-        accepted = 0
-        for c, j, f in zip(cases, origin, futures):
+        accepted = {op: 0 for op in range(5)}
+        for c, j, op, f in zip(cases, origin, ops, futures):
             try:
                 r = f.result().results[0]
             except grpc.RpcError as e:
@@ -65,7 +70,9 @@ def test_random_and_mutated_bitstreams(server, card, fer_test):
             assert j is not None, f"random bytes accepted: {c!r}"
             assert r.label == truth[j].label
             np.testing.assert_allclose(r.probabilities, truth[j].probabilities, rtol=1e-4, atol=1e-6)
-            accepted += 1
-        assert accepted < 0.2 * 2000
+            accepted[op] += 1
+        # Damage inside the payload is caught (CRC over the decoded symbols) unless
+        # it hit bytes the decoder never reads; those cases answered exactly as above.
+        assert sum(n for op, n in accepted.items() if op != APPEND) < 0.05 * 2000, accepted
         again = stub.Recognize(pb.RecognizeRequest(faces=good[:3]), timeout=10)
         assert [r.label for r in again.results] == [t.label for t in truth[:3]]
