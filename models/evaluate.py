@@ -404,15 +404,13 @@ def points_table(points, classifiers) -> str:
 
 
 def _default_text(r: dict) -> str:
-    d = r.get("default_quality")
-    if d is None:
-        return "Not computed (results from an older fereval)."
-    how = "the cheapest quality within" if d["within_tolerance"] else "no quality is within"
+    d = r["default_quality"]
+    gap = f"{abs(d['gap_points']):.2f} points {'below' if d['gap_points'] > 0 else 'above'} uncompressed"
+    found = f"q{d['quality']} is the cheapest quality within {PARITY_POINTS} points" if d["within_tolerance"] else f"no quality is within {PARITY_POINTS} points; the most accurate is q{d['quality']}"
     return (
         f"Rule: the cheapest quality whose deployed accuracy is within {PARITY_POINTS} points of uncompressed, else the most accurate one. "
-        f"Here {how} {PARITY_POINTS} points{'' if d['within_tolerance'] else '; the most accurate one'}: **q{d['quality']}**, "
-        f"{d['bytes']:.0f} bytes/face, {abs(d['gap_points']):.2f} points {'below' if d['gap_points'] > 0 else 'above'} uncompressed. "
-        f"Pick it on val (`--split val`) and ship it with `ferexport --default-quality {d['quality']}`; the model's current default is q{r['model'].get('default_quality', '?')}."
+        f"Here {found}: {d['bytes']:.0f} bytes/face, {gap}. "
+        f"Pick it on val (`--split val`) and ship it with `ferexport --default-quality {d['quality']}`; the model's current default is q{r['model']['default_quality']}."
     )
 
 

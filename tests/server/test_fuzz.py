@@ -73,6 +73,7 @@ def test_random_and_mutated_bitstreams(server, card, fer_test):
             accepted[op] += 1
         # Damage inside the payload is caught (CRC over the decoded symbols) unless
         # it hit bytes the decoder never reads; those cases answered exactly as above.
-        assert sum(n for op, n in accepted.items() if op != APPEND) < 0.05 * 2000, accepted
+        others = sum(1 for op in ops if op is not None and op != APPEND)
+        assert sum(n for op, n in accepted.items() if op != APPEND) < 0.05 * others, accepted
         again = stub.Recognize(pb.RecognizeRequest(faces=good[:3]), timeout=10)
         assert [r.label for r in again.results] == [t.label for t in truth[:3]]
