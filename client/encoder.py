@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from fermodels.bitstream import EntropyTables, encode
+from fermodels.bitstream import encode
 from fermodels.bundle import ModelCard
+from fermodels.entropy import EntropyTables
 
 
 class FaceEncoder:
@@ -36,4 +37,4 @@ class FaceEncoder:
         h, w = self.card.face_size
         if faces.shape[1:] != (h, w):
             raise ValueError(f"faces must be {h}x{w}, got {faces.shape[1:]}")
-        return [encode(y, q, self.tables, self.card.model_tag, h, w) for y in self.latents(faces)]
+        return [encode(y, q, self.tables, self.card.model_tag) for y in self.latents(faces)]

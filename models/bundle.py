@@ -4,7 +4,7 @@
     codec.pt        FaceCodec config + weights (server: synthesis)
     classifier.pt   FERClassifier config + weights (server: classification)
     encoder.onnx    the analysis transform (edge client, ONNX Runtime)
-    tables.npz      gains, medians and integer pmfs (both ends; bitstream.EntropyTables)
+    tables.npz      gains, medians and context-adaptive integer pmfs (both ends; entropy.EntropyTables)
 
 Import-light: reading model.json needs neither torch nor CompressAI.
 """
@@ -113,3 +113,54 @@ def load_torch_models(card: ModelCard, device: str = "cpu"):
     clf = FERClassifier(**ck["config"])
     clf.load_state_dict(ck["state_dict"])
     return codec.to(device).eval(), clf.to(device).eval()
+
+
+def load_training_models(source: str | Path):
+    """(codec, classifier or None) from a fertrain checkpoint or a shipped model directory, on the CPU.
+
+    What ferexport and `fertrain decoder` start from: a joint (strategy B)
+    checkpoint carries its classifier, a codec-only one does not.
+    """
+    import torch
+
+    from .classifier import FERClassifier
+    from .codec import FaceCodec
+
+    if Path(source).is_dir():
+        return load_torch_models(ModelCard.load(source))
+    if not Path(source).is_file():
+        raise FileNotFoundError(f"no checkpoint or model directory at {source}")
+    ck = torch.load(source, map_location="cpu", weights_only=False)
+    state, args = ck["models"]["codec"], ck["args"]
+    codec = FaceCodec(n=args["n"], m=args["m"], lambdas=tuple(float(v) for v in state["lambdas"].tolist()))
+    codec.load_state_dict(state)
+    clf = None
+    if "classifier" in ck["models"]:
+        clf = FERClassifier(width=args.get("width", 32))
+        clf.load_state_dict(ck["models"]["classifier"])
+    return codec.eval(), clf
+
+
+def load_classifier(path, device="cpu"):
+    """An FERClassifier from a fertrain checkpoint ({"models": {"classifier"}, "args"}) or a shipped classifier.pt ({"config", "state_dict"})."""
+    import torch
+
+    from .classifier import FERClassifier
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"classifier checkpoint not found: {path}")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's messages run to paragraphs; the type says enough
+        raise ValueError(f"{path} is not a torch checkpoint of plain tensors ({type(e).__name__})") from None
+    try:
+        if "state_dict" in ck:
+            config, state = ck["config"], ck["state_dict"]
+        else:
+            config, state = {"width": ck["args"].get("width", 32)}, ck["models"]["classifier"]
+        clf = FERClassifier(**config)
+        clf.load_state_dict(state)
+    except (KeyError, TypeError, AttributeError, RuntimeError) as e:
+        raise ValueError(f"{path} holds no FERClassifier ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    return clf.to(device).eval()

@@ -7,8 +7,9 @@ tables in floating point and can silently desynchronise; ../shared/NOTES.md).
 
 Why one model for all qualities: shared analysis/synthesis transforms, and per
 quality a learned gain vector on the latent (Cui et al., "Asymmetric gained
-deep image compression", CVPR 2021) plus its own entropy table. One network to
-train, ship and load; each quality costs 2*M gains and M small CDFs.
+deep image compression", CVPR 2021) plus its own entropy model. One network to
+train, ship and load. The shipped coding tables are counted, not learned
+(fermodels.entropy); the learned densities give the training loss its rate.
 """
 
 from __future__ import annotations
@@ -87,40 +88,16 @@ class FaceCodec(nn.Module):
         return sum(eb.loss() for eb in self.entropy)
 
     @torch.no_grad()
-    def entropy_tables(self) -> dict[str, np.ndarray]:
-        """Everything both ends need to entropy-code, as plain integer/float arrays.
+    def quantizer(self) -> dict[str, np.ndarray]:
+        """Per quality: the gains and the learned medians that centre the symbols.
 
-        Per quality q and channel c, a latent's index is round(y*gain - median) - offset.
-        Indices 0..length-1 are coded with pmf[q, c, :length]; pmf[q, c, length]
-        is CompressAI's tail bin, used as an escape for indices outside that
-        range (their value follows in bypass code, see bitstream.py). 16-bit
-        integers, every bin >= 1.
+        With the analysis transform, this fixes every symbol a face is coded as;
+        the tables that code them are counted on the training set at export time
+        (fermodels.entropy). The learned densities here only estimate the rate in training.
         """
-        q, m = self.num_qualities, self.m
-        rows = []
-        for eb in self.entropy:
-            eb.update(force=True)
-            cdf = eb._quantized_cdf.cpu().numpy().astype(np.int64)
-            length = eb._cdf_length.cpu().numpy().astype(np.int64) - 2  # regular bins; the tail bin follows
-            rows.append((cdf, length, eb._offset.cpu().numpy(), eb.quantiles[:, 0, 1].cpu().numpy()))
-        width = max(int(r[1].max()) for r in rows) + 1
-        pmf = np.zeros((q, m, width), dtype=np.uint32)
-        lengths = np.zeros((q, m), dtype=np.int32)
-        offsets = np.zeros((q, m), dtype=np.int32)
-        medians = np.zeros((q, m), dtype=np.float32)
-        for i, (cdf, length, offset, median) in enumerate(rows):
-            for c in range(m):
-                n = int(length[c])
-                pmf[i, c, : n + 1] = np.diff(cdf[c, : n + 2])
-            lengths[i], offsets[i], medians[i] = length, offset, median
         return {
             "gain": self.log_gain.exp().cpu().numpy().astype(np.float32),
-            "inv_gain": self.log_inv_gain.exp().cpu().numpy().astype(np.float32),
-            "medians": medians,
-            "offsets": offsets,
-            "lengths": lengths,
-            "pmf": pmf,
-            "lambdas": self.lambdas.cpu().numpy(),
+            "medians": torch.stack([eb.quantiles[:, 0, 1] for eb in self.entropy]).cpu().numpy().astype(np.float32),
         }
 
 

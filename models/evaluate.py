@@ -30,6 +30,7 @@ import torch
 from pytorch_msssim import ms_ssim
 from tqdm import tqdm
 
+from .bundle import load_classifier
 from .data import DEFAULT_DATA, SPLITS, load_split, to_tensor
 
 OURS = "fercodec"
@@ -133,8 +134,8 @@ def _reconstruct(encoder, codec, faces: np.ndarray, q: int, batch_size: int, dev
     sizes, recon = [], []
     for i in range(0, len(faces), batch_size):
         streams = encoder.encode(faces[i : i + batch_size], q)
-        idx = np.stack([decode(s, tables, card.model_tag, card.face_size)[1] for s in streams])
-        y = torch.from_numpy(tables.dequantize(idx, q)).to(device)
+        z = np.stack([decode(s, tables, card.model_tag)[1] for s in streams])
+        y = torch.from_numpy(tables.dequantize(z, q)).to(device)
         with torch.inference_mode():
             recon.append(codec.synthesize(y, q).cpu())
         sizes += [len(s) for s in streams]
@@ -328,30 +329,7 @@ def compare(points, uncompressed: dict) -> tuple[dict, dict]:
     return bd, within
 
 
-# ---------------------------------------------------------------- loading
-
-
-def load_classifier(path, device="cpu"):
-    """An FERClassifier from a fertrain checkpoint ({"models": {"classifier"}, "args"}) or a shipped classifier.pt ({"config", "state_dict"})."""
-    from .classifier import FERClassifier
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"classifier checkpoint not found: {path}")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch's messages run to paragraphs; the type says enough
-        raise ValueError(f"{path} is not a torch checkpoint of plain tensors ({type(e).__name__})") from None
-    try:
-        if "state_dict" in ck:
-            config, state = ck["config"], ck["state_dict"]
-        else:
-            config, state = {"width": ck["args"].get("width", 32)}, ck["models"]["classifier"]
-        clf = FERClassifier(**config)
-        clf.load_state_dict(state)
-    except (KeyError, TypeError, AttributeError, RuntimeError) as e:
-        raise ValueError(f"{path} holds no FERClassifier ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    return clf.to(device).eval()
+# ---------------------------------------------------------------- reporting
 
 
 def machine_info(device: str) -> dict:

@@ -2,6 +2,9 @@
 
     ferexport --codec runs/codec/best.pt --classifier runs/classifier/best.pt \
               --out models/weights/fercodec-v1
+
+The entropy tables are counted here, on the training split's latents
+(fermodels.entropy), so export reads FER2013 and takes about a minute.
 """
 
 from __future__ import annotations
@@ -20,50 +23,60 @@ from .bundle import ENTROPY_BUFFERS
 
 def _args(argv):
     p = argparse.ArgumentParser(prog="ferexport", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--codec", required=True, help="fertrain codec checkpoint (best.pt)")
-    p.add_argument("--classifier", required=True, help="fertrain classifier checkpoint (best.pt)")
+    p.add_argument("--codec", required=True, help="fertrain codec or decoder checkpoint (best.pt), or a model directory")
+    p.add_argument("--classifier", default=None, help="fertrain classifier checkpoint, for a codec checkpoint that carries none")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--name", default="fercodec-v1", help="model id prefix; the tag's hex is appended")
     p.add_argument("--default-quality", type=int, default=None, help="quality the client uses by default (default: the middle one)")
+    p.add_argument("--data", default=None, help="path to fer2013.npz (default ../shared/data/fer2013/fer2013.npz or $FERCODEC_DATA)")
+    p.add_argument("--limit", type=int, default=None, help="count the tables on the first N train faces only (smoke tests)")
     return p.parse_args(argv)
 
 
-def export(codec_ck: str, classifier_ck: str, out: str | Path, name: str = "fercodec-v1", default_quality: int | None = None) -> dict:
+def _train_latents(codec, data, limit) -> np.ndarray:
     import torch
+    from tqdm import tqdm
 
-    from .classifier import FERClassifier
-    from .codec import FaceCodec
+    from .data import load_split, to_tensor
 
-    ck = torch.load(codec_ck, map_location="cpu", weights_only=False)
-    a = ck["args"]
-    state = ck["models"]["codec"]
-    lambdas = tuple(float(v) for v in state["lambdas"].tolist())
-    codec = FaceCodec(n=a["n"], m=a["m"], lambdas=lambdas)
-    codec.load_state_dict(state)
-    codec.eval()
-    tables = codec.entropy_tables()  # runs update(): CDFs are built once, here, and shipped
+    faces, _ = load_split("train", data, limit)
+    with torch.inference_mode():
+        return np.concatenate([codec.g_a(to_tensor(faces[i : i + 512])).numpy() for i in tqdm(range(0, len(faces), 512), desc="train latents", unit="batch", file=sys.stderr)])
 
+
+def export(codec_src: str, classifier_src: str | None, out: str | Path, name: str = "fercodec-v1", default_quality: int | None = None,
+           data: str | None = None, limit: int | None = None) -> dict:
+    import torch
+    from tqdm import tqdm
+
+    from .bundle import load_classifier, load_training_models
+    from .entropy import EntropyTables
+
+    codec, clf = load_training_models(codec_src)
     # A joint checkpoint carries its own classifier; it wins over --classifier.
-    joint = "classifier" in ck["models"]
-    cck = ck if joint else torch.load(classifier_ck, map_location="cpu", weights_only=False)
-    width = cck["args"].get("width", 32)
-    clf = FERClassifier(width=width)
-    clf.load_state_dict(cck["models"]["classifier"])
+    joint = clf is not None
+    if not joint:
+        if not classifier_src:
+            raise ValueError(f"{codec_src} carries no classifier: pass --classifier")
+        clf = load_classifier(classifier_src)
+    tables = EntropyTables.fit(_train_latents(codec, data, limit), **codec.quantizer(), progress=lambda it: tqdm(it, desc="entropy tables", unit="quality", file=sys.stderr))
+    arrays = tables.arrays()
 
     h = hashlib.sha256()
-    for k in sorted(tables):
-        h.update(np.ascontiguousarray(tables[k]).tobytes())
+    for k in sorted(arrays):
+        h.update(np.ascontiguousarray(arrays[k]).tobytes())
     for v in codec.g_a.state_dict().values():
         h.update(v.numpy().tobytes())
     tag = int.from_bytes(h.digest()[:2], "big")
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "tables.npz", **tables)
-    # update()'s CDF buffers are left out: tables.npz is their one shipped copy.
+    tables.save(out / "tables.npz")
+    lambdas = tuple(float(v) for v in codec.lambdas.tolist())
+    # The training-time entropy model's CDF buffers are left out: tables.npz codes the bitstream.
     weights = {k: v for k, v in codec.state_dict().items() if not k.endswith(ENTROPY_BUFFERS)}
-    torch.save({"config": {"n": a["n"], "m": a["m"], "lambdas": lambdas}, "state_dict": weights}, out / "codec.pt")
-    torch.save({"config": {"width": width}, "state_dict": clf.state_dict()}, out / "classifier.pt")
+    torch.save({"config": {"n": codec.n, "m": codec.m, "lambdas": lambdas}, "state_dict": weights}, out / "codec.pt")
+    torch.save({"config": {"width": clf.features[0][0].out_channels}, "state_dict": clf.state_dict()}, out / "classifier.pt")
     # The torch.export-based exporter (the TorchScript one is deprecated); batch is dynamic.
     x = torch.rand(1, 1, FACE_SIZE, FACE_SIZE)
     program = torch.onnx.export(
@@ -73,23 +86,30 @@ def export(codec_ck: str, classifier_ck: str, out: str | Path, name: str = "ferc
     meta = {
         "model_id": f"{name}-{tag:04x}",
         "model_tag": tag,
-        "version": "1",
+        "version": "2",
         "face_size": [FACE_SIZE, FACE_SIZE],
         "class_names": list(CLASS_NAMES),
         "lambdas": list(lambdas),
         "default_quality": len(lambdas) // 2 if default_quality is None else default_quality,
-        "sources": {"codec": str(codec_ck), "classifier": str(codec_ck if joint else classifier_ck)},
+        "sources": _sources(codec_src, classifier_src, joint),
         "metrics": {},
     }
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
+def _sources(codec_src, classifier_src, joint: bool) -> dict:
+    """Where the weights came from; re-exporting a model directory keeps that model's record."""
+    if Path(codec_src).is_dir():
+        return json.loads((Path(codec_src) / "model.json").read_text()).get("sources", {})
+    return {"codec": str(codec_src), "classifier": str(codec_src if joint else classifier_src)}
+
+
 def main(argv=None) -> int:
     args = _args(argv)
     try:
-        meta = export(args.codec, args.classifier, args.out, args.name, args.default_quality)
-    except FileNotFoundError as e:
+        meta = export(args.codec, args.classifier, args.out, args.name, args.default_quality, args.data, args.limit)
+    except (FileNotFoundError, ValueError) as e:
         print(f"ferexport: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: model {meta['model_id']} (tag {meta['model_tag']:#06x})")

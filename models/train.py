@@ -182,7 +182,8 @@ def train_codec(args):
         if not args.classifier:
             raise SystemExit("fertrain: --lambda-c > 0 needs --classifier CHECKPOINT")
         ck = _load_state(args.classifier)
-        clf = FERClassifier(width=ck["args"].get("width", 32))
+        args.width = ck["args"].get("width", 32)  # a joint checkpoint carries the classifier; ferexport rebuilds it from this
+        clf = FERClassifier(width=args.width)
         clf.load_state_dict(ck["models"]["classifier"])
         if args.strategy == "joint":
             parts["classifier"] = clf

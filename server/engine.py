@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fermodels.bitstream import BitstreamError, EntropyTables, decode
+from fermodels.bitstream import BitstreamError, decode
+from fermodels.entropy import EntropyTables
 from fermodels.bundle import ModelCard, keep_freed_memory, load_torch_models, pick_device
 
 
@@ -55,8 +56,6 @@ class Engine:
         self.codec, self.classifier = load_torch_models(card, self.device)
         self.metrics = metrics
         self._torch = torch
-        for q in range(self.tables.num_qualities):
-            self.tables.models(q)  # build the coders' tables now, not on the first request
 
     def _observe(self, stage: str, t0: float) -> float:
         t1 = time.perf_counter()
@@ -71,18 +70,18 @@ class Engine:
         by_quality: dict[int, list[tuple[int, np.ndarray]]] = {}
         for i, job in enumerate(jobs):
             try:
-                header, idx = decode(job.bitstream, self.tables, self.card.model_tag, self.card.face_size)
+                header, z = decode(job.bitstream, self.tables, self.card.model_tag)
             except BitstreamError as e:
                 out[i] = e
                 continue
-            by_quality.setdefault(header.quality, []).append((i, idx))
+            by_quality.setdefault(header.quality, []).append((i, z))
         t = self._observe("entropy_decode", t)
         if not by_quality:
             return out
         order, recon = [], []
         with torch.inference_mode():
             for q, items in sorted(by_quality.items()):
-                y = torch.from_numpy(self.tables.dequantize(np.stack([idx for _, idx in items]), q)).to(self.device)
+                y = torch.from_numpy(self.tables.dequantize(np.stack([z for _, z in items]), q)).to(self.device)
                 recon.append(self.codec.synthesize(y, q))
                 order += [(i, q) for i, _ in items]
             x_hat = torch.cat(recon)

@@ -15,7 +15,7 @@ from fermodels.bitstream import FORMAT_VERSION, BitstreamError
 from .engine import FaceJob, FaceOutput
 
 log = logging.getLogger("ferserver")
-_CODES = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "precondition": grpc.StatusCode.FAILED_PRECONDITION, "exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED}
+_CODES = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "precondition": grpc.StatusCode.FAILED_PRECONDITION}
 
 
 class RequestError(Exception):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from fermodels.evaluate import load_classifier, to_tensor
+from fermodels.bundle import load_classifier
+from fermodels.data import to_tensor
 
 
 def test_probabilities_are_mirror_averaged(card, fer_test):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fermodels import evaluate as ev
-from fermodels.bundle import ModelCard
+from fermodels.bundle import ModelCard, load_classifier
 from fermodels.data import load_split
 
 
@@ -54,7 +54,7 @@ def test_default_quality_rule():
 
 def test_jpeg_bytes_rise_with_quality(card, faces):
     x, y = faces
-    clf = ev.load_classifier(card.file("classifier.pt"))
+    clf = load_classifier(card.file("classifier.pt"))
     points = ev.evaluate_baseline("jpeg", x, y, {"deployed": clf}, settings=[10, 50, 90])
     sizes = [p["bytes"] for p in points]
     assert sizes == sorted(sizes) and len(set(sizes)) == 3

@@ -24,7 +24,7 @@ ENCODE = textwrap.dedent(
         q = i % enc.card.num_qualities
         y = enc.latents(face[None])[0]
         streams.append(np.frombuffer(enc.encode(face[None], q)[0], np.uint8))
-        symbols.append(enc.tables.quantize(y, q)); qs.append(q)
+        symbols.append(enc.tables.symbols(y, q)); qs.append(q)
     np.savez(sys.argv[1], streams=np.array(streams, dtype=object), symbols=np.stack(symbols), qs=np.array(qs))
     """
 )
@@ -46,9 +46,9 @@ DECODE = textwrap.dedent(
         outs = engine.run([FaceJob(s) for s in batch])
         assert all(isinstance(o, FaceOutput) for o in outs), [o for o in outs if not isinstance(o, FaceOutput)][:3]
         for j, s in enumerate(batch):
-            h, idx = decode(s, engine.tables, card.model_tag, card.face_size)
+            h, z = decode(s, engine.tables, card.model_tag)
             assert h.quality == d["qs"][i + j]
-            mismatched += int((idx != d["symbols"][i + j]).sum())
+            mismatched += int((z != d["symbols"][i + j]).sum())
     print(mismatched, len(streams))
     """
 )

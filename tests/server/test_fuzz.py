@@ -7,6 +7,7 @@ import numpy as np
 
 from fercodec.v1 import fercodec_pb2 as pb
 from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
+from fermodels.bitstream import HEADER_BYTES
 
 from ..conftest import encode_faces
 
@@ -28,9 +29,9 @@ def _mutate(rng, s: bytes) -> tuple[bytes, int]:
     elif op == APPEND:  # append junk
         b += rng.integers(0, 256, rng.integers(1, 64), dtype=np.uint8).tobytes()
     elif op == 3:  # overwrite the payload with random bytes
-        b[8:] = rng.integers(0, 256, max(0, len(b) - 8), dtype=np.uint8).tobytes()
+        b[HEADER_BYTES:] = rng.integers(0, 256, max(0, len(b) - HEADER_BYTES), dtype=np.uint8).tobytes()
     else:  # swap in another face's payload under this header
-        b = b[:8] + bytes(reversed(b[8:]))
+        b = b[:HEADER_BYTES] + bytes(reversed(b[HEADER_BYTES:]))
     return bytes(b), op
 
 

@@ -1,0 +1,144 @@
+"""Context-adaptive entropy tables: fixed integer pmfs per quality, channel, position and activity.
+
+Why: the training-time entropy model (one learned density per channel) ignores
+two things every aligned face shares: statistics differ by position in the
+6x6 latent (cheeks and background vs eyes and mouth), and a latent's spread
+follows the magnitude of the latents already coded at the same position (what
+a hyperprior learns). Both are captured here *without floating point on the
+decoding path*: the context of a symbol is an integer computed from integer
+symbols already decoded, and every table is a fixed integer pmf counted on the
+training set's latents at export time. So decoding stays exact whatever the
+threads, batch or device on either end (../shared/NOTES.md), and the ladder
+costs about 4 % fewer bytes than the learned per-channel tables
+(docs/bitstream.md gives the measurement).
+
+Numpy only: the edge client imports this.
+
+Per quality q the channels are coded in a fixed order (largest symbol spread
+first). For channel c at position p the context is
+
+    activity[p] = sum over channels coded before c of min(|z|, ACTIVITY_CAP)
+                  (an escaped symbol counts ACTIVITY_CAP)
+    k           = number of edges[q, c] <= activity[p]          (0..CONTEXTS-1)
+
+and the symbol z - lo[q, c] is coded with the table (p, k) of channel c: width[q, c] + 1
+bins, the last one the escape for values outside lo .. lo + width - 1. The
+tables of (q, c) are stored as one ragged block [positions, CONTEXTS, width + 1]
+of a flat uint16 array, at pmf_start[q, c]: widths run from 2 to over 100 bins,
+so a dense array would be 20 times larger to load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+CONTEXTS = 4  # activity buckets per channel (quartiles on the training set)
+ACTIVITY_CAP = 15  # one symbol's contribution to its neighbours' context
+ESCAPE_LIMIT = 1 << 20  # symbols are clipped to +-this; 22 bypass bits at most
+PMF_TOTAL = 1 << 16  # every table sums to this; every bin >= 1, so uint16 holds it
+SUPPORT_TAIL = 1e-5  # each side: rarer values are escaped instead of widening the table
+PRIOR_COUNTS = 8.0  # pseudo-counts per context, spread like the position's pooled histogram
+
+
+class EntropyTables:
+    """Everything both ends need to map latents to symbols and code them (tables.npz); nothing else."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.gain = np.asarray(arrays["gain"], np.float32)  # [Q, M]
+        self.medians = np.asarray(arrays["medians"], np.float32)  # [Q, M], gain domain
+        self.order = np.asarray(arrays["order"], np.int64)  # [Q, M] channel coding order
+        self.lo = np.asarray(arrays["lo"], np.int64)  # [Q, M] lowest symbol with a regular bin
+        self.width = np.asarray(arrays["width"], np.int64)  # [Q, M] regular bins; bin `width` escapes
+        self.edges = np.asarray(arrays["edges"], np.int64)  # [Q, M, CONTEXTS - 1]
+        self.pmf = np.asarray(arrays["pmf"], np.uint16)  # flat, ragged: see pmf_start
+        self.pmf_start = np.asarray(arrays["pmf_start"], np.int64)  # [Q, M]
+        self.latent_shape = tuple(int(v) for v in arrays["latent_shape"])  # (M, h, w)
+        self.num_qualities, self.channels = self.gain.shape
+        self.positions = self.latent_shape[1] * self.latent_shape[2]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EntropyTables":
+        with np.load(path) as z:
+            return cls({k: z[k] for k in z.files})
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "gain": self.gain, "medians": self.medians, "order": self.order.astype(np.int16),
+            "lo": self.lo.astype(np.int32), "width": self.width.astype(np.int32), "edges": self.edges.astype(np.int32),
+            "pmf": self.pmf, "pmf_start": self.pmf_start, "latent_shape": np.asarray(self.latent_shape, np.int32),
+        }
+
+    def save(self, path: str | Path) -> None:
+        np.savez_compressed(path, **self.arrays())
+
+    def symbols(self, y: np.ndarray, q: int) -> np.ndarray:
+        """Analysis output [..., M, h, w] -> integer symbols (int32), centred on the learned medians."""
+        z = np.rint(y * self.gain[q][:, None, None] - self.medians[q][:, None, None])
+        return np.clip(z, -ESCAPE_LIMIT, ESCAPE_LIMIT).astype(np.int32)
+
+    def dequantize(self, z: np.ndarray, q: int) -> np.ndarray:
+        """Symbols [..., M, h, w] -> latent in the gain domain (what synthesis takes)."""
+        return z.astype(np.float32) + self.medians[q][:, None, None]
+
+    def block(self, q: int, c: int) -> np.ndarray:
+        """Every table of channel c at quality q: [positions, CONTEXTS, width + 1] (a view)."""
+        bins = int(self.width[q, c]) + 1
+        start = int(self.pmf_start[q, c])
+        return self.pmf[start : start + self.positions * CONTEXTS * bins].reshape(self.positions, CONTEXTS, bins)
+
+    def probabilities(self, q: int, c: int, activity: np.ndarray) -> np.ndarray:
+        """One row per position: the pmf (regular bins, then escape) in the context `activity` selects."""
+        k = np.searchsorted(self.edges[q, c], activity, side="right")
+        return self.block(q, c)[np.arange(self.positions), k].astype(np.float64)
+
+    @classmethod
+    def fit(cls, latents: np.ndarray, gain: np.ndarray, medians: np.ndarray,
+            progress: Callable[[Iterable], Iterable] = iter) -> "EntropyTables":
+        """Count the tables on analysis outputs [N, M, h, w] (the training set's), one quality at a time."""
+        n, m, h, w = latents.shape
+        q_count, positions = gain.shape[0], h * w
+        tables = cls({
+            "gain": gain, "medians": medians, "order": np.zeros((q_count, m)), "lo": np.zeros((q_count, m)),
+            "width": np.zeros((q_count, m)), "edges": np.zeros((q_count, m, CONTEXTS - 1)), "pmf": np.zeros(0), "pmf_start": np.zeros((q_count, m)),
+            "latent_shape": (m, h, w),
+        })
+        pmfs = {}
+        for q in progress(range(q_count)):
+            z = tables.symbols(latents, q).reshape(n, m, positions)
+            tables.order[q] = np.argsort(-z.std(axis=(0, 2)), kind="stable")
+            activity = np.zeros((n, positions), np.int64)
+            for c in tables.order[q]:
+                zc = z[:, c].astype(np.int64)
+                lo, hi = (int(v) for v in np.quantile(zc, [SUPPORT_TAIL, 1 - SUPPORT_TAIL], method="nearest"))
+                width = hi - lo + 1
+                edges = np.quantile(activity, np.arange(1, CONTEXTS) / CONTEXTS, method="nearest").astype(np.int64)
+                k = np.searchsorted(edges, activity, side="right")
+                s = zc - lo
+                escaped = (s < 0) | (s >= width)
+                s = np.where(escaped, width, s)
+                flat = (np.arange(positions)[None, :] * CONTEXTS + k) * (width + 1) + s
+                counts = np.bincount(flat.ravel(), minlength=positions * CONTEXTS * (width + 1)).reshape(positions, CONTEXTS, width + 1)
+                pooled = counts.sum(1, keepdims=True) + 0.5
+                smoothed = counts + PRIOR_COUNTS * pooled / pooled.sum(-1, keepdims=True)
+                pmfs[q, c] = _integer_pmf(smoothed)
+                tables.lo[q, c], tables.width[q, c], tables.edges[q, c] = lo, width, edges
+                activity += np.where(escaped, ACTIVITY_CAP, np.minimum(np.abs(zc), ACTIVITY_CAP))
+        blocks = [pmfs[q, c].ravel() for q in range(q_count) for c in range(m)]
+        tables.pmf_start = np.cumsum([0] + [len(b) for b in blocks[:-1]]).reshape(q_count, m)
+        tables.pmf = np.concatenate(blocks)
+        return tables
+
+
+def _integer_pmf(p: np.ndarray) -> np.ndarray:
+    """Nonnegative weights [..., B] -> integers summing to PMF_TOTAL along the last axis, each >= 1 (largest-remainder rounding)."""
+    bins = p.shape[-1]
+    share = p / p.sum(-1, keepdims=True) * (PMF_TOTAL - bins)
+    out = np.floor(share).astype(np.int64) + 1
+    short = PMF_TOTAL - out.sum(-1)
+    rank = np.argsort(-(share - np.floor(share)), axis=-1, kind="stable")
+    bump = np.arange(bins) < short[..., None]  # the `short` largest remainders get one more
+    np.put_along_axis(out, rank, np.take_along_axis(out, rank, -1) + bump, -1)
+    return out.astype(np.uint16)
