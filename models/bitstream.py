@@ -67,18 +67,18 @@ def _range_code(z: np.ndarray, tables: EntropyTables, q: int) -> bytes:
 
     categorical, uniform = constriction.stream.model.Categorical(perfect=False), constriction.stream.model.Uniform
     enc = constriction.stream.queue.RangeEncoder()
-    symbols = z.reshape(tables.channels, -1)
-    activity = np.zeros(symbols.shape[1], np.int64)
+    symbols = z.reshape(tables.channels, -1).astype(np.int64)
+    activity = np.zeros(tables.positions, np.int64)
     escapes = []
-    for c in tables.order[q]:
-        n = int(tables.width[q, c])
-        sym = symbols[c].astype(np.int64) - tables.lo[q, c]
-        out = (sym < 0) | (sym >= n)
-        if out.any():
-            escapes += [_escape_code(int(v), n) for v in sym[out]]
-            sym = np.where(out, n, sym)
-        enc.encode(sym.astype(np.int32), categorical, tables.probabilities(q, c, activity))
-        activity += np.where(out, ACTIVITY_CAP, np.minimum(np.abs(symbols[c]), ACTIVITY_CAP))
+    for g in tables.plan(q):
+        zg = symbols[g.channels]
+        coded = zg - g.lo
+        out = (coded < 0) | (coded >= g.width)
+        if out.any():  # row-major within the group: the order the decoder meets them in
+            escapes += [_escape_code(v, n) for v, n in zip(coded[out].tolist(), np.broadcast_to(g.width, coded.shape)[out].tolist())]
+            coded = np.where(out, g.width, coded)
+        enc.encode(coded.ravel().astype(np.int32), categorical, tables.context_rows(g, activity))
+        activity += np.where(out, ACTIVITY_CAP, np.minimum(np.abs(zg), ACTIVITY_CAP)).sum(0)
     # Escaped values follow all channels, Elias-gamma style: bit count, then the bits.
     for code in escapes:
         k = (code + 1).bit_length()
@@ -95,22 +95,26 @@ def _range_decode(payload: bytes, tables: EntropyTables, q: int) -> np.ndarray:
     pad = (-len(payload)) % 4
     words = np.frombuffer(payload + b"\0" * pad, dtype="<u4").astype(np.uint32)
     dec = constriction.stream.queue.RangeDecoder(words)
-    m, h, w = tables.latent_shape
-    out = np.zeros((m, h * w), np.int64)
-    activity = np.zeros(h * w, np.int64)
-    escaped = []
-    for c in tables.order[q]:
-        n = int(tables.width[q, c])
-        sym = dec.decode(categorical, tables.probabilities(q, c, activity)).astype(np.int64)
-        out[c] = sym + tables.lo[q, c]
-        hit = sym == n
-        escaped += [(c, j, n) for j in np.nonzero(hit)[0]]
-        activity += np.where(hit, ACTIVITY_CAP, np.minimum(np.abs(out[c]), ACTIVITY_CAP))
-    for c, j, n in escaped:
-        k = int(dec.decode(uniform(_ESCAPE_BITS), 1)[0]) + 1
-        code = (1 << (k - 1)) + (int(dec.decode(uniform(1 << (k - 1)), 1)[0]) if k > 1 else 0) - 1
-        out[c, j] = _escape_value(code, n) + tables.lo[q, c]
-    return out.astype(np.int32).reshape(m, h, w)
+    z = np.empty((tables.channels, tables.positions), np.int64)
+    activity = np.zeros(tables.positions, np.int64)
+    escaped = []  # (group, coded symbols, where escaped), in coding order
+    for g in tables.plan(q):
+        coded = dec.decode(categorical, tables.context_rows(g, activity)).reshape(len(g.channels), -1).astype(np.int64)
+        activity += g.contribution[np.arange(len(g.channels))[:, None], coded].sum(0)
+        z[g.channels] = coded + g.lo
+        out = coded == g.width
+        if out.any():
+            escaped.append((g, out))
+    for g, out in escaped:
+        values = []
+        for n in np.broadcast_to(g.width, out.shape)[out].tolist():
+            k = int(dec.decode(uniform(_ESCAPE_BITS), 1)[0]) + 1
+            code = (1 << (k - 1)) + (int(dec.decode(uniform(1 << (k - 1)), 1)[0]) if k > 1 else 0) - 1
+            values.append(_escape_value(code, n))
+        rows = z[g.channels]
+        rows[out] = np.array(values) + np.broadcast_to(g.lo, out.shape)[out]
+        z[g.channels] = rows
+    return z.astype(np.int32).reshape(tables.latent_shape)
 
 
 def encode(y: np.ndarray, q: int, tables: EntropyTables, model_tag: int) -> bytes:

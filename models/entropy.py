@@ -8,16 +8,24 @@ a hyperprior learns). Both are captured here *without floating point on the
 decoding path*: the context of a symbol is an integer computed from integer
 symbols already decoded, and every table is a fixed integer pmf counted on the
 training set's latents at export time. So decoding stays exact whatever the
-threads, batch or device on either end (../shared/NOTES.md), and the ladder
-costs about 4 % fewer bytes than the learned per-channel tables
-(docs/bitstream.md gives the measurement).
+threads, batch or device on either end (../shared/NOTES.md), and with the
+2 header bytes that format 2 drops, faces cost about 5 % fewer bytes than with
+the learned per-channel tables (docs/bitstream.md gives the measurement).
+
+Symbols are not quantized uniformly over the face: position p of the latent
+grid is multiplied by scale[p] (geometric mean 1) before rounding, so its
+quantization step 1/scale[p] is finer where the expression classifier looks
+(eyes, brows, mouth) and coarser at the edges: LFIC's "bits where the
+expression is" as region-adaptive quantization (ferexport derives scale from
+the shipped classifier's saliency).
 
 Numpy only: the edge client imports this.
 
 Per quality q the channels are coded in a fixed order (largest symbol spread
-first). For channel c at position p the context is
+first), GROUP channels per range-coder call. For channel c at position p the
+context is
 
-    activity[p] = sum over channels coded before c of min(|z|, ACTIVITY_CAP)
+    activity[p] = sum over the groups coded before c's of min(|z|, ACTIVITY_CAP)
                   (an escaped symbol counts ACTIVITY_CAP)
     k           = number of edges[q, c] <= activity[p]          (0..CONTEXTS-1)
 
@@ -30,12 +38,14 @@ so a dense array would be 20 times larger to load.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
 CONTEXTS = 4  # activity buckets per channel (quartiles on the training set)
+GROUP = 8  # channels per coding step: 12 steps per face instead of 96 (decoding is a sequence of steps)
 ACTIVITY_CAP = 15  # one symbol's contribution to its neighbours' context
 ESCAPE_LIMIT = 1 << 20  # symbols are clipped to +-this; 22 bypass bits at most
 PMF_TOTAL = 1 << 16  # every table sums to this; every bin >= 1, so uint16 holds it
@@ -49,6 +59,7 @@ class EntropyTables:
     def __init__(self, arrays: dict[str, np.ndarray]):
         self.gain = np.asarray(arrays["gain"], np.float32)  # [Q, M]
         self.medians = np.asarray(arrays["medians"], np.float32)  # [Q, M], gain domain
+        self.scale = np.asarray(arrays["scale"], np.float32)  # [h, w] per-position scale before rounding (step 1/scale)
         self.order = np.asarray(arrays["order"], np.int64)  # [Q, M] channel coding order
         self.lo = np.asarray(arrays["lo"], np.int64)  # [Q, M] lowest symbol with a regular bin
         self.width = np.asarray(arrays["width"], np.int64)  # [Q, M] regular bins; bin `width` escapes
@@ -58,6 +69,7 @@ class EntropyTables:
         self.latent_shape = tuple(int(v) for v in arrays["latent_shape"])  # (M, h, w)
         self.num_qualities, self.channels = self.gain.shape
         self.positions = self.latent_shape[1] * self.latent_shape[2]
+        self._plans: dict[int, list[GroupPlan]] = {}
 
     @classmethod
     def load(cls, path: str | Path) -> "EntropyTables":
@@ -66,7 +78,7 @@ class EntropyTables:
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
-            "gain": self.gain, "medians": self.medians, "order": self.order.astype(np.int16),
+            "gain": self.gain, "medians": self.medians, "scale": self.scale, "order": self.order.astype(np.int16),
             "lo": self.lo.astype(np.int32), "width": self.width.astype(np.int32), "edges": self.edges.astype(np.int32),
             "pmf": self.pmf, "pmf_start": self.pmf_start, "latent_shape": np.asarray(self.latent_shape, np.int32),
         }
@@ -76,12 +88,12 @@ class EntropyTables:
 
     def symbols(self, y: np.ndarray, q: int) -> np.ndarray:
         """Analysis output [..., M, h, w] -> integer symbols (int32), centred on the learned medians."""
-        z = np.rint(y * self.gain[q][:, None, None] - self.medians[q][:, None, None])
+        z = np.rint((y * self.gain[q][:, None, None] - self.medians[q][:, None, None]) * self.scale)
         return np.clip(z, -ESCAPE_LIMIT, ESCAPE_LIMIT).astype(np.int32)
 
     def dequantize(self, z: np.ndarray, q: int) -> np.ndarray:
         """Symbols [..., M, h, w] -> latent in the gain domain (what synthesis takes)."""
-        return z.astype(np.float32) + self.medians[q][:, None, None]
+        return z.astype(np.float32) / self.scale + self.medians[q][:, None, None]
 
     def block(self, q: int, c: int) -> np.ndarray:
         """Every table of channel c at quality q: [positions, CONTEXTS, width + 1] (a view)."""
@@ -89,19 +101,44 @@ class EntropyTables:
         start = int(self.pmf_start[q, c])
         return self.pmf[start : start + self.positions * CONTEXTS * bins].reshape(self.positions, CONTEXTS, bins)
 
-    def probabilities(self, q: int, c: int, activity: np.ndarray) -> np.ndarray:
-        """One row per position: the pmf (regular bins, then escape) in the context `activity` selects."""
-        k = np.searchsorted(self.edges[q, c], activity, side="right")
-        return self.block(q, c)[np.arange(self.positions), k].astype(np.float64)
+    def plan(self, q: int) -> list["GroupPlan"]:
+        """The channel groups of quality q in coding order, with what coding each needs precomputed (built once)."""
+        if q not in self._plans:
+            order = [int(c) for c in self.order[q]]
+            self._plans[q] = [self._group_plan(q, order[i : i + GROUP]) for i in range(0, len(order), GROUP)]
+        return self._plans[q]
+
+    def _group_plan(self, q: int, channels: list[int]) -> "GroupPlan":
+        lo, width = self.lo[q, channels], self.width[q, channels]
+        bins = int(width.max()) + 1
+        # Narrower channels' rows are zero-padded to the group's width; constriction
+        # gives those bins its smallest probability, and no encoder ever codes them.
+        rows = np.zeros((len(channels), self.positions * CONTEXTS, bins))
+        contribution = np.full((len(channels), bins), ACTIVITY_CAP, np.int64)
+        for i, c in enumerate(channels):
+            rows[i, :, : width[i] + 1] = self.block(q, c).reshape(self.positions * CONTEXTS, -1)
+            contribution[i, : width[i]] = np.minimum(np.abs(np.arange(lo[i], lo[i] + width[i])), ACTIVITY_CAP)
+        return GroupPlan(np.array(channels), lo[:, None], width[:, None], self.edges[q, channels][:, None, :], rows, contribution)
+
+    def context_rows(self, plan: "GroupPlan", activity: np.ndarray) -> np.ndarray:
+        """One pmf row per symbol of the group, [channels * positions, bins], in the contexts `activity` selects."""
+        k = (activity[None, :, None] >= plan.edges).sum(-1)
+        return plan.rows[np.arange(len(plan.channels))[:, None], self._row_base + k].reshape(-1, plan.rows.shape[-1])
+
+    @property
+    def _row_base(self) -> np.ndarray:
+        return np.arange(self.positions) * CONTEXTS
 
     @classmethod
-    def fit(cls, latents: np.ndarray, gain: np.ndarray, medians: np.ndarray,
+    def fit(cls, latents: np.ndarray, gain: np.ndarray, medians: np.ndarray, scale: np.ndarray | None = None,
             progress: Callable[[Iterable], Iterable] = iter) -> "EntropyTables":
-        """Count the tables on analysis outputs [N, M, h, w] (the training set's), one quality at a time."""
+        """Count the tables on analysis outputs [N, M, h, w] (the training set's), one quality at a time.
+
+        scale: per-position scale before rounding [h, w] (default 1: uniform quantization)."""
         n, m, h, w = latents.shape
         q_count, positions = gain.shape[0], h * w
         tables = cls({
-            "gain": gain, "medians": medians, "order": np.zeros((q_count, m)), "lo": np.zeros((q_count, m)),
+            "gain": gain, "medians": medians, "scale": np.ones((h, w)) if scale is None else scale, "order": np.zeros((q_count, m)), "lo": np.zeros((q_count, m)),
             "width": np.zeros((q_count, m)), "edges": np.zeros((q_count, m, CONTEXTS - 1)), "pmf": np.zeros(0), "pmf_start": np.zeros((q_count, m)),
             "latent_shape": (m, h, w),
         })
@@ -110,12 +147,14 @@ class EntropyTables:
             z = tables.symbols(latents, q).reshape(n, m, positions)
             tables.order[q] = np.argsort(-z.std(axis=(0, 2)), kind="stable")
             activity = np.zeros((n, positions), np.int64)
-            for c in tables.order[q]:
+            for r, c in enumerate(tables.order[q]):
+                if r % GROUP == 0:  # contexts count the groups before this one
+                    before, activity = activity, activity.copy()
                 zc = z[:, c].astype(np.int64)
                 lo, hi = (int(v) for v in np.quantile(zc, [SUPPORT_TAIL, 1 - SUPPORT_TAIL], method="nearest"))
                 width = hi - lo + 1
-                edges = np.quantile(activity, np.arange(1, CONTEXTS) / CONTEXTS, method="nearest").astype(np.int64)
-                k = np.searchsorted(edges, activity, side="right")
+                edges = np.quantile(before, np.arange(1, CONTEXTS) / CONTEXTS, method="nearest").astype(np.int64)
+                k = np.searchsorted(edges, before, side="right")
                 s = zc - lo
                 escaped = (s < 0) | (s >= width)
                 s = np.where(escaped, width, s)
@@ -130,6 +169,18 @@ class EntropyTables:
         tables.pmf_start = np.cumsum([0] + [len(b) for b in blocks[:-1]]).reshape(q_count, m)
         tables.pmf = np.concatenate(blocks)
         return tables
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """One coding step at one quality: GROUP channels in one range-coder call (EntropyTables.plan)."""
+
+    channels: np.ndarray  # [g]
+    lo: np.ndarray  # [g, 1]
+    width: np.ndarray  # [g, 1] regular bins; symbol `width` is the escape
+    edges: np.ndarray  # [g, 1, CONTEXTS - 1] activity thresholds of the contexts
+    rows: np.ndarray  # float64 [g, positions * CONTEXTS, bins]: row p * CONTEXTS + k, zero-padded
+    contribution: np.ndarray  # [g, bins] coded symbol (z - lo, or the escape) -> its share of the activity
 
 
 def _integer_pmf(p: np.ndarray) -> np.ndarray:

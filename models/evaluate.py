@@ -279,14 +279,14 @@ def versus_first(runs: list[tuple[str, float, list]], accuracy_label: str = "unc
 
 
 def compare_runs(runs: dict[str, dict]) -> str:
-    """Markdown: each fereval run (training strategy) against the first, our deployed curves only."""
+    """Markdown: each fereval run (a training strategy, an export setting) against the first, our deployed curves only."""
     table = versus_first([
         (f"{name} (`{r['model']['id']}`)", r["uncompressed_accuracy"][DEPLOYED], curves([p for p in r["points"] if p["codec"] == OURS])[f"{OURS}/{DEPLOYED}"])
         for name, r in runs.items()
     ])
     r0 = next(iter(runs.values()))
     head = f"FER2013 {r0['split']} ({SPLIT_NAMES[r0['split']]}), {r0['faces']} faces; each run's own deployed classifier on its own reconstructions."
-    return f"# Training strategies compared\n\n{head}\n\n{table}\n"
+    return f"# Runs compared\n\n{head}\n\n{table}\n"
 
 
 def bytes_at_accuracy(curve, target: float) -> float | None:
@@ -587,7 +587,7 @@ def _args(argv):
     p.add_argument("--batch-size", type=_positive, default=256, help="faces per synthesis / classifier batch")
     p.add_argument("--device", default="cpu", help="torch device for synthesis and classifiers (cpu, cuda, auto)")
     p.add_argument("--compare", action="append", default=[], metavar="NAME=RESULTS_JSON", type=_extra_classifier,
-                   help="instead of evaluating, compare earlier runs' results.json against the first one given; writes strategies.md in --out")
+                   help="instead of evaluating, compare earlier runs' results.json against the first one given; writes compare.md in --out")
     return p.parse_args(argv)
 
 
@@ -638,7 +638,7 @@ def main(argv=None) -> int:
             runs = {name: json.loads(Path(path).read_text()) for name, path in args.compare}
             Path(args.out).mkdir(parents=True, exist_ok=True)
             text = compare_runs(runs) + f"\nCommand: `{shlex.join(['fereval', *argv])}`\n"
-            (Path(args.out) / "strategies.md").write_text(text)
+            (Path(args.out) / "compare.md").write_text(text)
             print(text)
             return 0
         results = evaluate(args, shlex.join(["fereval", *argv]))

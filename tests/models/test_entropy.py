@@ -64,3 +64,26 @@ def test_contexts_beat_one_table_per_channel(card, latents, monkeypatch):
         pooled.block(q, c)[:] = entropy._integer_pmf(with_context.block(q, c).astype(np.float64).sum((0, 1)))
     sizes = {name: np.mean([len(bs.encode(y, q, t, card.model_tag)) for y in test]) for name, t in (("context", with_context), ("pooled", pooled))}
     assert sizes["context"] < 0.98 * sizes["pooled"], sizes
+
+
+def test_quantization_error_follows_the_per_position_scale(card, latents):
+    """Each symbol dequantizes to within half its position's step (1 / scale) of the latent."""
+    enc, _, test = latents
+    t = enc.tables
+    assert t.scale.shape == t.latent_shape[1:] and (t.scale > 0).all()
+    assert abs(np.log(t.scale).mean()) < 1e-5  # geometric mean 1: the same average step as a uniform grid
+    for q in (0, t.num_qualities - 1):
+        err = np.abs(t.dequantize(t.symbols(test, q), q) - test * t.gain[q][:, None, None])
+        assert (err <= 0.5 / t.scale + 1e-4).all()
+
+
+def test_region_scale_is_largest_where_the_classifier_looks():
+    from fermodels.export import region_scale
+
+    yy, xx = np.mgrid[:48, :48]
+    saliency = np.exp(-((yy - 23.5) ** 2 + (xx - 23.5) ** 2) / 200.0)  # centred between pixels 23 and 24: mirror-symmetric
+    saliency /= saliency.mean()
+    scale = region_scale(saliency, 8, 0.75)
+    assert scale.shape == (6, 6) and abs(np.log(scale).mean()) < 1e-6
+    assert scale[2:4, 2:4].min() > scale[0, 0] and np.allclose(scale, scale[:, ::-1])
+    np.testing.assert_allclose(region_scale(saliency, 8, 0.0), 1.0)

@@ -130,6 +130,8 @@ def test_grpc_api_info_health_reflection_stream(server, card, fer_test):
         ([], grpc.StatusCode.INVALID_ARGUMENT, "no faces"),
         ([b"\x11"] * 65, grpc.StatusCode.RESOURCE_EXHAUSTED, "at most 64"),
         ([b"\x11\x00"], grpc.StatusCode.INVALID_ARGUMENT, "truncated"),
+        # A format-1 stream (8-byte header, face size inside) from a client that predates format 2.
+        ([b"\x15\x51\xb6\x30\x30\x00\x00\x00" + bytes(40)], grpc.StatusCode.INVALID_ARGUMENT, "face 0: unsupported bitstream format version 1"),
     ],
 )
 def test_bad_requests_get_precise_statuses(server, faces, code, text):
