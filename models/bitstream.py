@@ -97,7 +97,7 @@ def _range_decode(payload: bytes, tables: EntropyTables, q: int) -> np.ndarray:
     dec = constriction.stream.queue.RangeDecoder(words)
     z = np.empty((tables.channels, tables.positions), np.int64)
     activity = np.zeros(tables.positions, np.int64)
-    escaped = []  # (group, coded symbols, where escaped), in coding order
+    escaped = []  # (group, mask of its escaped symbols), in coding order
     for g in tables.plan(q):
         coded = dec.decode(categorical, tables.context_rows(g, activity)).reshape(len(g.channels), -1).astype(np.int64)
         activity += g.contribution[np.arange(len(g.channels))[:, None], coded].sum(0)

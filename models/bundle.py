@@ -118,8 +118,8 @@ def load_torch_models(card: ModelCard, device: str = "cpu"):
 def load_training_models(source: str | Path):
     """(codec, classifier or None) from a fertrain checkpoint or a shipped model directory, on the CPU.
 
-    What ferexport and `fertrain decoder` start from: a joint (strategy B)
-    checkpoint carries its classifier, a codec-only one does not.
+    What ferexport starts from: a joint (strategy B) checkpoint carries its
+    classifier, a codec-only one does not.
     """
     import torch
 

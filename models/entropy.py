@@ -70,6 +70,7 @@ class EntropyTables:
         self.num_qualities, self.channels = self.gain.shape
         self.positions = self.latent_shape[1] * self.latent_shape[2]
         self._plans: dict[int, list[GroupPlan]] = {}
+        self._row_base = np.arange(self.positions) * CONTEXTS  # row of context 0 at each position
 
     @classmethod
     def load(cls, path: str | Path) -> "EntropyTables":
@@ -125,10 +126,6 @@ class EntropyTables:
         k = (activity[None, :, None] >= plan.edges).sum(-1)
         return plan.rows[np.arange(len(plan.channels))[:, None], self._row_base + k].reshape(-1, plan.rows.shape[-1])
 
-    @property
-    def _row_base(self) -> np.ndarray:
-        return np.arange(self.positions) * CONTEXTS
-
     @classmethod
     def fit(cls, latents: np.ndarray, gain: np.ndarray, medians: np.ndarray, scale: np.ndarray | None = None,
             progress: Callable[[Iterable], Iterable] = iter) -> "EntropyTables":
@@ -148,13 +145,13 @@ class EntropyTables:
             tables.order[q] = np.argsort(-z.std(axis=(0, 2)), kind="stable")
             activity = np.zeros((n, positions), np.int64)
             for r, c in enumerate(tables.order[q]):
-                if r % GROUP == 0:  # contexts count the groups before this one
-                    before, activity = activity, activity.copy()
+                if r % GROUP == 0:  # a group's contexts count the groups before it
+                    edges = np.quantile(activity, np.arange(1, CONTEXTS) / CONTEXTS, method="nearest").astype(np.int64)
+                    k = np.searchsorted(edges, activity, side="right")
+                    activity = activity.copy()
                 zc = z[:, c].astype(np.int64)
                 lo, hi = (int(v) for v in np.quantile(zc, [SUPPORT_TAIL, 1 - SUPPORT_TAIL], method="nearest"))
                 width = hi - lo + 1
-                edges = np.quantile(before, np.arange(1, CONTEXTS) / CONTEXTS, method="nearest").astype(np.int64)
-                k = np.searchsorted(edges, before, side="right")
                 s = zc - lo
                 escaped = (s < 0) | (s >= width)
                 s = np.where(escaped, width, s)
