@@ -28,7 +28,7 @@ SALIENCY_FACES = 4096  # the first training faces: enough for a smooth map, seco
 
 def _args(argv):
     p = argparse.ArgumentParser(prog="ferexport", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--codec", required=True, help="fertrain codec or decoder checkpoint (best.pt), or a model directory")
+    p.add_argument("--codec", required=True, help="fertrain codec checkpoint (best.pt), or a model directory")
     p.add_argument("--classifier", default=None, help="fertrain classifier checkpoint, for a codec checkpoint that carries none")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--name", default="fercodec-v1", help="model id prefix; the tag's hex is appended")
@@ -67,13 +67,12 @@ def region_scale(saliency: np.ndarray, stride: int, alpha: float) -> np.ndarray:
     return (scale / np.exp(np.log(scale).mean())).astype(np.float32)
 
 
-def _train_latents(codec, data, limit) -> np.ndarray:
+def _latents(codec, faces: np.ndarray) -> np.ndarray:
     import torch
     from tqdm import tqdm
 
-    from .data import load_split, to_tensor
+    from .data import to_tensor
 
-    faces, _ = load_split("train", data, limit)
     with torch.inference_mode():
         return np.concatenate([codec.g_a(to_tensor(faces[i : i + 512])).numpy() for i in tqdm(range(0, len(faces), 512), desc="train latents", unit="batch", file=sys.stderr)])
 
@@ -84,6 +83,7 @@ def export(codec_src: str, classifier_src: str | None, out: str | Path, name: st
     from tqdm import tqdm
 
     from .bundle import load_classifier, load_training_models
+    from .data import load_split, to_tensor
     from .entropy import EntropyTables
 
     codec, clf = load_training_models(codec_src)
@@ -93,11 +93,9 @@ def export(codec_src: str, classifier_src: str | None, out: str | Path, name: st
         if not classifier_src:
             raise ValueError(f"{codec_src} carries no classifier: pass --classifier")
         clf = load_classifier(classifier_src)
-    from .data import load_split, to_tensor
-
-    saliency = saliency_map(clf, to_tensor(load_split("train", data, limit)[0][:SALIENCY_FACES]))
-    scale = region_scale(saliency, codec.stride, region_alpha)
-    tables = EntropyTables.fit(_train_latents(codec, data, limit), **codec.quantizer(), scale=scale,
+    faces, _ = load_split("train", data, limit)
+    scale = region_scale(saliency_map(clf, to_tensor(faces[:SALIENCY_FACES])), codec.stride, region_alpha)
+    tables = EntropyTables.fit(_latents(codec, faces), **codec.quantizer(), scale=scale,
                                progress=lambda it: tqdm(it, desc="entropy tables", unit="quality", file=sys.stderr))
     arrays = tables.arrays()
 

@@ -56,6 +56,8 @@ class Engine:
         self.codec, self.classifier = load_torch_models(card, self.device)
         self.metrics = metrics
         self._torch = torch
+        for q in range(self.tables.num_qualities):
+            self.tables.plan(q)  # build the coding plans now, not on the first request
 
     def _observe(self, stage: str, t0: float) -> float:
         t1 = time.perf_counter()
