@@ -141,6 +141,25 @@ def load_training_models(source: str | Path):
     return codec.eval(), clf
 
 
+def decoded_faces(codec, tables, x, q: int, batch_size: int = 512, desc: str | None = None):
+    """What the server reconstructs from faces x [N,1,H,W] in [0,1] at quality q, on the CPU.
+
+    The same quantizer as the bitstream (region scale, rounding, clipping); the
+    range coder in between is lossless, so it is skipped. The client's encoder
+    is ONNX, which can round a rare latent differently; `fereval` measures the
+    real round trip.
+    """
+    import torch
+    from tqdm import tqdm
+
+    out = []
+    with torch.inference_mode():
+        for i in tqdm(range(0, len(x), batch_size), desc=desc, unit="batch", disable=desc is None, mininterval=5):
+            z = tables.symbols(codec.g_a(x[i : i + batch_size]).numpy(), q)
+            out.append(codec.synthesize(torch.from_numpy(tables.dequantize(z, q)), q))
+    return torch.cat(out)
+
+
 def load_classifier(path, device="cpu"):
     """An FERClassifier from a fertrain checkpoint ({"models": {"classifier"}, "args"}) or a shipped classifier.pt ({"config", "state_dict"})."""
     import torch

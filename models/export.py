@@ -29,7 +29,8 @@ SALIENCY_FACES = 4096  # the first training faces: enough for a smooth map, seco
 def _args(argv):
     p = argparse.ArgumentParser(prog="ferexport", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--codec", required=True, help="fertrain codec checkpoint (best.pt), or a model directory")
-    p.add_argument("--classifier", default=None, help="fertrain classifier checkpoint, for a codec checkpoint that carries none")
+    p.add_argument("--classifier", default=None,
+                   help="fertrain classifier checkpoint (or classifier.pt) to ship; required when the codec source carries none, and wins over the one it carries")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--name", default="fercodec-v1", help="model id prefix; the tag's hex is appended")
     p.add_argument("--default-quality", type=int, default=None, help="quality the client uses by default (default: the middle one)")
@@ -87,12 +88,12 @@ def export(codec_src: str, classifier_src: str | None, out: str | Path, name: st
     from .entropy import EntropyTables
 
     codec, clf = load_training_models(codec_src)
-    # A joint checkpoint carries its own classifier; it wins over --classifier.
-    joint = clf is not None
-    if not joint:
-        if not classifier_src:
-            raise ValueError(f"{codec_src} carries no classifier: pass --classifier")
+    # A joint checkpoint or a model directory carries a classifier; --classifier replaces it
+    # (e.g. one fine-tuned on this codec's decoded faces: fertrain classifier --decoded).
+    if classifier_src:
         clf = load_classifier(classifier_src)
+    elif clf is None:
+        raise ValueError(f"{codec_src} carries no classifier: pass --classifier")
     faces, _ = load_split("train", data, limit)
     scale = region_scale(saliency_map(clf, to_tensor(faces[:SALIENCY_FACES])), codec.stride, region_alpha)
     tables = EntropyTables.fit(_latents(codec, faces), **codec.quantizer(), scale=scale,
@@ -129,18 +130,20 @@ def export(codec_src: str, classifier_src: str | None, out: str | Path, name: st
         "lambdas": list(lambdas),
         "default_quality": len(lambdas) // 2 if default_quality is None else default_quality,
         "region_alpha": region_alpha,
-        "sources": _sources(codec_src, classifier_src, joint),
+        "sources": _sources(codec_src, classifier_src),
         "metrics": {},
     }
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
-def _sources(codec_src, classifier_src, joint: bool) -> dict:
+def _sources(codec_src, classifier_src) -> dict:
     """Where the weights came from; re-exporting a model directory keeps that model's record."""
     if Path(codec_src).is_dir():
-        return json.loads((Path(codec_src) / "model.json").read_text()).get("sources", {})
-    return {"codec": str(codec_src), "classifier": str(codec_src if joint else classifier_src)}
+        sources = json.loads((Path(codec_src) / "model.json").read_text()).get("sources", {})
+    else:
+        sources = {"codec": str(codec_src), "classifier": str(codec_src)}
+    return {**sources, "classifier": str(classifier_src)} if classifier_src else sources
 
 
 def main(argv=None) -> int:

@@ -10,6 +10,12 @@ term KL(p(x) || p(x_hat)) and a saliency-weighted MSE.
 Every epoch writes <out>/last.pt (resumable: model, optimiser, schedule, epoch,
 history) and <out>/best.pt (best on val = PublicTest). Data order is a pure
 function of --seed and the epoch, so a resumed run sees the same batches.
+
+`fertrain classifier --decoded MODEL_DIR --init MODEL_DIR` fine-tunes a
+classifier on what the server will feed it: each training face, uncompressed or
+decoded at one of the model's qualities (chosen at random per face), through the
+shipped quantizer (region scale, rounding) rather than training's additive noise.
+Selection is on the mean val accuracy over uncompressed and every quality.
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ def _args(argv):
     c = sub.choices["classifier"]
     c.add_argument("--width", type=int, default=32)
     c.add_argument("--label-smoothing", type=float, default=0.1)
+    c.add_argument("--init", default=None, help="start from this classifier: a fertrain checkpoint, classifier.pt or a model directory")
+    c.add_argument("--decoded", default=None, metavar="MODEL_DIR",
+                   help="train on uncompressed faces and this model's decoded faces at every quality, one picked at random per face")
     k = sub.choices["codec"]
     k.add_argument("--n", type=int, default=64, help="transform channels")
     k.add_argument("--m", type=int, default=96, help="latent channels")
@@ -70,8 +79,12 @@ def _log(out: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better):
-    """Shared epoch loop: resume, deterministic order, progress bar, checkpoints."""
+def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better, views=None):
+    """Shared epoch loop: resume, deterministic order, progress bar, checkpoints.
+
+    `views(faces uint8 [N,H,W]) -> [N,V,H,W]` replaces the plain [N,1,H,W] tensors
+    that step_fn and eval_fn see (the decoded fine-tune's V versions of each face).
+    """
     import torch
     from tqdm import tqdm
 
@@ -87,8 +100,9 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better)
     keep_freed_memory()
     xtr, ytr = load_split("train", args.data, args.limit)
     xva, yva = load_split("val", args.data, args.limit)
-    xtr, ytr = to_tensor(xtr), torch.from_numpy(ytr)
-    xva, yva = to_tensor(xva).to(dev), torch.from_numpy(yva).to(dev)
+    views = views or to_tensor
+    xtr, ytr = views(xtr), torch.from_numpy(ytr)
+    xva, yva = views(xva).to(dev), torch.from_numpy(yva).to(dev)
     for m in model_parts.values():
         m.to(dev)
     opt = torch.optim.Adam(params, lr=args.lr)
@@ -144,12 +158,21 @@ def train_classifier(args):
     import torch
     import torch.nn.functional as F
 
+    from .bundle import load_classifier
     from .classifier import FERClassifier
     from .data import augment
 
-    model = FERClassifier(width=args.width)
+    if args.init:
+        init = Path(args.init)
+        model = load_classifier(init / "classifier.pt" if init.is_dir() else init).train()
+        args.width = model.features[0][0].out_channels
+    else:
+        model = FERClassifier(width=args.width)
+    views = _decoded_views(args.decoded) if args.decoded else None
 
     def step(x, y, i, gen, opt):
+        if x.shape[1] > 1:  # one version of each face: uncompressed or one quality
+            x = x[torch.arange(len(x)), torch.randint(0, x.shape[1], (len(x),), generator=gen)].unsqueeze(1)
         logits = model(augment(x, gen))
         loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
         opt.zero_grad(set_to_none=True)
@@ -157,11 +180,37 @@ def train_classifier(args):
         opt.step()
         return {"loss": loss.item(), "acc": (logits.argmax(1) == y).float().mean().item()}
 
-    def evaluate(x, y):
+    def accuracy(x, y):
         pred = torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
-        return {"acc": (pred == y).float().mean().item()}
+        return (pred == y).float().mean().item()
 
-    return _loop(args, {"classifier": model}, step, evaluate, list(model.parameters()), "acc", True)
+    def evaluate(x, y):
+        if x.shape[1] == 1:
+            return {"acc": accuracy(x, y)}
+        res = {"acc": accuracy(x[:, :1], y), **{f"q{v - 1}_acc": accuracy(x[:, v : v + 1], y) for v in range(1, x.shape[1])}}
+        res["mean_acc"] = sum(res.values()) / len(res)
+        return res
+
+    return _loop(args, {"classifier": model}, step, evaluate, list(model.parameters()), "mean_acc" if views else "acc", True, views)
+
+
+def _decoded_views(model_dir):
+    """faces uint8 [N,H,W] -> [N, 1 + Q, H, W]: uncompressed, then decoded at each quality of `model_dir`."""
+    import torch
+
+    from .bundle import ModelCard, decoded_faces, load_torch_models
+    from .data import to_tensor
+    from .entropy import EntropyTables
+
+    card = ModelCard.load(model_dir)
+    codec, _ = load_torch_models(card)
+    tables = EntropyTables.load(card.file("tables.npz"))
+
+    def views(faces):
+        x = to_tensor(faces)
+        return torch.stack([x[:, 0], *(decoded_faces(codec, tables, x, q, desc=f"decoding {len(x)} faces at q{q}")[:, 0] for q in range(card.num_qualities))], 1)
+
+    return views
 
 
 def train_codec(args):

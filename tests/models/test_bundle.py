@@ -22,3 +22,23 @@ def test_pick_device_refuses_cuda_without_a_gpu():
     assert pick_device("auto") == "cpu"
     with pytest.raises(ValueError, match="no CUDA device"):
         pick_device("cuda")
+
+
+def test_decoded_faces_are_what_the_bitstream_round_trip_reconstructs():
+    """The decoded fine-tune trains on exactly what the deployment path (ONNX encoder, range coder) gives the classifier."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from ferclient.encoder import FaceEncoder
+    from fermodels.bundle import ModelCard, decoded_faces, load_torch_models
+    from fermodels.data import load_split, to_tensor
+    from fermodels.evaluate import _reconstruct
+
+    card = ModelCard.load()
+    codec, _ = load_torch_models(card)
+    encoder = FaceEncoder(card.path)
+    faces, _ = load_split("val", limit=64)
+    for q in (0, card.num_qualities - 1):
+        _, via_bitstreams = _reconstruct(encoder, codec, faces, q, 32, "cpu", tqdm(disable=True))
+        direct = decoded_faces(codec, encoder.tables, to_tensor(faces), q)
+        assert np.abs((direct - via_bitstreams).numpy()).max() < 1e-5

@@ -64,6 +64,25 @@ def test_export_round_trips_through_onnx_and_the_bitstream(runs, tmp_path):
         np.testing.assert_array_equal(z, enc.tables.symbols(y, 2))
 
 
+def test_decoded_fine_tune_scores_every_quality_and_ships(runs, tmp_path):
+    """fertrain classifier --decoded: starts from a shipped classifier, scores uncompressed and each quality on val,
+    and ferexport ships the result in place of the classifier the model directory carries."""
+    import torch
+
+    from fermodels.bundle import DEFAULT_MODEL_DIR, ModelCard
+
+    out = runs / "decoded"
+    args = ["classifier", "--out", str(out), "--init", str(DEFAULT_MODEL_DIR), "--decoded", str(DEFAULT_MODEL_DIR)]
+    assert train.main([*args, "--epochs", "1", "--limit", "64", "--batch-size", "32", "--threads", "1", "--lr", "1e-4"]) == 0
+    row = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    accs = [row["val_acc"]] + [row[f"val_q{q}_acc"] for q in range(ModelCard.load().num_qualities)]
+    assert row["val_mean_acc"] == pytest.approx(sum(accs) / len(accs))
+    assert row["val_acc"] > 0.4  # started from the shipped classifier, not from scratch (1/7 by chance)
+    meta = export(DEFAULT_MODEL_DIR, runs / "clf" / "best.pt", tmp_path / "m", limit=256)
+    assert meta["sources"]["classifier"] == str(runs / "clf" / "best.pt")
+    assert torch.load(tmp_path / "m" / "classifier.pt", weights_only=True)["config"] == {"width": 8}
+
+
 def test_missing_data_is_one_line(tmp_path, capsys):
     assert train.main(["classifier", "--out", str(tmp_path), "--data", str(tmp_path / "nope.npz"), "--epochs", "1"]) == 2
     assert "FER2013 archive not found" in capsys.readouterr().err
