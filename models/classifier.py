@@ -25,7 +25,7 @@ class FERClassifier(nn.Module):
 
     def __init__(self, width: int = 32, num_classes: int = len(CLASS_NAMES)):
         super().__init__()
-        w = width
+        self.width = w = width  # what classifier.pt's config and fertrain's args record
         self.features = nn.Sequential(
             _block(1, w, 2),  # 24x24
             _block(w, 2 * w, 2),  # 12x12

@@ -114,7 +114,7 @@ def export(codec_src: str, classifier_src: str | None, out: str | Path, name: st
     # The training-time entropy model's CDF buffers are left out: tables.npz codes the bitstream.
     weights = {k: v for k, v in codec.state_dict().items() if not k.endswith(ENTROPY_BUFFERS)}
     torch.save({"config": {"n": codec.n, "m": codec.m, "lambdas": lambdas}, "state_dict": weights}, out / "codec.pt")
-    torch.save({"config": {"width": clf.features[0][0].out_channels}, "state_dict": clf.state_dict()}, out / "classifier.pt")
+    torch.save({"config": {"width": clf.width}, "state_dict": clf.state_dict()}, out / "classifier.pt")
     # The torch.export-based exporter (the TorchScript one is deprecated); batch is dynamic.
     x = torch.rand(1, 1, FACE_SIZE, FACE_SIZE)
     program = torch.onnx.export(

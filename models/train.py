@@ -165,7 +165,7 @@ def train_classifier(args):
     if args.init:
         init = Path(args.init)
         model = load_classifier(init / "classifier.pt" if init.is_dir() else init).train()
-        args.width = model.features[0][0].out_channels
+        args.width = model.width
     else:
         model = FERClassifier(width=args.width)
     views = _decoded_views(args.decoded) if args.decoded else None
