@@ -46,3 +46,20 @@ class FERClassifier(nn.Module):
         """
         p = torch.softmax(self(torch.cat([x, x.flip(-1)])).float(), dim=1)
         return 0.5 * (p[: len(x)] + p[len(x) :])
+
+
+def average_weights(classifiers: list[FERClassifier]) -> FERClassifier:
+    """One classifier whose weights (and BatchNorm statistics) are the mean of `classifiers`'.
+
+    A "model soup" (Wortsman et al., 2022): fine-tunes that share a starting
+    point sit in one basin, so their average usually beats each of them, at
+    the cost of one network at inference. `docs/decoded` measures it.
+    """
+    widths = sorted({c.width for c in classifiers})
+    if len(widths) > 1:
+        raise ValueError(f"cannot average classifiers of different widths {widths}")
+    states = [c.state_dict() for c in classifiers]
+    mean = {k: torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v for k, v in states[0].items()}
+    soup = FERClassifier(widths[0])
+    soup.load_state_dict(mean)
+    return soup.eval()

@@ -29,8 +29,9 @@ SALIENCY_FACES = 4096  # the first training faces: enough for a smooth map, seco
 def _args(argv):
     p = argparse.ArgumentParser(prog="ferexport", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--codec", required=True, help="fertrain codec checkpoint (best.pt), or a model directory")
-    p.add_argument("--classifier", default=None,
-                   help="fertrain classifier checkpoint (or classifier.pt) to ship; required when the codec source carries none, and wins over the one it carries")
+    p.add_argument("--classifier", nargs="+", default=None, metavar="CHECKPOINT",
+                   help="fertrain classifier checkpoint (or classifier.pt) to ship; required when the codec source carries none, and wins over the one it carries. "
+                        "Several checkpoints of one width ship their weight average (a model soup)")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--name", default="fercodec-v1", help="model id prefix; the tag's hex is appended")
     p.add_argument("--default-quality", type=int, default=None, help="quality the client uses by default (default: the middle one)")
@@ -78,20 +79,24 @@ def _latents(codec, faces: np.ndarray) -> np.ndarray:
         return np.concatenate([codec.g_a(to_tensor(faces[i : i + 512])).numpy() for i in tqdm(range(0, len(faces), 512), desc="train latents", unit="batch", file=sys.stderr)])
 
 
-def export(codec_src: str, classifier_src: str | None, out: str | Path, name: str = "fercodec-v1", default_quality: int | None = None,
+def export(codec_src: str, classifier_src: str | list[str] | None, out: str | Path, name: str = "fercodec-v1", default_quality: int | None = None,
            data: str | None = None, limit: int | None = None, region_alpha: float = REGION_ALPHA) -> dict:
     import torch
     from tqdm import tqdm
 
     from .bundle import load_classifier, load_training_models
+    from .classifier import average_weights
     from .data import load_split, to_tensor
     from .entropy import EntropyTables
 
     codec, clf = load_training_models(codec_src)
     # A joint checkpoint or a model directory carries a classifier; --classifier replaces it
-    # (e.g. one fine-tuned on this codec's decoded faces: fertrain classifier --decoded).
+    # (e.g. one fine-tuned on this codec's decoded faces: fertrain classifier --decoded),
+    # and several replace it with their weight average.
+    classifier_src = [classifier_src] if isinstance(classifier_src, (str, Path)) else classifier_src
     if classifier_src:
-        clf = load_classifier(classifier_src)
+        clfs = [load_classifier(p) for p in classifier_src]
+        clf = clfs[0] if len(clfs) == 1 else average_weights(clfs)
     elif clf is None:
         raise ValueError(f"{codec_src} carries no classifier: pass --classifier")
     faces, _ = load_split("train", data, limit)
@@ -143,7 +148,10 @@ def _sources(codec_src, classifier_src) -> dict:
         sources = json.loads((Path(codec_src) / "model.json").read_text()).get("sources", {})
     else:
         sources = {"codec": str(codec_src), "classifier": str(codec_src)}
-    return {**sources, "classifier": str(classifier_src)} if classifier_src else sources
+    if not classifier_src:
+        return sources
+    names = [str(p) for p in classifier_src]
+    return {**sources, "classifier": names[0] if len(names) == 1 else names}
 
 
 def main(argv=None) -> int:

@@ -16,3 +16,21 @@ def test_probabilities_are_mirror_averaged(card, fer_test):
     assert torch.allclose(p.sum(1), torch.ones(len(x)), atol=1e-5)
     assert torch.allclose(p, p_mirror, atol=1e-5)
     assert not torch.allclose(p, plain, atol=1e-3)  # the mirror really is averaged in
+
+
+def test_average_weights_is_the_mean_and_refuses_mixed_widths(card):
+    import pytest
+
+    from fermodels.classifier import FERClassifier, average_weights
+
+    shipped = load_classifier(card.file("classifier.pt"))
+    other = FERClassifier(shipped.width).eval()
+    soup = average_weights([shipped, other])
+    for k, v in soup.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v, (shipped.state_dict()[k] + other.state_dict()[k]) / 2)
+    x = torch.rand(4, 1, 48, 48)
+    with torch.inference_mode():
+        assert torch.allclose(average_weights([shipped, shipped])(x), shipped(x), atol=1e-5)
+    with pytest.raises(ValueError, match="different widths"):
+        average_weights([shipped, FERClassifier(8)])

@@ -81,6 +81,15 @@ def test_decoded_fine_tune_scores_every_quality_and_ships(runs, tmp_path):
     meta = export(DEFAULT_MODEL_DIR, runs / "clf" / "best.pt", tmp_path / "m", limit=256)
     assert meta["sources"]["classifier"] == str(runs / "clf" / "best.pt")
     assert torch.load(tmp_path / "m" / "classifier.pt", weights_only=True)["config"] == {"width": 8}
+    # Several checkpoints ship their weight average (ferexport --classifier A B).
+    pair = [out / "best.pt", DEFAULT_MODEL_DIR / "classifier.pt"]
+    meta = export(DEFAULT_MODEL_DIR, pair, tmp_path / "soup", limit=256)
+    assert meta["sources"]["classifier"] == [str(p) for p in pair]
+    shipped = torch.load(tmp_path / "soup" / "classifier.pt", weights_only=True)["state_dict"]
+    a, b = torch.load(pair[0], weights_only=True)["models"]["classifier"], torch.load(pair[1], weights_only=True)["state_dict"]
+    assert torch.allclose(shipped["head.5.weight"], (a["head.5.weight"] + b["head.5.weight"]) / 2)
+    with pytest.raises(ValueError, match="different widths"):
+        export(DEFAULT_MODEL_DIR, [runs / "clf" / "best.pt", pair[1]], tmp_path / "bad", limit=256)
 
 
 def test_missing_data_is_one_line(tmp_path, capsys):
