@@ -12,10 +12,10 @@ import pytest
 from fermodels.bundle import load_torch_models
 from fermodels.evaluate import classifier_accuracy, evaluate_codec
 
-UNCOMPRESSED_FLOOR = 0.63  # 68.6 % on all faces
-# Per quality: the decoded-face accuracy may not fall below this (q0: 63.1 % on all faces).
-DECODED_FLOOR = 0.57
-DEFAULT_QUALITY_FLOOR = 0.62  # the default, q4, measures 67.3 % on all faces
+UNCOMPRESSED_FLOOR = 0.64  # 69.2 % on all faces
+# Per quality: the decoded-face accuracy may not fall below this (q0: 63.8 % on all faces).
+DECODED_FLOOR = 0.58
+DEFAULT_QUALITY_FLOOR = 0.63  # the default, q4, measures 68.1 % on all faces
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +52,9 @@ def test_accuracy_rises_with_rate_and_beats_jpeg_at_equal_accuracy(card, points,
     from fermodels.evaluate import bd_rate, evaluate_baseline
 
     # Same faces at both ends, so the gap is far less noisy than either accuracy:
-    # +4.4 points on all faces, +2.9 on this subset.
+    # +4.9 points on all faces, +2.6 on this subset.
     assert points[-1]["accuracy"] > points[0]["accuracy"] + 0.015
     _, clf = load_torch_models(card)
     jpeg = evaluate_baseline("jpeg", *fer_test, {"deployed": clf})
     saving = bd_rate([(p["bytes"], p["accuracy"]) for p in points], [(p["bytes"], p["accuracy"]) for p in jpeg])
-    assert saving is not None and saving < -30, saving  # full PrivateTest: -66 %
+    assert saving is not None and saving < -30, saving  # full PrivateTest: -67.8 %
