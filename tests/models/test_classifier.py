@@ -1,7 +1,8 @@
-"""The deployed classifier's probabilities: a distribution, the same for a face and its mirror image."""
+"""The deployed classifier: probabilities are a distribution, the same for a face and its mirror image; weight averages."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fermodels.bundle import load_classifier
@@ -19,8 +20,6 @@ def test_probabilities_are_mirror_averaged(card, fer_test):
 
 
 def test_average_weights_is_the_mean_and_refuses_mixed_widths(card):
-    import pytest
-
     from fermodels.classifier import FERClassifier, average_weights
 
     shipped = load_classifier(card.file("classifier.pt"))
