@@ -95,8 +95,7 @@ def export(codec_src: str, classifier_src: str | list[str] | None, out: str | Pa
     # and several replace it with their weight average.
     classifier_src = [classifier_src] if isinstance(classifier_src, (str, Path)) else classifier_src
     if classifier_src:
-        clfs = [load_classifier(p) for p in classifier_src]
-        clf = clfs[0] if len(clfs) == 1 else average_weights(clfs)
+        clf = average_weights([load_classifier(p) for p in classifier_src])
     elif clf is None:
         raise ValueError(f"{codec_src} carries no classifier: pass --classifier")
     faces, _ = load_split("train", data, limit)
