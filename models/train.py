@@ -58,9 +58,12 @@ def _args(argv):
     k.add_argument("--lambda-r", type=float, default=1.0, help="weight of the rate term (bpp)")
     k.add_argument("--lambda-d", type=float, nargs="+", default=None, help="distortion weight per quality (default: the codec's ladder)")
     k.add_argument("--lambda-c", type=float, default=0.0, help="weight of the classifier's cross-entropy on decoded faces")
-    k.add_argument("--classifier", default=None, help="classifier checkpoint for --lambda-c > 0")
+    k.add_argument("--classifier", default=None, help="classifier for --lambda-c > 0: a fertrain checkpoint, classifier.pt or a model directory")
     k.add_argument("--strategy", choices=("frozen", "joint"), default="frozen", help="with --lambda-c: keep the classifier frozen or train it too")
-    k.add_argument("--init", default=None, help="start the codec from this checkpoint (fine-tuning)")
+    k.add_argument("--init", default=None, help="start the codec from this checkpoint or model directory (fine-tuning)")
+    k.add_argument("--quantizer", choices=("noise", "deployed"), default="noise",
+                   help="what synthesis sees in training: additive noise (CompressAI's proxy) or the bitstream's own rounding with "
+                        "the region scale of --init, a model directory (straight-through gradients; the rate keeps the noisy proxy)")
     return p.parse_args(argv)
 
 
@@ -217,23 +220,36 @@ def train_codec(args):
     import torch
     import torch.nn.functional as F
 
-    from .classifier import FERClassifier
+    from .bundle import ModelCard, load_classifier, load_training_models
     from .codec import DEFAULT_LAMBDAS, FaceCodec, rate_bpp
     from .data import augment
+    from .entropy import EntropyTables
 
     lambdas = tuple(args.lambda_d) if args.lambda_d else DEFAULT_LAMBDAS
     codec = FaceCodec(n=args.n, m=args.m, lambdas=lambdas)
     parts = {"codec": codec}
+    scale = None
     if args.init:
-        codec.load_state_dict(_load_state(args.init)["models"]["codec"])
+        init = Path(args.init)
+        if init.is_dir():  # a shipped model: its codec, and the scale its bitstream quantizes with
+            codec, _ = load_training_models(init)
+            args.n, args.m = codec.n, codec.m
+            parts["codec"] = codec
+            if args.lambda_d:
+                codec.lambdas.copy_(torch.tensor(lambdas))
+            if args.quantizer == "deployed":
+                scale = torch.from_numpy(EntropyTables.load(ModelCard.load(init).file("tables.npz")).scale)
+        else:
+            codec.load_state_dict(_load_state(init)["models"]["codec"])
+    if args.quantizer == "deployed" and scale is None:
+        raise ValueError("--quantizer deployed needs --init MODEL_DIR (its tables.npz holds the region scale to train with)")
     clf = None
     if args.lambda_c > 0:
         if not args.classifier:
             raise SystemExit("fertrain: --lambda-c > 0 needs --classifier CHECKPOINT")
-        ck = _load_state(args.classifier)
-        args.width = ck["args"].get("width", 32)  # a joint checkpoint carries the classifier; ferexport rebuilds it from this
-        clf = FERClassifier(width=args.width)
-        clf.load_state_dict(ck["models"]["classifier"])
+        src = Path(args.classifier)
+        clf = load_classifier(src / "classifier.pt" if src.is_dir() else src).train()
+        args.width = clf.width  # a joint checkpoint carries the classifier; ferexport rebuilds it from this
         if args.strategy == "joint":
             parts["classifier"] = clf
         else:
@@ -253,7 +269,7 @@ def train_codec(args):
     def step(x, y, i, gen, opt):
         q = i % q_count  # every quality gets every q_count-th batch
         x = augment(x, gen)
-        out = codec(x, q)
+        out = codec(x, q, None if scale is None else scale.to(x.device))
         bpp = rate_bpp(out["likelihoods"], x.shape[0] * x.shape[-2] * x.shape[-1])
         mse = F.mse_loss(out["x_hat"], x)
         loss = args.lambda_r * bpp + codec.lambdas[q] * 255**2 * mse
@@ -283,7 +299,7 @@ def train_codec(args):
             bpps, mses, correct, ce = [], [], 0, 0.0
             for i in range(0, len(x), 512):
                 xb = x[i : i + 512]
-                out = codec(xb, q)
+                out = codec(xb, q, None if scale is None else scale.to(xb.device))
                 bpps.append(rate_bpp(out["likelihoods"], xb.numel()).item() * len(xb))
                 mses.append(F.mse_loss(out["x_hat"], xb, reduction="none").mean((1, 2, 3)))
                 if clf is not None:

@@ -42,6 +42,26 @@ def test_joint_strategy_runs(runs):
     assert "val_q0_acc" in row and "train_ce" in row
 
 
+def test_codec_fine_tune_with_the_deployed_quantizer(runs):
+    """fertrain codec --quantizer deployed --init MODEL_DIR: the shipped codec, rounded as its bitstream rounds,
+    against the shipped classifier frozen; the run starts where the shipped model is (not from scratch)."""
+    from fermodels.bundle import DEFAULT_MODEL_DIR
+
+    out = runs / "deployed"
+    args = ["codec", "--out", str(out), "--init", str(DEFAULT_MODEL_DIR), "--quantizer", "deployed", "--lambda-c", "1",
+            "--classifier", str(DEFAULT_MODEL_DIR), "--epochs", "1", "--limit", "64", "--batch-size", "32", "--threads", "1", "--lr", "1e-6"]
+    assert train.main(args) == 0
+    row = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert row["val_clean_acc"] > 0.4 and row["val_q5_psnr"] > 30  # a trained codec and classifier, barely moved
+    assert row["val_q0_bpp"] < row["val_q5_bpp"]
+
+
+def test_deployed_quantizer_needs_a_model_directory(runs, capsys):
+    args = ["codec", "--out", str(runs / "dq"), "--init", str(runs / "codec" / "best.pt"), "--quantizer", "deployed", "--epochs", "1", "--n", "16", "--m", "16", "--limit", "64"]
+    assert train.main(args) == 2
+    assert "--init MODEL_DIR" in capsys.readouterr().err
+
+
 def test_export_round_trips_through_onnx_and_the_bitstream(runs, tmp_path):
     import torch
 
