@@ -74,25 +74,10 @@ class FaceCodec(nn.Module):
     def _inv_gain(self, q: int) -> torch.Tensor:
         return self.log_inv_gain[q].exp().view(1, -1, 1, 1)
 
-    def forward(self, x: torch.Tensor, q: int, scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Training/eval pass: reconstruction and the latents' likelihoods.
-
-        Without `scale`: CompressAI's proxy, additive uniform noise in training and
-        rounding in eval, for both the rate and the reconstruction. With `scale`
-        (the shipped per-position scale [h, w], tables.npz): the bitstream's own
-        quantizer, i.e. each position scaled around the medians and *rounded*
-        (straight-through gradient) for the reconstruction, while the rate keeps the
-        noisy proxy of the same scaled latent (Minnen & Singh 2020, "mixed" quantization).
-        """
+    def forward(self, x: torch.Tensor, q: int) -> dict[str, torch.Tensor]:
+        """Training/eval pass: noisy (train) or rounded (eval) latents and their likelihoods."""
         y = self.g_a(x) * self._gain(q)
-        if scale is None:
-            y_hat, likelihoods = self.entropy[q](y)
-            return {"x_hat": self.synthesize(y_hat, q), "likelihoods": likelihoods, "y_hat": y_hat}
-        med = self.entropy[q].quantiles[:, 0, 1].detach().view(1, -1, 1, 1)
-        centred = (y - med) * scale
-        _, likelihoods = self.entropy[q](centred + med)
-        rounded = centred + (torch.round(centred) - centred).detach()
-        y_hat = rounded / scale + med
+        y_hat, likelihoods = self.entropy[q](y)
         return {"x_hat": self.synthesize(y_hat, q), "likelihoods": likelihoods, "y_hat": y_hat}
 
     def synthesize(self, y_hat: torch.Tensor, q: int) -> torch.Tensor:

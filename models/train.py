@@ -52,18 +52,19 @@ def _args(argv):
     c.add_argument("--init", default=None, help="start from this classifier: a fertrain checkpoint, classifier.pt or a model directory")
     c.add_argument("--decoded", default=None, metavar="MODEL_DIR",
                    help="train on uncompressed faces and this model's decoded faces at every quality, one picked at random per face")
+    c.add_argument("--teacher", default=None, metavar="MODEL",
+                   help="distil from this classifier (checkpoint, classifier.pt or model directory): its answer on the uncompressed face, "
+                        "averaged over 10 views, is part of every view's target")
+    c.add_argument("--lambda-kd", type=float, default=0.5, help="with --teacher: the teacher's share of the target (the rest: the label, smoothed)")
     k = sub.choices["codec"]
     k.add_argument("--n", type=int, default=64, help="transform channels")
     k.add_argument("--m", type=int, default=96, help="latent channels")
     k.add_argument("--lambda-r", type=float, default=1.0, help="weight of the rate term (bpp)")
     k.add_argument("--lambda-d", type=float, nargs="+", default=None, help="distortion weight per quality (default: the codec's ladder)")
     k.add_argument("--lambda-c", type=float, default=0.0, help="weight of the classifier's cross-entropy on decoded faces")
-    k.add_argument("--classifier", default=None, help="classifier for --lambda-c > 0: a fertrain checkpoint, classifier.pt or a model directory")
+    k.add_argument("--classifier", default=None, help="classifier checkpoint for --lambda-c > 0")
     k.add_argument("--strategy", choices=("frozen", "joint"), default="frozen", help="with --lambda-c: keep the classifier frozen or train it too")
-    k.add_argument("--init", default=None, help="start the codec from this checkpoint or model directory (fine-tuning)")
-    k.add_argument("--quantizer", choices=("noise", "deployed"), default="noise",
-                   help="what synthesis sees in training: additive noise (CompressAI's proxy) or the bitstream's own rounding with "
-                        "the region scale of --init, a model directory (straight-through gradients; the rate keeps the noisy proxy)")
+    k.add_argument("--init", default=None, help="start the codec from this checkpoint (fine-tuning)")
     return p.parse_args(argv)
 
 
@@ -82,11 +83,13 @@ def _log(out: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better, views=None):
+def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better, views=None, targets=None):
     """Shared epoch loop: resume, deterministic order, progress bar, checkpoints.
 
     `views(faces uint8 [N,H,W]) -> [N,V,H,W]` replaces the plain [N,1,H,W] tensors
     that step_fn and eval_fn see (the decoded fine-tune's V versions of each face).
+    `targets(faces uint8, labels int64) -> tensor` replaces the training labels step_fn sees
+    (distillation's soft targets); val keeps the labels.
     """
     import torch
     from tqdm import tqdm
@@ -104,7 +107,8 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better,
     xtr, ytr = load_split("train", args.data, args.limit)
     xva, yva = load_split("val", args.data, args.limit)
     views = views or to_tensor
-    xtr, ytr = views(xtr), torch.from_numpy(ytr)
+    ytr = targets(xtr, torch.from_numpy(ytr)) if targets else torch.from_numpy(ytr)
+    xtr = views(xtr)
     xva, yva = views(xva).to(dev), torch.from_numpy(yva).to(dev)
     for m in model_parts.values():
         m.to(dev)
@@ -172,16 +176,18 @@ def train_classifier(args):
     else:
         model = FERClassifier(width=args.width)
     views = _decoded_views(args.decoded) if args.decoded else None
+    targets = _distilled_targets(args.teacher, args.lambda_kd, args.label_smoothing) if args.teacher else None
 
     def step(x, y, i, gen, opt):
         if x.shape[1] > 1:  # one version of each face: uncompressed or one quality
             x = x[torch.arange(len(x)), torch.randint(0, x.shape[1], (len(x),), generator=gen)].unsqueeze(1)
         logits = model(augment(x, gen))
-        loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+        soft = y.dim() == 2  # distillation: smoothing is already in the targets; acc is against their top class
+        loss = F.cross_entropy(logits, y, label_smoothing=0.0 if soft else args.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return {"loss": loss.item(), "acc": (logits.argmax(1) == y).float().mean().item()}
+        return {"loss": loss.item(), "acc": (logits.argmax(1) == (y.argmax(1) if soft else y)).float().mean().item()}
 
     def accuracy(x, y):
         pred = torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
@@ -194,7 +200,33 @@ def train_classifier(args):
         res["mean_acc"] = sum(res.values()) / len(res)
         return res
 
-    return _loop(args, {"classifier": model}, step, evaluate, list(model.parameters()), "mean_acc" if views else "acc", True, views)
+    return _loop(args, {"classifier": model}, step, evaluate, list(model.parameters()), "mean_acc" if views else "acc", True, views, targets)
+
+
+def _distilled_targets(teacher_src, share, smoothing):
+    """(faces, labels) -> soft targets [N,7]: (1 - share) * smoothed label + share * the teacher's 10-view answer.
+
+    Cross-entropy against this mix equals the weighted sum of the label's and the
+    teacher's cross-entropies. FER2013's labels are noisy (human accuracy about
+    65 %), and the teacher's answer says how ambiguous each face is.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from .bundle import load_classifier
+    from .classifier import teacher_probabilities
+    from .data import to_tensor
+
+    src = Path(teacher_src)
+    teacher = load_classifier(src / "classifier.pt" if src.is_dir() else src)
+
+    def targets(faces, labels):
+        print(f"teacher: 10 views of {len(faces)} faces", file=sys.stderr)
+        p = teacher_probabilities(teacher, to_tensor(faces))
+        onehot = F.one_hot(labels, p.shape[1]).float() * (1 - smoothing) + smoothing / p.shape[1]
+        return (1 - share) * onehot + share * p
+
+    return targets
 
 
 def _decoded_views(model_dir):
@@ -220,36 +252,23 @@ def train_codec(args):
     import torch
     import torch.nn.functional as F
 
-    from .bundle import ModelCard, load_classifier, load_training_models
+    from .classifier import FERClassifier
     from .codec import DEFAULT_LAMBDAS, FaceCodec, rate_bpp
     from .data import augment
-    from .entropy import EntropyTables
 
     lambdas = tuple(args.lambda_d) if args.lambda_d else DEFAULT_LAMBDAS
     codec = FaceCodec(n=args.n, m=args.m, lambdas=lambdas)
     parts = {"codec": codec}
-    scale = None
     if args.init:
-        init = Path(args.init)
-        if init.is_dir():  # a shipped model: its codec, and the scale its bitstream quantizes with
-            codec, _ = load_training_models(init)
-            args.n, args.m = codec.n, codec.m
-            parts["codec"] = codec
-            if args.lambda_d:
-                codec.lambdas.copy_(torch.tensor(lambdas))
-            if args.quantizer == "deployed":
-                scale = torch.from_numpy(EntropyTables.load(ModelCard.load(init).file("tables.npz")).scale)
-        else:
-            codec.load_state_dict(_load_state(init)["models"]["codec"])
-    if args.quantizer == "deployed" and scale is None:
-        raise ValueError("--quantizer deployed needs --init MODEL_DIR (its tables.npz holds the region scale to train with)")
+        codec.load_state_dict(_load_state(args.init)["models"]["codec"])
     clf = None
     if args.lambda_c > 0:
         if not args.classifier:
             raise SystemExit("fertrain: --lambda-c > 0 needs --classifier CHECKPOINT")
-        src = Path(args.classifier)
-        clf = load_classifier(src / "classifier.pt" if src.is_dir() else src).train()
-        args.width = clf.width  # a joint checkpoint carries the classifier; ferexport rebuilds it from this
+        ck = _load_state(args.classifier)
+        args.width = ck["args"].get("width", 32)  # a joint checkpoint carries the classifier; ferexport rebuilds it from this
+        clf = FERClassifier(width=args.width)
+        clf.load_state_dict(ck["models"]["classifier"])
         if args.strategy == "joint":
             parts["classifier"] = clf
         else:
@@ -269,7 +288,7 @@ def train_codec(args):
     def step(x, y, i, gen, opt):
         q = i % q_count  # every quality gets every q_count-th batch
         x = augment(x, gen)
-        out = codec(x, q, None if scale is None else scale.to(x.device))
+        out = codec(x, q)
         bpp = rate_bpp(out["likelihoods"], x.shape[0] * x.shape[-2] * x.shape[-1])
         mse = F.mse_loss(out["x_hat"], x)
         loss = args.lambda_r * bpp + codec.lambdas[q] * 255**2 * mse
@@ -299,7 +318,7 @@ def train_codec(args):
             bpps, mses, correct, ce = [], [], 0, 0.0
             for i in range(0, len(x), 512):
                 xb = x[i : i + 512]
-                out = codec(xb, q, None if scale is None else scale.to(xb.device))
+                out = codec(xb, q)
                 bpps.append(rate_bpp(out["likelihoods"], xb.numel()).item() * len(xb))
                 mses.append(F.mse_loss(out["x_hat"], xb, reduction="none").mean((1, 2, 3)))
                 if clf is not None:

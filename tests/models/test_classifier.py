@@ -33,3 +33,16 @@ def test_average_weights_is_the_mean_and_refuses_mixed_widths(card):
         assert torch.allclose(average_weights([shipped, shipped])(x), shipped(x), atol=1e-5)
     with pytest.raises(ValueError, match="different widths"):
         average_weights([shipped, FERClassifier(8)])
+
+
+def test_teacher_probabilities_average_ten_shifted_views(card, fer_test):
+    """The distillation teacher: a distribution per face; with no shift it is the deployed mirror pair, with shifts it differs."""
+    from fermodels.classifier import teacher_probabilities
+
+    clf = load_classifier(card.file("classifier.pt"))
+    x = to_tensor(fer_test[0][:64])
+    p = teacher_probabilities(clf, x, batch_size=16)
+    assert p.shape == (64, 7) and torch.allclose(p.sum(1), torch.ones(64), atol=1e-5)
+    with torch.inference_mode():
+        assert torch.allclose(teacher_probabilities(clf, x, shift=0), clf.probabilities(x), atol=1e-6)
+    assert (p - teacher_probabilities(clf, x, shift=0)).abs().max() > 1e-3

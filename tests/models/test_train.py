@@ -42,26 +42,6 @@ def test_joint_strategy_runs(runs):
     assert "val_q0_acc" in row and "train_ce" in row
 
 
-def test_codec_fine_tune_with_the_deployed_quantizer(runs):
-    """fertrain codec --quantizer deployed --init MODEL_DIR: the shipped codec, rounded as its bitstream rounds,
-    against the shipped classifier frozen; the run starts where the shipped model is (not from scratch)."""
-    from fermodels.bundle import DEFAULT_MODEL_DIR
-
-    out = runs / "deployed"
-    args = ["codec", "--out", str(out), "--init", str(DEFAULT_MODEL_DIR), "--quantizer", "deployed", "--lambda-c", "1",
-            "--classifier", str(DEFAULT_MODEL_DIR), "--epochs", "1", "--limit", "64", "--batch-size", "32", "--threads", "1", "--lr", "1e-6"]
-    assert train.main(args) == 0
-    row = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
-    assert row["val_clean_acc"] > 0.4 and row["val_q5_psnr"] > 30  # a trained codec and classifier, barely moved
-    assert row["val_q0_bpp"] < row["val_q5_bpp"]
-
-
-def test_deployed_quantizer_needs_a_model_directory(runs, capsys):
-    args = ["codec", "--out", str(runs / "dq"), "--init", str(runs / "codec" / "best.pt"), "--quantizer", "deployed", "--epochs", "1", "--n", "16", "--m", "16", "--limit", "64"]
-    assert train.main(args) == 2
-    assert "--init MODEL_DIR" in capsys.readouterr().err
-
-
 def test_export_round_trips_through_onnx_and_the_bitstream(runs, tmp_path):
     import torch
 
@@ -110,6 +90,27 @@ def test_decoded_fine_tune_scores_every_quality_and_ships(runs, tmp_path):
     assert torch.allclose(shipped["head.5.weight"], (a["head.5.weight"] + b["head.5.weight"]) / 2)
     with pytest.raises(ValueError, match="different widths"):
         export(DEFAULT_MODEL_DIR, [runs / "clf" / "best.pt", pair[1]], tmp_path / "bad", limit=256)
+
+
+def test_distillation_targets_mix_label_and_teacher(runs):
+    """fertrain classifier --teacher: training targets are (1 - share) * smoothed label + share * the teacher's answer."""
+    import torch
+
+    from fermodels.bundle import DEFAULT_MODEL_DIR
+    from fermodels.data import load_split
+
+    faces, labels = load_split("train", limit=32)
+    labels = torch.from_numpy(labels)
+    soft = train._distilled_targets(DEFAULT_MODEL_DIR, 0.5, 0.1)(faces, labels)
+    assert soft.shape == (32, 7) and torch.allclose(soft.sum(1), torch.ones(32), atol=1e-5)
+    assert (soft.gather(1, labels[:, None]) >= 0.45 + 0.05 / 7 - 1e-6).all()  # the label's half alone puts this much on it
+    plain = train._distilled_targets(DEFAULT_MODEL_DIR, 0.0, 0.1)(faces, labels)
+    assert torch.allclose(plain, torch.nn.functional.one_hot(labels, 7) * 0.9 + 0.1 / 7)
+    out = runs / "kd"
+    args = ["classifier", "--out", str(out), "--init", str(DEFAULT_MODEL_DIR), "--teacher", str(DEFAULT_MODEL_DIR)]
+    assert train.main([*args, "--epochs", "1", "--limit", "64", "--batch-size", "32", "--threads", "1", "--lr", "1e-5"]) == 0
+    row = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert row["val_acc"] > 0.4 and np.isfinite(row["train_loss"])
 
 
 def test_missing_data_is_one_line(tmp_path, capsys):
