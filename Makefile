@@ -25,10 +25,10 @@ serve: $(STAMP)
 protos: $(STAMP)
 	$(PY) protos/generate.py
 
-# The clean-only classifier column needs the training run's checkpoint; without it, the deployed classifier alone.
-CLEAN_CLF := runs/classifier/best.pt
+# The classifier trained on uncompressed faces only: the "clean" column of every result (models/weights/clean-classifier).
+CLEAN_CLF := models/weights/clean-classifier/best.pt
 eval: $(STAMP)
-	$(VENV)/bin/fereval --out docs/results --update-card $(if $(wildcard $(CLEAN_CLF)),--extra-classifier clean=$(CLEAN_CLF))
+	$(VENV)/bin/fereval --out docs/results --update-card --extra-classifier clean=$(CLEAN_CLF)
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py
