@@ -155,8 +155,7 @@ def decoded_faces(codec, tables, x, q: int, batch_size: int = 512, desc: str | N
     out = []
     with torch.inference_mode():
         for i in tqdm(range(0, len(x), batch_size), desc=desc, unit="batch", disable=desc is None, mininterval=5):
-            z = tables.symbols(codec.g_a(x[i : i + batch_size]).numpy(), q)
-            out.append(codec.synthesize(torch.from_numpy(tables.dequantize(z, q)), q))
+            out.append(codec.reconstruct(tables.symbols(codec.g_a(x[i : i + batch_size]).numpy(), q), tables, q))
     return torch.cat(out)
 
 

@@ -84,6 +84,11 @@ class FaceCodec(nn.Module):
         """Dequantised latent (gain domain) -> reconstruction in [0,1]."""
         return self.g_s(y_hat * self._inv_gain(q)).clamp_(0.0, 1.0)
 
+    def reconstruct(self, symbols: np.ndarray, tables, q: int) -> torch.Tensor:
+        """Integer symbols [N,M,h,w] of quality q -> faces [N,1,H,W]: the server's decoder after the range coder
+        (the tables' dequantization, fermodels.entropy, then synthesis), on this module's device."""
+        return self.synthesize(torch.from_numpy(tables.dequantize(symbols, q)).to(self.lambdas.device), q)
+
     def aux_loss(self) -> torch.Tensor:
         return sum(eb.loss() for eb in self.entropy)
 

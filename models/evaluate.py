@@ -126,7 +126,7 @@ def _progress(desc: str, total: int):
 # ---------------------------------------------------------------- our codec
 
 
-def _reconstruct(encoder, codec, faces: np.ndarray, q: int, batch_size: int, device, bar) -> tuple[list[int], torch.Tensor]:
+def _reconstruct(encoder, codec, faces: np.ndarray, q: int, batch_size: int, bar) -> tuple[list[int], torch.Tensor]:
     """Deployment round trip at quality q: edge encoder -> bitstreams -> server decoder -> synthesis."""
     from .bitstream import decode
 
@@ -135,9 +135,8 @@ def _reconstruct(encoder, codec, faces: np.ndarray, q: int, batch_size: int, dev
     for i in range(0, len(faces), batch_size):
         streams = encoder.encode(faces[i : i + batch_size], q)
         z = np.stack([decode(s, tables, card.model_tag)[1] for s in streams])
-        y = torch.from_numpy(tables.dequantize(z, q)).to(device)
         with torch.inference_mode():
-            recon.append(codec.synthesize(y, q).cpu())
+            recon.append(codec.reconstruct(z, tables, q).cpu())
         sizes += [len(s) for s in streams]
         bar.update(len(streams))
     return sizes, torch.cat(recon)
@@ -160,7 +159,7 @@ def evaluate_codec(card, faces, labels, qualities=None, device="cpu", batch_size
     points = []
     with _progress(OURS, len(qualities) * len(faces)) as bar:
         for q in qualities:
-            sizes, recon = _reconstruct(encoder, codec, faces, q, batch_size, device, bar)
+            sizes, recon = _reconstruct(encoder, codec, faces, q, batch_size, bar)
             points.append({"quality": q, "lambda": card.lambdas[q], **_point(OURS, q, sizes, faces, labels, recon, classifiers, batch_size)})
     return points
 

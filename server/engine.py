@@ -83,8 +83,7 @@ class Engine:
         order, recon = [], []
         with torch.inference_mode():
             for q, items in sorted(by_quality.items()):
-                y = torch.from_numpy(self.tables.dequantize(np.stack([z for _, z in items]), q)).to(self.device)
-                recon.append(self.codec.synthesize(y, q))
+                recon.append(self.codec.reconstruct(np.stack([z for _, z in items]), self.tables, q))
                 order += [(i, q) for i, _ in items]
             x_hat = torch.cat(recon)
             t = self._observe("synthesis", t)

@@ -39,6 +39,6 @@ def test_decoded_faces_are_what_the_bitstream_round_trip_reconstructs():
     encoder = FaceEncoder(card.path)
     faces, _ = load_split("val", limit=64)
     for q in (0, card.num_qualities - 1):
-        _, via_bitstreams = _reconstruct(encoder, codec, faces, q, 32, "cpu", tqdm(disable=True))
+        _, via_bitstreams = _reconstruct(encoder, codec, faces, q, 32, tqdm(disable=True))
         direct = decoded_faces(codec, encoder.tables, to_tensor(faces), q)
         assert np.abs((direct - via_bitstreams).numpy()).max() < 1e-5
