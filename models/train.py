@@ -16,6 +16,8 @@ classifier on what the server will feed it: each training face, uncompressed or
 decoded at one of the model's qualities (chosen at random per face), through the
 shipped quantizer (region scale, rounding) rather than training's additive noise.
 Selection is on the mean val accuracy over uncompressed and every quality.
+With --teacher MODEL, each face's target mixes its (smoothed) label with that
+classifier's 10-view answer on the uncompressed face (docs/distill).
 """
 
 from __future__ import annotations
@@ -217,6 +219,8 @@ def _distilled_targets(teacher_src, share, smoothing):
     from .classifier import teacher_probabilities
     from .data import to_tensor
 
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"--lambda-kd is the teacher's share of the target, between 0 and 1 (got {share})")
     src = Path(teacher_src)
     teacher = load_classifier(src / "classifier.pt" if src.is_dir() else src)
 

@@ -111,6 +111,8 @@ def test_distillation_targets_mix_label_and_teacher(runs):
     assert train.main([*args, "--epochs", "1", "--limit", "64", "--batch-size", "32", "--threads", "1", "--lr", "1e-5"]) == 0
     row = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
     assert row["val_acc"] > 0.4 and np.isfinite(row["train_loss"])
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        train._distilled_targets(DEFAULT_MODEL_DIR, 1.5, 0.1)
 
 
 def test_missing_data_is_one_line(tmp_path, capsys):
