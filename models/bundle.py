@@ -160,12 +160,15 @@ def decoded_faces(codec, tables, x, q: int, batch_size: int = 512, desc: str | N
 
 
 def load_classifier(path, device="cpu"):
-    """An FERClassifier from a fertrain checkpoint ({"models": {"classifier"}, "args"}) or a shipped classifier.pt ({"config", "state_dict"})."""
+    """An FERClassifier from a fertrain checkpoint ({"models": {"classifier"}, "args"}), a shipped classifier.pt
+    ({"config", "state_dict"}) or a model directory (its classifier.pt)."""
     import torch
 
     from .classifier import FERClassifier
 
     path = Path(path)
+    if path.is_dir():
+        path = path / "classifier.pt"
     if not path.is_file():
         raise FileNotFoundError(f"classifier checkpoint not found: {path}")
     try:

@@ -172,24 +172,22 @@ def train_classifier(args):
     from .data import augment
 
     if args.init:
-        init = Path(args.init)
-        model = load_classifier(init / "classifier.pt" if init.is_dir() else init).train()
+        model = load_classifier(args.init).train()
         args.width = model.width
     else:
         model = FERClassifier(width=args.width)
     views = _decoded_views(args.decoded) if args.decoded else None
-    targets = _distilled_targets(args.teacher, args.lambda_kd, args.label_smoothing) if args.teacher else None
+    targets = _soft_targets(args.teacher, args.lambda_kd, args.label_smoothing)
 
     def step(x, y, i, gen, opt):
         if x.shape[1] > 1:  # one version of each face: uncompressed or one quality
             x = x[torch.arange(len(x)), torch.randint(0, x.shape[1], (len(x),), generator=gen)].unsqueeze(1)
         logits = model(augment(x, gen))
-        soft = y.dim() == 2  # distillation: smoothing is already in the targets; acc is against their top class
-        loss = F.cross_entropy(logits, y, label_smoothing=0.0 if soft else args.label_smoothing)
+        loss = F.cross_entropy(logits, y)  # y: soft targets, label smoothing included
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return {"loss": loss.item(), "acc": (logits.argmax(1) == (y.argmax(1) if soft else y)).float().mean().item()}
+        return {"loss": loss.item(), "acc": (logits.argmax(1) == y.argmax(1)).float().mean().item()}  # against the target's top class
 
     def accuracy(x, y):
         pred = torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
@@ -205,30 +203,33 @@ def train_classifier(args):
     return _loop(args, {"classifier": model}, step, evaluate, list(model.parameters()), "mean_acc" if views else "acc", True, views, targets)
 
 
-def _distilled_targets(teacher_src, share, smoothing):
-    """(faces, labels) -> soft targets [N,7]: (1 - share) * smoothed label + share * the teacher's 10-view answer.
+def _soft_targets(teacher_src, share, smoothing):
+    """(faces, labels) -> training targets [N,7]: the label smoothed by `smoothing` (what
+    cross-entropy's label_smoothing does), and with a teacher, (1 - share) of that plus
+    share * the teacher's 10-view answer on the uncompressed face.
 
     Cross-entropy against this mix equals the weighted sum of the label's and the
     teacher's cross-entropies. FER2013's labels are noisy (human accuracy about
     65 %), and the teacher's answer says how ambiguous each face is.
     """
-    import torch
     import torch.nn.functional as F
 
+    from . import CLASS_NAMES
     from .bundle import load_classifier
     from .classifier import teacher_probabilities
     from .data import to_tensor
 
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"--lambda-kd is the teacher's share of the target, between 0 and 1 (got {share})")
-    src = Path(teacher_src)
-    teacher = load_classifier(src / "classifier.pt" if src.is_dir() else src)
+    teacher = load_classifier(teacher_src) if teacher_src else None
+    classes = len(CLASS_NAMES)
 
     def targets(faces, labels):
+        smoothed = F.one_hot(labels, classes).float() * (1 - smoothing) + smoothing / classes
+        if teacher is None:
+            return smoothed
         print(f"teacher: 10 views of {len(faces)} faces", file=sys.stderr)
-        p = teacher_probabilities(teacher, to_tensor(faces))
-        onehot = F.one_hot(labels, p.shape[1]).float() * (1 - smoothing) + smoothing / p.shape[1]
-        return (1 - share) * onehot + share * p
+        return (1 - share) * smoothed + share * teacher_probabilities(teacher, to_tensor(faces))
 
     return targets
 

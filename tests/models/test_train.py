@@ -101,10 +101,10 @@ def test_distillation_targets_mix_label_and_teacher(runs):
 
     faces, labels = load_split("train", limit=32)
     labels = torch.from_numpy(labels)
-    soft = train._distilled_targets(DEFAULT_MODEL_DIR, 0.5, 0.1)(faces, labels)
+    soft = train._soft_targets(DEFAULT_MODEL_DIR, 0.5, 0.1)(faces, labels)
     assert soft.shape == (32, 7) and torch.allclose(soft.sum(1), torch.ones(32), atol=1e-5)
     assert (soft.gather(1, labels[:, None]) >= 0.45 + 0.05 / 7 - 1e-6).all()  # the label's half alone puts this much on it
-    plain = train._distilled_targets(DEFAULT_MODEL_DIR, 0.0, 0.1)(faces, labels)
+    plain = train._soft_targets(DEFAULT_MODEL_DIR, 0.0, 0.1)(faces, labels)
     assert torch.allclose(plain, torch.nn.functional.one_hot(labels, 7) * 0.9 + 0.1 / 7)
     out = runs / "kd"
     args = ["classifier", "--out", str(out), "--init", str(DEFAULT_MODEL_DIR), "--teacher", str(DEFAULT_MODEL_DIR)]
@@ -112,7 +112,7 @@ def test_distillation_targets_mix_label_and_teacher(runs):
     row = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
     assert row["val_acc"] > 0.4 and np.isfinite(row["train_loss"])
     with pytest.raises(ValueError, match="between 0 and 1"):
-        train._distilled_targets(DEFAULT_MODEL_DIR, 1.5, 0.1)
+        train._soft_targets(DEFAULT_MODEL_DIR, 1.5, 0.1)
 
 
 def test_missing_data_is_one_line(tmp_path, capsys):
