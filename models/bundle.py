@@ -132,7 +132,7 @@ def load_training_models(source: str | Path):
         raise FileNotFoundError(f"no checkpoint or model directory at {source}")
     ck = torch.load(source, map_location="cpu", weights_only=False)
     state, args = ck["models"]["codec"], ck["args"]
-    codec = FaceCodec(n=args["n"], m=args["m"], lambdas=tuple(float(v) for v in state["lambdas"].tolist()))
+    codec = FaceCodec(n=args["n"], m=args["m"], lambdas=tuple(float(v) for v in state["lambdas"].tolist()), post_filter=args.get("post_filter"))
     codec.load_state_dict(state)
     clf = None
     if "classifier" in ck["models"]:
@@ -142,7 +142,7 @@ def load_training_models(source: str | Path):
 
 
 def decoded_faces(codec, tables, x, q: int, batch_size: int = 512, desc: str | None = None):
-    """What the server reconstructs from faces x [N,1,H,W] in [0,1] at quality q, on the CPU.
+    """What the server reconstructs from faces x [N,1,H,W] in [0,1] at quality q (computed on the codec's device, returned on the CPU).
 
     The same quantizer as the bitstream (region scale, rounding, clipping); the
     range coder in between is lossless, so it is skipped. The client's encoder
@@ -155,7 +155,8 @@ def decoded_faces(codec, tables, x, q: int, batch_size: int = 512, desc: str | N
     out = []
     with torch.inference_mode():
         for i in tqdm(range(0, len(x), batch_size), desc=desc, unit="batch", disable=desc is None, mininterval=5):
-            out.append(codec.reconstruct(tables.symbols(codec.g_a(x[i : i + batch_size]).numpy(), q), tables, q))
+            y = codec.g_a(x[i : i + batch_size].to(codec.lambdas.device)).cpu().numpy()
+            out.append(codec.reconstruct(tables.symbols(y, q), tables, q).cpu())
     return torch.cat(out)
 
 

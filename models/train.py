@@ -18,6 +18,11 @@ shipped quantizer (region scale, rounding) rather than training's additive noise
 Selection is on the mean val accuracy over uncompressed and every quality.
 With --teacher MODEL, each face's target mixes its (smoothed) label with that
 classifier's 10-view answer on the uncompressed face (docs/distill).
+
+`fertrain decoder --model MODEL_DIR` fine-tunes only what the server runs (the
+synthesis and a pixel-space post-filter) on the model's real symbols, with the
+analysis, the tables and the classifier frozen: the bitstream and the model tag
+stay the same (docs/decoder).
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ import numpy as np
 def _args(argv):
     p = argparse.ArgumentParser(prog="fertrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
-    for name in ("classifier", "codec"):
-        s = sub.add_parser(name, help=f"train the {name}")
+    helps = {"classifier": "train the classifier", "codec": "train the codec",
+             "decoder": "train a shipped model's decoder (synthesis + post-filter) on its real quantized latents; the bitstream does not change"}
+    for name in ("classifier", "codec", "decoder"):
+        s = sub.add_parser(name, help=helps[name])
         s.add_argument("--data", default=None, help="path to fer2013.npz (default ../shared/data/fer2013/fer2013.npz or $FERCODEC_DATA)")
         s.add_argument("--out", required=True, help="run directory for checkpoints and log.jsonl")
         s.add_argument("--epochs", type=int, default=30, help="length of the schedule")
@@ -48,16 +55,18 @@ def _args(argv):
         s.add_argument("--limit", type=int, default=None, help="use only the first N train and val faces (smoke tests)")
         s.add_argument("--fresh", action="store_true", help="ignore an existing last.pt instead of resuming")
         s.add_argument("--warmup", type=float, default=0.05, help="fraction of all steps spent warming the learning rate up")
+    for name in ("classifier", "decoder"):
+        c = sub.choices[name]
+        c.add_argument("--label-smoothing", type=float, default=0.1)
+        c.add_argument("--teacher", default=None, metavar="MODEL",
+                       help="distil from this classifier (checkpoint, classifier.pt or model directory): its answer on the uncompressed face, "
+                            "averaged over 10 views, is part of every view's target")
+        c.add_argument("--lambda-kd", type=float, default=0.5, help="with --teacher: the teacher's share of the target (the rest: the label, smoothed)")
     c = sub.choices["classifier"]
     c.add_argument("--width", type=int, default=32)
-    c.add_argument("--label-smoothing", type=float, default=0.1)
     c.add_argument("--init", default=None, help="start from this classifier: a fertrain checkpoint, classifier.pt or a model directory")
     c.add_argument("--decoded", default=None, metavar="MODEL_DIR",
                    help="train on uncompressed faces and this model's decoded faces at every quality, one picked at random per face")
-    c.add_argument("--teacher", default=None, metavar="MODEL",
-                   help="distil from this classifier (checkpoint, classifier.pt or model directory): its answer on the uncompressed face, "
-                        "averaged over 10 views, is part of every view's target")
-    c.add_argument("--lambda-kd", type=float, default=0.5, help="with --teacher: the teacher's share of the target (the rest: the label, smoothed)")
     k = sub.choices["codec"]
     k.add_argument("--n", type=int, default=64, help="transform channels")
     k.add_argument("--m", type=int, default=96, help="latent channels")
@@ -67,6 +76,11 @@ def _args(argv):
     k.add_argument("--classifier", default=None, help="classifier checkpoint for --lambda-c > 0")
     k.add_argument("--strategy", choices=("frozen", "joint"), default="frozen", help="with --lambda-c: keep the classifier frozen or train it too")
     k.add_argument("--init", default=None, help="start the codec from this checkpoint (fine-tuning)")
+    d = sub.choices["decoder"]
+    d.add_argument("--model", required=True, metavar="MODEL_DIR", help="shipped model directory: its analysis, tables and classifier stay frozen")
+    d.add_argument("--post-filter", type=int, nargs=2, default=(32, 2), metavar=("CHANNELS", "BLOCKS"),
+                   help="pixel-space residual post-filter after synthesis (0 0 = none; a model that has one keeps it)")
+    d.add_argument("--lambda-c", type=float, default=1.0, help="weight of the classifier's cross-entropy on decoded faces (lambda_D: the codec's ladder)")
     return p.parse_args(argv)
 
 
@@ -117,7 +131,10 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better,
     opt = torch.optim.Adam(params, lr=args.lr)
     max_lr = [args.lr * g.get("lr_scale", 1.0) for g in opt.param_groups]
     steps_per_epoch = max(1, len(xtr) // args.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=args.epochs * steps_per_epoch, pct_start=args.warmup)
+    total = args.epochs * steps_per_epoch
+    # OneCycleLR divides by zero when warm-up lasts exactly 1 step or all of them (tiny smoke runs): keep it between.
+    warmup = min(max(args.warmup, 1.5 / total), (total - 0.5) / total)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=total, pct_start=warmup)
     start, best, history = 0, None, []
     last = out / "last.pt"
     if last.exists() and not args.fresh:
@@ -229,7 +246,10 @@ def _soft_targets(teacher_src, share, smoothing):
         if teacher is None:
             return smoothed
         print(f"teacher: 10 views of {len(faces)} faces", file=sys.stderr)
-        return (1 - share) * smoothed + share * teacher_probabilities(teacher, to_tensor(faces))
+        t0 = time.time()
+        answer = teacher_probabilities(teacher, to_tensor(faces))
+        print(f"teacher: done in {time.time() - t0:.0f} s", file=sys.stderr)
+        return (1 - share) * smoothed + share * answer
 
     return targets
 
@@ -342,11 +362,76 @@ def train_codec(args):
     return _loop(args, parts, step, evaluate, params, "loss", False)
 
 
+def train_decoder(args):
+    """Fine-tune what only the server runs: synthesis, inverse gains and a post-filter, on the
+    shipped model's real symbols (analysis, region scale, rounding). The analysis, the tables
+    and the classifier are frozen, so the bitstream, the model tag and the uncompressed
+    accuracy stay as they are. Loss per batch at quality q: lambda_D[q] * 255^2 * MSE +
+    lambda_C * CE(classifier(decoded face), target), the target as in `fertrain classifier`.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from .bundle import ModelCard, decoded_faces, load_torch_models
+    from .codec import FaceCodec
+    from .data import augment
+    from .entropy import EntropyTables
+
+    card = ModelCard.load(args.model)
+    shipped, clf = load_torch_models(card)
+    tables = EntropyTables.load(card.file("tables.npz"))
+    post = shipped.post_filter or (tuple(args.post_filter) if min(args.post_filter) > 0 else None)
+    codec = FaceCodec(shipped.n, shipped.m, tuple(shipped.lambdas.tolist()), post)
+    missing, _ = codec.load_state_dict(shipped.state_dict(), strict=False)
+    if any(not k.startswith("refine.") for k in missing):
+        raise ValueError(f"{card.path}: codec.pt lacks {missing}")
+    args.n, args.m, args.post_filter = codec.n, codec.m, post  # what ferexport rebuilds the codec from
+    clf.requires_grad_(False)
+    codec.requires_grad_(False)
+    synthesis = [*codec.g_s.parameters(), codec.log_inv_gain]
+    refine = list(codec.refine.parameters()) if codec.refine is not None else []
+    for prm in synthesis + refine:
+        prm.requires_grad_(True)
+    params = [{"params": synthesis, "lr_scale": 0.2}] + ([{"params": refine}] if refine else [])
+    targets = _soft_targets(args.teacher, args.lambda_kd, args.label_smoothing)
+    q_count = codec.num_qualities
+
+    def step(x, y, i, gen, opt):
+        q = i % q_count
+        x = augment(x, gen)
+        codec.g_a.eval()
+        with torch.no_grad():
+            y_hat = torch.from_numpy(tables.dequantize(tables.symbols(codec.g_a(x).cpu().numpy(), q), q)).to(x.device)
+        x_hat = codec.synthesize(y_hat, q)
+        mse = F.mse_loss(x_hat, x)
+        logits = clf(x_hat)
+        ce = F.cross_entropy(logits, y)
+        loss = codec.lambdas[q] * 255**2 * mse + args.lambda_c * ce
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item(), "ce": ce.item(), "psnr": (-10 * torch.log10(mse)).item()}
+
+    def evaluate(x, y):
+        res = {}
+        for q in range(q_count):
+            x_hat = decoded_faces(codec, tables, x.cpu(), q).to(x.device)
+            res[f"q{q}_psnr"] = (-10 * torch.log10(F.mse_loss(x_hat, x, reduction="none").mean((1, 2, 3)).clamp_min(1e-10))).mean().item()
+            pred = torch.cat([clf(x_hat[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
+            res[f"q{q}_acc"] = (pred == y).float().mean().item()
+        res["mean_acc"] = sum(res[f"q{q}_acc"] for q in range(q_count)) / q_count
+        return res
+
+    return _loop(args, {"codec": codec}, step, evaluate, params, "mean_acc", True, targets=targets)
+
+
 def main(argv=None) -> int:
     args = _args(argv)
     try:
         if args.what == "classifier":
             train_classifier(args)
+        elif args.what == "decoder":
+            train_decoder(args)
         else:
             train_codec(args)
     except (FileNotFoundError, ValueError) as e:

@@ -115,6 +115,39 @@ def test_distillation_targets_mix_label_and_teacher(runs):
         train._soft_targets(DEFAULT_MODEL_DIR, 1.5, 0.1)
 
 
+def test_decoder_fine_tune_ships_a_post_filter_and_keeps_the_bitstream(runs, tmp_path):
+    """fertrain decoder: a zero-initialised post-filter is the identity; training changes only what the server runs,
+    so ferexport gives the same tables and model tag as the model it started from."""
+    import torch
+
+    from fermodels.bundle import DEFAULT_MODEL_DIR, ModelCard, decoded_faces, load_torch_models
+    from fermodels.codec import FaceCodec
+    from fermodels.data import load_split, to_tensor
+    from fermodels.entropy import EntropyTables
+
+    card = ModelCard.load()
+    shipped, _ = load_torch_models(card)
+    tables = EntropyTables.load(card.file("tables.npz"))
+    x = to_tensor(load_split("val", limit=16)[0])
+    with_filter = FaceCodec(shipped.n, shipped.m, tuple(shipped.lambdas.tolist()), (4, 1))
+    with_filter.load_state_dict(shipped.state_dict(), strict=False)
+    base = decoded_faces(shipped, tables, x, 1)
+    assert torch.equal(decoded_faces(with_filter.eval(), tables, x, 1), base)
+
+    out = runs / "decoder"
+    args = ["decoder", "--model", str(DEFAULT_MODEL_DIR), "--out", str(out), "--post-filter", "4", "1", "--teacher", str(DEFAULT_MODEL_DIR)]
+    assert train.main([*args, "--epochs", "1", "--limit", "64", "--batch-size", "32", "--threads", "1"]) == 0
+    row = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert row["val_mean_acc"] == pytest.approx(sum(row[f"val_q{q}_acc"] for q in range(card.num_qualities)) / card.num_qualities)
+    assert row["val_q5_acc"] > 0.4  # the shipped synthesis and classifier, barely moved (1/7 by chance)
+    before = export(DEFAULT_MODEL_DIR, None, tmp_path / "before", limit=256)
+    after = export(out / "best.pt", DEFAULT_MODEL_DIR, tmp_path / "after", limit=256)
+    assert after["model_tag"] == before["model_tag"]
+    assert torch.load(tmp_path / "after" / "codec.pt", weights_only=True)["config"]["post_filter"] == (4, 1)
+    trained, _ = load_torch_models(ModelCard.load(tmp_path / "after"))
+    assert trained.refine is not None and not torch.equal(decoded_faces(trained, tables, x, 1), base)
+
+
 def test_missing_data_is_one_line(tmp_path, capsys):
     assert train.main(["classifier", "--out", str(tmp_path), "--data", str(tmp_path / "nope.npz"), "--epochs", "1"]) == 2
     assert "FER2013 archive not found" in capsys.readouterr().err
