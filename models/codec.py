@@ -122,6 +122,32 @@ class FaceCodec(nn.Module):
         (the tables' dequantization, fermodels.entropy, then synthesis), on this module's device."""
         return self.synthesize(torch.from_numpy(tables.dequantize(symbols, q)).to(self.lambdas.device), q)
 
+    @torch.no_grad()
+    def start_from(self, src: "FaceCodec") -> None:
+        """Copy a trained codec whose rate ladder begins this one's: transforms, post-filter, and per quality its
+        gains and density parameters. A quality beyond src's ladder (fine-tuning toward higher rates) starts
+        from src's last one: its densities, and gains moved by the sqrt(2) step per doubling of lambda (as __init__)."""
+        k = src.num_qualities
+        if (src.n, src.m, src.post_filter) != (self.n, self.m, self.post_filter) or k > self.num_qualities:
+            raise ValueError(f"cannot start a codec (n={self.n}, m={self.m}, {self.num_qualities} qualities) from one with "
+                             f"n={src.n}, m={src.m}, {k} qualities")
+        if not torch.allclose(self.lambdas[:k], src.lambdas):
+            raise ValueError(f"lambda ladder {self.lambdas.tolist()} does not begin with the source's {src.lambdas.tolist()}")
+        self.g_a.load_state_dict(src.g_a.state_dict())
+        self.g_s.load_state_dict(src.g_s.state_dict())
+        if src.refine is not None:
+            self.refine.load_state_dict(src.refine.state_dict())
+        for q in range(self.num_qualities):
+            s = min(q, k - 1)
+            step = 0.5 * math.log2(float(self.lambdas[q] / src.lambdas[s])) * math.log(2.0)
+            self.log_gain[q] = src.log_gain[s] + step
+            self.log_inv_gain[q] = src.log_inv_gain[s] - step
+            mine = dict(self.entropy[q].named_parameters())
+            for name, value in src.entropy[s].named_parameters():
+                mine[name].copy_(value)
+            if q >= k:  # the medians live in the gain domain: move them with the gain
+                mine["quantiles"].mul_(math.exp(step))
+
     def aux_loss(self) -> torch.Tensor:
         return sum(eb.loss() for eb in self.entropy)
 

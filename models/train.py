@@ -73,9 +73,9 @@ def _args(argv):
     k.add_argument("--lambda-r", type=float, default=1.0, help="weight of the rate term (bpp)")
     k.add_argument("--lambda-d", type=float, nargs="+", default=None, help="distortion weight per quality (default: the codec's ladder)")
     k.add_argument("--lambda-c", type=float, default=0.0, help="weight of the classifier's cross-entropy on decoded faces")
-    k.add_argument("--classifier", default=None, help="classifier checkpoint for --lambda-c > 0")
+    k.add_argument("--classifier", default=None, help="classifier for --lambda-c > 0: a fertrain checkpoint, classifier.pt or a model directory")
     k.add_argument("--strategy", choices=("frozen", "joint"), default="frozen", help="with --lambda-c: keep the classifier frozen or train it too")
-    k.add_argument("--init", default=None, help="start the codec from this checkpoint (fine-tuning)")
+    k.add_argument("--init", default=None, help="start the codec from this checkpoint or model directory (fine-tuning); a longer --lambda-d extends its rate ladder")
     d = sub.choices["decoder"]
     d.add_argument("--model", required=True, metavar="MODEL_DIR", help="shipped model directory: its analysis, tables and classifier stay frozen")
     d.add_argument("--post-filter", type=int, nargs=2, default=(32, 2), metavar=("CHANNELS", "BLOCKS"),
@@ -277,23 +277,25 @@ def train_codec(args):
     import torch
     import torch.nn.functional as F
 
-    from .classifier import FERClassifier
+    from .bundle import load_classifier, load_training_models
     from .codec import DEFAULT_LAMBDAS, FaceCodec, rate_bpp
     from .data import augment
 
     lambdas = tuple(args.lambda_d) if args.lambda_d else DEFAULT_LAMBDAS
-    codec = FaceCodec(n=args.n, m=args.m, lambdas=lambdas)
+    if args.init:  # a checkpoint or a model directory; --lambda-d may extend its ladder upward
+        src, _ = load_training_models(args.init)
+        args.n, args.m, args.post_filter = src.n, src.m, src.post_filter  # what ferexport rebuilds the codec from
+        codec = FaceCodec(src.n, src.m, lambdas if args.lambda_d else tuple(src.lambdas.tolist()), src.post_filter)
+        codec.start_from(src)
+    else:
+        codec = FaceCodec(n=args.n, m=args.m, lambdas=lambdas)
     parts = {"codec": codec}
-    if args.init:
-        codec.load_state_dict(_load_state(args.init)["models"]["codec"])
     clf = None
     if args.lambda_c > 0:
         if not args.classifier:
             raise SystemExit("fertrain: --lambda-c > 0 needs --classifier CHECKPOINT")
-        ck = _load_state(args.classifier)
-        args.width = ck["args"].get("width", 32)  # a joint checkpoint carries the classifier; ferexport rebuilds it from this
-        clf = FERClassifier(width=args.width)
-        clf.load_state_dict(ck["models"]["classifier"])
+        clf = load_classifier(args.classifier).train()
+        args.width = clf.width  # a joint checkpoint carries the classifier; ferexport rebuilds it from this
         if args.strategy == "joint":
             parts["classifier"] = clf
         else:

@@ -116,12 +116,11 @@ def test_distillation_targets_mix_label_and_teacher(runs):
 
 
 def test_decoder_fine_tune_ships_a_post_filter_and_keeps_the_bitstream(runs, tmp_path):
-    """fertrain decoder: a zero-initialised post-filter is the identity; training changes only what the server runs,
-    so ferexport gives the same tables and model tag as the model it started from."""
+    """fertrain decoder changes only what the server runs, so ferexport gives the same tables and model tag
+    as the model it started from, and a codec.pt whose post-filter changes the reconstructions."""
     import torch
 
     from fermodels.bundle import DEFAULT_MODEL_DIR, ModelCard, decoded_faces, load_torch_models
-    from fermodels.codec import FaceCodec
     from fermodels.data import load_split, to_tensor
     from fermodels.entropy import EntropyTables
 
@@ -129,10 +128,7 @@ def test_decoder_fine_tune_ships_a_post_filter_and_keeps_the_bitstream(runs, tmp
     shipped, _ = load_torch_models(card)
     tables = EntropyTables.load(card.file("tables.npz"))
     x = to_tensor(load_split("val", limit=16)[0])
-    with_filter = FaceCodec(shipped.n, shipped.m, tuple(shipped.lambdas.tolist()), (4, 1))
-    with_filter.load_state_dict(shipped.state_dict(), strict=False)
     base = decoded_faces(shipped, tables, x, 1)
-    assert torch.equal(decoded_faces(with_filter.eval(), tables, x, 1), base)
 
     out = runs / "decoder"
     args = ["decoder", "--model", str(DEFAULT_MODEL_DIR), "--out", str(out), "--post-filter", "4", "1", "--teacher", str(DEFAULT_MODEL_DIR)]
