@@ -132,7 +132,7 @@ def load_training_models(source: str | Path):
         raise FileNotFoundError(f"no checkpoint or model directory at {source}")
     ck = torch.load(source, map_location="cpu", weights_only=False)
     state, args = ck["models"]["codec"], ck["args"]
-    codec = FaceCodec(n=args["n"], m=args["m"], lambdas=tuple(float(v) for v in state["lambdas"].tolist()), post_filter=args.get("post_filter"))
+    codec = FaceCodec(n=args["n"], m=args["m"], lambdas=tuple(float(v) for v in state["lambdas"].tolist()))
     codec.load_state_dict(state)
     clf = None
     if "classifier" in ck["models"]:

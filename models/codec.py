@@ -46,41 +46,12 @@ class Analysis(nn.Module):
         return self.net(x)
 
 
-class PostFilter(nn.Module):
-    """Synthesis output -> a residual correction in pixel space, told the quality by an input plane.
-
-    Why: the decoder runs on the server, so it can be larger than the edge's
-    encoder without changing a byte of the bitstream (the model tag covers the
-    tables and the analysis only). The last convolution starts at zero, so an
-    untrained filter is the identity and training starts from the shipped codec.
-    """
-
-    def __init__(self, channels: int, blocks: int, qualities: int):
-        super().__init__()
-        self.qualities = qualities
-        self.head = nn.Conv2d(2, channels, 3, padding=1)
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1)) for _ in range(blocks)
-        )
-        self.tail = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, 1, 3, padding=1))
-        nn.init.zeros_(self.tail[1].weight)
-        nn.init.zeros_(self.tail[1].bias)
-
-    def forward(self, x: torch.Tensor, q: int) -> torch.Tensor:
-        plane = torch.full_like(x, q / max(1, self.qualities - 1))
-        h = self.head(torch.cat([x, plane], 1))
-        for block in self.blocks:
-            h = h + block(h)
-        return x + self.tail(h)
-
-
 class FaceCodec(nn.Module):
     stride = 8
 
-    def __init__(self, n: int = 64, m: int = 96, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS, post_filter: tuple[int, int] | None = None):
+    def __init__(self, n: int = 64, m: int = 96, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS):
         super().__init__()
         self.n, self.m = n, m
-        self.post_filter = tuple(post_filter) if post_filter else None  # (channels, residual blocks), what codec.pt's config records
         self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32))
         q = len(lambdas)
         self.g_a = Analysis(n, m)
@@ -92,7 +63,6 @@ class FaceCodec(nn.Module):
         # init_scale 10 (CompressAI's default) starts the densities ~10x wider than
         # these latents; on a short CPU schedule narrowing them costs epochs.
         self.entropy = nn.ModuleList(EntropyBottleneck(m, init_scale=2.0) for _ in range(q))
-        self.refine = PostFilter(*self.post_filter, q) if self.post_filter else None
 
     @property
     def num_qualities(self) -> int:
@@ -111,11 +81,8 @@ class FaceCodec(nn.Module):
         return {"x_hat": self.synthesize(y_hat, q), "likelihoods": likelihoods, "y_hat": y_hat}
 
     def synthesize(self, y_hat: torch.Tensor, q: int) -> torch.Tensor:
-        """Dequantised latent (gain domain) -> reconstruction in [0,1] (through the post-filter, if any)."""
-        x_hat = self.g_s(y_hat * self._inv_gain(q))
-        if self.refine is not None:
-            x_hat = self.refine(x_hat, q)
-        return x_hat.clamp(0.0, 1.0)
+        """Dequantised latent (gain domain) -> reconstruction in [0,1]."""
+        return self.g_s(y_hat * self._inv_gain(q)).clamp_(0.0, 1.0)
 
     def reconstruct(self, symbols: np.ndarray, tables, q: int) -> torch.Tensor:
         """Integer symbols [N,M,h,w] of quality q -> faces [N,1,H,W]: the server's decoder after the range coder
@@ -124,19 +91,17 @@ class FaceCodec(nn.Module):
 
     @torch.no_grad()
     def start_from(self, src: "FaceCodec") -> None:
-        """Copy a trained codec whose rate ladder begins this one's: transforms, post-filter, and per quality its
+        """Copy a trained codec whose rate ladder begins this one's: transforms, and per quality its
         gains and density parameters. A quality beyond src's ladder (fine-tuning toward higher rates) starts
         from src's last one: its densities, and gains moved by the sqrt(2) step per doubling of lambda (as __init__)."""
         k = src.num_qualities
-        if (src.n, src.m, src.post_filter) != (self.n, self.m, self.post_filter) or k > self.num_qualities:
+        if (src.n, src.m) != (self.n, self.m) or k > self.num_qualities:
             raise ValueError(f"cannot start a codec (n={self.n}, m={self.m}, {self.num_qualities} qualities) from one with "
                              f"n={src.n}, m={src.m}, {k} qualities")
         if not torch.allclose(self.lambdas[:k], src.lambdas):
             raise ValueError(f"lambda ladder {self.lambdas.tolist()} does not begin with the source's {src.lambdas.tolist()}")
         self.g_a.load_state_dict(src.g_a.state_dict())
         self.g_s.load_state_dict(src.g_s.state_dict())
-        if src.refine is not None:
-            self.refine.load_state_dict(src.refine.state_dict())
         for q in range(self.num_qualities):
             s = min(q, k - 1)
             step = 0.5 * math.log2(float(self.lambdas[q] / src.lambdas[s])) * math.log(2.0)

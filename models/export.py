@@ -117,7 +117,7 @@ def export(codec_src: str, classifier_src: str | list[str] | None, out: str | Pa
     lambdas = tuple(float(v) for v in codec.lambdas.tolist())
     # The training-time entropy model's CDF buffers are left out: tables.npz codes the bitstream.
     weights = {k: v for k, v in codec.state_dict().items() if not k.endswith(ENTROPY_BUFFERS)}
-    torch.save({"config": {"n": codec.n, "m": codec.m, "lambdas": lambdas, "post_filter": codec.post_filter}, "state_dict": weights}, out / "codec.pt")
+    torch.save({"config": {"n": codec.n, "m": codec.m, "lambdas": lambdas}, "state_dict": weights}, out / "codec.pt")
     torch.save({"config": {"width": clf.width}, "state_dict": clf.state_dict()}, out / "classifier.pt")
     # The torch.export-based exporter (the TorchScript one is deprecated); batch is dynamic.
     x = torch.rand(1, 1, FACE_SIZE, FACE_SIZE)

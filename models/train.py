@@ -18,11 +18,6 @@ shipped quantizer (region scale, rounding) rather than training's additive noise
 Selection is on the mean val accuracy over uncompressed and every quality.
 With --teacher MODEL, each face's target mixes its (smoothed) label with that
 classifier's 10-view answer on the uncompressed face (docs/distill).
-
-`fertrain decoder --model MODEL_DIR` fine-tunes only what the server runs (the
-synthesis and a pixel-space post-filter) on the model's real symbols, with the
-analysis, the tables and the classifier frozen: the bitstream and the model tag
-stay the same (docs/decoder).
 """
 
 from __future__ import annotations
@@ -39,10 +34,8 @@ import numpy as np
 def _args(argv):
     p = argparse.ArgumentParser(prog="fertrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
-    helps = {"classifier": "train the classifier", "codec": "train the codec",
-             "decoder": "train a shipped model's decoder (synthesis + post-filter) on its real quantized latents; the bitstream does not change"}
-    for name in ("classifier", "codec", "decoder"):
-        s = sub.add_parser(name, help=helps[name])
+    for name in ("classifier", "codec"):
+        s = sub.add_parser(name, help=f"train the {name}")
         s.add_argument("--data", default=None, help="path to fer2013.npz (default ../shared/data/fer2013/fer2013.npz or $FERCODEC_DATA)")
         s.add_argument("--out", required=True, help="run directory for checkpoints and log.jsonl")
         s.add_argument("--epochs", type=int, default=30, help="length of the schedule")
@@ -55,18 +48,16 @@ def _args(argv):
         s.add_argument("--limit", type=int, default=None, help="use only the first N train and val faces (smoke tests)")
         s.add_argument("--fresh", action="store_true", help="ignore an existing last.pt instead of resuming")
         s.add_argument("--warmup", type=float, default=0.05, help="fraction of all steps spent warming the learning rate up")
-    for name in ("classifier", "decoder"):
-        c = sub.choices[name]
-        c.add_argument("--label-smoothing", type=float, default=0.1)
-        c.add_argument("--teacher", default=None, metavar="MODEL",
-                       help="distil from this classifier (checkpoint, classifier.pt or model directory): its answer on the uncompressed face, "
-                            "averaged over 10 views, is part of every view's target")
-        c.add_argument("--lambda-kd", type=float, default=0.5, help="with --teacher: the teacher's share of the target (the rest: the label, smoothed)")
     c = sub.choices["classifier"]
     c.add_argument("--width", type=int, default=32)
+    c.add_argument("--label-smoothing", type=float, default=0.1)
     c.add_argument("--init", default=None, help="start from this classifier: a fertrain checkpoint, classifier.pt or a model directory")
     c.add_argument("--decoded", default=None, metavar="MODEL_DIR",
                    help="train on uncompressed faces and this model's decoded faces at every quality, one picked at random per face")
+    c.add_argument("--teacher", default=None, metavar="MODEL",
+                   help="distil from this classifier (checkpoint, classifier.pt or model directory): its answer on the uncompressed face, "
+                        "averaged over 10 views, is part of every view's target")
+    c.add_argument("--lambda-kd", type=float, default=0.5, help="with --teacher: the teacher's share of the target (the rest: the label, smoothed)")
     k = sub.choices["codec"]
     k.add_argument("--n", type=int, default=64, help="transform channels")
     k.add_argument("--m", type=int, default=96, help="latent channels")
@@ -76,11 +67,9 @@ def _args(argv):
     k.add_argument("--classifier", default=None, help="classifier for --lambda-c > 0: a fertrain checkpoint, classifier.pt or a model directory")
     k.add_argument("--strategy", choices=("frozen", "joint"), default="frozen", help="with --lambda-c: keep the classifier frozen or train it too")
     k.add_argument("--init", default=None, help="start the codec from this checkpoint or model directory (fine-tuning); a longer --lambda-d extends its rate ladder")
-    d = sub.choices["decoder"]
-    d.add_argument("--model", required=True, metavar="MODEL_DIR", help="shipped model directory: its analysis, tables and classifier stay frozen")
-    d.add_argument("--post-filter", type=int, nargs=2, default=(32, 2), metavar=("CHANNELS", "BLOCKS"),
-                   help="pixel-space residual post-filter after synthesis (0 0 = none; a model that has one keeps it)")
-    d.add_argument("--lambda-c", type=float, default=1.0, help="weight of the classifier's cross-entropy on decoded faces (lambda_D: the codec's ladder)")
+    k.add_argument("--extend-only", action="store_true",
+                   help="with --init and a longer --lambda-d: train only the added qualities' gains and entropy models; the transforms "
+                        "and --init's qualities stay as they are, so their bitstreams and reconstructions do not change")
     return p.parse_args(argv)
 
 
@@ -284,12 +273,24 @@ def train_codec(args):
     lambdas = tuple(args.lambda_d) if args.lambda_d else DEFAULT_LAMBDAS
     if args.init:  # a checkpoint or a model directory; --lambda-d may extend its ladder upward
         src, _ = load_training_models(args.init)
-        args.n, args.m, args.post_filter = src.n, src.m, src.post_filter  # what ferexport rebuilds the codec from
-        codec = FaceCodec(src.n, src.m, lambdas if args.lambda_d else tuple(src.lambdas.tolist()), src.post_filter)
+        args.n, args.m = src.n, src.m  # what ferexport rebuilds the codec from
+        codec = FaceCodec(src.n, src.m, lambdas if args.lambda_d else tuple(src.lambdas.tolist()))
         codec.start_from(src)
     else:
         codec = FaceCodec(n=args.n, m=args.m, lambdas=lambdas)
     parts = {"codec": codec}
+    trained = list(range(codec.num_qualities))
+    if args.extend_only:
+        first = src.num_qualities if args.init else codec.num_qualities
+        if first >= codec.num_qualities:
+            raise ValueError("--extend-only needs --init and a --lambda-d ladder longer than its")
+        codec.requires_grad_(False)
+        keep = (torch.arange(codec.num_qualities) >= first).float()[:, None]
+        for gains in (codec.log_gain, codec.log_inv_gain):
+            gains.requires_grad_(True).register_hook(lambda g: g * keep)  # rows of --init's qualities never move (Adam's moments stay 0)
+        for q in range(first, codec.num_qualities):
+            codec.entropy[q].requires_grad_(True)
+        trained = trained[first:]
     clf = None
     if args.lambda_c > 0:
         if not args.classifier:
@@ -303,7 +304,7 @@ def train_codec(args):
     # Transforms and gains are clipped; the entropy model's density parameters are
     # not (clipping the sum would let the large distortion gradient starve them)
     # and its quantiles only follow the auxiliary loss.
-    named = list(codec.named_parameters())
+    named = [(n, p) for n, p in codec.named_parameters() if p.requires_grad]
     main = [p for n, p in named if not n.startswith("entropy.")]
     density = [p for n, p in named if n.startswith("entropy.") and not n.endswith("quantiles")]
     aux = [p for n, p in named if n.endswith("quantiles")]
@@ -313,7 +314,7 @@ def train_codec(args):
     q_count = codec.num_qualities
 
     def step(x, y, i, gen, opt):
-        q = i % q_count  # every quality gets every q_count-th batch
+        q = trained[i % len(trained)]  # every trained quality gets every len(trained)-th batch
         x = augment(x, gen)
         out = codec(x, q)
         bpp = rate_bpp(out["likelihoods"], x.shape[0] * x.shape[-2] * x.shape[-1])
@@ -364,76 +365,11 @@ def train_codec(args):
     return _loop(args, parts, step, evaluate, params, "loss", False)
 
 
-def train_decoder(args):
-    """Fine-tune what only the server runs: synthesis, inverse gains and a post-filter, on the
-    shipped model's real symbols (analysis, region scale, rounding). The analysis, the tables
-    and the classifier are frozen, so the bitstream, the model tag and the uncompressed
-    accuracy stay as they are. Loss per batch at quality q: lambda_D[q] * 255^2 * MSE +
-    lambda_C * CE(classifier(decoded face), target), the target as in `fertrain classifier`.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from .bundle import ModelCard, decoded_faces, load_torch_models
-    from .codec import FaceCodec
-    from .data import augment
-    from .entropy import EntropyTables
-
-    card = ModelCard.load(args.model)
-    shipped, clf = load_torch_models(card)
-    tables = EntropyTables.load(card.file("tables.npz"))
-    post = shipped.post_filter or (tuple(args.post_filter) if min(args.post_filter) > 0 else None)
-    codec = FaceCodec(shipped.n, shipped.m, tuple(shipped.lambdas.tolist()), post)
-    missing, _ = codec.load_state_dict(shipped.state_dict(), strict=False)
-    if any(not k.startswith("refine.") for k in missing):
-        raise ValueError(f"{card.path}: codec.pt lacks {missing}")
-    args.n, args.m, args.post_filter = codec.n, codec.m, post  # what ferexport rebuilds the codec from
-    clf.requires_grad_(False)
-    codec.requires_grad_(False)
-    synthesis = [*codec.g_s.parameters(), codec.log_inv_gain]
-    refine = list(codec.refine.parameters()) if codec.refine is not None else []
-    for prm in synthesis + refine:
-        prm.requires_grad_(True)
-    params = [{"params": synthesis, "lr_scale": 0.2}] + ([{"params": refine}] if refine else [])
-    targets = _soft_targets(args.teacher, args.lambda_kd, args.label_smoothing)
-    q_count = codec.num_qualities
-
-    def step(x, y, i, gen, opt):
-        q = i % q_count
-        x = augment(x, gen)
-        codec.g_a.eval()
-        with torch.no_grad():
-            y_hat = torch.from_numpy(tables.dequantize(tables.symbols(codec.g_a(x).cpu().numpy(), q), q)).to(x.device)
-        x_hat = codec.synthesize(y_hat, q)
-        mse = F.mse_loss(x_hat, x)
-        logits = clf(x_hat)
-        ce = F.cross_entropy(logits, y)
-        loss = codec.lambdas[q] * 255**2 * mse + args.lambda_c * ce
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return {"loss": loss.item(), "ce": ce.item(), "psnr": (-10 * torch.log10(mse)).item()}
-
-    def evaluate(x, y):
-        res = {}
-        for q in range(q_count):
-            x_hat = decoded_faces(codec, tables, x.cpu(), q).to(x.device)
-            res[f"q{q}_psnr"] = (-10 * torch.log10(F.mse_loss(x_hat, x, reduction="none").mean((1, 2, 3)).clamp_min(1e-10))).mean().item()
-            pred = torch.cat([clf(x_hat[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
-            res[f"q{q}_acc"] = (pred == y).float().mean().item()
-        res["mean_acc"] = sum(res[f"q{q}_acc"] for q in range(q_count)) / q_count
-        return res
-
-    return _loop(args, {"codec": codec}, step, evaluate, params, "mean_acc", True, targets=targets)
-
-
 def main(argv=None) -> int:
     args = _args(argv)
     try:
         if args.what == "classifier":
             train_classifier(args)
-        elif args.what == "decoder":
-            train_decoder(args)
         else:
             train_codec(args)
     except (FileNotFoundError, ValueError) as e:

@@ -115,33 +115,28 @@ def test_distillation_targets_mix_label_and_teacher(runs):
         train._soft_targets(DEFAULT_MODEL_DIR, 1.5, 0.1)
 
 
-def test_decoder_fine_tune_ships_a_post_filter_and_keeps_the_bitstream(runs, tmp_path):
-    """fertrain decoder changes only what the server runs, so ferexport gives the same tables and model tag
-    as the model it started from, and a codec.pt whose post-filter changes the reconstructions."""
+def test_extend_only_trains_the_added_qualities_and_nothing_else(runs):
+    """fertrain codec --init MODEL_DIR --lambda-d <its ladder> 0.4 --extend-only: the transforms and every quality the
+    model had keep their exact weights (so their bitstreams and reconstructions), the added quality learns."""
     import torch
 
-    from fermodels.bundle import DEFAULT_MODEL_DIR, ModelCard, decoded_faces, load_torch_models
-    from fermodels.data import load_split, to_tensor
-    from fermodels.entropy import EntropyTables
+    from fermodels.bundle import DEFAULT_MODEL_DIR, load_training_models
 
-    card = ModelCard.load()
-    shipped, _ = load_torch_models(card)
-    tables = EntropyTables.load(card.file("tables.npz"))
-    x = to_tensor(load_split("val", limit=16)[0])
-    base = decoded_faces(shipped, tables, x, 1)
-
-    out = runs / "decoder"
-    args = ["decoder", "--model", str(DEFAULT_MODEL_DIR), "--out", str(out), "--post-filter", "4", "1", "--teacher", str(DEFAULT_MODEL_DIR)]
-    assert train.main([*args, "--epochs", "1", "--limit", "64", "--batch-size", "32", "--threads", "1"]) == 0
-    row = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
-    assert row["val_mean_acc"] == pytest.approx(sum(row[f"val_q{q}_acc"] for q in range(card.num_qualities)) / card.num_qualities)
-    assert row["val_q5_acc"] > 0.4  # the shipped synthesis and classifier, barely moved (1/7 by chance)
-    before = export(DEFAULT_MODEL_DIR, None, tmp_path / "before", limit=256)
-    after = export(out / "best.pt", DEFAULT_MODEL_DIR, tmp_path / "after", limit=256)
-    assert after["model_tag"] == before["model_tag"]
-    assert torch.load(tmp_path / "after" / "codec.pt", weights_only=True)["config"]["post_filter"] == (4, 1)
-    trained, _ = load_torch_models(ModelCard.load(tmp_path / "after"))
-    assert trained.refine is not None and not torch.equal(decoded_faces(trained, tables, x, 1), base)
+    shipped, _ = load_training_models(DEFAULT_MODEL_DIR)
+    k = shipped.num_qualities
+    ladder = [str(v) for v in shipped.lambdas.tolist()] + ["0.4"]
+    args = ["codec", "--out", str(runs / "extend"), "--init", str(DEFAULT_MODEL_DIR), "--lambda-d", *ladder, "--extend-only"]
+    args += ["--classifier", str(DEFAULT_MODEL_DIR), "--lambda-c", "1", "--epochs", "1", "--limit", "64", "--batch-size", "32", "--threads", "1"]
+    assert train.main(args) == 0
+    grown, _ = load_training_models(runs / "extend" / "last.pt")
+    assert grown.num_qualities == k + 1
+    for name, value in shipped.named_parameters():
+        if name.startswith(("g_a.", "g_s.")) or any(name.startswith(f"entropy.{q}.") for q in range(k)):
+            assert torch.equal(value, dict(grown.named_parameters())[name]), name
+    assert torch.equal(grown.log_gain[:k], shipped.log_gain) and torch.equal(grown.log_inv_gain[:k], shipped.log_inv_gain)
+    assert not torch.allclose(grown.log_gain[k], shipped.log_gain[k - 1] + 0.5 * torch.log(torch.tensor(2.0)))
+    # Without a longer ladder there is nothing to extend: one line, exit 2.
+    assert train.main([*args[:5], "--extend-only", "--out", str(runs / "extend2"), "--epochs", "1", "--limit", "64"]) == 2
 
 
 def test_missing_data_is_one_line(tmp_path, capsys):
