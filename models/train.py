@@ -18,6 +18,10 @@ shipped quantizer (region scale, rounding) rather than training's additive noise
 Selection is on the mean val accuracy over uncompressed and every quality.
 With --teacher MODEL, each face's target mixes its (smoothed) label with that
 classifier's 10-view answer on the uncompressed face (docs/distill).
+
+`fertrain codec --init MODEL_DIR --lambda-d <its ladder, longer> --extend-only`
+adds rate points to a shipped codec and trains only theirs (gains, entropy
+models): every quality it had keeps its bitstream and reconstruction (docs/ceiling).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ and prints PSNR and the deployed classifier's accuracy (mirror pair, as served),
 next to the same classifier on the uncompressed faces and on the real
 reconstructions. If the unquantized row is already below the uncompressed one,
 no amount of rate (and no entropy coding) closes the gap: the transforms do not
-keep what the classifier needs. docs/decoder quotes it.
+keep what the classifier needs. docs/ceiling quotes it.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def main(argv=None) -> int:
         return psnr, 100 * (pred == y).float().mean().item()
 
     print(f"{card.model_id} on {args.split} ({len(x)} faces); accuracy: deployed classifier, mirror pair")
-    print(f"uncompressed                       accuracy {row(x)[1]:.2f} %")
     with torch.inference_mode():
+        print(f"uncompressed                       accuracy {row(x)[1]:.2f} %")
         for q in range(card.num_qualities):
             ceiling = torch.cat([codec.synthesize(codec.g_a(x[i : i + 512]) * codec._gain(q), q) for i in range(0, len(x), 512)])
             cp, ca = row(ceiling)
