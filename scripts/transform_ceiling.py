@@ -46,8 +46,9 @@ def main(argv=None) -> int:
     print(f"{card.model_id} on {args.split} ({len(x)} faces); accuracy: deployed classifier, mirror pair")
     with torch.inference_mode():
         print(f"uncompressed                       accuracy {row(x)[1]:.2f} %")
+        latent = torch.cat([codec.g_a(x[i : i + 512]) for i in range(0, len(x), 512)])  # the same at every quality
         for q in range(card.num_qualities):
-            ceiling = torch.cat([codec.synthesize(codec.g_a(x[i : i + 512]) * codec._gain(q), q) for i in range(0, len(x), 512)])
+            ceiling = torch.cat([codec.synthesize(latent[i : i + 512] * codec._gain(q), q) for i in range(0, len(x), 512)])
             cp, ca = row(ceiling)
             rp, ra = row(decoded_faces(codec, tables, x, q))
             print(f"q{q}  unquantized {cp:5.2f} dB {ca:.2f} %   coded {rp:5.2f} dB {ra:.2f} %")
