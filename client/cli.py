@@ -27,7 +27,9 @@ def _args(argv):
     s.add_argument("--reconstruct", metavar="DIR", default=None, help="save the server's reconstructions as PNG in DIR")
     s.add_argument("--json", action="store_true", help="one JSON object per face per line")
     s.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
-    s.add_argument("--model-dir", default=None, help="model directory (default: the bundled one)")
+    s.add_argument("--model", "--model-dir", dest="model_dir", default=None,
+                   help="model directory or bundled name: fercodec-v1 (default; the image codec) or fercodec-v1-expr "
+                        "(the expression layer: fewest bytes, no reconstruction)")
     i = sub.add_parser("info", help="print what the server runs")
     i.add_argument("--server", default=os.environ.get("FERCODEC_SERVER", DEFAULT_SERVER))
     i.add_argument("--timeout", type=float, default=10.0)
@@ -82,6 +84,9 @@ def send(args) -> int:
     except (OSError, ValueError) as e:
         _err(str(e))
         return 2
+    if args.reconstruct and encoder.card.kind == "expression":
+        _err(f"model {encoder.card.model_id} is the expression layer: it sends no image, so there is nothing to --reconstruct; use --model fercodec-v1")
+        return 2
     if args.reconstruct:
         Path(args.reconstruct).mkdir(parents=True, exist_ok=True)
     names = encoder.card.class_names
@@ -121,6 +126,7 @@ def send(args) -> int:
                     "bytes": len(stream),
                     "bpp": round(8 * len(stream) / (h * w), 4),
                     "latency_ms": round(latency_ms, 2),
+                    "model": r.model_id,
                 }
                 if args.reconstruct:
                     (Path(args.reconstruct) / f"{Path(path).stem}_face{k}.png").write_bytes(r.reconstruction_png)

@@ -1,4 +1,4 @@
-"""Face crops (48x48 uint8) -> bitstreams, with the shipped ONNX analysis transform."""
+"""Face crops (48x48 uint8) -> bitstreams, with a model directory's ONNX edge half (analysis transform or expression encoder)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class FaceEncoder:
         return q
 
     def latents(self, faces: np.ndarray) -> np.ndarray:
-        """uint8 [N,48,48] -> analysis output [N,M,6,6] float32."""
+        """uint8 [N,48,48] -> latent [N,M,6,6] float32."""
         x = (faces.astype(np.float32) / 255.0)[:, None]
         return self.session.run(None, {"face": x})[0]
 

@@ -1,10 +1,16 @@
 """A shipped model directory: what is in it, loading it, checking it.
 
-    model.json      id, 16-bit tag, version, face size, qualities, classes, metrics
-    codec.pt        FaceCodec config + weights (server: synthesis)
-    classifier.pt   FERClassifier config + weights (server: classification)
-    encoder.onnx    the analysis transform (edge client, ONNX Runtime)
+    model.json      id, 16-bit tag, kind, version, face size, qualities, classes, metrics
+    codec.pt        FaceCodec config + weights (server: synthesis)             kind "image"
+    classifier.pt   FERClassifier config + weights (server: classification)   kind "image"
+    expression.pt   ExpressionCodec config + weights (server: its decoder)    kind "expression"
+    encoder.onnx    the edge half: analysis transform or expression encoder (edge client, ONNX Runtime)
     tables.npz      gains, medians and context-adaptive integer pmfs (both ends; entropy.EntropyTables)
+
+Two kinds share the bitstream and the client: "image" (fercodec-v1: faces
+reconstructed, then classified) and "expression" (fercodec-v1-expr: a feature
+codec, classified without pixels; fermodels.expression). A server serves
+several model directories and picks one by the tag in each bitstream's header.
 
 Import-light: reading model.json needs neither torch nor CompressAI.
 """
@@ -16,9 +22,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "weights" / "fercodec-v1"
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+DEFAULT_MODEL_DIR = WEIGHTS / "fercodec-v1"
+EXPRESSION_MODEL_DIR = WEIGHTS / "fercodec-v1-expr"
 ENTROPY_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
-FILES = ("model.json", "codec.pt", "classifier.pt", "encoder.onnx", "tables.npz")
+FILES = {
+    "image": ("model.json", "codec.pt", "classifier.pt", "encoder.onnx", "tables.npz"),
+    "expression": ("model.json", "expression.pt", "encoder.onnx", "tables.npz"),
+}
 
 
 @dataclass(frozen=True)
@@ -34,14 +45,20 @@ class ModelCard:
     lambdas: tuple[float, ...]
     default_quality: int
     metrics: dict = field(default_factory=dict)
+    kind: str = "image"
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None) -> "ModelCard":
+        """From a directory, or the name of a bundled one (fercodec-v1, fercodec-v1-expr); default $FERCODEC_MODEL_DIR or fercodec-v1."""
         path = Path(model_dir or os.environ.get("FERCODEC_MODEL_DIR") or DEFAULT_MODEL_DIR)
+        if not path.exists() and len(path.parts) == 1 and (WEIGHTS / path).is_dir():
+            path = WEIGHTS / path
         meta = path / "model.json"
         if not meta.is_file():
             raise FileNotFoundError(f"no model.json in {path}: not a fercodec model directory")
         d = json.loads(meta.read_text())
+        if d.get("kind", "image") not in FILES:
+            raise ValueError(f"{meta}: unknown model kind {d['kind']!r} (this version knows {', '.join(FILES)})")
         return cls(
             path=path,
             model_id=d["model_id"],
@@ -52,6 +69,7 @@ class ModelCard:
             lambdas=tuple(d["lambdas"]),
             default_quality=int(d["default_quality"]),
             metrics=d.get("metrics", {}),
+            kind=d.get("kind", "image"),
         )
 
     def file(self, name: str) -> Path:
@@ -113,6 +131,20 @@ def load_torch_models(card: ModelCard, device: str = "cpu"):
     clf = FERClassifier(**ck["config"])
     clf.load_state_dict(ck["state_dict"])
     return codec.to(device).eval(), clf.to(device).eval()
+
+
+def load_expression(card: ModelCard, device: str = "cpu"):
+    """The ExpressionCodec of an expression-layer directory, in eval mode on `device`."""
+    import torch
+
+    from .expression import ExpressionCodec
+
+    ck = torch.load(card.file("expression.pt"), map_location="cpu", weights_only=True)
+    codec = ExpressionCodec(**ck["config"])
+    missing, unexpected = codec.load_state_dict(ck["state_dict"], strict=False)
+    if unexpected or any(not k.endswith(ENTROPY_BUFFERS) for k in missing):
+        raise ValueError(f"{card.file('expression.pt')} does not match ExpressionCodec: missing {missing}, unexpected {unexpected}")
+    return codec.to(device).eval()
 
 
 def load_training_models(source: str | Path):

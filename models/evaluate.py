@@ -8,6 +8,10 @@ whole files as Pillow writes them, decoded back and classified the same way.
     fereval --out docs/results                     # all of FER2013 PrivateTest
     fereval --limit 300 --baselines jpeg,webp      # a quick look
     fereval --extra-classifier plain=runs/classifier/best.pt --update-card
+
+The expression layer (fercodec-v1-expr, a feature codec that sends no pixels)
+is measured beside the image codec when its directory exists: bytes and
+accuracy through its own deployment path, no PSNR (--expression-dir none skips it).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from .bundle import load_classifier
 from .data import DEFAULT_DATA, SPLITS, load_split, to_tensor
 
 OURS = "fercodec"
+EXPRESSION = "fercodec-expr"  # the expression layer's points: bytes and accuracy, no image
 DEPLOYED = "deployed"
 SPLIT_NAMES = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 CARD_MARKERS = ("<!-- metrics:start -->", "<!-- metrics:end -->")
@@ -162,6 +167,30 @@ def evaluate_codec(card, faces, labels, qualities=None, device="cpu", batch_size
             sizes, recon = _reconstruct(encoder, codec, faces, q, batch_size, bar)
             points.append({"quality": q, "lambda": card.lambdas[q], **_point(OURS, q, sizes, faces, labels, recon, classifiers, batch_size)})
     return points
+
+
+def evaluate_expression(card, faces, labels, device="cpu", batch_size=256) -> list[dict]:
+    """The expression layer's one point, through its deployment path: edge encoder -> bitstreams -> server decoder -> probabilities."""
+    from ferclient.encoder import FaceEncoder
+
+    from .bitstream import decode
+    from .bundle import load_expression
+
+    expr = load_expression(card, device)
+    encoder = FaceEncoder(card.path, threads=torch.get_num_threads())
+    sizes, correct = [], 0
+    with _progress(EXPRESSION, len(faces)) as bar, torch.inference_mode():
+        for i in range(0, len(faces), batch_size):
+            streams = encoder.encode(faces[i : i + batch_size], 0)
+            z = np.stack([decode(s, encoder.tables, card.model_tag)[1] for s in streams])
+            pred = expr.probabilities(z, encoder.tables).argmax(1).cpu()
+            correct += int((pred == torch.as_tensor(labels[i : i + batch_size])).sum())
+            sizes += [len(s) for s in streams]
+            bar.update(len(streams))
+    h, w = faces.shape[1:]
+    nbytes, acc = float(np.mean(sizes)), correct / len(faces)
+    return [{"codec": EXPRESSION, "setting": 0, "quality": 0, "lambda": card.lambdas[0], "bytes": nbytes, "bpp": 8 * nbytes / (h * w),
+             "psnr": None, "ms_ssim": None, "accuracy": acc, "accuracies": {DEPLOYED: acc}}]
 
 
 # ---------------------------------------------------------------- baselines
@@ -323,7 +352,7 @@ def compare(points, uncompressed: dict) -> tuple[dict, dict]:
     """(BD-rate of each of our curves vs each baseline curve, bytes to stay within 1 point of uncompressed, per curve)."""
     cs = curves(points)
     ours = [k for k in cs if k.startswith(OURS + "/")]
-    bd = {a: {b: bd_rate(cs[a], cs[b]) for b in cs if b not in ours} for a in ours}
+    bd = {a: {b: bd_rate(cs[a], cs[b]) for b in cs if b not in ours and not b.startswith(EXPRESSION + "/")} for a in ours}
     within = {k: bytes_at_accuracy(c, uncompressed[k.split("/", 1)[1]] - 0.01) for k, c in cs.items()}
     return bd, within
 
@@ -367,14 +396,18 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def _setting_label(p: dict) -> str:
-    return f"q{p['setting']}" if p["codec"] == OURS else BASELINES[p["codec"]].label.format(p["setting"])
+    return f"q{p['setting']}" if p["codec"] in (OURS, EXPRESSION) else BASELINES[p["codec"]].label.format(p["setting"])
+
+
+def _num(x, fmt: str) -> str:
+    return "–" if x is None else format(x, fmt)
 
 
 def points_table(points, classifiers) -> str:
     """Markdown: one row per rate point, one accuracy column per classifier."""
     header = ["codec", "setting", "bytes/face", "bpp", "PSNR (dB)", "MS-SSIM", *[f"accuracy ({c})" for c in classifiers]]
     rows = [
-        [p["codec"], _setting_label(p), f"{p['bytes']:.1f}", f"{p['bpp']:.3f}", f"{p['psnr']:.2f}", f"{p['ms_ssim']:.4f}", *[_pct(p["accuracies"][c]) for c in classifiers]]
+        [p["codec"], _setting_label(p), f"{p['bytes']:.1f}", f"{p['bpp']:.3f}", _num(p["psnr"], ".2f"), _num(p["ms_ssim"], ".4f"), *[_pct(p["accuracies"].get(c)) for c in classifiers]]
         for p in points
     ]
     return _table(header, rows)
@@ -395,7 +428,8 @@ def markdown(r: dict) -> str:
     """results.md: the machine, the command, and every table."""
     m, clfs = r["machine"], list(r["classifiers"])
     ours = [p for p in r["points"] if p["codec"] == OURS]
-    base = [p for p in r["points"] if p["codec"] != OURS]
+    expr = [p for p in r["points"] if p["codec"] == EXPRESSION]
+    base = [p for p in r["points"] if p["codec"] not in (OURS, EXPRESSION)]
     bd_cols = list(r["bd_rate"])
     bd_rows = sorted({b for row in r["bd_rate"].values() for b in row})
     out = [
@@ -420,6 +454,7 @@ def markdown(r: dict) -> str:
         "",
         points_table(ours, clfs),
         "",
+        *(_expression_section(r, expr, clfs) if expr else []),
         "## Baselines (Pillow)",
         "",
         *[f"- {BASELINES[k].title}: {how}" for k, how in r["baseline_settings"].items()],
@@ -447,6 +482,26 @@ def markdown(r: dict) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _expression_section(r: dict, expr: list[dict], clfs: list[str]) -> list[str]:
+    """The expression layer's point, and what every other curve needs to match its accuracy."""
+    p = expr[0]
+    cs = curves([q for q in r["points"] if q["codec"] != EXPRESSION])
+    rows = [[k, "never" if (b := bytes_at_accuracy(c, p["accuracy"])) is None else f"{b:.0f}", "–" if b is None else f"{100 * (p['bytes'] / b - 1):+.1f} %"] for k, c in cs.items()]
+    return [
+        f"## {EXPRESSION} (the expression layer, `{r['expression']['id']}`)",
+        "",
+        "A feature codec: the edge runs the classifier's first blocks and sends a latent; the server classifies it without "
+        "reconstructing a face, so there is no PSNR. Its reference is the deployed classifier on uncompressed faces, which it was distilled from.",
+        "",
+        points_table(expr, clfs),
+        "",
+        f"Bytes each curve needs to reach its accuracy ({_pct(p['accuracy'])}), and the expression layer's difference:",
+        "",
+        _table(["curve", "bytes/face", "expression layer vs it"], rows),
+        "",
+    ]
 
 
 def plot(r: dict, out: Path) -> None:
@@ -484,14 +539,17 @@ def plot(r: dict, out: Path) -> None:
     for key, curve in curves(r["points"]).items():
         codec, clf = key.split("/", 1)
         xs, ys = zip(*sorted(curve))
-        ax.plot(xs, [100 * y for y in ys], styles[clf], color=colors[codec], marker="o" if codec == OURS else ".", lw=2 if codec == OURS else 1, label=key)
+        mark = {OURS: "o", EXPRESSION: "*"}.get(codec, ".")
+        ax.plot(xs, [100 * y for y in ys], styles[clf], color=colors[codec], marker=mark, ms=12 if codec == EXPRESSION else 6, lw=2 if codec == OURS else 1, label=key)
     for clf, acc in r["uncompressed_accuracy"].items():
         ax.axhline(100 * acc, color="gray", ls=styles[clf], lw=0.8, label=f"uncompressed/{clf}")
     save(fig, ax, "rate_accuracy.png")
 
     fig, ax = axes("PSNR (dB)")
     for codec in codecs:
-        pts = sorted((p["bytes"], p["psnr"]) for p in r["points"] if p["codec"] == codec)
+        pts = sorted((p["bytes"], p["psnr"]) for p in r["points"] if p["codec"] == codec and p["psnr"] is not None)
+        if not pts:
+            continue
         ax.plot(*zip(*pts), "-", color=colors[codec], marker="o" if codec == OURS else ".", lw=2 if codec == OURS else 1, label=codec)
     save(fig, ax, "rate_psnr.png")
 
@@ -503,9 +561,9 @@ def write_outputs(r: dict, out: Path) -> None:
     plot(r, out)
 
 
-def update_card(card, r: dict) -> None:
-    """Record our points in <model dir>/model.json and in MODEL_CARD.md's metrics block, if it has one."""
-    ours = [p for p in r["points"] if p["codec"] == OURS]
+def update_card(card, r: dict, codec: str = OURS) -> None:
+    """Record `codec`'s points in <model dir>/model.json and in MODEL_CARD.md's metrics block, if it has one."""
+    ours = [p for p in r["points"] if p["codec"] == codec]
 
     def per_q(key: str, digits: int) -> dict:
         return {str(p["quality"]): round(p[key], digits) for p in ours}
@@ -518,7 +576,7 @@ def update_card(card, r: dict) -> None:
         "uncompressed_accuracy": round(r["uncompressed_accuracy"][DEPLOYED], 4),
         "bits_per_pixel": per_q("bpp", 4),
         "bytes": per_q("bytes", 2),
-        "psnr": per_q("psnr", 3),
+        **({"psnr": per_q("psnr", 3)} if ours[0]["psnr"] is not None else {}),
         "accuracy": per_q("accuracy", 4),
     }
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
@@ -575,6 +633,7 @@ def _positive(text: str) -> int:
 def _args(argv):
     p = argparse.ArgumentParser(prog="fereval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", default=None, help="model directory (default $FERCODEC_MODEL_DIR or the shipped fercodec-v1)")
+    p.add_argument("--expression-dir", default=None, help="expression-layer model directory to measure too (default: the bundled fercodec-v1-expr; none skips it)")
     p.add_argument("--data", default=None, help=f"FER2013 npz (default {DEFAULT_DATA} or $FERCODEC_DATA)")
     p.add_argument("--split", choices=SPLITS, default="test", help="test = PrivateTest (default), val = PublicTest")
     p.add_argument("--limit", type=_positive, default=None, help="evaluate N evenly spaced faces of the split")
@@ -590,6 +649,18 @@ def _args(argv):
     return p.parse_args(argv)
 
 
+def _expression_card(path):
+    """The expression layer to measure: --expression-dir, else the bundled one if present; None for "none"."""
+    from .bundle import EXPRESSION_MODEL_DIR, ModelCard
+
+    if path == "none" or (path is None and not EXPRESSION_MODEL_DIR.is_dir()):
+        return None
+    card = ModelCard.load(path or EXPRESSION_MODEL_DIR)
+    if card.kind != "expression":
+        raise ValueError(f"--expression-dir {card.path} holds a {card.kind} model, not the expression layer")
+    return card
+
+
 def evaluate(args, command: str) -> dict:
     """Everything fereval measures, as the dict written to results.json."""
     from .bundle import ModelCard, keep_freed_memory, pick_device
@@ -600,17 +671,23 @@ def evaluate(args, command: str) -> dict:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     card = ModelCard.load(args.model_dir)
+    if card.kind != "image":
+        raise ValueError(f"--model-dir {card.path} is the {card.kind} layer; pass it as --expression-dir")
     faces, labels = load_split(args.split, args.data, args.limit)
     extras = {name: load_classifier(path, device) for name, path in args.extra_classifier}
     classifiers = {DEPLOYED: load_classifier(card.file("classifier.pt"), device), **extras}
     uncompressed = {name: classifier_accuracy(clf, faces, labels, args.batch_size) for name, clf in classifiers.items()}
     points = evaluate_codec(card, faces, labels, device=device, batch_size=args.batch_size, extra_classifiers=extras)
+    expression = _expression_card(args.expression_dir)
+    if expression is not None:
+        points += evaluate_expression(expression, faces, labels, device, args.batch_size)
     baselines = available_baselines(args.baselines)
     for name in baselines:
         points += evaluate_baseline(name, faces, labels, classifiers, batch_size=args.batch_size)
     bd, within = compare(points, uncompressed)
     return {
         "model": {"id": card.model_id, "tag": card.model_tag, "path": str(card.path.resolve()), "lambdas": list(card.lambdas), "default_quality": card.default_quality},
+        "expression": None if expression is None else {"id": expression.model_id, "tag": expression.model_tag, "path": str(expression.path.resolve()), "beta": expression.lambdas[0]},
         "split": args.split,
         "faces": len(faces),
         "data": str(Path(args.data or DEFAULT_DATA).resolve()),
@@ -647,6 +724,8 @@ def main(argv=None) -> int:
             from .bundle import ModelCard
 
             update_card(ModelCard.load(results["model"]["path"]), results)
+            if results["expression"]:
+                update_card(ModelCard.load(results["expression"]["path"]), results, EXPRESSION)
     except (OSError, ValueError, KeyError) as e:
         print(f"fereval: {e if not isinstance(e, KeyError) else f'missing key {e} in a model or data file'}", file=sys.stderr)
         return 2

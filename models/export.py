@@ -2,6 +2,8 @@
 
     ferexport --codec runs/codec/best.pt --classifier runs/classifier/best.pt \
               --out models/weights/fercodec-v1
+    ferexport --expression runs/expression/best.pt --name fercodec-v1-expr \
+              --out models/weights/fercodec-v1-expr
 
 The entropy tables are counted here, on the training split's latents
 (fermodels.entropy), so export reads FER2013 and takes about two minutes. So is
@@ -28,12 +30,14 @@ SALIENCY_FACES = 4096  # the first training faces: enough for a smooth map, seco
 
 def _args(argv):
     p = argparse.ArgumentParser(prog="ferexport", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--codec", required=True, help="fertrain codec checkpoint (best.pt), or a model directory")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--codec", help="fertrain codec checkpoint (best.pt), or a model directory")
+    what.add_argument("--expression", metavar="CHECKPOINT", help="fertrain expression checkpoint (best.pt): ship the expression layer instead")
     p.add_argument("--classifier", nargs="+", default=None, metavar="CHECKPOINT",
                    help="fertrain classifier checkpoint (or classifier.pt) to ship; required when the codec source carries none, and wins over the one it carries. "
                         "Several checkpoints of one width ship their weight average (a model soup)")
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--name", default="fercodec-v1", help="model id prefix; the tag's hex is appended")
+    p.add_argument("--name", default=None, help="model id prefix; the tag's hex is appended (default fercodec-v1, or fercodec-v1-expr with --expression)")
     p.add_argument("--default-quality", type=int, default=None, help="quality the client uses by default (default: the middle one)")
     p.add_argument("--data", default=None, help="path to fer2013.npz (default ../shared/data/fer2013/fer2013.npz or $FERCODEC_DATA)")
     p.add_argument("--limit", type=int, default=None, help="count the tables on the first N train faces only (smoke tests)")
@@ -103,13 +107,7 @@ def export(codec_src: str, classifier_src: str | list[str] | None, out: str | Pa
     tables = EntropyTables.fit(_latents(codec, faces), **codec.quantizer(), scale=scale,
                                progress=lambda it: tqdm(it, desc="entropy tables", unit="quality", file=sys.stderr))
     arrays = tables.arrays()
-
-    h = hashlib.sha256()
-    for k in sorted(arrays):
-        h.update(np.ascontiguousarray(arrays[k]).tobytes())
-    for v in codec.g_a.state_dict().values():
-        h.update(v.numpy().tobytes())
-    tag = int.from_bytes(h.digest()[:2], "big")
+    tag = _tag(arrays, codec.g_a.state_dict())
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,12 +117,7 @@ def export(codec_src: str, classifier_src: str | list[str] | None, out: str | Pa
     weights = {k: v for k, v in codec.state_dict().items() if not k.endswith(ENTROPY_BUFFERS)}
     torch.save({"config": {"n": codec.n, "m": codec.m, "lambdas": lambdas}, "state_dict": weights}, out / "codec.pt")
     torch.save({"config": {"width": clf.width}, "state_dict": clf.state_dict()}, out / "classifier.pt")
-    # The torch.export-based exporter (the TorchScript one is deprecated); batch is dynamic.
-    x = torch.rand(1, 1, FACE_SIZE, FACE_SIZE)
-    program = torch.onnx.export(
-        codec.g_a, (x,), input_names=["face"], output_names=["latent"], dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, opset_version=18, dynamo=True, verbose=False
-    )
-    program.save(str(out / "encoder.onnx"))
+    _save_onnx(codec.g_a, out / "encoder.onnx")
     meta = {
         "model_id": f"{name}-{tag:04x}",
         "model_tag": tag,
@@ -135,6 +128,73 @@ def export(codec_src: str, classifier_src: str | list[str] | None, out: str | Pa
         "default_quality": len(lambdas) // 2 if default_quality is None else default_quality,
         "region_alpha": region_alpha,
         "sources": _sources(codec_src, classifier_src),
+        "metrics": {},
+    }
+    (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _tag(arrays: dict, encoder_state: dict) -> int:
+    """16 bits of SHA-256 over the tables and the edge encoder's weights: what the bitstream header names."""
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        h.update(np.ascontiguousarray(arrays[k]).tobytes())
+    for v in encoder_state.values():
+        h.update(v.numpy().tobytes())
+    return int.from_bytes(h.digest()[:2], "big")
+
+
+def _save_onnx(module, path: Path) -> None:
+    import torch
+
+    # The torch.export-based exporter (the TorchScript one is deprecated); batch is dynamic.
+    x = torch.rand(1, 1, FACE_SIZE, FACE_SIZE)
+    program = torch.onnx.export(
+        module, (x,), input_names=["face"], output_names=["latent"], dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, opset_version=18, dynamo=True, verbose=False
+    )
+    program.save(str(path))
+
+
+def export_expression(src: str, out: str | Path, name: str = "fercodec-v1-expr", data: str | None = None, limit: int | None = None) -> dict:
+    """A `fertrain expression` checkpoint -> an expression-layer model directory (kind "expression", one quality)."""
+    import torch
+    from tqdm import tqdm
+
+    from .data import load_split, to_tensor
+    from .entropy import EntropyTables
+    from .expression import ExpressionCodec
+
+    if not Path(src).is_file():
+        raise FileNotFoundError(f"no expression checkpoint at {src}")
+    ck = torch.load(src, map_location="cpu", weights_only=False)
+    if "expression" not in ck.get("models", {}):
+        raise ValueError(f"{src} is not a fertrain expression checkpoint")
+    state, args = ck["models"]["expression"], ck["args"]
+    codec = ExpressionCodec(args["channels"], float(state["lambdas"][0]), args["width"])
+    codec.load_state_dict(state)
+    codec.eval()
+    faces, _ = load_split("train", data, limit)
+    with torch.inference_mode():
+        latents = np.concatenate([codec.encoder(to_tensor(faces[i : i + 512])).numpy() for i in tqdm(range(0, len(faces), 512), desc="train latents", unit="batch", file=sys.stderr)])
+    tables = EntropyTables.fit(latents, **codec.quantizer())
+    arrays = tables.arrays()
+    tag = _tag(arrays, codec.encoder.state_dict())
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tables.save(out / "tables.npz")
+    weights = {k: v for k, v in codec.state_dict().items() if not k.endswith(ENTROPY_BUFFERS)}
+    torch.save({"config": codec.config(), "state_dict": weights}, out / "expression.pt")
+    _save_onnx(codec.encoder, out / "encoder.onnx")
+    meta = {
+        "model_id": f"{name}-{tag:04x}",
+        "model_tag": tag,
+        "kind": "expression",
+        "version": "2",
+        "face_size": [FACE_SIZE, FACE_SIZE],
+        "class_names": list(CLASS_NAMES),
+        "lambdas": [float(codec.lambdas[0])],
+        "default_quality": 0,
+        "sources": {"expression": str(src), "classifier": args["classifier"]},
         "metrics": {},
     }
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -156,7 +216,10 @@ def _sources(codec_src, classifier_src) -> dict:
 def main(argv=None) -> int:
     args = _args(argv)
     try:
-        meta = export(args.codec, args.classifier, args.out, args.name, args.default_quality, args.data, args.limit, args.region_alpha)
+        if args.expression:
+            meta = export_expression(args.expression, args.out, args.name or "fercodec-v1-expr", args.data, args.limit)
+        else:
+            meta = export(args.codec, args.classifier, args.out, args.name or "fercodec-v1", args.default_quality, args.data, args.limit, args.region_alpha)
     except (FileNotFoundError, ValueError) as e:
         print(f"ferexport: {e}", file=sys.stderr)
         return 2

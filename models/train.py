@@ -22,6 +22,10 @@ classifier's 10-view answer on the uncompressed face (docs/distill).
 `fertrain codec --init MODEL_DIR --lambda-d <its ladder, longer> --extend-only`
 adds rate points to a shipped codec and trains only theirs (gains, entropy
 models): every quality it had keeps its bitstream and reconstruction (docs/ceiling).
+
+`fertrain expression --classifier MODEL_DIR --beta B` trains the expression
+layer (fermodels.expression): a feature codec on the classifier's frozen front,
+distilled from its mirror-pair answer on uncompressed faces (docs/expression).
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ import numpy as np
 def _args(argv):
     p = argparse.ArgumentParser(prog="fertrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
-    for name in ("classifier", "codec"):
-        s = sub.add_parser(name, help=f"train the {name}")
+    for name in ("classifier", "codec", "expression"):
+        s = sub.add_parser(name, help=f"train the {name}" + (" layer (feature codec)" if name == "expression" else ""))
         s.add_argument("--data", default=None, help="path to fer2013.npz (default ../shared/data/fer2013/fer2013.npz or $FERCODEC_DATA)")
         s.add_argument("--out", required=True, help="run directory for checkpoints and log.jsonl")
         s.add_argument("--epochs", type=int, default=30, help="length of the schedule")
@@ -74,6 +78,12 @@ def _args(argv):
     k.add_argument("--extend-only", action="store_true",
                    help="with --init and a longer --lambda-d: train only the added qualities' gains and entropy models; the transforms "
                         "and --init's qualities stay as they are, so their bitstreams and reconstructions do not change")
+    e = sub.choices["expression"]
+    e.add_argument("--classifier", required=True, help="classifier to split and distil from: a fertrain checkpoint, classifier.pt or a model directory")
+    e.add_argument("--beta", type=float, default=1e-4, help="weight of the rate term, per bit of a face (KL and CE are in nats)")
+    e.add_argument("--channels", type=int, default=64, help="latent channels")
+    e.add_argument("--views", type=int, default=4, help="versions of each training face whose features are cached: itself and V-1 random shifts")
+    e.add_argument("--freeze-tail", action="store_true", help="keep the classifier's last block and head as they are (train only the bottleneck)")
     return p.parse_args(argv)
 
 
@@ -369,11 +379,131 @@ def train_codec(args):
     return _loop(args, parts, step, evaluate, params, "loss", False)
 
 
+KD_SHARE = 0.8  # the expression layer's loss: KD_SHARE * KL(teacher || student) + (1 - KD_SHARE) * CE
+
+
+def _front_views(front, count: int, seed: int):
+    """faces uint8 [N,H,W] -> frozen front features [N, count, 2, C, h, w] (float16): per view the face and its
+    mirror image. View 0 is the face itself, the others are shifted up to 3 px (reflect padding), a pure function of seed."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from .data import to_tensor
+    from .expression import _normalise
+
+    def views(faces):
+        x = to_tensor(faces)
+        gen = torch.Generator().manual_seed(seed)
+        shifts = torch.randint(-3, 4, (count, len(x), 2), generator=gen)
+        shifts[0] = 0
+        out = None
+        with torch.inference_mode():
+            for i in tqdm(range(0, len(x), 512), desc=f"front features, {count} views", unit="batch", file=sys.stderr, mininterval=5):
+                xb = F.pad(x[i : i + 512], (3, 3, 3, 3), mode="reflect")
+                for v in range(count):
+                    d = shifts[v, i : i + 512] + 3
+                    rows = torch.arange(48)[None, :] + d[:, 1:2]
+                    cols = torch.arange(48)[None, :] + d[:, 0:1]
+                    xv = xb[torch.arange(len(d))[:, None, None], 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+                    f = front(_normalise(torch.cat([xv, xv.flip(-1)]))).half()
+                    if out is None:
+                        out = torch.empty((len(x), count, 2, *f.shape[1:]), dtype=torch.float16)
+                    out[i : i + len(d), v, 0], out[i : i + len(d), v, 1] = f[: len(d)], f[len(d) :]
+        return out
+
+    return views
+
+
+def train_expression(args):
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    from .bundle import load_classifier
+    from .expression import ExpressionCodec
+
+    clf = load_classifier(args.classifier)
+    args.width = clf.width
+    codec = ExpressionCodec.from_classifier(clf, args.channels, args.beta)
+    codec.encoder.front.requires_grad_(False).eval()
+    teacher = torch.nn.Sequential(copy.deepcopy(codec.decoder.tail), copy.deepcopy(codec.decoder.head)).requires_grad_(False).eval()
+    if args.freeze_tail:
+        codec.decoder.tail.requires_grad_(False)
+        codec.decoder.head.requires_grad_(False)
+    named = [(n, p) for n, p in codec.named_parameters() if p.requires_grad]
+    main = [p for n, p in named if not n.startswith("entropy.")]
+    density = [p for n, p in named if n.startswith("entropy.") and not n.endswith("quantiles")]
+    aux = [p for n, p in named if n.endswith("quantiles")]
+    params = [{"params": main}, {"params": density, "lr_scale": 3.0}, {"params": aux, "lr_scale": 3.0}]
+
+    def pair_answer(f, f_mirror):
+        return 0.5 * (teacher(f).softmax(1) + teacher(f_mirror).softmax(1))
+
+    def set_modes():
+        codec.encoder.front.eval()
+        if args.freeze_tail:
+            codec.decoder.tail.eval()
+            codec.decoder.head.eval()
+
+    def losses(f, f_mirror, y, target):
+        y_lat = codec.encoder.from_features(f, f_mirror)
+        _, likelihoods = codec.entropy(y_lat)
+        logits = codec.decoder(codec.round_latent(y_lat))
+        bits = likelihoods.log2().sum().neg() / len(f)
+        kd = F.kl_div(logits.log_softmax(1), target, reduction="batchmean")
+        ce = F.cross_entropy(logits, y)
+        return KD_SHARE * kd + (1 - KD_SHARE) * ce + args.beta * bits, {"kd": kd.item(), "ce": ce.item(), "bits": bits.item()}, logits
+
+    def step(x, y, i, gen, opt):
+        set_modes()
+        teacher.to(x.device)
+        n = len(x)
+        v = torch.randint(0, x.shape[1], (n,), generator=gen)
+        m = torch.randint(0, 2, (n,), generator=gen)
+        rows = torch.arange(n)
+        f, f_mirror = x[rows, v, m].float(), x[rows, v, 1 - m].float()
+        loss, stats, _ = losses(f, f_mirror, y, pair_answer(f, f_mirror))
+        opt.zero_grad(set_to_none=True)
+        (loss + codec.entropy.loss()).backward()
+        torch.nn.utils.clip_grad_norm_(main, 1.0)
+        opt.step()
+        return {"loss": loss.item(), **stats}
+
+    def evaluate(x, y):
+        """Val with the shipped quantizer: rounded latents, their estimated bytes (no container) and accuracy."""
+        teacher.to(x.device)
+        sums = {"loss": 0.0, "kd": 0.0, "ce": 0.0, "correct": 0.0, "teacher_correct": 0.0, "bytes": 0.0}
+        for i in range(0, len(x), 512):
+            f, f_mirror, yb = x[i : i + 512, 0, 0].float(), x[i : i + 512, 0, 1].float(), y[i : i + 512]
+            target = pair_answer(f, f_mirror)
+            y_lat = codec.encoder.from_features(f, f_mirror)
+            y_hat, likelihoods = codec.entropy(y_lat, training=False)
+            logits = codec.decoder(y_hat)
+            kd = F.kl_div(logits.log_softmax(1), target, reduction="sum").item()
+            ce = F.cross_entropy(logits, yb, reduction="sum").item()
+            bits = likelihoods.log2().sum().neg().item()
+            sums["loss"] += KD_SHARE * kd + (1 - KD_SHARE) * ce + args.beta * bits
+            sums["kd"] += kd
+            sums["ce"] += ce
+            sums["bytes"] += bits / 8
+            sums["correct"] += (logits.argmax(1) == yb).sum().item()
+            sums["teacher_correct"] += (target.argmax(1) == yb).sum().item()
+        res = {k: v / len(x) for k, v in sums.items() if "correct" not in k}
+        res["acc"], res["teacher_acc"] = sums["correct"] / len(x), sums["teacher_correct"] / len(x)
+        return res
+
+    return _loop(args, {"expression": codec}, step, evaluate, params, "loss", False, _front_views(codec.encoder.front, args.views, args.seed))
+
+
 def main(argv=None) -> int:
     args = _args(argv)
     try:
         if args.what == "classifier":
             train_classifier(args)
+        elif args.what == "expression":
+            train_expression(args)
         else:
             train_codec(args)
     except (FileNotFoundError, ValueError) as e:

@@ -28,7 +28,8 @@ _HELP = {
     "port": "gRPC port (0 picks a free one)",
     "metrics_port": "Prometheus /metrics port (0 picks a free one, -1 disables)",
     "device": "cpu, cuda or auto",
-    "model_dir": "shipped model directory (default: the bundled fercodec-v1)",
+    "model_dir": "comma-separated model directories or bundled names, the first leading GetModelInfo "
+                 "(default: the bundled fercodec-v1 and fercodec-v1-expr)",
     "max_batch": "most faces decoded and classified in one batch",
     "max_wait_ms": "how long the batcher waits for more faces once it has one",
     "threads": "torch CPU threads for model work (0 = torch default)",
@@ -59,3 +60,14 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> C
     if min(cfg.max_batch, cfg.max_faces, cfg.max_concurrent_rpcs) < 1 or cfg.max_wait_ms < 0:
         p.error("--max-batch, --max-faces and --max-concurrent-rpcs must be >= 1 and --max-wait-ms >= 0")
     return cfg
+
+
+def model_cards(cfg: Config) -> list:
+    """The ModelCards the server runs: --model-dir's, else every bundled model (image codec first)."""
+    from fermodels.bundle import DEFAULT_MODEL_DIR, EXPRESSION_MODEL_DIR, ModelCard
+
+    if cfg.model_dir:
+        dirs = [d.strip() for d in cfg.model_dir.split(",") if d.strip()]
+    else:
+        dirs = [DEFAULT_MODEL_DIR] + ([EXPRESSION_MODEL_DIR] if EXPRESSION_MODEL_DIR.is_dir() else [])
+    return [ModelCard.load(d) for d in dirs]

@@ -1,6 +1,9 @@
 """Model work: entropy-decode a batch of bitstreams, synthesise, classify.
 
-Runs only on the batcher's worker thread, never on the event loop.
+Runs only on the batcher's worker thread, never on the event loop. One engine
+serves several model directories; each bitstream's header tag picks its model.
+Image models reconstruct the face and classify it; the expression layer
+classifies its latent directly (fermodels.expression) and has no image to return.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fermodels.bitstream import BitstreamError, decode
+from fermodels.bitstream import BitstreamError, decode, parse_header
 from fermodels.entropy import EntropyTables
-from fermodels.bundle import ModelCard, keep_freed_memory, load_torch_models, pick_device
+from fermodels.bundle import ModelCard, keep_freed_memory, load_expression, load_torch_models, pick_device
 
 
 @dataclass
@@ -26,6 +29,7 @@ class FaceOutput:
     bitstream_bytes: int
     bits_per_pixel: float
     reconstruction_png: bytes = b""
+    model_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -34,10 +38,25 @@ class FaceJob:
     want_reconstruction: bool = False
 
 
-class Engine:
-    """Loads the model directory once; `run` turns FaceJobs into FaceOutputs or BitstreamErrors."""
+class _Model:
+    """One loaded model directory: its tables and networks."""
 
-    def __init__(self, card: ModelCard, device: str = "auto", threads: int = 0, metrics=None):
+    def __init__(self, card: ModelCard, device: str):
+        self.card = card
+        self.tables = EntropyTables.load(card.file("tables.npz"))
+        if card.kind == "expression":
+            self.expression, self.codec, self.classifier = load_expression(card, device), None, None
+        else:
+            self.expression = None
+            self.codec, self.classifier = load_torch_models(card, device)
+        for q in range(self.tables.num_qualities):
+            self.tables.plan(q)  # build the coding plans now, not on the first request
+
+
+class Engine:
+    """Loads the model directories once; `run` turns FaceJobs into FaceOutputs or BitstreamErrors."""
+
+    def __init__(self, cards: ModelCard | list[ModelCard], device: str = "auto", threads: int = 0, metrics=None):
         import torch
 
         self.device = pick_device(device)
@@ -51,13 +70,24 @@ class Engine:
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.card = card
-        self.tables = EntropyTables.load(card.file("tables.npz"))
-        self.codec, self.classifier = load_torch_models(card, self.device)
+        cards = [cards] if isinstance(cards, ModelCard) else list(cards)
+        self.models: dict[int, _Model] = {}
+        for card in cards:
+            if card.model_tag in self.models:
+                raise ValueError(f"models {self.models[card.model_tag].card.model_id} and {card.model_id} share tag {card.model_tag:#06x}: serve one of them")
+            self.models[card.model_tag] = _Model(card, self.device)
+        self.card = cards[0]  # what GetModelInfo leads with
         self.metrics = metrics
         self._torch = torch
-        for q in range(self.tables.num_qualities):
-            self.tables.plan(q)  # build the coding plans now, not on the first request
+
+    def _decode(self, data: bytes) -> tuple[_Model, int, np.ndarray]:
+        tag = parse_header(data).model_tag
+        model = self.models.get(tag)
+        if model is None:
+            serving = ", ".join(f"{m.card.model_id} ({t:#06x})" for t, m in self.models.items())
+            raise BitstreamError(f"face encoded for model tag {tag:#06x}; this server runs {serving}; update the client's model", "precondition")
+        header, z = decode(data, model.tables, tag)
+        return model, header.quality, z
 
     def _observe(self, stage: str, t0: float) -> float:
         t1 = time.perf_counter()
@@ -69,34 +99,46 @@ class Engine:
         torch = self._torch
         out: list[FaceOutput | BitstreamError | None] = [None] * len(jobs)
         t = time.perf_counter()
-        by_quality: dict[int, list[tuple[int, np.ndarray]]] = {}
+        groups: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
         for i, job in enumerate(jobs):
             try:
-                header, z = decode(job.bitstream, self.tables, self.card.model_tag)
+                model, q, z = self._decode(job.bitstream)
+                if job.want_reconstruction and model.expression is not None:
+                    raise BitstreamError(f"model {model.card.model_id} is the expression layer: it codes no image, so there is no reconstruction to return; "
+                                         "ask without one, or encode with an image model", "precondition")
             except BitstreamError as e:
                 out[i] = e
                 continue
-            by_quality.setdefault(header.quality, []).append((i, z))
+            groups.setdefault((model.card.model_tag, q), []).append((i, z))
         t = self._observe("entropy_decode", t)
-        if not by_quality:
-            return out
-        order, recon = [], []
+        results: list[tuple[int, int, _Model, np.ndarray, np.ndarray | None]] = []  # (job, quality, model, probabilities, pixels)
         with torch.inference_mode():
-            for q, items in sorted(by_quality.items()):
-                recon.append(self.codec.reconstruct(np.stack([z for _, z in items]), self.tables, q))
-                order += [(i, q) for i, _ in items]
-            x_hat = torch.cat(recon)
-            t = self._observe("synthesis", t)
-            probs = self.classifier.probabilities(x_hat).cpu().numpy()
-            t = self._observe("classify", t)
-            pixels = (x_hat[:, 0] * 255.0).round_().to(torch.uint8).cpu().numpy() if any(jobs[i].want_reconstruction for i, _ in order) else None
-        names = self.card.class_names
-        h, w = self.card.face_size
-        for k, (i, q) in enumerate(order):
-            p = probs[k]
+            for tag in sorted({tag for tag, _ in groups}):
+                model = self.models[tag]
+                mine = sorted((q, items) for (t2, q), items in groups.items() if t2 == tag)
+                if model.expression is not None:
+                    for q, items in mine:
+                        probs = model.expression.probabilities(np.stack([z for _, z in items]), model.tables).cpu().numpy()
+                        results += [(i, q, model, probs[k], None) for k, (i, _) in enumerate(items)]
+                    t = self._observe("classify", t)
+                    continue
+                recon, order = [], []
+                for q, items in mine:  # one synthesis call per quality, one classifier batch for all
+                    recon.append(model.codec.reconstruct(np.stack([z for _, z in items]), model.tables, q))
+                    order += [(i, q) for i, _ in items]
+                x_hat = torch.cat(recon)
+                t = self._observe("synthesis", t)
+                probs = model.classifier.probabilities(x_hat).cpu().numpy()
+                t = self._observe("classify", t)
+                pixels = (x_hat[:, 0] * 255.0).round_().to(torch.uint8).cpu().numpy() if any(jobs[i].want_reconstruction for i, _ in order) else None
+                results += [(i, q, model, probs[k], pixels[k] if pixels is not None else None) for k, (i, q) in enumerate(order)]
+        for i, q, model, p, pix in results:
+            names = model.card.class_names
+            h, w = model.card.face_size
             best = int(p.argmax())
             n = len(jobs[i].bitstream)
-            out[i] = FaceOutput(names[best], float(p[best]), p.tolist(), q, n, 8.0 * n / (h * w), _png(pixels[k]) if jobs[i].want_reconstruction else b"")
+            png = _png(pix) if jobs[i].want_reconstruction else b""
+            out[i] = FaceOutput(names[best], float(p[best]), p.tolist(), q, n, 8.0 * n / (h * w), png, model.card.model_id)
         return out
 
 

@@ -25,22 +25,21 @@ SERVICE = pb.DESCRIPTOR.services_by_name["FerCodec"].full_name
 async def serve(cfg: config_mod.Config) -> None:
     from prometheus_client import start_http_server
 
-    from fermodels.bundle import ModelCard
-
     from .engine import Engine
     from .service import FerCodecServicer
 
-    card = ModelCard.load(cfg.model_dir)
+    cards = config_mod.model_cards(cfg)
+    card = cards[0]
     metrics = Metrics()
-    engine = Engine(card, cfg.device, cfg.threads, metrics)
-    metrics.model.info({"model_id": card.model_id, "model_tag": f"{card.model_tag:#06x}", "version": card.version, "device": engine.device})
+    engine = Engine(cards, cfg.device, cfg.threads, metrics)
+    metrics.model.info({"model_id": ",".join(c.model_id for c in cards), "model_tag": ",".join(f"{c.model_tag:#06x}" for c in cards), "version": card.version, "device": engine.device})
     batcher = Batcher(engine.run, cfg.max_batch, cfg.max_wait_ms / 1000.0, on_batch=metrics.batch_size.observe)
 
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", cfg.max_message_bytes), ("grpc.max_send_message_length", 16 << 20)],
         maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
     )
-    pb_grpc.add_FerCodecServicer_to_server(FerCodecServicer(card, batcher, metrics, engine.device, cfg.max_faces), server)
+    pb_grpc.add_FerCodecServicer_to_server(FerCodecServicer(cards, batcher, metrics, engine.device, cfg.max_faces), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -55,7 +54,7 @@ async def serve(cfg: config_mod.Config) -> None:
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     mport = httpd.server_port if httpd else "off"
-    log.info("ferserver ready on %s:%d (metrics :%s/metrics), model %s on %s", cfg.host, port, mport, card.model_id, engine.device)
+    log.info("ferserver ready on %s:%d (metrics :%s/metrics), models %s on %s", cfg.host, port, mport, ", ".join(c.model_id for c in cards), engine.device)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

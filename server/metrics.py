@@ -19,4 +19,4 @@ class Metrics:
         self.predictions = Counter("fercodec_predictions", "Faces classified, by predicted label", ["label"], registry=r)
         self.faces_rejected = Counter("fercodec_faces_rejected", "Face bitstreams refused, by reason", ["reason"], registry=r)
         self.inflight = Gauge("fercodec_inflight_requests", "RPCs being handled now", registry=r)
-        self.model = Info("fercodec_model", "The model this server runs", registry=r)
+        self.model = Info("fercodec_model", "The models this server runs (comma-separated, first leads)", registry=r)

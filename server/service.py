@@ -24,23 +24,29 @@ class RequestError(Exception):
         self.code, self.message = code, message
 
 
+def model_info(card, device: str) -> pb.ModelInfo:
+    h, w = card.face_size
+    bpp = card.metrics.get("bits_per_pixel", {})
+    return pb.ModelInfo(
+        model_id=card.model_id,
+        model_tag=card.model_tag,
+        version=card.version,
+        input_height=h,
+        input_width=w,
+        qualities=[pb.Quality(index=q, **{"lambda": lam}, mean_bits_per_pixel=float(bpp.get(str(q), 0.0))) for q, lam in enumerate(card.lambdas)],
+        default_quality=card.default_quality,
+        class_names=list(card.class_names),
+        bitstream_version=FORMAT_VERSION,
+        device=device,
+        kind=card.kind,
+    )
+
+
 class FerCodecServicer(pb_grpc.FerCodecServicer):
-    def __init__(self, card, batcher, metrics, device: str, max_faces: int):
-        self.card, self.batcher, self.metrics, self.max_faces = card, batcher, metrics, max_faces
-        h, w = card.face_size
-        bpp = card.metrics.get("bits_per_pixel", {})
-        self.info = pb.ModelInfo(
-            model_id=card.model_id,
-            model_tag=card.model_tag,
-            version=card.version,
-            input_height=h,
-            input_width=w,
-            qualities=[pb.Quality(index=q, **{"lambda": lam}, mean_bits_per_pixel=float(bpp.get(str(q), 0.0))) for q, lam in enumerate(card.lambdas)],
-            default_quality=card.default_quality,
-            class_names=list(card.class_names),
-            bitstream_version=FORMAT_VERSION,
-            device=device,
-        )
+    def __init__(self, cards, batcher, metrics, device: str, max_faces: int):
+        self.card, self.batcher, self.metrics, self.max_faces = cards[0], batcher, metrics, max_faces
+        self.info = model_info(cards[0], device)
+        self.info.other_models.extend(model_info(c, device) for c in cards[1:])
 
     async def _recognize(self, request: pb.RecognizeRequest) -> pb.RecognizeResponse:
         n = len(request.faces)
@@ -61,7 +67,7 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
         for r in results:
             self.metrics.predictions.labels(r.label).inc()
             self.metrics.bits_per_pixel.observe(r.bits_per_pixel)
-            reply.results.add(label=r.label, confidence=r.confidence, probabilities=r.probabilities, reconstruction_png=r.reconstruction_png, quality=r.quality, bitstream_bytes=r.bitstream_bytes, bits_per_pixel=r.bits_per_pixel)
+            reply.results.add(label=r.label, confidence=r.confidence, probabilities=r.probabilities, reconstruction_png=r.reconstruction_png, quality=r.quality, bitstream_bytes=r.bitstream_bytes, bits_per_pixel=r.bits_per_pixel, model_id=r.model_id)
         return reply
 
     async def _handle(self, method: str, context, work):

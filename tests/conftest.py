@@ -24,6 +24,13 @@ def card():
 
 
 @pytest.fixture(scope="session")
+def expression_card():
+    from fermodels.bundle import EXPRESSION_MODEL_DIR, ModelCard
+
+    return ModelCard.load(EXPRESSION_MODEL_DIR)
+
+
+@pytest.fixture(scope="session")
 def astronaut(tmp_path_factory) -> Path:
     """skimage.data.astronaut(): a public-domain photo of a smiling face, shipped inside scikit-image."""
     import skimage.data

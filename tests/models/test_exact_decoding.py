@@ -46,7 +46,7 @@ DECODE = textwrap.dedent(
         outs = engine.run([FaceJob(s) for s in batch])
         assert all(isinstance(o, FaceOutput) for o in outs), [o for o in outs if not isinstance(o, FaceOutput)][:3]
         for j, s in enumerate(batch):
-            h, z = decode(s, engine.tables, card.model_tag)
+            h, z = decode(s, engine.models[card.model_tag].tables, card.model_tag)
             assert h.quality == d["qs"][i + j]
             mismatched += int((z != d["symbols"][i + j]).sum())
     print(mismatched, len(streams))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from fermodels.bundle import load_torch_models
-from fermodels.evaluate import classifier_accuracy, evaluate_codec
+from fermodels.evaluate import classifier_accuracy, evaluate_codec, evaluate_expression
 
 UNCOMPRESSED_FLOOR = 0.64  # 70.0 % on all faces, 71.2 % on this subset
 # Per quality: the decoded-face accuracy may not fall below this (q0: 64.4 % on all faces, 67.5 % on this subset).
@@ -58,3 +58,12 @@ def test_accuracy_rises_with_rate_and_beats_jpeg_at_equal_accuracy(card, points,
     jpeg = evaluate_baseline("jpeg", *fer_test, {"deployed": clf})
     saving = bd_rate([(p["bytes"], p["accuracy"]) for p in points], [(p["bytes"], p["accuracy"]) for p in jpeg])
     assert saving is not None and saving < -30, saving  # full PrivateTest: -67.4 %, this subset: -68.7 %
+
+
+EXPRESSION_FLOOR = 0.63  # the expression layer: see its MODEL_CARD for the full-test figure
+
+
+def test_expression_layer_is_under_100_bytes_and_accurate(expression_card, fer_test):
+    (p,) = evaluate_expression(expression_card, *fer_test)
+    assert p["bytes"] <= 100 and p["bytes"] == pytest.approx(expression_card.metrics["bytes"]["0"], rel=0.05), p
+    assert p["accuracy"] >= EXPRESSION_FLOOR, p

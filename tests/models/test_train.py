@@ -142,3 +142,34 @@ def test_extend_only_trains_the_added_qualities_and_nothing_else(runs):
 def test_missing_data_is_one_line(tmp_path, capsys):
     assert train.main(["classifier", "--out", str(tmp_path), "--data", str(tmp_path / "nope.npz"), "--epochs", "1"]) == 2
     assert "FER2013 archive not found" in capsys.readouterr().err
+
+
+def test_expression_layer_trains_exports_and_round_trips(runs, tmp_path):
+    """fertrain expression on the smoke classifier, ferexport --expression, then the deployment path against torch."""
+    import torch
+
+    from ferclient.encoder import FaceEncoder
+    from fermodels.bitstream import decode
+    from fermodels.bundle import ModelCard, load_expression
+    from fermodels.data import load_split, to_tensor
+    from fermodels.export import main as export_main
+
+    out = runs / "expr"
+    args = ["expression", "--out", str(out), "--classifier", str(runs / "clf" / "best.pt"), "--channels", "8", "--views", "2", "--epochs", "1"]
+    assert train.main([*args, "--limit", "128", "--batch-size", "32", "--threads", "1"]) == 0
+    row = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert 0 < row["val_bytes"] and 0 <= row["val_acc"] <= 1 and np.isfinite(row["train_bits"])
+    assert export_main(["--expression", str(out / "best.pt"), "--out", str(tmp_path / "e"), "--limit", "256"]) == 0
+    card = ModelCard.load(tmp_path / "e")
+    assert card.kind == "expression" and card.model_id.startswith("fercodec-v1-expr-") and card.num_qualities == 1
+    expr = load_expression(card)
+    faces, _ = load_split("val", limit=8)
+    enc = FaceEncoder(tmp_path / "e")
+    with torch.no_grad():
+        y_torch = expr.encoder(to_tensor(faces)).numpy()
+    assert y_torch.shape == (8, 8, 6, 6) and np.abs(enc.latents(faces) - y_torch).max() < 1e-4
+    z = np.stack([decode(s, enc.tables, card.model_tag)[1] for s in enc.encode(faces)])
+    np.testing.assert_array_equal(z, enc.tables.symbols(enc.latents(faces), 0))
+    with torch.no_grad():  # the server's path equals the decoder on the entropy model's own rounding
+        want = torch.softmax(expr.decoder(expr.entropy(torch.from_numpy(y_torch), training=False)[0]), 1)
+    torch.testing.assert_close(expr.probabilities(z, enc.tables), want, rtol=1e-4, atol=1e-5)

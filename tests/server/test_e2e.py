@@ -15,7 +15,7 @@ from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 
 from ..conftest import ServerProcess, encode_faces, free_port, run_client
 
-JSON_KEYS = {"file", "box", "label", "confidence", "probabilities", "bytes", "bpp", "latency_ms"}
+JSON_KEYS = {"file", "box", "label", "confidence", "probabilities", "bytes", "bpp", "latency_ms", "model"}
 
 
 def _counter(text: str, name: str, **labels) -> float:
@@ -37,7 +37,7 @@ def test_send_astronaut_finds_the_smiling_face(server, astronaut, tmp_path, card
     assert set(row) == JSON_KEYS
     x, y, w, h = row["box"]
     assert abs(x - 177) <= 8 and abs(y - 66) <= 8 and abs(w - 95) <= 10 and abs(h - 95) <= 10
-    assert row["label"] == "happy"
+    assert row["label"] == "happy" and row["model"] == card.model_id
     assert set(row["probabilities"]) == set(card.class_names)
     assert abs(sum(row["probabilities"].values()) - 1) < 1e-2
     typical = card.metrics["bytes"][str(card.default_quality)]  # mean over PrivateTest at the default quality
@@ -122,6 +122,33 @@ def test_grpc_api_info_health_reflection_stream(server, card, fer_test):
         assert replies[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "face 0" in replies[1].error.message
         assert [r.label for r in [*replies[0].results, *replies[2].results]] == [r.label for r in one.results]
         np.testing.assert_allclose([p for r in replies[2].results for p in r.probabilities], [p for r in one.results[2:] for p in r.probabilities], rtol=1e-5)
+
+
+def test_expression_layer_end_to_end(server, astronaut, tmp_path, card, expression_card, fer_test):
+    """The same server decodes both models, picked by each bitstream's tag; the expression layer sends no image."""
+    r = run_client("send", str(astronaut), "--server", server.address, "--json", "--model", "fercodec-v1-expr")
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    assert row["label"] == "happy" and row["model"] == expression_card.model_id
+    assert row["bytes"] <= 1.5 * expression_card.metrics["bytes"]["0"]
+    r = run_client("send", str(astronaut), "--server", server.address, "--model", "fercodec-v1-expr", "--reconstruct", str(tmp_path))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nothing to --reconstruct" in r.stderr and "Traceback" not in r.stderr
+
+    from ferclient.encoder import FaceEncoder
+
+    faces = fer_test[0][:3]
+    expr = FaceEncoder("fercodec-v1-expr").encode(faces)
+    image = encode_faces(faces, card.default_quality)
+    with grpc.insecure_channel(server.address) as ch:
+        stub = pb_grpc.FerCodecStub(ch)
+        info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
+        assert info.kind == "image" and [(m.model_id, m.kind, len(m.qualities)) for m in info.other_models] == [(expression_card.model_id, "expression", 1)]
+        mixed = stub.Recognize(pb.RecognizeRequest(faces=[expr[0], image[0], expr[1], image[1]]), timeout=10)
+        assert [x.model_id for x in mixed.results] == [expression_card.model_id, card.model_id] * 2
+        assert all(abs(sum(x.probabilities) - 1) < 1e-3 for x in mixed.results)
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Recognize(pb.RecognizeRequest(faces=[image[2], expr[2]], return_reconstruction=True), timeout=10)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "face 1" in e.value.details() and "no reconstruction" in e.value.details()
 
 
 @pytest.mark.parametrize(

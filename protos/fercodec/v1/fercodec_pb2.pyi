@@ -17,7 +17,7 @@ class RecognizeRequest(_message.Message):
     def __init__(self, faces: _Optional[_Iterable[bytes]] = ..., return_reconstruction: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class FaceResult(_message.Message):
-    __slots__ = ("label", "confidence", "probabilities", "reconstruction_png", "quality", "bitstream_bytes", "bits_per_pixel")
+    __slots__ = ("label", "confidence", "probabilities", "reconstruction_png", "quality", "bitstream_bytes", "bits_per_pixel", "model_id")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class FaceResult(_message.Message):
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     BITSTREAM_BYTES_FIELD_NUMBER: _ClassVar[int]
     BITS_PER_PIXEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     label: str
     confidence: float
     probabilities: _containers.RepeatedScalarFieldContainer[float]
@@ -32,7 +33,8 @@ class FaceResult(_message.Message):
     quality: int
     bitstream_bytes: int
     bits_per_pixel: float
-    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., reconstruction_png: _Optional[bytes] = ..., quality: _Optional[int] = ..., bitstream_bytes: _Optional[int] = ..., bits_per_pixel: _Optional[float] = ...) -> None: ...
+    model_id: str
+    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., reconstruction_png: _Optional[bytes] = ..., quality: _Optional[int] = ..., bitstream_bytes: _Optional[int] = ..., bits_per_pixel: _Optional[float] = ..., model_id: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message")
@@ -68,7 +70,7 @@ class Quality(_message.Message):
     def __init__(self, index: _Optional[int] = ..., mean_bits_per_pixel: _Optional[float] = ..., **kwargs) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_id", "model_tag", "version", "input_height", "input_width", "qualities", "default_quality", "class_names", "bitstream_version", "device")
+    __slots__ = ("model_id", "model_tag", "version", "input_height", "input_width", "qualities", "default_quality", "class_names", "bitstream_version", "device", "kind", "other_models")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_TAG_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +81,8 @@ class ModelInfo(_message.Message):
     CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
     BITSTREAM_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    OTHER_MODELS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     model_tag: int
     version: str
@@ -89,4 +93,6 @@ class ModelInfo(_message.Message):
     class_names: _containers.RepeatedScalarFieldContainer[str]
     bitstream_version: int
     device: str
-    def __init__(self, model_id: _Optional[str] = ..., model_tag: _Optional[int] = ..., version: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., qualities: _Optional[_Iterable[_Union[Quality, _Mapping]]] = ..., default_quality: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., bitstream_version: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
+    kind: str
+    other_models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, model_id: _Optional[str] = ..., model_tag: _Optional[int] = ..., version: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., qualities: _Optional[_Iterable[_Union[Quality, _Mapping]]] = ..., default_quality: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., bitstream_version: _Optional[int] = ..., device: _Optional[str] = ..., kind: _Optional[str] = ..., other_models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...

@@ -72,7 +72,8 @@ class FerCodecServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetModelInfo(self, request, context):
-        """What the server runs: model id and tag, input size, qualities, classes.
+        """What the server runs: model id and tag, input size, qualities, classes;
+        other_models lists the further models it decodes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

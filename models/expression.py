@@ -1,0 +1,125 @@
+"""The expression layer: a feature codec that sends what the classifier needs, not pixels.
+
+Why: the image codec's transforms cap accuracy at low rates. At q0's gains
+even its unquantized latent loses 3.3 points on val (docs/ceiling), so no
+entropy coding can bring a 100-byte face within a point of uncompressed.
+Coding for machines instead: the edge runs the shipped classifier's first
+three blocks on the face and on its mirror image, and a small bottleneck maps
+both to a C x 6 x 6 latent. The mirror pair is what the server averages over
+for image qualities; here it reaches the server inside the latent. The server
+dequantizes the latent and feeds it to the classifier's last block and head.
+
+Training (`fertrain expression`) keeps the front frozen, so its features are
+computed once. The loss is
+
+    0.8 * KL(teacher || student) + 0.2 * CE(labels) + beta * bits per face
+
+where the teacher is the classifier's mirror-pair answer on the uncompressed
+face. The decoder sees rounded latents (straight-through), and the rate comes
+from CompressAI's noisy factorized density. The bitstream is the image
+codec's (fermodels.bitstream), with its own tables and model tag.
+
+What it gives up: the server gets no image back (a request for a
+reconstruction is refused), and the edge runs about 4x the image encoder's
+multiply-adds (docs/expression).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from compressai.entropy_models import EntropyBottleneck
+from torch import nn
+
+from .classifier import FERClassifier
+
+FRONT_BLOCKS = 3  # the classifier's blocks on the edge: 48x48 -> 128 x 6 x 6
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return (x - 0.5) / 0.25  # FERClassifier's own input normalisation
+
+
+class ExpressionEncoder(nn.Module):
+    """Face [N,1,48,48] in [0,1] -> latent [N,C,6,6]: the edge half, exported to ONNX."""
+
+    def __init__(self, front: nn.Sequential, channels: int, front_channels: int = 128, hidden: int = 96):
+        super().__init__()
+        self.front = front
+        self.bottleneck = nn.Sequential(nn.Conv2d(2 * front_channels, hidden, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen front on the face and on its mirror image (what training caches).
+
+        Two calls rather than one on a doubled batch: ONNX export keeps the batch dynamic."""
+        x = _normalise(x)
+        return self.front(x), self.front(x.flip(-1))
+
+    def from_features(self, f: torch.Tensor, f_mirror: torch.Tensor) -> torch.Tensor:
+        # Flipping the mirror image's features back lines both maps up on the same face positions.
+        return self.bottleneck(torch.cat([f, f_mirror.flip(-1)], 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.from_features(*self.features(x))
+
+
+class ExpressionDecoder(nn.Module):
+    """Dequantized latent [N,C,6,6] -> logits [N,7]: the server half, ending in the classifier's last block and head."""
+
+    def __init__(self, tail: nn.Module, head: nn.Module, channels: int, front_channels: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(channels, front_channels, 1), nn.ReLU(inplace=True), nn.Conv2d(front_channels, front_channels, 3, padding=1), nn.ReLU(inplace=True))
+        self.tail, self.head = tail, head
+
+    def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
+        return self.head(self.tail(self.net(y_hat)))
+
+
+class ExpressionCodec(nn.Module):
+    """Encoder, decoder and the training-time entropy model; one quality (one rate weight, `beta`)."""
+
+    kind = "expression"
+    stride = 8
+
+    def __init__(self, channels: int = 64, beta: float = 1e-4, width: int = 32):
+        super().__init__()
+        self.channels, self.width = channels, width
+        self.register_buffer("lambdas", torch.tensor([beta], dtype=torch.float32))
+        clf = FERClassifier(width)
+        self.encoder = ExpressionEncoder(clf.features[:FRONT_BLOCKS], channels, 4 * width)
+        self.decoder = ExpressionDecoder(clf.features[FRONT_BLOCKS:], clf.head, channels, 4 * width)
+        self.entropy = EntropyBottleneck(channels, init_scale=2.0)
+
+    @classmethod
+    def from_classifier(cls, clf: FERClassifier, channels: int, beta: float) -> "ExpressionCodec":
+        """Front, last block and head copied from a trained classifier; bottleneck and entropy model fresh."""
+        codec = cls(channels, beta, clf.width)
+        codec.encoder.front.load_state_dict(copy.deepcopy(clf.features[:FRONT_BLOCKS].state_dict()))
+        codec.decoder.tail.load_state_dict(copy.deepcopy(clf.features[FRONT_BLOCKS:].state_dict()))
+        codec.decoder.head.load_state_dict(copy.deepcopy(clf.head.state_dict()))
+        return codec
+
+    @property
+    def num_qualities(self) -> int:
+        return 1
+
+    def round_latent(self, y: torch.Tensor) -> torch.Tensor:
+        """Round around the learned medians, passing gradients straight through (what the decoder sees in training)."""
+        med = self.entropy._get_medians()
+        return y + (torch.round(y - med) + med - y).detach()
+
+    @torch.no_grad()
+    def quantizer(self) -> dict[str, np.ndarray]:
+        """Gains (all 1: one rate point) and medians, as fermodels.entropy.EntropyTables.fit takes them."""
+        med = self.entropy.quantiles[:, 0, 1].cpu().numpy().astype(np.float32)
+        return {"gain": np.ones((1, self.channels), np.float32), "medians": med[None]}
+
+    def probabilities(self, symbols: np.ndarray, tables) -> torch.Tensor:
+        """Integer symbols [N,C,6,6] -> class probabilities [N,7]: the server's path after the range coder."""
+        y_hat = torch.from_numpy(tables.dequantize(symbols, 0)).to(self.lambdas.device)
+        return torch.softmax(self.decoder(y_hat).float(), dim=1)
+
+    def config(self) -> dict:
+        return {"channels": self.channels, "beta": float(self.lambdas[0]), "width": self.width}
