@@ -7,10 +7,12 @@ Coding for machines instead: the edge runs the shipped classifier's first
 three blocks on the face and on its mirror image, and a small bottleneck maps
 both to a C x 6 x 6 latent. The mirror pair is what the server averages over
 for image qualities; here it reaches the server inside the latent. The server
-dequantizes the latent and feeds it to the classifier's last block and head.
+dequantizes the latent, rebuilds the face's and the mirror's feature maps, and
+averages the classifier's last block and head over the two (ExpressionDecoder).
 
-Training (`fertrain expression`) keeps the front frozen, so its features are
-computed once. The loss is
+Training (`fertrain expression`) keeps the front, the last block and the head
+frozen (the front's features are computed once) and trains the bottleneck,
+the decoder's first layers and the entropy model. The loss is
 
     0.8 * KL(teacher || student) + 0.2 * CE(labels) + beta * bits per face
 
@@ -66,15 +68,28 @@ class ExpressionEncoder(nn.Module):
 
 
 class ExpressionDecoder(nn.Module):
-    """Dequantized latent [N,C,6,6] -> logits [N,7]: the server half, ending in the classifier's last block and head."""
+    """Dequantized latent [N,C,6,6] -> log class probabilities [N,7]: the server half.
+
+    It rebuilds two feature maps, one for the face and one for its mirror image,
+    runs the classifier's last block and head on both (one batch of 2N), and
+    averages the two softmaxes: the mirror-pair answer the server gives for image
+    qualities, built into the decoder. With the classifier's own weights in that
+    tail (kept frozen in training), a latent that carried both maps exactly would
+    reproduce the classifier's uncompressed answer.
+    """
 
     def __init__(self, tail: nn.Module, head: nn.Module, channels: int, front_channels: int = 128):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(channels, front_channels, 1), nn.ReLU(inplace=True), nn.Conv2d(front_channels, front_channels, 3, padding=1), nn.ReLU(inplace=True))
+        self.front_channels = front_channels
+        c2 = 2 * front_channels
+        self.net = nn.Sequential(nn.Conv2d(channels, c2, 1), nn.ReLU(inplace=True), nn.Conv2d(c2, c2, 3, padding=1), nn.ReLU(inplace=True))
         self.tail, self.head = tail, head
 
     def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
-        return self.head(self.tail(self.net(y_hat)))
+        g = self.net(y_hat)
+        face, mirror = g[:, : self.front_channels], g[:, self.front_channels :].flip(-1)
+        p = torch.softmax(self.head(self.tail(torch.cat([face, mirror]))).float(), dim=1)
+        return (0.5 * (p[: len(g)] + p[len(g) :])).clamp_min(1e-8).log()
 
 
 class ExpressionCodec(nn.Module):
@@ -119,7 +134,7 @@ class ExpressionCodec(nn.Module):
     def probabilities(self, symbols: np.ndarray, tables) -> torch.Tensor:
         """Integer symbols [N,C,6,6] -> class probabilities [N,7]: the server's path after the range coder."""
         y_hat = torch.from_numpy(tables.dequantize(symbols, 0)).to(self.lambdas.device)
-        return torch.softmax(self.decoder(y_hat).float(), dim=1)
+        return self.decoder(y_hat).exp()
 
     def config(self) -> dict:
         return {"channels": self.channels, "beta": float(self.lambdas[0]), "width": self.width}

@@ -83,7 +83,6 @@ def _args(argv):
     e.add_argument("--beta", type=float, default=1e-4, help="weight of the rate term, per bit of a face (KL and CE are in nats)")
     e.add_argument("--channels", type=int, default=64, help="latent channels")
     e.add_argument("--views", type=int, default=4, help="versions of each training face whose features are cached: itself and V-1 random shifts")
-    e.add_argument("--freeze-tail", action="store_true", help="keep the classifier's last block and head as they are (train only the bottleneck)")
     return p.parse_args(argv)
 
 
@@ -427,34 +426,32 @@ def train_expression(args):
     clf = load_classifier(args.classifier)
     args.width = clf.width
     codec = ExpressionCodec.from_classifier(clf, args.channels, args.beta)
-    codec.encoder.front.requires_grad_(False).eval()
-    teacher = torch.nn.Sequential(copy.deepcopy(codec.decoder.tail), copy.deepcopy(codec.decoder.head)).requires_grad_(False).eval()
-    if args.freeze_tail:
-        codec.decoder.tail.requires_grad_(False)
-        codec.decoder.head.requires_grad_(False)
+    frozen = (codec.encoder.front, codec.decoder.tail, codec.decoder.head)  # the classifier's own layers
+    for m in frozen:
+        m.requires_grad_(False)
+    teacher = torch.nn.Sequential(copy.deepcopy(codec.decoder.tail), copy.deepcopy(codec.decoder.head)).eval()
     named = [(n, p) for n, p in codec.named_parameters() if p.requires_grad]
     main = [p for n, p in named if not n.startswith("entropy.")]
     density = [p for n, p in named if n.startswith("entropy.") and not n.endswith("quantiles")]
     aux = [p for n, p in named if n.endswith("quantiles")]
     params = [{"params": main}, {"params": density, "lr_scale": 3.0}, {"params": aux, "lr_scale": 3.0}]
 
+    @torch.no_grad()
     def pair_answer(f, f_mirror):
         return 0.5 * (teacher(f).softmax(1) + teacher(f_mirror).softmax(1))
 
     def set_modes():
-        codec.encoder.front.eval()
-        if args.freeze_tail:
-            codec.decoder.tail.eval()
-            codec.decoder.head.eval()
+        for m in frozen:  # BatchNorm keeps the classifier's statistics, dropout stays off
+            m.eval()
 
     def losses(f, f_mirror, y, target):
         y_lat = codec.encoder.from_features(f, f_mirror)
         _, likelihoods = codec.entropy(y_lat)
-        logits = codec.decoder(codec.round_latent(y_lat))
+        log_p = codec.decoder(codec.round_latent(y_lat))
         bits = likelihoods.log2().sum().neg() / len(f)
-        kd = F.kl_div(logits.log_softmax(1), target, reduction="batchmean")
-        ce = F.cross_entropy(logits, y)
-        return KD_SHARE * kd + (1 - KD_SHARE) * ce + args.beta * bits, {"kd": kd.item(), "ce": ce.item(), "bits": bits.item()}, logits
+        kd = F.kl_div(log_p, target, reduction="batchmean")
+        ce = F.nll_loss(log_p, y)
+        return KD_SHARE * kd + (1 - KD_SHARE) * ce + args.beta * bits, {"kd": kd.item(), "ce": ce.item(), "bits": bits.item()}
 
     def step(x, y, i, gen, opt):
         set_modes()
@@ -464,7 +461,7 @@ def train_expression(args):
         m = torch.randint(0, 2, (n,), generator=gen)
         rows = torch.arange(n)
         f, f_mirror = x[rows, v, m].float(), x[rows, v, 1 - m].float()
-        loss, stats, _ = losses(f, f_mirror, y, pair_answer(f, f_mirror))
+        loss, stats = losses(f, f_mirror, y, pair_answer(f, f_mirror))
         opt.zero_grad(set_to_none=True)
         (loss + codec.entropy.loss()).backward()
         torch.nn.utils.clip_grad_norm_(main, 1.0)
@@ -480,15 +477,15 @@ def train_expression(args):
             target = pair_answer(f, f_mirror)
             y_lat = codec.encoder.from_features(f, f_mirror)
             y_hat, likelihoods = codec.entropy(y_lat, training=False)
-            logits = codec.decoder(y_hat)
-            kd = F.kl_div(logits.log_softmax(1), target, reduction="sum").item()
-            ce = F.cross_entropy(logits, yb, reduction="sum").item()
+            log_p = codec.decoder(y_hat)
+            kd = F.kl_div(log_p, target, reduction="sum").item()
+            ce = F.nll_loss(log_p, yb, reduction="sum").item()
             bits = likelihoods.log2().sum().neg().item()
             sums["loss"] += KD_SHARE * kd + (1 - KD_SHARE) * ce + args.beta * bits
             sums["kd"] += kd
             sums["ce"] += ce
             sums["bytes"] += bits / 8
-            sums["correct"] += (logits.argmax(1) == yb).sum().item()
+            sums["correct"] += (log_p.argmax(1) == yb).sum().item()
             sums["teacher_correct"] += (target.argmax(1) == yb).sum().item()
         res = {k: v / len(x) for k, v in sums.items() if "correct" not in k}
         res["acc"], res["teacher_acc"] = sums["correct"] / len(x), sums["teacher_correct"] / len(x)

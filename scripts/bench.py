@@ -4,7 +4,11 @@
    (GNU time -v), median of --runs runs, against a bare `python -c pass` baseline.
 2. Server throughput with --clients concurrent clients on loopback (one channel
    each, one face per request, pre-encoded FER2013 PrivateTest faces), with the
-   default dynamic batching and with --max-batch 1 as the baseline, in one run.
+   default dynamic batching and with --max-batch 1 as the baseline, in one run;
+   then with the expression layer's bitstreams (fercodec-v1-expr), batched.
+3. Edge encoding, one face per call on one ONNX Runtime thread (what a small
+   device does): the image codec at its default quality against the expression
+   layer, whose encoder runs the classifier's front twice.
 """
 
 from __future__ import annotations
@@ -83,6 +87,20 @@ def throughput(streams: list[bytes], clients: int, seconds: float, extra: list[s
         return asyncio.run(_load(s.address, streams, clients, seconds))
 
 
+def edge_encode_ms(faces: np.ndarray, model: str | None) -> float:
+    """Median milliseconds to encode one face into a bitstream (ONNX Runtime, 1 thread), over `faces`."""
+    from ferclient.encoder import FaceEncoder
+
+    enc = FaceEncoder(model, threads=1)
+    enc.encode(faces[:8])  # warm-up
+    times = []
+    for f in faces:
+        t0 = time.perf_counter()
+        enc.encode(f[None])
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clients", type=int, default=16)
@@ -109,15 +127,19 @@ def main(argv=None) -> int:
     out["batched"] = throughput(streams, args.clients, args.seconds, [])
     out["unbatched"] = throughput(streams, args.clients, args.seconds, ["--max-batch", "1"])
     out["speedup"] = out["batched"]["faces_per_s"] / out["unbatched"]["faces_per_s"]
+    out["expression_batched"] = throughput(FaceEncoder("fercodec-v1-expr").encode(faces), args.clients, args.seconds, [])
+    out["edge_encode_ms"] = {"image": edge_encode_ms(faces[:200], None), "expression": edge_encode_ms(faces[:200], "fercodec-v1-expr")}
 
     c = out["cold_start"]
     print(f"machine: {out['machine']}; model {out['model']}")
     print(f"ferclient send face.png --no-detect, cold: {c['client_wall_s']:.2f} s wall, {c['client_peak_rss_mb']:.0f} MB peak RSS (median of {c['runs']}; bare python: {c['python_wall_s']:.2f} s, {c['python_peak_rss_mb']:.0f} MB)")
-    for name in ("batched", "unbatched"):
+    labels = {"batched": "dynamic batching (default)", "unbatched": "baseline --max-batch 1", "expression_batched": "expression layer, dynamic batching"}
+    for name, label in labels.items():
         r = out[name]
-        label = "dynamic batching (default)" if name == "batched" else "baseline --max-batch 1"
         print(f"{args.clients} clients, {label}: {r['faces_per_s']:.0f} faces/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms ({r['faces']} faces)")
     print(f"batching speed-up: {out['speedup']:.2f}x")
+    e = out["edge_encode_ms"]
+    print(f"edge encode, one face, 1 thread: image codec {e['image']:.2f} ms, expression layer {e['expression']:.2f} ms ({e['expression'] / e['image']:.1f}x)")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0
