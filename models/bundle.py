@@ -115,6 +115,18 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
     return bool(mallopt(m_mmap_threshold, limit)) and bool(mallopt(m_trim_threshold, limit))
 
 
+def _load_entropy_coded(card: ModelCard, name: str, cls):
+    """cls(**config) from <model dir>/name, whose weights lack only the training entropy models' CDF buffers."""
+    import torch
+
+    ck = torch.load(card.file(name), map_location="cpu", weights_only=True)
+    model = cls(**ck["config"])
+    missing, unexpected = model.load_state_dict(ck["state_dict"], strict=False)
+    if unexpected or any(not k.endswith(ENTROPY_BUFFERS) for k in missing):
+        raise ValueError(f"{card.file(name)} does not match {cls.__name__}: missing {missing}, unexpected {unexpected}")
+    return model
+
+
 def load_torch_models(card: ModelCard, device: str = "cpu"):
     """(codec, classifier) in eval mode on `device`. Imports torch and CompressAI."""
     import torch
@@ -122,11 +134,7 @@ def load_torch_models(card: ModelCard, device: str = "cpu"):
     from .classifier import FERClassifier
     from .codec import FaceCodec
 
-    ck = torch.load(card.file("codec.pt"), map_location="cpu", weights_only=True)
-    codec = FaceCodec(**ck["config"])
-    missing, unexpected = codec.load_state_dict(ck["state_dict"], strict=False)
-    if unexpected or any(not k.endswith(ENTROPY_BUFFERS) for k in missing):
-        raise ValueError(f"{card.file('codec.pt')} does not match FaceCodec: missing {missing}, unexpected {unexpected}")
+    codec = _load_entropy_coded(card, "codec.pt", FaceCodec)
     ck = torch.load(card.file("classifier.pt"), map_location="cpu", weights_only=True)
     clf = FERClassifier(**ck["config"])
     clf.load_state_dict(ck["state_dict"])
@@ -135,16 +143,9 @@ def load_torch_models(card: ModelCard, device: str = "cpu"):
 
 def load_expression(card: ModelCard, device: str = "cpu"):
     """The ExpressionCodec of an expression-layer directory, in eval mode on `device`."""
-    import torch
-
     from .expression import ExpressionCodec
 
-    ck = torch.load(card.file("expression.pt"), map_location="cpu", weights_only=True)
-    codec = ExpressionCodec(**ck["config"])
-    missing, unexpected = codec.load_state_dict(ck["state_dict"], strict=False)
-    if unexpected or any(not k.endswith(ENTROPY_BUFFERS) for k in missing):
-        raise ValueError(f"{card.file('expression.pt')} does not match ExpressionCodec: missing {missing}, unexpected {unexpected}")
-    return codec.to(device).eval()
+    return _load_entropy_coded(card, "expression.pt", ExpressionCodec).to(device).eval()
 
 
 def load_training_models(source: str | Path):

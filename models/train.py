@@ -427,8 +427,8 @@ def train_expression(args):
     args.width = clf.width
     codec = ExpressionCodec.from_classifier(clf, args.channels, args.beta)
     frozen = (codec.encoder.front, codec.decoder.tail, codec.decoder.head)  # the classifier's own layers
-    for m in frozen:
-        m.requires_grad_(False)
+    for m in frozen:  # eval: BatchNorm uses (and keeps) the classifier's statistics, also while the front's features are cached
+        m.requires_grad_(False).eval()
     teacher = torch.nn.Sequential(copy.deepcopy(codec.decoder.tail), copy.deepcopy(codec.decoder.head)).eval()
     named = [(n, p) for n, p in codec.named_parameters() if p.requires_grad]
     main = [p for n, p in named if not n.startswith("entropy.")]

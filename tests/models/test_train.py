@@ -150,7 +150,7 @@ def test_expression_layer_trains_exports_and_round_trips(runs, tmp_path):
 
     from ferclient.encoder import FaceEncoder
     from fermodels.bitstream import decode
-    from fermodels.bundle import ModelCard, load_expression
+    from fermodels.bundle import ModelCard, load_classifier, load_expression
     from fermodels.data import load_split, to_tensor
     from fermodels.export import main as export_main
 
@@ -163,6 +163,12 @@ def test_expression_layer_trains_exports_and_round_trips(runs, tmp_path):
     card = ModelCard.load(tmp_path / "e")
     assert card.kind == "expression" and card.model_id.startswith("fercodec-v1-expr-") and card.num_qualities == 1
     expr = load_expression(card)
+    # The classifier's own layers, BatchNorm statistics included, ship as they were: training (and caching
+    # the front's features) must not move them, or the deployed front would differ from the one trained on.
+    clf = load_classifier(runs / "clf" / "best.pt")
+    for mine, theirs in ((expr.encoder.front, clf.features[:3]), (expr.decoder.tail, clf.features[3:]), (expr.decoder.head, clf.head)):
+        for (k, a), b in zip(mine.state_dict().items(), theirs.state_dict().values()):
+            assert torch.equal(a, b), k
     faces, _ = load_split("val", limit=8)
     enc = FaceEncoder(tmp_path / "e")
     with torch.no_grad():
