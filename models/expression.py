@@ -22,7 +22,7 @@ from CompressAI's noisy factorized density. The bitstream is the image
 codec's (fermodels.bitstream), with its own tables and model tag.
 
 What it gives up: the server gets no image back (a request for a
-reconstruction is refused), and the edge runs about 4x the image encoder's
+reconstruction is refused), and the edge runs about 8.5x the image encoder's
 multiply-adds (docs/expression).
 """
 
