@@ -81,8 +81,11 @@ def test_main_writes_every_output(tmp_path, card):
         assert (out / name).stat().st_size > 0
     r = json.loads((out / "results.json").read_text())
     assert r["faces"] == 40 and r["split"] == "test"
-    assert {p["codec"] for p in r["points"]} == {"fercodec", "jpeg"}
+    assert {p["codec"] for p in r["points"]} == {"fercodec", "fercodec-expr", "jpeg"}  # the bundled expression layer is measured too
     assert len([p for p in r["points"] if p["codec"] == "fercodec"]) == card.num_qualities
+    (expr,) = [p for p in r["points"] if p["codec"] == "fercodec-expr"]
+    assert expr["psnr"] is None and 0 < expr["bytes"] < 100 and r["expression"]["id"].startswith("fercodec-v1-expr-")
+    assert "fercodec-expr/deployed" in r["bytes_within_1_point"] and "## fercodec-expr (the expression layer" in (out / "results.md").read_text()
     assert set(r["bd_rate"]) == {"fercodec/deployed"} and set(r["bd_rate"]["fercodec/deployed"]) == {"jpeg/deployed"}
     assert r["command"].startswith("fereval --limit 40") and r["machine"]["cpu_count"]
     assert "fercodec/deployed" in (out / "results.md").read_text()
@@ -95,6 +98,8 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
     assert ev.main(["--model-dir", str(tmp_path), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "not a fercodec model directory" in err and len(err.strip().splitlines()) == 1
+    assert ev.main(["--model-dir", "fercodec-v1-expr", "--out", str(tmp_path)]) == 2
+    assert "pass it as --expression-dir" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         ev.main(["--baselines", "gif"])
 

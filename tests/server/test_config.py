@@ -31,3 +31,11 @@ def test_concurrency_limit_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         parse([], env={"FERCODEC_MAX_CONCURRENT_RPCS": "0"})
     assert "--max-concurrent-rpcs" in capsys.readouterr().err
+
+
+def test_model_dirs_default_to_both_bundled_models_and_take_a_list():
+    from ferserver.config import model_cards
+
+    assert [c.kind for c in model_cards(parse([], env={}))] == ["image", "expression"]
+    cards = model_cards(parse(["--model-dir", "fercodec-v1-expr, fercodec-v1"], env={}))
+    assert [c.model_id.rsplit("-", 1)[0] for c in cards] == ["fercodec-v1-expr", "fercodec-v1"]
