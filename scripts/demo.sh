@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: start ferserver on the shipped model, send a real photo through
+# make demo: start ferserver on the shipped models, send a real photo through
 # ferclient, print the result, stop the server cleanly (SIGTERM, exit 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +25,9 @@ grep "ready on" "$work/server.log" | sed 's/^.*INFO ferserver: //'
 echo
 echo "\$ ferclient send astronaut.png --reconstruct $work/faces"
 $BIN/ferclient send "$work/astronaut.png" --server "127.0.0.1:$port" --reconstruct "$work/faces"
+echo
+echo "\$ ferclient send astronaut.png --model fercodec-v1-expr   # the expression layer: fewest bytes, no image"
+$BIN/ferclient send "$work/astronaut.png" --server "127.0.0.1:$port" --model fercodec-v1-expr
 echo
 echo "\$ ferclient send astronaut.png --json"
 $BIN/ferclient send "$work/astronaut.png" --server "127.0.0.1:$port" --json
