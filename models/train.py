@@ -80,7 +80,7 @@ def _args(argv):
                         "and --init's qualities stay as they are, so their bitstreams and reconstructions do not change")
     e = sub.choices["expression"]
     e.add_argument("--classifier", required=True, help="classifier to split and distil from: a fertrain checkpoint, classifier.pt or a model directory")
-    e.add_argument("--beta", type=float, default=1e-4, help="weight of the rate term, per bit of a face (KL and CE are in nats)")
+    e.add_argument("--beta", type=float, default=2e-5, help="weight of the rate term, per bit of a face (KL and CE are in nats; 2e-5: the shipped layer's 60 bytes)")
     e.add_argument("--channels", type=int, default=64, help="latent channels")
     e.add_argument("--views", type=int, default=4, help="versions of each training face whose features are cached: itself and V-1 random shifts")
     return p.parse_args(argv)
@@ -381,18 +381,19 @@ def train_codec(args):
 KD_SHARE = 0.8  # the expression layer's loss: KD_SHARE * KL(teacher || student) + (1 - KD_SHARE) * CE
 
 
-def _front_views(front, count: int, seed: int):
-    """faces uint8 [N,H,W] -> frozen front features [N, count, 2, C, h, w] (float16): per view the face and its
-    mirror image. View 0 is the face itself, the others are shifted up to 3 px (reflect padding), a pure function of seed."""
+def _front_views(encoder, count: int, seed: int):
+    """faces uint8 [N,H,W] -> the expression encoder's frozen front features [N, count, 2, C, h, w] (float16):
+    per view the face's and its mirror image's. View 0 is the face itself, the others are shifted up to 3 px
+    (reflect padding), a pure function of seed."""
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
 
     from .data import to_tensor
-    from .expression import _normalise
 
     def views(faces):
         x = to_tensor(faces)
+        h, w = x.shape[-2:]
         gen = torch.Generator().manual_seed(seed)
         shifts = torch.randint(-3, 4, (count, len(x), 2), generator=gen)
         shifts[0] = 0
@@ -402,13 +403,13 @@ def _front_views(front, count: int, seed: int):
                 xb = F.pad(x[i : i + 512], (3, 3, 3, 3), mode="reflect")
                 for v in range(count):
                     d = shifts[v, i : i + 512] + 3
-                    rows = torch.arange(48)[None, :] + d[:, 1:2]
-                    cols = torch.arange(48)[None, :] + d[:, 0:1]
+                    rows = torch.arange(h)[None, :] + d[:, 1:2]
+                    cols = torch.arange(w)[None, :] + d[:, 0:1]
                     xv = xb[torch.arange(len(d))[:, None, None], 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
-                    f = front(_normalise(torch.cat([xv, xv.flip(-1)]))).half()
+                    f, f_mirror = encoder.features(xv)
                     if out is None:
                         out = torch.empty((len(x), count, 2, *f.shape[1:]), dtype=torch.float16)
-                    out[i : i + len(d), v, 0], out[i : i + len(d), v, 1] = f[: len(d)], f[len(d) :]
+                    out[i : i + len(d), v, 0], out[i : i + len(d), v, 1] = f.half(), f_mirror.half()
         return out
 
     return views
@@ -491,7 +492,7 @@ def train_expression(args):
         res["acc"], res["teacher_acc"] = sums["correct"] / len(x), sums["teacher_correct"] / len(x)
         return res
 
-    return _loop(args, {"expression": codec}, step, evaluate, params, "loss", False, _front_views(codec.encoder.front, args.views, args.seed))
+    return _loop(args, {"expression": codec}, step, evaluate, params, "loss", False, _front_views(codec.encoder, args.views, args.seed))
 
 
 def main(argv=None) -> int:
