@@ -107,10 +107,18 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
 def test_update_card_fills_model_json_and_the_marked_block(tmp_path, card, faces):
     import shutil
 
-    d = tmp_path / "model"
+    from fermodels.bundle import EXPRESSION_MODEL_DIR
+
+    # Copies of both shipped models: --update-card writes into each model directory it measured.
+    d, e = tmp_path / "model", tmp_path / "expr"
     shutil.copytree(card.path, d)
+    shutil.copytree(EXPRESSION_MODEL_DIR, e)
+    shipped = (EXPRESSION_MODEL_DIR / "model.json").read_text()
     (d / "MODEL_CARD.md").write_text("# card\n\nintro\n\n<!-- metrics:start -->\nold\n<!-- metrics:end -->\n\nafter\n")
-    assert ev.main(["--model-dir", str(d), "--limit", "20", "--baselines", "none", "--out", str(tmp_path / "res"), "--update-card"]) == 0
+    args = ["--model-dir", str(d), "--expression-dir", str(e), "--limit", "20", "--baselines", "none", "--out", str(tmp_path / "res"), "--update-card"]
+    assert ev.main(args) == 0
+    assert json.loads((e / "model.json").read_text())["metrics"]["faces"] == 20 and "| fercodec-expr | q0 |" in (e / "MODEL_CARD.md").read_text()
+    assert (EXPRESSION_MODEL_DIR / "model.json").read_text() == shipped
     m = json.loads((d / "model.json").read_text())["metrics"]
     assert m["faces"] == 20 and set(m["bits_per_pixel"]) == {str(q) for q in range(card.num_qualities)}
     text = (d / "MODEL_CARD.md").read_text()
