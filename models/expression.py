@@ -28,8 +28,6 @@ multiply-adds (docs/expression).
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 from compressai.entropy_models import EntropyBottleneck
@@ -95,10 +93,7 @@ class ExpressionDecoder(nn.Module):
 class ExpressionCodec(nn.Module):
     """Encoder, decoder and the training-time entropy model; one quality (one rate weight, `beta`)."""
 
-    kind = "expression"
-    stride = 8
-
-    def __init__(self, channels: int = 64, beta: float = 1e-4, width: int = 32):
+    def __init__(self, channels: int = 64, beta: float = 2e-5, width: int = 32):
         super().__init__()
         self.channels, self.width = channels, width
         self.register_buffer("lambdas", torch.tensor([beta], dtype=torch.float32))
@@ -111,14 +106,10 @@ class ExpressionCodec(nn.Module):
     def from_classifier(cls, clf: FERClassifier, channels: int, beta: float) -> "ExpressionCodec":
         """Front, last block and head copied from a trained classifier; bottleneck and entropy model fresh."""
         codec = cls(channels, beta, clf.width)
-        codec.encoder.front.load_state_dict(copy.deepcopy(clf.features[:FRONT_BLOCKS].state_dict()))
-        codec.decoder.tail.load_state_dict(copy.deepcopy(clf.features[FRONT_BLOCKS:].state_dict()))
-        codec.decoder.head.load_state_dict(copy.deepcopy(clf.head.state_dict()))
+        codec.encoder.front.load_state_dict(clf.features[:FRONT_BLOCKS].state_dict())
+        codec.decoder.tail.load_state_dict(clf.features[FRONT_BLOCKS:].state_dict())
+        codec.decoder.head.load_state_dict(clf.head.state_dict())
         return codec
-
-    @property
-    def num_qualities(self) -> int:
-        return 1
 
     def round_latent(self, y: torch.Tensor) -> torch.Tensor:
         """Round around the learned medians, passing gradients straight through (what the decoder sees in training)."""

@@ -101,6 +101,20 @@ def _log(out: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def _param_groups(model):
+    """(the parameters to clip, Adam's groups) over `model`'s trainable parameters.
+
+    Transforms and gains are clipped; the entropy models' density parameters are
+    not (clipping the sum would let the large distortion gradient starve them)
+    and their quantiles only follow the auxiliary loss; both take 3x the learning rate.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    main = [p for n, p in named if not n.startswith("entropy.")]
+    density = [p for n, p in named if n.startswith("entropy.") and not n.endswith("quantiles")]
+    aux = [p for n, p in named if n.endswith("quantiles")]
+    return main, [{"params": main}, {"params": density, "lr_scale": 3.0}, {"params": aux, "lr_scale": 3.0}]
+
+
 def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better, views=None, targets=None):
     """Shared epoch loop: resume, deterministic order, progress bar, checkpoints.
 
@@ -314,14 +328,7 @@ def train_codec(args):
             parts["classifier"] = clf
         else:
             clf.eval().requires_grad_(False)
-    # Transforms and gains are clipped; the entropy model's density parameters are
-    # not (clipping the sum would let the large distortion gradient starve them)
-    # and its quantiles only follow the auxiliary loss.
-    named = [(n, p) for n, p in codec.named_parameters() if p.requires_grad]
-    main = [p for n, p in named if not n.startswith("entropy.")]
-    density = [p for n, p in named if n.startswith("entropy.") and not n.endswith("quantiles")]
-    aux = [p for n, p in named if n.endswith("quantiles")]
-    params = [{"params": main}, {"params": density, "lr_scale": 3.0}, {"params": aux, "lr_scale": 3.0}]
+    main, params = _param_groups(codec)
     if args.strategy == "joint" and clf is not None:
         params.append({"params": list(clf.parameters())})
     q_count = codec.num_qualities
@@ -416,8 +423,6 @@ def _front_views(encoder, count: int, seed: int):
 
 
 def train_expression(args):
-    import copy
-
     import torch
     import torch.nn.functional as F
 
@@ -430,12 +435,11 @@ def train_expression(args):
     frozen = (codec.encoder.front, codec.decoder.tail, codec.decoder.head)  # the classifier's own layers
     for m in frozen:  # eval: BatchNorm uses (and keeps) the classifier's statistics, also while the front's features are cached
         m.requires_grad_(False).eval()
-    teacher = torch.nn.Sequential(copy.deepcopy(codec.decoder.tail), copy.deepcopy(codec.decoder.head)).eval()
-    named = [(n, p) for n, p in codec.named_parameters() if p.requires_grad]
-    main = [p for n, p in named if not n.startswith("entropy.")]
-    density = [p for n, p in named if n.startswith("entropy.") and not n.endswith("quantiles")]
-    aux = [p for n, p in named if n.endswith("quantiles")]
-    params = [{"params": main}, {"params": density, "lr_scale": 3.0}, {"params": aux, "lr_scale": 3.0}]
+    teacher = torch.nn.Sequential(codec.decoder.tail, codec.decoder.head)  # the classifier's own layers, frozen: no copy needed
+    main, params = _param_groups(codec)
+
+    def objective(kd, ce, bits):
+        return KD_SHARE * kd + (1 - KD_SHARE) * ce + args.beta * bits
 
     @torch.no_grad()
     def pair_answer(f, f_mirror):
@@ -452,11 +456,10 @@ def train_expression(args):
         bits = likelihoods.log2().sum().neg() / len(f)
         kd = F.kl_div(log_p, target, reduction="batchmean")
         ce = F.nll_loss(log_p, y)
-        return KD_SHARE * kd + (1 - KD_SHARE) * ce + args.beta * bits, {"kd": kd.item(), "ce": ce.item(), "bits": bits.item()}
+        return objective(kd, ce, bits), {"kd": kd.item(), "ce": ce.item(), "bits": bits.item()}
 
     def step(x, y, i, gen, opt):
         set_modes()
-        teacher.to(x.device)
         n = len(x)
         v = torch.randint(0, x.shape[1], (n,), generator=gen)
         m = torch.randint(0, 2, (n,), generator=gen)
@@ -471,7 +474,6 @@ def train_expression(args):
 
     def evaluate(x, y):
         """Val with the shipped quantizer: rounded latents, their estimated bytes (no container) and accuracy."""
-        teacher.to(x.device)
         sums = {"loss": 0.0, "kd": 0.0, "ce": 0.0, "correct": 0.0, "teacher_correct": 0.0, "bytes": 0.0}
         for i in range(0, len(x), 512):
             f, f_mirror, yb = x[i : i + 512, 0, 0].float(), x[i : i + 512, 0, 1].float(), y[i : i + 512]
@@ -482,7 +484,7 @@ def train_expression(args):
             kd = F.kl_div(log_p, target, reduction="sum").item()
             ce = F.nll_loss(log_p, yb, reduction="sum").item()
             bits = likelihoods.log2().sum().neg().item()
-            sums["loss"] += KD_SHARE * kd + (1 - KD_SHARE) * ce + args.beta * bits
+            sums["loss"] += objective(kd, ce, bits)
             sums["kd"] += kd
             sums["ce"] += ce
             sums["bytes"] += bits / 8

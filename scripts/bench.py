@@ -101,6 +101,29 @@ def edge_encode_ms(faces: np.ndarray, model: str | None) -> float:
     return 1000 * statistics.median(times)
 
 
+def encoder_macs(model: str | None) -> int:
+    """Multiply-adds of a model's edge encoder (its convolutions) for one 48x48 face."""
+    import torch
+    from torch import nn
+
+    from fermodels.bundle import ModelCard, load_expression, load_torch_models
+
+    card = ModelCard.load(model)
+    encoder = load_expression(card).encoder if card.kind == "expression" else load_torch_models(card)[0].g_a
+    total = 0
+
+    def count(m, _, out):
+        nonlocal total
+        total += out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+
+    hooks = [m.register_forward_hook(count) for m in encoder.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        encoder(torch.rand(1, 1, 48, 48))
+    for h in hooks:
+        h.remove()
+    return total
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clients", type=int, default=16)
@@ -129,6 +152,7 @@ def main(argv=None) -> int:
     out["speedup"] = out["batched"]["faces_per_s"] / out["unbatched"]["faces_per_s"]
     out["expression_batched"] = throughput(FaceEncoder("fercodec-v1-expr").encode(faces), args.clients, args.seconds, [])
     out["edge_encode_ms"] = {"image": edge_encode_ms(faces[:200], None), "expression": edge_encode_ms(faces[:200], "fercodec-v1-expr")}
+    out["edge_encoder_macs"] = {"image": encoder_macs(None), "expression": encoder_macs("fercodec-v1-expr")}
 
     c = out["cold_start"]
     print(f"machine: {out['machine']}; model {out['model']}")
@@ -140,6 +164,8 @@ def main(argv=None) -> int:
     print(f"batching speed-up: {out['speedup']:.2f}x")
     e = out["edge_encode_ms"]
     print(f"edge encode, one face, 1 thread: image codec {e['image']:.2f} ms, expression layer {e['expression']:.2f} ms ({e['expression'] / e['image']:.1f}x)")
+    m = out["edge_encoder_macs"]
+    print(f"edge encoder multiply-adds per face: image codec {m['image'] / 1e6:.1f} M, expression layer {m['expression'] / 1e6:.1f} M ({m['expression'] / m['image']:.1f}x)")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0

@@ -99,7 +99,7 @@ class Engine:
         torch = self._torch
         out: list[FaceOutput | BitstreamError | None] = [None] * len(jobs)
         t = time.perf_counter()
-        groups: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
+        groups: dict[int, dict[int, list[tuple[int, np.ndarray]]]] = {}  # model tag -> quality -> (job, symbols)
         for i, job in enumerate(jobs):
             try:
                 model, q, z = self._decode(job.bitstream)
@@ -109,13 +109,13 @@ class Engine:
             except BitstreamError as e:
                 out[i] = e
                 continue
-            groups.setdefault((model.card.model_tag, q), []).append((i, z))
+            groups.setdefault(model.card.model_tag, {}).setdefault(q, []).append((i, z))
         t = self._observe("entropy_decode", t)
         results: list[tuple[int, int, _Model, np.ndarray, np.ndarray | None]] = []  # (job, quality, model, probabilities, pixels)
         with torch.inference_mode():
-            for tag in sorted({tag for tag, _ in groups}):
+            for tag, by_quality in groups.items():
                 model = self.models[tag]
-                mine = sorted((q, items) for (t2, q), items in groups.items() if t2 == tag)
+                mine = sorted(by_quality.items())
                 if model.expression is not None:
                     for q, items in mine:
                         probs = model.expression.probabilities(np.stack([z for _, z in items]), model.tables).cpu().numpy()
