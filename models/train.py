@@ -31,6 +31,7 @@ distilled from its mirror-pair answer on uncompressed faces (docs/expression).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -83,6 +84,11 @@ def _args(argv):
     e.add_argument("--beta", type=float, default=2e-5, help="weight of the rate term, per bit of a face (KL and CE are in nats; 2e-5: the shipped layer's 60 bytes)")
     e.add_argument("--channels", type=int, default=64, help="latent channels")
     e.add_argument("--views", type=int, default=4, help="versions of each training face whose features are cached: itself and V-1 random shifts")
+    e.add_argument("--frozen-blocks", type=int, default=3,
+                   help="how many of the classifier's blocks on the edge stay frozen (their features are cached); "
+                        "the edge's later blocks are fine-tuned with the bottleneck (default 3: all frozen)")
+    e.add_argument("--cache", default=None, metavar="DIR",
+                   help="keep the front's features here and reuse them when the classifier, faces, --views and --seed match (about 2 GB for 4 views)")
     return p.parse_args(argv)
 
 
@@ -388,17 +394,40 @@ def train_codec(args):
 KD_SHARE = 0.8  # the expression layer's loss: KD_SHARE * KL(teacher || student) + (1 - KD_SHARE) * CE
 
 
-def _front_views(encoder, count: int, seed: int):
-    """faces uint8 [N,H,W] -> the expression encoder's frozen front features [N, count, 2, C, h, w] (float16):
+def _front_views(encoder, count: int, seed: int, cache: str | None = None, blocks: int | None = None):
+    """faces uint8 [N,H,W] -> the features of the expression encoder's frozen front (its first `blocks` blocks)
+    [N, count, 2, C, h, w] (float16):
     per view the face's and its mirror image's. View 0 is the face itself, the others are shifted up to 3 px
-    (reflect padding), a pure function of seed."""
+    (reflect padding), a pure function of seed.
+
+    With `cache`, the features are kept in that directory under a hash of the front's weights, the faces,
+    count and seed, and reused: computing them takes most of ten minutes on one CPU thread."""
+    import hashlib
+
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
 
     from .data import to_tensor
 
-    def views(faces):
+    def cached(faces):
+        if cache is None:
+            return compute(faces)
+        h = hashlib.sha1(f"{count} {seed} {blocks} {faces.shape}".encode())
+        h.update(np.ascontiguousarray(faces).tobytes())
+        for t in encoder.front[:blocks].state_dict().values():
+            h.update(t.detach().cpu().numpy().tobytes())
+        path = Path(cache) / f"front-{h.hexdigest()[:16]}.pt"
+        if path.exists():
+            print(f"front features: reusing {path}", file=sys.stderr)
+            return torch.load(path)
+        out = compute(faces)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(out, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+        return out
+
+    def compute(faces):
         x = to_tensor(faces)
         h, w = x.shape[-2:]
         gen = torch.Generator().manual_seed(seed)
@@ -413,29 +442,34 @@ def _front_views(encoder, count: int, seed: int):
                     rows = torch.arange(h)[None, :] + d[:, 1:2]
                     cols = torch.arange(w)[None, :] + d[:, 0:1]
                     xv = xb[torch.arange(len(d))[:, None, None], 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
-                    f, f_mirror = encoder.features(xv)
+                    f, f_mirror = encoder.features(xv, blocks)
                     if out is None:
                         out = torch.empty((len(x), count, 2, *f.shape[1:]), dtype=torch.float16)
                     out[i : i + len(d), v, 0], out[i : i + len(d), v, 1] = f.half(), f_mirror.half()
         return out
 
-    return views
+    return cached
 
 
 def train_expression(args):
     import torch
     import torch.nn.functional as F
 
-    from .bundle import load_classifier
-    from .expression import ExpressionCodec
+    from .bundle import load_classifier, pick_device
+    from .expression import FRONT_BLOCKS, ExpressionCodec
 
+    if not 1 <= args.frozen_blocks <= FRONT_BLOCKS:
+        raise ValueError(f"--frozen-blocks must be between 1 and {FRONT_BLOCKS} (got {args.frozen_blocks})")
     clf = load_classifier(args.classifier)
     args.width = clf.width
     codec = ExpressionCodec.from_classifier(clf, args.channels, args.beta)
     frozen = (codec.encoder.front, codec.decoder.tail, codec.decoder.head)  # the classifier's own layers
     for m in frozen:  # eval: BatchNorm uses (and keeps) the classifier's statistics, also while the front's features are cached
         m.requires_grad_(False).eval()
-    teacher = torch.nn.Sequential(codec.decoder.tail, codec.decoder.head)  # the classifier's own layers, frozen: no copy needed
+    tuned = codec.encoder.front[args.frozen_blocks :]  # the edge's blocks after the cached ones: fine-tuned (BatchNorm statistics kept)
+    teacher_front = copy.deepcopy(tuned).to(pick_device(args.device))  # ...and the classifier's original, for the teacher
+    tuned.requires_grad_(True)
+    teacher = torch.nn.Sequential(teacher_front, codec.decoder.tail, codec.decoder.head)  # the classifier's own layers, frozen
     main, params = _param_groups(codec)
 
     def objective(kd, ce, bits):
@@ -450,7 +484,7 @@ def train_expression(args):
             m.eval()
 
     def losses(f, f_mirror, y, target):
-        y_lat = codec.encoder.from_features(f, f_mirror)
+        y_lat = codec.encoder.from_features(tuned(f), tuned(f_mirror))
         _, likelihoods = codec.entropy(y_lat)
         log_p = codec.decoder(codec.round_latent(y_lat))
         bits = likelihoods.log2().sum().neg() / len(f)
@@ -478,7 +512,7 @@ def train_expression(args):
         for i in range(0, len(x), 512):
             f, f_mirror, yb = x[i : i + 512, 0, 0].float(), x[i : i + 512, 0, 1].float(), y[i : i + 512]
             target = pair_answer(f, f_mirror)
-            y_lat = codec.encoder.from_features(f, f_mirror)
+            y_lat = codec.encoder.from_features(tuned(f), tuned(f_mirror))
             y_hat, likelihoods = codec.entropy(y_lat, training=False)
             log_p = codec.decoder(y_hat)
             kd = F.kl_div(log_p, target, reduction="sum").item()
@@ -494,7 +528,7 @@ def train_expression(args):
         res["acc"], res["teacher_acc"] = sums["correct"] / len(x), sums["teacher_correct"] / len(x)
         return res
 
-    return _loop(args, {"expression": codec}, step, evaluate, params, "loss", False, _front_views(codec.encoder, args.views, args.seed))
+    return _loop(args, {"expression": codec}, step, evaluate, params, "loss", False, _front_views(codec.encoder, args.views, args.seed, args.cache, args.frozen_blocks))
 
 
 def main(argv=None) -> int:
