@@ -50,12 +50,12 @@ class ExpressionEncoder(nn.Module):
         self.front = front
         self.bottleneck = nn.Sequential(nn.Conv2d(2 * front_channels, hidden, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
 
-    def features(self, x: torch.Tensor, blocks: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The front (or its first `blocks` blocks) on the face and on its mirror image (what training caches).
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen front on the face and on its mirror image (what training caches).
 
         Two calls rather than one on a doubled batch: ONNX export keeps the batch dynamic."""
-        x, front = _normalise(x), self.front[:blocks]
-        return front(x), front(x.flip(-1))
+        x = _normalise(x)
+        return self.front(x), self.front(x.flip(-1))
 
     def from_features(self, f: torch.Tensor, f_mirror: torch.Tensor) -> torch.Tensor:
         # Flipping the mirror image's features back lines both maps up on the same face positions.

@@ -26,12 +26,13 @@ models): every quality it had keeps its bitstream and reconstruction (docs/ceili
 `fertrain expression --classifier MODEL_DIR --beta B` trains the expression
 layer (fermodels.expression): a feature codec on the classifier's frozen front,
 distilled from its mirror-pair answer on uncompressed faces (docs/expression).
+With --cache DIR the front's features (most of ten minutes to compute) are
+kept on disk and reused by the next run with the same classifier, views and seed.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -84,9 +85,6 @@ def _args(argv):
     e.add_argument("--beta", type=float, default=2e-5, help="weight of the rate term, per bit of a face (KL and CE are in nats; 2e-5: the shipped layer's 60 bytes)")
     e.add_argument("--channels", type=int, default=64, help="latent channels")
     e.add_argument("--views", type=int, default=4, help="versions of each training face whose features are cached: itself and V-1 random shifts")
-    e.add_argument("--frozen-blocks", type=int, default=3,
-                   help="how many of the classifier's blocks on the edge stay frozen (their features are cached); "
-                        "the edge's later blocks are fine-tuned with the bottleneck (default 3: all frozen)")
     e.add_argument("--cache", default=None, metavar="DIR",
                    help="keep the front's features here and reuse them when the classifier, faces, --views and --seed match (about 2 GB for 4 views)")
     return p.parse_args(argv)
@@ -394,9 +392,8 @@ def train_codec(args):
 KD_SHARE = 0.8  # the expression layer's loss: KD_SHARE * KL(teacher || student) + (1 - KD_SHARE) * CE
 
 
-def _front_views(encoder, count: int, seed: int, cache: str | None = None, blocks: int | None = None):
-    """faces uint8 [N,H,W] -> the features of the expression encoder's frozen front (its first `blocks` blocks)
-    [N, count, 2, C, h, w] (float16):
+def _front_views(encoder, count: int, seed: int, cache: str | None = None):
+    """faces uint8 [N,H,W] -> the expression encoder's frozen front features [N, count, 2, C, h, w] (float16):
     per view the face's and its mirror image's. View 0 is the face itself, the others are shifted up to 3 px
     (reflect padding), a pure function of seed.
 
@@ -413,9 +410,9 @@ def _front_views(encoder, count: int, seed: int, cache: str | None = None, block
     def cached(faces):
         if cache is None:
             return compute(faces)
-        h = hashlib.sha1(f"{count} {seed} {blocks} {faces.shape}".encode())
+        h = hashlib.sha1(f"{count} {seed} {faces.shape}".encode())
         h.update(np.ascontiguousarray(faces).tobytes())
-        for t in encoder.front[:blocks].state_dict().values():
+        for t in encoder.front.state_dict().values():
             h.update(t.detach().cpu().numpy().tobytes())
         path = Path(cache) / f"front-{h.hexdigest()[:16]}.pt"
         if path.exists():
@@ -442,7 +439,7 @@ def _front_views(encoder, count: int, seed: int, cache: str | None = None, block
                     rows = torch.arange(h)[None, :] + d[:, 1:2]
                     cols = torch.arange(w)[None, :] + d[:, 0:1]
                     xv = xb[torch.arange(len(d))[:, None, None], 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
-                    f, f_mirror = encoder.features(xv, blocks)
+                    f, f_mirror = encoder.features(xv)
                     if out is None:
                         out = torch.empty((len(x), count, 2, *f.shape[1:]), dtype=torch.float16)
                     out[i : i + len(d), v, 0], out[i : i + len(d), v, 1] = f.half(), f_mirror.half()
@@ -455,21 +452,16 @@ def train_expression(args):
     import torch
     import torch.nn.functional as F
 
-    from .bundle import load_classifier, pick_device
-    from .expression import FRONT_BLOCKS, ExpressionCodec
+    from .bundle import load_classifier
+    from .expression import ExpressionCodec
 
-    if not 1 <= args.frozen_blocks <= FRONT_BLOCKS:
-        raise ValueError(f"--frozen-blocks must be between 1 and {FRONT_BLOCKS} (got {args.frozen_blocks})")
     clf = load_classifier(args.classifier)
     args.width = clf.width
     codec = ExpressionCodec.from_classifier(clf, args.channels, args.beta)
     frozen = (codec.encoder.front, codec.decoder.tail, codec.decoder.head)  # the classifier's own layers
     for m in frozen:  # eval: BatchNorm uses (and keeps) the classifier's statistics, also while the front's features are cached
         m.requires_grad_(False).eval()
-    tuned = codec.encoder.front[args.frozen_blocks :]  # the edge's blocks after the cached ones: fine-tuned (BatchNorm statistics kept)
-    teacher_front = copy.deepcopy(tuned).to(pick_device(args.device))  # ...and the classifier's original, for the teacher
-    tuned.requires_grad_(True)
-    teacher = torch.nn.Sequential(teacher_front, codec.decoder.tail, codec.decoder.head)  # the classifier's own layers, frozen
+    teacher = torch.nn.Sequential(codec.decoder.tail, codec.decoder.head)  # the classifier's own layers, frozen: no copy needed
     main, params = _param_groups(codec)
 
     def objective(kd, ce, bits):
@@ -484,7 +476,7 @@ def train_expression(args):
             m.eval()
 
     def losses(f, f_mirror, y, target):
-        y_lat = codec.encoder.from_features(tuned(f), tuned(f_mirror))
+        y_lat = codec.encoder.from_features(f, f_mirror)
         _, likelihoods = codec.entropy(y_lat)
         log_p = codec.decoder(codec.round_latent(y_lat))
         bits = likelihoods.log2().sum().neg() / len(f)
@@ -512,7 +504,7 @@ def train_expression(args):
         for i in range(0, len(x), 512):
             f, f_mirror, yb = x[i : i + 512, 0, 0].float(), x[i : i + 512, 0, 1].float(), y[i : i + 512]
             target = pair_answer(f, f_mirror)
-            y_lat = codec.encoder.from_features(tuned(f), tuned(f_mirror))
+            y_lat = codec.encoder.from_features(f, f_mirror)
             y_hat, likelihoods = codec.entropy(y_lat, training=False)
             log_p = codec.decoder(y_hat)
             kd = F.kl_div(log_p, target, reduction="sum").item()
@@ -528,7 +520,7 @@ def train_expression(args):
         res["acc"], res["teacher_acc"] = sums["correct"] / len(x), sums["teacher_correct"] / len(x)
         return res
 
-    return _loop(args, {"expression": codec}, step, evaluate, params, "loss", False, _front_views(codec.encoder, args.views, args.seed, args.cache, args.frozen_blocks))
+    return _loop(args, {"expression": codec}, step, evaluate, params, "loss", False, _front_views(codec.encoder, args.views, args.seed, args.cache))
 
 
 def main(argv=None) -> int:

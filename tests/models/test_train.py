@@ -192,35 +192,3 @@ def test_expression_feature_cache_is_reused(runs, tmp_path, capsys):
     assert train.main([*args, "--out", str(tmp_path / "c"), "--seed", "1"]) == 0  # other views: computed again
     assert len(list((tmp_path / "cache").glob("front-*.pt"))) == 4
 
-
-def test_expression_fine_tunes_the_edge_blocks_after_the_frozen_ones(runs, tmp_path):
-    """--frozen-blocks 2: block 3 trains with the bottleneck (BatchNorm statistics kept), blocks 1-2 and the
-    server's tail stay the classifier's, and the exported ONNX encoder computes what torch does."""
-    import torch
-
-    from ferclient.encoder import FaceEncoder
-    from fermodels.bundle import ModelCard, load_classifier, load_expression
-    from fermodels.data import load_split, to_tensor
-    from fermodels.export import main as export_main
-
-    out = tmp_path / "run"
-    args = ["expression", "--out", str(out), "--classifier", str(runs / "clf" / "best.pt"), "--channels", "8", "--views", "2", "--epochs", "1"]
-    assert train.main([*args, "--frozen-blocks", "2", "--limit", "128", "--batch-size", "32", "--threads", "1"]) == 0
-    assert export_main(["--expression", str(out / "best.pt"), "--out", str(tmp_path / "e"), "--limit", "256"]) == 0
-    expr, clf = load_expression(ModelCard.load(tmp_path / "e")), load_classifier(runs / "clf" / "best.pt")
-    front, mine = clf.features.state_dict(), expr.encoder.front.state_dict()
-    moved = [k for k in mine if not torch.equal(mine[k], front[k])]
-    assert moved and all(k.startswith("2.") and not k.split(".")[-1].startswith(("running", "num_batches")) for k in moved), moved
-    for a, b in ((expr.decoder.tail, clf.features[3:]), (expr.decoder.head, clf.head)):
-        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    faces, _ = load_split("val", limit=8)
-    with torch.no_grad():
-        y_torch = expr.encoder(to_tensor(faces)).numpy()
-    assert np.abs(FaceEncoder(tmp_path / "e").latents(faces) - y_torch).max() < 1e-4
-
-
-def test_expression_frozen_blocks_out_of_range_is_one_line(runs, tmp_path, capsys):
-    args = ["expression", "--out", str(tmp_path), "--classifier", str(runs / "clf" / "best.pt"), "--frozen-blocks", "4", "--limit", "64"]
-    assert train.main(args) == 2
-    assert "--frozen-blocks must be between 1 and 3" in capsys.readouterr().err
-
