@@ -9,7 +9,8 @@ term KL(p(x) || p(x_hat)) and a saliency-weighted MSE.
 
 Every epoch writes <out>/last.pt (resumable: model, optimiser, schedule, epoch,
 history) and <out>/best.pt (best on val = PublicTest). Data order is a pure
-function of --seed and the epoch, so a resumed run sees the same batches.
+function of --seed and the epoch, so a resumed run sees the same batches; the
+weights' initialisation is a function of --seed too.
 
 `fertrain classifier --decoded MODEL_DIR --init MODEL_DIR` fine-tunes a
 classifier on what the server will feed it: each training face, uncompressed or
@@ -525,6 +526,9 @@ def train_expression(args):
 
 def main(argv=None) -> int:
     args = _args(argv)
+    import torch
+
+    torch.manual_seed(args.seed)  # before any model is built: the weights' initialisation follows --seed too
     try:
         if args.what == "classifier":
             train_classifier(args)

@@ -182,13 +182,15 @@ def test_expression_layer_trains_exports_and_round_trips(runs, tmp_path):
 
 
 def test_expression_feature_cache_is_reused(runs, tmp_path, capsys):
-    """--cache keeps the front's features (train and val) and a second run with the same inputs reads them back."""
+    """--cache keeps the front's features (train and val) and a second run with the same inputs reads them back
+    and, with the same --seed, trains exactly as the run that computed them."""
     args = ["expression", "--classifier", str(runs / "clf" / "best.pt"), "--channels", "8", "--views", "2", "--epochs", "1"]
     args += ["--limit", "64", "--batch-size", "32", "--threads", "1", "--cache", str(tmp_path / "cache")]
     assert train.main([*args, "--out", str(tmp_path / "a")]) == 0
     assert len(list((tmp_path / "cache").glob("front-*.pt"))) == 2 and "reusing" not in capsys.readouterr().err
     assert train.main([*args, "--out", str(tmp_path / "b")]) == 0
     assert capsys.readouterr().err.count("front features: reusing") == 2
+    rows = [json.loads((tmp_path / r / "log.jsonl").read_text().splitlines()[-1]) for r in ("a", "b")]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rows][0] == {k: v for k, v in rows[1].items() if k != "seconds"}
     assert train.main([*args, "--out", str(tmp_path / "c"), "--seed", "1"]) == 0  # other views: computed again
     assert len(list((tmp_path / "cache").glob("front-*.pt"))) == 4
-
