@@ -93,19 +93,19 @@ class ExpressionDecoder(nn.Module):
 class ExpressionCodec(nn.Module):
     """Encoder, decoder and the training-time entropy model; one quality (one rate weight, `beta`)."""
 
-    def __init__(self, channels: int = 64, beta: float = 2e-5, width: int = 32):
+    def __init__(self, channels: int = 64, beta: float = 2e-5, width: int = 32, hidden: int = 256):
         super().__init__()
-        self.channels, self.width = channels, width
+        self.channels, self.width, self.hidden = channels, width, hidden
         self.register_buffer("lambdas", torch.tensor([beta], dtype=torch.float32))
         clf = FERClassifier(width)
-        self.encoder = ExpressionEncoder(clf.features[:FRONT_BLOCKS], channels, 4 * width)
+        self.encoder = ExpressionEncoder(clf.features[:FRONT_BLOCKS], channels, 4 * width, hidden)
         self.decoder = ExpressionDecoder(clf.features[FRONT_BLOCKS:], clf.head, channels, 4 * width)
         self.entropy = EntropyBottleneck(channels, init_scale=2.0)
 
     @classmethod
-    def from_classifier(cls, clf: FERClassifier, channels: int, beta: float) -> "ExpressionCodec":
+    def from_classifier(cls, clf: FERClassifier, channels: int, beta: float, hidden: int = 256) -> "ExpressionCodec":
         """Front, last block and head copied from a trained classifier; bottleneck and entropy model fresh."""
-        codec = cls(channels, beta, clf.width)
+        codec = cls(channels, beta, clf.width, hidden)
         codec.encoder.front.load_state_dict(clf.features[:FRONT_BLOCKS].state_dict())
         codec.decoder.tail.load_state_dict(clf.features[FRONT_BLOCKS:].state_dict())
         codec.decoder.head.load_state_dict(clf.head.state_dict())
@@ -128,4 +128,4 @@ class ExpressionCodec(nn.Module):
         return self.decoder(y_hat).exp()
 
     def config(self) -> dict:
-        return {"channels": self.channels, "beta": float(self.lambdas[0]), "width": self.width}
+        return {"channels": self.channels, "beta": float(self.lambdas[0]), "width": self.width, "hidden": self.hidden}

@@ -85,6 +85,7 @@ def _args(argv):
     e.add_argument("--classifier", required=True, help="classifier to split and distil from: a fertrain checkpoint, classifier.pt or a model directory")
     e.add_argument("--beta", type=float, default=2e-5, help="weight of the rate term, per bit of a face (KL and CE are in nats; 2e-5: the shipped layer's 60 bytes)")
     e.add_argument("--channels", type=int, default=64, help="latent channels")
+    e.add_argument("--hidden", type=int, default=256, help="channels of the edge bottleneck's hidden layer (layers trained before this flag: 96)")
     e.add_argument("--views", type=int, default=4, help="versions of each training face whose features are cached: itself and V-1 random shifts")
     e.add_argument("--cache", default=None, metavar="DIR",
                    help="keep the front's features here and reuse them when the classifier, faces, --views and --seed match (about 2 GB for 4 views)")
@@ -418,7 +419,7 @@ def _front_views(encoder, count: int, seed: int, cache: str | None = None):
         path = Path(cache) / f"front-{h.hexdigest()[:16]}.pt"
         if path.exists():
             print(f"front features: reusing {path}", file=sys.stderr)
-            return torch.load(path)
+            return torch.load(path, mmap=True)  # pages shared by runs reading the same cache at once
         out = compute(faces)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(out, path.with_suffix(".tmp"))
@@ -458,7 +459,7 @@ def train_expression(args):
 
     clf = load_classifier(args.classifier)
     args.width = clf.width
-    codec = ExpressionCodec.from_classifier(clf, args.channels, args.beta)
+    codec = ExpressionCodec.from_classifier(clf, args.channels, args.beta, args.hidden)
     frozen = (codec.encoder.front, codec.decoder.tail, codec.decoder.head)  # the classifier's own layers
     for m in frozen:  # eval: BatchNorm uses (and keeps) the classifier's statistics, also while the front's features are cached
         m.requires_grad_(False).eval()
