@@ -22,7 +22,7 @@ from CompressAI's noisy factorized density. The bitstream is the image
 codec's (fermodels.bitstream), with its own tables and model tag.
 
 What it gives up: the server gets no image back (a request for a
-reconstruction is refused), and the edge runs about 8.5x the image encoder's
+reconstruction is refused), and the edge runs about 9x the image encoder's
 multiply-adds (docs/expression).
 """
 
@@ -45,7 +45,7 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
 class ExpressionEncoder(nn.Module):
     """Face [N,1,48,48] in [0,1] -> latent [N,C,6,6]: the edge half, exported to ONNX."""
 
-    def __init__(self, front: nn.Sequential, channels: int, front_channels: int = 128, hidden: int = 96):
+    def __init__(self, front: nn.Sequential, channels: int, front_channels: int = 128, hidden: int = 256):
         super().__init__()
         self.front = front
         self.bottleneck = nn.Sequential(nn.Conv2d(2 * front_channels, hidden, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))

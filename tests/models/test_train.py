@@ -155,7 +155,7 @@ def test_expression_layer_trains_exports_and_round_trips(runs, tmp_path):
     from fermodels.export import main as export_main
 
     out = runs / "expr"
-    args = ["expression", "--out", str(out), "--classifier", str(runs / "clf" / "best.pt"), "--channels", "8", "--views", "2", "--epochs", "1"]
+    args = ["expression", "--out", str(out), "--classifier", str(runs / "clf" / "best.pt"), "--channels", "8", "--hidden", "24", "--views", "2", "--epochs", "1"]
     assert train.main([*args, "--limit", "128", "--batch-size", "32", "--threads", "1"]) == 0
     row = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
     assert 0 < row["val_bytes"] and 0 <= row["val_acc"] <= 1 and np.isfinite(row["train_bits"])
@@ -163,6 +163,7 @@ def test_expression_layer_trains_exports_and_round_trips(runs, tmp_path):
     card = ModelCard.load(tmp_path / "e")
     assert card.kind == "expression" and card.model_id.startswith("fercodec-v1-expr-") and card.num_qualities == 1
     expr = load_expression(card)
+    assert expr.config()["hidden"] == 24 and expr.encoder.bottleneck[0].out_channels == 24  # --hidden reaches the shipped files
     # The classifier's own layers, BatchNorm statistics included, ship as they were: training (and caching
     # the front's features) must not move them, or the deployed front would differ from the one trained on.
     clf = load_classifier(runs / "clf" / "best.pt")
