@@ -170,7 +170,8 @@ def export_expression(src: str, out: str | Path, name: str = "fercodec-v1-expr",
     if "expression" not in ck.get("models", {}):
         raise ValueError(f"{src} is not a fertrain expression checkpoint")
     state, args = ck["models"]["expression"], ck["args"]
-    codec = ExpressionCodec(args["channels"], float(state["lambdas"][0]), args["width"], args.get("hidden", 96))  # checkpoints before --hidden: 96
+    # A checkpoint from before --hidden has none: ExpressionCodec's default says what that width was.
+    codec = ExpressionCodec(args["channels"], float(state["lambdas"][0]), args["width"], **({"hidden": args["hidden"]} if "hidden" in args else {}))
     codec.load_state_dict(state)
     codec.eval()
     faces, _ = load_split("train", data, limit)

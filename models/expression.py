@@ -45,7 +45,7 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
 class ExpressionEncoder(nn.Module):
     """Face [N,1,48,48] in [0,1] -> latent [N,C,6,6]: the edge half, exported to ONNX."""
 
-    def __init__(self, front: nn.Sequential, channels: int, front_channels: int = 128, hidden: int = 256):
+    def __init__(self, front: nn.Sequential, channels: int, hidden: int, front_channels: int = 128):
         super().__init__()
         self.front = front
         self.bottleneck = nn.Sequential(nn.Conv2d(2 * front_channels, hidden, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
@@ -93,17 +93,19 @@ class ExpressionDecoder(nn.Module):
 class ExpressionCodec(nn.Module):
     """Encoder, decoder and the training-time entropy model; one quality (one rate weight, `beta`)."""
 
-    def __init__(self, channels: int = 64, beta: float = 2e-5, width: int = 32, hidden: int = 256):
+    # hidden=96: what a config written before the width was configurable (fercodec-v1-expr-140f) means;
+    # new layers record theirs (fertrain expression --hidden, default 256).
+    def __init__(self, channels: int = 64, beta: float = 2e-5, width: int = 32, hidden: int = 96):
         super().__init__()
         self.channels, self.width, self.hidden = channels, width, hidden
         self.register_buffer("lambdas", torch.tensor([beta], dtype=torch.float32))
         clf = FERClassifier(width)
-        self.encoder = ExpressionEncoder(clf.features[:FRONT_BLOCKS], channels, 4 * width, hidden)
+        self.encoder = ExpressionEncoder(clf.features[:FRONT_BLOCKS], channels, hidden, 4 * width)
         self.decoder = ExpressionDecoder(clf.features[FRONT_BLOCKS:], clf.head, channels, 4 * width)
         self.entropy = EntropyBottleneck(channels, init_scale=2.0)
 
     @classmethod
-    def from_classifier(cls, clf: FERClassifier, channels: int, beta: float, hidden: int = 256) -> "ExpressionCodec":
+    def from_classifier(cls, clf: FERClassifier, channels: int, beta: float, hidden: int) -> "ExpressionCodec":
         """Front, last block and head copied from a trained classifier; bottleneck and entropy model fresh."""
         codec = cls(channels, beta, clf.width, hidden)
         codec.encoder.front.load_state_dict(clf.features[:FRONT_BLOCKS].state_dict())

@@ -42,3 +42,19 @@ def test_decoded_faces_are_what_the_bitstream_round_trip_reconstructs():
         _, via_bitstreams = _reconstruct(encoder, codec, faces, q, 32, tqdm(disable=True))
         direct = decoded_faces(codec, encoder.tables, to_tensor(faces), q)
         assert np.abs((direct - via_bitstreams).numpy()).max() < 1e-5
+
+
+def test_expression_layer_without_a_recorded_width_loads_as_the_96_channel_one(tmp_path):
+    """Layers exported before --hidden (fercodec-v1-expr-140f) record no width; the server must still load them."""
+    import shutil
+
+    import torch
+
+    from fermodels.bundle import ModelCard, load_expression
+    from fermodels.expression import ExpressionCodec
+
+    shutil.copytree(ModelCard.load("fercodec-v1-expr").path, tmp_path / "old")
+    codec = ExpressionCodec(64, 2e-5, 32, hidden=96)
+    config = {k: v for k, v in codec.config().items() if k != "hidden"}
+    torch.save({"config": config, "state_dict": codec.state_dict()}, tmp_path / "old" / "expression.pt")
+    assert load_expression(ModelCard.load(tmp_path / "old")).encoder.bottleneck[0].out_channels == 96
