@@ -170,8 +170,8 @@ def export_expression(src: str, out: str | Path, name: str = "fercodec-v1-expr",
     if "expression" not in ck.get("models", {}):
         raise ValueError(f"{src} is not a fertrain expression checkpoint")
     state, args = ck["models"]["expression"], ck["args"]
-    # A checkpoint from before --hidden has none: ExpressionCodec's default says what that width was.
-    codec = ExpressionCodec(args["channels"], float(state["lambdas"][0]), args["width"], **({"hidden": args["hidden"]} if "hidden" in args else {}))
+    # A checkpoint from before --hidden or --front-blocks lacks them: ExpressionCodec's defaults say what they were.
+    codec = ExpressionCodec(args["channels"], float(state["lambdas"][0]), args["width"], **{k: args[k] for k in ("hidden", "front_blocks") if k in args})
     codec.load_state_dict(state)
     codec.eval()
     faces, _ = load_split("train", data, limit)

@@ -3,16 +3,20 @@
 Why: the image codec's transforms cap accuracy at low rates. At q0's gains
 even its unquantized latent loses 3.3 points on val (docs/ceiling), so no
 entropy coding can bring a 100-byte face within a point of uncompressed.
-Coding for machines instead: the edge runs the shipped classifier's first
-three blocks on the face and on its mirror image, and a small bottleneck maps
-both to a C x 6 x 6 latent. The mirror pair is what the server averages over
-for image qualities; here it reaches the server inside the latent. The server
+Coding for machines instead: the edge runs the shipped classifier's conv
+blocks on the face and on its mirror image (all four by default, down to
+256 x 3 x 3; `front_blocks`), and a small bottleneck maps both to a C x h x w
+latent. The mirror pair is what the server averages over for image
+qualities; here it reaches the server inside the latent. The server
 dequantizes the latent, rebuilds the face's and the mirror's feature maps, and
-averages the classifier's last block and head over the two (ExpressionDecoder).
+averages the classifier's remaining blocks and head over the two
+(ExpressionDecoder). Splitting after the last block rather than the third
+halves what the layer loses to its teacher on val, at half the bytes
+(docs/expression).
 
-Training (`fertrain expression`) keeps the front, the last block and the head
-frozen (the front's features are computed once) and trains the bottleneck,
-the decoder's first layers and the entropy model. The loss is
+Training (`fertrain expression`) keeps the front, the remaining blocks and the
+head frozen (the front's features are computed once) and trains the
+bottleneck, the decoder's first layers and the entropy model. The loss is
 
     0.8 * KL(teacher || student) + 0.2 * CE(labels) + beta * bits per face
 
@@ -22,7 +26,7 @@ from CompressAI's noisy factorized density. The bitstream is the image
 codec's (fermodels.bitstream), with its own tables and model tag.
 
 What it gives up: the server gets no image back (a request for a
-reconstruction is refused), and the edge runs about 9x the image encoder's
+reconstruction is refused), and the edge runs about 10x the image encoder's
 multiply-adds (docs/expression).
 """
 
@@ -35,7 +39,9 @@ from torch import nn
 
 from .classifier import FERClassifier
 
-FRONT_BLOCKS = 3  # the classifier's blocks on the edge: 48x48 -> 128 x 6 x 6
+# The classifier's blocks that run on the edge, for a config that records none (every layer before --front-blocks):
+# three, 48x48 -> 128 x 6 x 6. Four ends at 256 x 3 x 3, before the head.
+FRONT_BLOCKS = 3
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -43,7 +49,7 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 class ExpressionEncoder(nn.Module):
-    """Face [N,1,48,48] in [0,1] -> latent [N,C,6,6]: the edge half, exported to ONNX."""
+    """Face [N,1,48,48] in [0,1] -> latent [N,C,h,w] (3x3 after four blocks): the edge half, exported to ONNX."""
 
     def __init__(self, front: nn.Sequential, channels: int, hidden: int, front_channels: int = 128):
         super().__init__()
@@ -66,10 +72,10 @@ class ExpressionEncoder(nn.Module):
 
 
 class ExpressionDecoder(nn.Module):
-    """Dequantized latent [N,C,6,6] -> log class probabilities [N,7]: the server half.
+    """Dequantized latent [N,C,h,w] -> log class probabilities [N,7]: the server half.
 
     It rebuilds two feature maps, one for the face and one for its mirror image,
-    runs the classifier's last block and head on both (one batch of 2N), and
+    runs the classifier's remaining blocks (none by default) and head on both (one batch of 2N), and
     averages the two softmaxes: the mirror-pair answer the server gives for image
     qualities, built into the decoder. With the classifier's own weights in that
     tail (kept frozen in training), a latent that carried both maps exactly would
@@ -95,21 +101,24 @@ class ExpressionCodec(nn.Module):
 
     # hidden=96: what a config written before the width was configurable (fercodec-v1-expr-140f) means;
     # new layers record theirs (fertrain expression --hidden, default 256).
-    def __init__(self, channels: int = 64, beta: float = 2e-5, width: int = 32, hidden: int = 96):
+    def __init__(self, channels: int = 64, beta: float = 2e-5, width: int = 32, hidden: int = 96, front_blocks: int = FRONT_BLOCKS):
         super().__init__()
-        self.channels, self.width, self.hidden = channels, width, hidden
+        self.channels, self.width, self.hidden, self.front_blocks = channels, width, hidden, front_blocks
         self.register_buffer("lambdas", torch.tensor([beta], dtype=torch.float32))
         clf = FERClassifier(width)
-        self.encoder = ExpressionEncoder(clf.features[:FRONT_BLOCKS], channels, hidden, 4 * width)
-        self.decoder = ExpressionDecoder(clf.features[FRONT_BLOCKS:], clf.head, channels, 4 * width)
+        if not 1 <= front_blocks <= len(clf.features):
+            raise ValueError(f"front_blocks must be 1 to {len(clf.features)}, got {front_blocks}")
+        front_channels = clf.features[front_blocks - 1][0].out_channels
+        self.encoder = ExpressionEncoder(clf.features[:front_blocks], channels, hidden, front_channels)
+        self.decoder = ExpressionDecoder(clf.features[front_blocks:], clf.head, channels, front_channels)
         self.entropy = EntropyBottleneck(channels, init_scale=2.0)
 
     @classmethod
-    def from_classifier(cls, clf: FERClassifier, channels: int, beta: float, hidden: int) -> "ExpressionCodec":
-        """Front, last block and head copied from a trained classifier; bottleneck and entropy model fresh."""
-        codec = cls(channels, beta, clf.width, hidden)
-        codec.encoder.front.load_state_dict(clf.features[:FRONT_BLOCKS].state_dict())
-        codec.decoder.tail.load_state_dict(clf.features[FRONT_BLOCKS:].state_dict())
+    def from_classifier(cls, clf: FERClassifier, channels: int, beta: float, hidden: int, front_blocks: int) -> "ExpressionCodec":
+        """Front, remaining blocks and head copied from a trained classifier; bottleneck and entropy model fresh."""
+        codec = cls(channels, beta, clf.width, hidden, front_blocks)
+        codec.encoder.front.load_state_dict(clf.features[:front_blocks].state_dict())
+        codec.decoder.tail.load_state_dict(clf.features[front_blocks:].state_dict())
         codec.decoder.head.load_state_dict(clf.head.state_dict())
         return codec
 
@@ -130,4 +139,4 @@ class ExpressionCodec(nn.Module):
         return self.decoder(y_hat).exp()
 
     def config(self) -> dict:
-        return {"channels": self.channels, "beta": float(self.lambdas[0]), "width": self.width, "hidden": self.hidden}
+        return {"channels": self.channels, "beta": float(self.lambdas[0]), "width": self.width, "hidden": self.hidden, "front_blocks": self.front_blocks}

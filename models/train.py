@@ -87,6 +87,7 @@ def _args(argv):
     e.add_argument("--beta", type=float, default=2e-5, help="weight of the rate term, per bit of a face (KL and CE are in nats; 2e-5: the shipped layer's 55 bytes)")
     e.add_argument("--channels", type=int, default=64, help="latent channels")
     e.add_argument("--hidden", type=int, default=256, help="channels of the edge bottleneck's hidden layer (layers trained before this flag: 96)")
+    e.add_argument("--front-blocks", type=int, default=4, help="the classifier's conv blocks that run on the edge before the bottleneck (3: up to 128 x 6 x 6; 4: all, 256 x 3 x 3)")
     e.add_argument("--views", type=int, default=4, help="versions of each training face whose features are cached: itself and V-1 random shifts")
     e.add_argument("--cache", default=None, metavar="DIR",
                    help="keep the front's features here and reuse them when the classifier, faces, --views and --seed match (about 2 GB for 4 views)")
@@ -460,7 +461,7 @@ def train_expression(args):
 
     clf = load_classifier(args.classifier)
     args.width = clf.width
-    codec = ExpressionCodec.from_classifier(clf, args.channels, args.beta, args.hidden)
+    codec = ExpressionCodec.from_classifier(clf, args.channels, args.beta, args.hidden, args.front_blocks)
     frozen = (codec.encoder.front, codec.decoder.tail, codec.decoder.head)  # the classifier's own layers
     for m in frozen:  # eval: BatchNorm uses (and keeps) the classifier's statistics, also while the front's features are cached
         m.requires_grad_(False).eval()

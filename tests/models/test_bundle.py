@@ -44,8 +44,9 @@ def test_decoded_faces_are_what_the_bitstream_round_trip_reconstructs():
         assert np.abs((direct - via_bitstreams).numpy()).max() < 1e-5
 
 
-def test_expression_layer_without_a_recorded_width_loads_as_the_96_channel_one(tmp_path):
-    """Layers exported before --hidden (fercodec-v1-expr-140f) record no width; the server must still load them."""
+def test_expression_layer_without_a_recorded_width_or_split_loads_as_the_first_one(tmp_path):
+    """Layers exported before --hidden and --front-blocks (fercodec-v1-expr-140f) record neither; the server must still
+    load them as what they were: a 96-channel bottleneck after the classifier's third block."""
     import shutil
 
     import torch
@@ -54,7 +55,8 @@ def test_expression_layer_without_a_recorded_width_loads_as_the_96_channel_one(t
     from fermodels.expression import ExpressionCodec
 
     shutil.copytree(ModelCard.load("fercodec-v1-expr").path, tmp_path / "old")
-    codec = ExpressionCodec(64, 2e-5, 32, hidden=96)
-    config = {k: v for k, v in codec.config().items() if k != "hidden"}
+    codec = ExpressionCodec(64, 2e-5, 32, hidden=96, front_blocks=3)
+    config = {k: v for k, v in codec.config().items() if k not in ("hidden", "front_blocks")}
     torch.save({"config": config, "state_dict": codec.state_dict()}, tmp_path / "old" / "expression.pt")
-    assert load_expression(ModelCard.load(tmp_path / "old")).encoder.bottleneck[0].out_channels == 96
+    old = load_expression(ModelCard.load(tmp_path / "old"))
+    assert old.encoder.bottleneck[0].out_channels == 96 and len(old.encoder.front) == 3 and len(old.decoder.tail) == 1

@@ -164,17 +164,18 @@ def test_expression_layer_trains_exports_and_round_trips(runs, tmp_path):
     assert card.kind == "expression" and card.model_id.startswith("fercodec-v1-expr-") and card.num_qualities == 1
     expr = load_expression(card)
     assert expr.config()["hidden"] == 24 and expr.encoder.bottleneck[0].out_channels == 24  # --hidden reaches the shipped files
+    assert expr.config()["front_blocks"] == 4 and len(expr.encoder.front) == 4 and len(expr.decoder.tail) == 0  # the default split: all blocks on the edge
     # The classifier's own layers, BatchNorm statistics included, ship as they were: training (and caching
     # the front's features) must not move them, or the deployed front would differ from the one trained on.
     clf = load_classifier(runs / "clf" / "best.pt")
-    for mine, theirs in ((expr.encoder.front, clf.features[:3]), (expr.decoder.tail, clf.features[3:]), (expr.decoder.head, clf.head)):
+    for mine, theirs in ((expr.encoder.front, clf.features), (expr.decoder.head, clf.head)):
         for (k, a), b in zip(mine.state_dict().items(), theirs.state_dict().values()):
             assert torch.equal(a, b), k
     faces, _ = load_split("val", limit=8)
     enc = FaceEncoder(tmp_path / "e")
     with torch.no_grad():
         y_torch = expr.encoder(to_tensor(faces)).numpy()
-    assert y_torch.shape == (8, 8, 6, 6) and np.abs(enc.latents(faces) - y_torch).max() < 1e-4
+    assert y_torch.shape == (8, 8, 3, 3) and np.abs(enc.latents(faces) - y_torch).max() < 1e-4
     z = np.stack([decode(s, enc.tables, card.model_tag)[1] for s in enc.encode(faces)])
     np.testing.assert_array_equal(z, enc.tables.symbols(enc.latents(faces), 0))
     with torch.no_grad():  # the server's path equals the decoder on the entropy model's own rounding
