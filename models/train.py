@@ -84,7 +84,7 @@ def _args(argv):
                         "and --init's qualities stay as they are, so their bitstreams and reconstructions do not change")
     e = sub.choices["expression"]
     e.add_argument("--classifier", required=True, help="classifier to split and distil from: a fertrain checkpoint, classifier.pt or a model directory")
-    e.add_argument("--beta", type=float, default=2e-5, help="weight of the rate term, per bit of a face (KL and CE are in nats; 2e-5: the shipped layer's 55 bytes)")
+    e.add_argument("--beta", type=float, default=2e-5, help="weight of the rate term, per bit of a face (KL and CE are in nats; 2e-5: the shipped layer's 32 bytes)")
     e.add_argument("--channels", type=int, default=64, help="latent channels")
     e.add_argument("--hidden", type=int, default=256, help="channels of the edge bottleneck's hidden layer (layers trained before this flag: 96)")
     e.add_argument("--front-blocks", type=int, default=4, help="the classifier's conv blocks that run on the edge before the bottleneck (3: up to 128 x 6 x 6; 4: all, 256 x 3 x 3)")
