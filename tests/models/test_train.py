@@ -183,11 +183,17 @@ def test_expression_layer_trains_exports_and_round_trips(runs, tmp_path):
     torch.testing.assert_close(expr.probabilities(z, enc.tables), want, rtol=1e-4, atol=1e-5)
 
 
+def test_expression_split_outside_the_classifier_is_one_line(runs, tmp_path, capsys):
+    args = ["expression", "--classifier", str(runs / "clf" / "best.pt"), "--out", str(tmp_path), "--front-blocks", "5", "--limit", "64"]
+    assert train.main(args) == 2
+    assert capsys.readouterr().err.strip() == "fertrain: front_blocks must be 1 to 4, got 5"
+
+
 def test_expression_feature_cache_is_reused(runs, tmp_path, capsys):
     """--cache keeps the front's features (train and val) and a second run with the same inputs reads them back
     and, with the same --seed, trains exactly as the run that computed them."""
     args = ["expression", "--classifier", str(runs / "clf" / "best.pt"), "--channels", "8", "--views", "2", "--epochs", "1"]
-    args += ["--limit", "64", "--batch-size", "32", "--threads", "1", "--cache", str(tmp_path / "cache")]
+    args += ["--limit", "64", "--batch-size", "32", "--threads", "1", "--cache", str(tmp_path / "cache"), "--front-blocks", "3"]  # the earlier split trains too
     assert train.main([*args, "--out", str(tmp_path / "a")]) == 0
     assert len(list((tmp_path / "cache").glob("front-*.pt"))) == 2 and "reusing" not in capsys.readouterr().err
     assert train.main([*args, "--out", str(tmp_path / "b")]) == 0
