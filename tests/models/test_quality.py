@@ -60,7 +60,7 @@ def test_accuracy_rises_with_rate_and_beats_jpeg_at_equal_accuracy(card, points,
     assert saving is not None and saving < -30, saving  # full PrivateTest: -67.4 %, this subset: -68.7 %
 
 
-EXPRESSION_FLOOR = 0.63  # the expression layer: 68.24 % on all faces, 69.67 % on this subset (56.0 bytes)
+EXPRESSION_FLOOR = 0.64  # the expression layer: 69.85 % on all faces, 71.17 % on this subset (31.8 bytes)
 
 
 def test_expression_layer_is_under_100_bytes_and_accurate(expression_card, fer_test):
