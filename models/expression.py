@@ -11,7 +11,7 @@ qualities; here it reaches the server inside the latent. The server
 dequantizes the latent, rebuilds the face's and the mirror's feature maps, and
 averages the classifier's remaining blocks and head over the two
 (ExpressionDecoder). Splitting after the last block rather than the third cuts
-what the layer loses to its teacher on val from 1.2-1.5 points to 0.1-0.4,
+what the layer loses to its teacher on val from 0.8-1.5 points to 0.1-0.4,
 at about half the bytes (docs/expression).
 
 Training (`fertrain expression`) keeps the front, the remaining blocks and the

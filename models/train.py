@@ -90,7 +90,7 @@ def _args(argv):
     e.add_argument("--front-blocks", type=int, default=4, help="the classifier's conv blocks that run on the edge before the bottleneck (3: up to 128 x 6 x 6; 4: all, 256 x 3 x 3)")
     e.add_argument("--views", type=int, default=4, help="versions of each training face whose features are cached: itself and V-1 random shifts")
     e.add_argument("--cache", default=None, metavar="DIR",
-                   help="keep the front's features here and reuse them when the classifier, faces, --views and --seed match (about 2 GB for 4 views)")
+                   help="keep the front's features here and reuse them when the classifier, faces, --views, --seed and --front-blocks match (4 views: 1 GB with 4 blocks, 2 GB with 3)")
     return p.parse_args(argv)
 
 
