@@ -51,7 +51,7 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
 class ExpressionEncoder(nn.Module):
     """Face [N,1,48,48] in [0,1] -> latent [N,C,h,w] (3x3 after four blocks): the edge half, exported to ONNX."""
 
-    def __init__(self, front: nn.Sequential, channels: int, hidden: int, front_channels: int = 128):
+    def __init__(self, front: nn.Sequential, channels: int, hidden: int, front_channels: int):
         super().__init__()
         self.front = front
         self.bottleneck = nn.Sequential(nn.Conv2d(2 * front_channels, hidden, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
@@ -82,7 +82,7 @@ class ExpressionDecoder(nn.Module):
     reproduce the classifier's uncompressed answer.
     """
 
-    def __init__(self, tail: nn.Module, head: nn.Module, channels: int, front_channels: int = 128):
+    def __init__(self, tail: nn.Module, head: nn.Module, channels: int, front_channels: int):
         super().__init__()
         self.front_channels = front_channels
         c2 = 2 * front_channels

@@ -28,7 +28,7 @@ models): every quality it had keeps its bitstream and reconstruction (docs/ceili
 layer (fermodels.expression): a feature codec on the classifier's frozen front,
 distilled from its mirror-pair answer on uncompressed faces (docs/expression).
 With --cache DIR the front's features (most of ten minutes to compute) are
-kept on disk and reused by the next run with the same classifier, views and seed;
+kept on disk and reused by the next run with the same classifier, split, views and seed;
 runs reading the same cache at once share its pages (memory-mapped).
 """
 

@@ -198,7 +198,7 @@ def test_expression_feature_cache_is_reused(runs, tmp_path, capsys):
     assert len(list((tmp_path / "cache").glob("front-*.pt"))) == 2 and "reusing" not in capsys.readouterr().err
     assert train.main([*args, "--out", str(tmp_path / "b")]) == 0
     assert capsys.readouterr().err.count("front features: reusing") == 2
-    rows = [json.loads((tmp_path / r / "log.jsonl").read_text().splitlines()[-1]) for r in ("a", "b")]
-    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rows][0] == {k: v for k, v in rows[1].items() if k != "seconds"}
+    a, b = ({k: v for k, v in json.loads((tmp_path / r / "log.jsonl").read_text().splitlines()[-1]).items() if k != "seconds"} for r in "ab")
+    assert a == b
     assert train.main([*args, "--out", str(tmp_path / "c"), "--seed", "1"]) == 0  # other views: computed again
     assert len(list((tmp_path / "cache").glob("front-*.pt"))) == 4
