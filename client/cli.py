@@ -13,7 +13,23 @@ import sys
 import time
 from pathlib import Path
 
+from .faces import DETECT_THRESHOLD, MIN_FACE
+
 DEFAULT_SERVER = "localhost:50051"
+
+
+def _pixels(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of pixels, got {text}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    v = float(text)
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return v
 
 
 def _args(argv):
@@ -24,6 +40,11 @@ def _args(argv):
     s.add_argument("--server", default=os.environ.get("FERCODEC_SERVER", DEFAULT_SERVER), help=f"host:port (env FERCODEC_SERVER, default {DEFAULT_SERVER})")
     s.add_argument("--quality", type=int, default=None, help="codec quality index (default: the model's default)")
     s.add_argument("--no-detect", action="store_true", help="each image is already a face crop")
+    s.add_argument("--min-face", type=_pixels, default=MIN_FACE, metavar="PX",
+                   help=f"skip faces whose box is smaller than PX on its longer side, with a note (default {MIN_FACE})")
+    s.add_argument("--detect-threshold", type=_fraction, default=DETECT_THRESHOLD, metavar="T",
+                   help=f"face detector confidence needed to count as a face, 0..1 (default {DETECT_THRESHOLD:g})")
+    s.add_argument("--no-align", action="store_true", help="crop the detector's box as it is instead of levelling the eyes on FER2013's landmarks")
     s.add_argument("--reconstruct", metavar="DIR", default=None, help="save the server's reconstructions as PNG in DIR")
     s.add_argument("--json", action="store_true", help="one JSON object per face per line")
     s.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
@@ -51,22 +72,28 @@ def _rpc_error(e, server: str, timeout: float) -> str:
     return f"server refused the request: {code.name}: {e.details()}"
 
 
-def _prepare(path: str, args, encoder):
-    """(boxes, bitstreams) for one image; raises ImageError/ValueError with a one-line reason."""
+def _prepare(path: str, args, encoder, detector):
+    """(faces, bitstreams) for one image, faces being None for --no-detect; raises ImageError/ValueError with a one-line reason."""
     import numpy as np
 
-    from .faces import crop, detect, load_gray
+    from .faces import align, box_crop, load_rgb, to_gray, whole
 
-    image = load_gray(path)
+    rgb = load_rgb(path)
+    gray = to_gray(rgb)
     size = encoder.card.face_size[0]
     if args.no_detect:
-        boxes = [None]
-    else:
-        boxes = detect(np.asarray(image))
-        if not boxes:
-            raise ValueError("no face found (pass --no-detect if the image is already a face crop)")
-    faces = np.stack([crop(image, b, size) for b in boxes])
-    return boxes, encoder.encode(faces, args.quality)
+        return [None], encoder.encode(whole(gray, size)[None], args.quality)
+    found = detector.detect(rgb)
+    faces = [f for f in found if f.size >= args.min_face]
+    for f in found:
+        if f.size < args.min_face:
+            _err("{}: skipped a face at box=[{},{},{},{}]: {} px is below --min-face {}".format(path, *f.box, f.size, args.min_face))
+    if not faces:
+        if found:
+            raise ValueError(f"no face of at least {args.min_face} px (lower --min-face to classify smaller ones)")
+        raise ValueError("no face found (pass --no-detect if the image is already a face crop, or lower --detect-threshold)")
+    cut = box_crop if args.no_align else align
+    return faces, encoder.encode(np.stack([cut(gray, f, size) for f in faces]), args.quality)
 
 
 def send(args) -> int:
@@ -76,11 +103,12 @@ def send(args) -> int:
     from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 
     from .encoder import FaceEncoder
-    from .faces import ImageError
+    from .faces import FaceDetector, ImageError
 
     try:
         encoder = FaceEncoder(args.model_dir)
         encoder.check_quality(args.quality)
+        detector = None if args.no_detect else FaceDetector(args.detect_threshold)
     except (OSError, ValueError) as e:
         _err(str(e))
         return 2
@@ -92,13 +120,13 @@ def send(args) -> int:
     names = encoder.card.class_names
     h, w = encoder.card.face_size
     failed = 0
-    pending = []  # (path, boxes, bitstreams, future, t0, done-time holder)
+    pending = []  # (path, faces, bitstreams, future, t0, done-time holder)
     with grpc.insecure_channel(args.server) as channel:
         stub = pb_grpc.FerCodecStub(channel)
         # Encode every file and put its request on the wire before waiting for any answer.
         for path in args.images:
             try:
-                boxes, streams = _prepare(path, args, encoder)
+                faces, streams = _prepare(path, args, encoder, detector)
             except (ImageError, ValueError) as e:
                 _err(f"{path}: {e}")
                 failed += 1
@@ -107,8 +135,8 @@ def send(args) -> int:
             t0 = time.perf_counter()
             fut = stub.Recognize.future(pb.RecognizeRequest(faces=streams, return_reconstruction=bool(args.reconstruct)), timeout=args.timeout)
             fut.add_done_callback(lambda f, d=done: d.setdefault("t", time.perf_counter()))
-            pending.append((path, boxes, streams, fut, t0, done))
-        for path, boxes, streams, fut, t0, done in pending:
+            pending.append((path, faces, streams, fut, t0, done))
+        for path, faces, streams, fut, t0, done in pending:
             try:
                 reply = fut.result()
             except grpc.RpcError as e:
@@ -116,10 +144,12 @@ def send(args) -> int:
                 failed += 1
                 continue
             latency_ms = (done.get("t", time.perf_counter()) - t0) * 1000.0
-            for k, (box, stream, r) in enumerate(zip(boxes, streams, reply.results)):
+            for k, (face, stream, r) in enumerate(zip(faces, streams, reply.results)):
+                box = None if face is None else face.box
                 row = {
                     "file": path,
                     "box": list(box) if box is not None else None,
+                    "score": None if face is None else round(face.score, 4),
                     "label": r.label,
                     "confidence": round(r.confidence, 4),
                     "probabilities": {n: round(p, 4) for n, p in zip(names, r.probabilities)},
@@ -133,7 +163,7 @@ def send(args) -> int:
                 if args.json:
                     print(json.dumps(row), flush=True)
                 else:
-                    box_s = "whole image" if box is None else "box=[{},{},{},{}]".format(*box)
+                    box_s = "whole image" if box is None else "box=[{},{},{},{}] face {:.2f}".format(*box, face.score)
                     print(f"{path}  {box_s}  {r.label} {r.confidence:.2f}  {row['bytes']} B  {row['bpp']:.3f} bpp  {latency_ms:.1f} ms", flush=True)
     return 1 if failed else 0
 

@@ -1,20 +1,48 @@
-"""Find faces in a photo and cut them out the way FER2013 faces are cut: grayscale, square, 48x48."""
+"""Find faces in a photo and cut them out the way FER2013 faces are framed: grayscale, 48x48, eyes level.
+
+Detection is YuNet (a 76 k-parameter CNN, shipped as ONNX in fermodels/weights/face-detector and run by
+OpenCV's FaceDetectorYN: no torch). Its five landmarks drive a similarity warp onto FER2013_LANDMARKS, the
+median landmark positions YuNet reports on FER2013 training faces, so a crop from a photo is framed like the
+faces the models were trained on (docs/detector).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-FACE_MARGIN = 0.1  # of the detected box, added on each side: FER2013 crops include a little forehead and chin
+DETECTOR_FILE = "yunet_n_640_640.onnx"
+DETECT_THRESHOLD = 0.8  # YuNet score; chosen on the detection benchmark's tuning half (docs/detector)
+NMS_IOU = 0.3
+MIN_FACE = 24  # px, the box's longer side in the original photo; smaller faces are skipped, not classified
+DETECT_MAX_SIDE = 1024  # photos are shrunk to this longer side for detection (cost), crops come from full resolution
+
+# Where YuNet puts its five landmarks (right eye, left eye, nose tip, right and left mouth corner; x, y in
+# pixels of a 48x48 face) on 3,000 FER2013 training faces: the median. Measured by scripts/fer_landmarks.py.
+FER2013_LANDMARKS = np.array([[14.73, 18.10], [32.58, 18.10], [23.64, 27.51], [16.08, 35.43], [31.19, 35.37]], np.float32)
+# FER2013's frame around YuNet's box: the median box on those faces.
+FER2013_BOX = (4.67, 1.00, 37.67, 46.67)
 
 
 class ImageError(ValueError):
     """The file cannot be read as an image."""
 
 
-def load_gray(path: str | Path):
-    """A PIL 'L' image, or ImageError with a one-line reason."""
+@dataclass(frozen=True)
+class Face:
+    box: tuple[int, int, int, int]  # x, y, w, h in the photo's pixels
+    score: float  # detector confidence, 0..1
+    landmarks: np.ndarray  # [5, 2] float32: right eye, left eye, nose, right and left mouth corner
+
+    @property
+    def size(self) -> int:
+        return max(self.box[2], self.box[3])
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """uint8 [H, W, 3], or ImageError with a one-line reason."""
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
@@ -25,32 +53,99 @@ def load_gray(path: str | Path):
     try:
         with Image.open(p) as im:
             im.load()
-            return im.convert("L")
+            return np.asarray(im.convert("RGB"))
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can read") from None
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise ImageError(f"cannot read image ({e})") from None
 
 
-def detect(gray: np.ndarray, min_size: int = 24) -> list[tuple[int, int, int, int]]:
-    """Face boxes (x, y, w, h), largest first, with OpenCV's bundled frontal Haar cascade."""
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma, as Pillow's convert('L') and FER2013's grayscale."""
     import cv2
 
-    cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
-    boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_size, min_size))
-    return sorted((tuple(int(v) for v in b) for b in boxes), key=lambda b: -b[2] * b[3])
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 
-def crop(image, box: tuple[int, int, int, int] | None, size: int = 48, margin: float = FACE_MARGIN) -> np.ndarray:
-    """Square crop around box (whole image if None), resized to size x size uint8."""
+class FaceDetector:
+    """YuNet through cv2.FaceDetectorYN; one instance serves any number of photos of any size."""
+
+    def __init__(self, threshold: float = DETECT_THRESHOLD, max_side: int = DETECT_MAX_SIDE, model: str | Path | None = None):
+        import cv2
+
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"detect threshold must be between 0 and 1, got {threshold:g}")
+        self.threshold = threshold
+        self.max_side = max_side
+        from fermodels.bundle import WEIGHTS
+
+        path = Path(model) if model else WEIGHTS / "face-detector" / DETECTOR_FILE
+        if not path.is_file():
+            raise OSError(f"face detector weights missing: {path}")
+        self._net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), threshold, NMS_IOU, 5000)
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Faces in an RGB (or gray) uint8 photo, largest first."""
+        import cv2
+
+        if rgb.ndim == 2:
+            rgb = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB)
+        h, w = rgb.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        small = rgb if scale == 1.0 else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        self._net.setInputSize((small.shape[1], small.shape[0]))
+        _, found = self._net.detect(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+        faces = []
+        for row in [] if found is None else found:
+            x, y, bw, bh = (float(v) / scale for v in row[:4])
+            x0, y0 = max(0, round(x)), max(0, round(y))
+            box = (x0, y0, min(w, round(x + bw)) - x0, min(h, round(y + bh)) - y0)
+            if box[2] > 0 and box[3] > 0:
+                faces.append(Face(box, float(row[14]), (row[4:14].reshape(5, 2) / scale).astype(np.float32)))
+        return sorted(faces, key=lambda f: -f.box[2] * f.box[3])
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 least-squares similarity (rotation, uniform scale, shift) taking src points onto dst (Umeyama, no reflection)."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    u, sig, vt = np.linalg.svd(d.T @ s / len(src))
+    sign = np.diag([1.0, np.sign(np.linalg.det(u @ vt))])
+    rot = u @ sign @ vt
+    scale = (sig * np.diag(sign)).sum() / s.var(0).sum()
+    m = np.zeros((2, 3), np.float64)
+    m[:, :2] = scale * rot
+    m[:, 2] = mu_d - scale * rot @ mu_s
+    return m
+
+
+def align(gray: np.ndarray, face: Face, size: int = 48) -> np.ndarray:
+    """size x size uint8: the face warped so its landmarks sit where FER2013's do (eyes level, FER2013's scale)."""
+    import cv2
+
+    m = _similarity(face.landmarks.astype(np.float64), FER2013_LANDMARKS.astype(np.float64) * (size / 48.0))
+    # Warp at 4x and shrink with area averaging, so a large face is low-passed like a resize, not aliased.
+    up = 4 if face.size > 2 * size else 1
+    m_up = m * up
+    big = cv2.warpAffine(gray, m_up, (size * up, size * up), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return big if up == 1 else cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def box_crop(gray: np.ndarray, face: Face, size: int = 48) -> np.ndarray:
+    """size x size uint8 cut from the detector's box alone (no rotation), framed as FER2013_BOX: the --no-align path."""
     from PIL import Image
 
-    if box is None:
-        region = image
-    else:
-        x, y, w, h = box
-        side = max(w, h) * (1 + 2 * margin)
-        cx, cy = x + w / 2, y + h / 2
-        # PIL pads outside the image with black; faces at the border stay square.
-        region = image.crop(tuple(int(round(v)) for v in (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)))
+    x, y, w, h = face.box
+    fx, fy, fw, fh = FER2013_BOX
+    side = h * 48.0 / fh
+    left = x + w / 2 - side * (fx + fw / 2) / 48.0
+    top = y - side * fy / 48.0
+    region = Image.fromarray(gray).crop(tuple(int(round(v)) for v in (left, top, left + side, top + side)))
     return np.asarray(region.resize((size, size), Image.Resampling.BOX), dtype=np.uint8)
+
+
+def whole(gray: np.ndarray, size: int = 48) -> np.ndarray:
+    """The whole image resized to size x size: --no-detect, for photos that are already face crops."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BOX), dtype=np.uint8)

@@ -646,7 +646,39 @@ def _args(argv):
     p.add_argument("--device", default="cpu", help="torch device for synthesis and classifiers (cpu, cuda, auto)")
     p.add_argument("--compare", action="append", default=[], metavar="NAME=RESULTS_JSON", type=_extra_classifier,
                    help="instead of evaluating, compare earlier runs' results.json against the first one given; writes compare.md in --out")
+    p.add_argument("--photos", action="store_true",
+                   help="instead of the codec curves, measure the deployed path from photos: each face of the split pasted into a "
+                        "synthetic canvas, then ferclient's detector, alignment and encoder and a real ferserver (fermodels.wild); "
+                        "writes photos.md and photos.json in --out")
+    p.add_argument("--server", default=None, help="with --photos: a running ferserver's host:port (default: start one on loopback)")
+    p.add_argument("--seed", type=int, default=0, help="with --photos: canvas seed (default 0)")
     return p.parse_args(argv)
+
+
+def photos(args, command: str) -> Path:
+    """fereval --photos: write photos.json and photos.md in --out; returns the markdown's path."""
+    from contextlib import nullcontext
+
+    from ferserver.process import ServerProcess
+
+    from .bundle import DEFAULT_MODEL_DIR, EXPRESSION_MODEL_DIR
+    from .wild import evaluate_photos, markdown
+
+    faces, labels = load_split(args.split, args.data, args.limit)
+    dirs = {"fercodec-v1 (image codec)": args.model_dir or DEFAULT_MODEL_DIR}
+    expression = _expression_card(args.expression_dir)
+    if expression is not None:
+        dirs["fercodec-v1-expr (expression layer)"] = expression.path
+    t0 = time.perf_counter()
+    with (nullcontext(None) if args.server else ServerProcess()) as server:
+        rows = evaluate_photos(args.server or server.address, faces, labels, dirs, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    machine = machine_info("cpu")
+    (out / "photos.json").write_text(json.dumps({"command": command, "split": args.split, "seconds": time.perf_counter() - t0,
+                                                 "machine": machine, "rows": rows}, indent=1))
+    (out / "photos.md").write_text(markdown(rows, command, f"{machine['processor']}, {machine['cpu_count']} cores, {machine['device']}"))
+    return out / "photos.md"
 
 
 def _expression_card(path):
@@ -716,6 +748,10 @@ def main(argv=None) -> int:
             text = compare_runs(runs) + f"\nCommand: `{shlex.join(['fereval', *argv])}`\n"
             (Path(args.out) / "compare.md").write_text(text)
             print(text)
+            return 0
+        if args.photos:
+            path = photos(args, shlex.join(["fereval", *argv]))
+            print(path.read_text())
             return 0
         results = evaluate(args, shlex.join(["fereval", *argv]))
         out = Path(args.out)
