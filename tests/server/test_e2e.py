@@ -13,9 +13,10 @@ from PIL import Image
 from fercodec.v1 import fercodec_pb2 as pb
 from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 
+from ..client.test_faces import ASTRONAUT_FACE, iou
 from ..conftest import ServerProcess, encode_faces, free_port, run_client
 
-JSON_KEYS = {"file", "box", "label", "confidence", "probabilities", "bytes", "bpp", "latency_ms", "model"}
+JSON_KEYS = {"file", "box", "score", "label", "confidence", "probabilities", "bytes", "bpp", "latency_ms", "model"}
 
 
 def _counter(text: str, name: str, **labels) -> float:
@@ -35,8 +36,7 @@ def test_send_astronaut_finds_the_smiling_face(server, astronaut, tmp_path, card
     assert len(rows) == 1
     row = rows[0]
     assert set(row) == JSON_KEYS
-    x, y, w, h = row["box"]
-    assert abs(x - 177) <= 8 and abs(y - 66) <= 8 and abs(w - 95) <= 10 and abs(h - 95) <= 10
+    assert iou(row["box"], ASTRONAUT_FACE) >= 0.5 and 0.8 <= row["score"] <= 1
     assert row["label"] == "happy" and row["model"] == card.model_id
     assert set(row["probabilities"]) == set(card.class_names)
     assert abs(sum(row["probabilities"].values()) - 1) < 1e-2
@@ -74,6 +74,22 @@ def test_bad_files_fail_alone_with_one_line_each(server, astronaut, tmp_path):
     assert "missing.jpg: no such file" in errs[0]
     assert "notes.jpg: not an image" in errs[1]
     assert "flat.png: no face found" in errs[2]
+
+
+def test_min_face_and_detect_threshold(server, astronaut):
+    r = run_client("send", str(astronaut), "--server", server.address, "--json", "--min-face", "150")
+    assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr
+    note, err = r.stderr.strip().splitlines()
+    assert "skipped a face at box=[" in note and "below --min-face 150" in note
+    assert "no face of at least 150 px" in err
+    r = run_client("send", str(astronaut), "--server", server.address, "--json", "--detect-threshold", "0.99")
+    assert r.returncode == 1 and "no face found" in r.stderr and "--detect-threshold" in r.stderr
+    r = run_client("send", str(astronaut), "--server", server.address, "--json", "--detect-threshold", "0.5", "--no-align")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["score"] >= 0.5
+    for bad in (["--min-face", "0"], ["--detect-threshold", "1.5"], ["--detect-threshold", "x"]):
+        r = run_client("send", str(astronaut), *bad)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and bad[0] in r.stderr
 
 
 def test_unreachable_server_and_bad_quality(astronaut):
