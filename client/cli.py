@@ -78,22 +78,23 @@ def _prepare(path: str, args, encoder, detector):
 
     from .faces import align, box_crop, load_rgb, to_gray, whole
 
-    rgb = load_rgb(path)
+    rgb, scale = load_rgb(path)
     gray = to_gray(rgb)
     size = encoder.card.face_size[0]
     if args.no_detect:
         return [None], encoder.encode(whole(gray, size)[None], args.quality)
     found = detector.detect(rgb)
-    faces = [f for f in found if f.size >= args.min_face]
-    for f in found:
+    shown = [f.rescaled(scale) for f in found]  # in the file's own pixels, which a large JPEG was not decoded at
+    for f in shown:
         if f.size < args.min_face:
             _err("{}: skipped a face at box=[{},{},{},{}]: {} px is below --min-face {}".format(path, *f.box, f.size, args.min_face))
-    if not faces:
+    keep = [k for k, f in enumerate(shown) if f.size >= args.min_face]
+    if not keep:
         if found:
             raise ValueError(f"no face of at least {args.min_face} px (lower --min-face to classify smaller ones)")
         raise ValueError("no face found (pass --no-detect if the image is already a face crop, or lower --detect-threshold)")
     cut = box_crop if args.no_align else align
-    return faces, encoder.encode(np.stack([cut(gray, f, size) for f in faces]), args.quality)
+    return [shown[k] for k in keep], encoder.encode(np.stack([cut(gray, found[k], size) for k in keep]), args.quality)
 
 
 def send(args) -> int:

@@ -17,7 +17,8 @@ DETECTOR_FILE = "yunet_n_640_640.onnx"
 DETECT_THRESHOLD = 0.8  # YuNet score; chosen on the detection benchmark's tuning half (docs/detector)
 NMS_IOU = 0.3
 MIN_FACE = 24  # px, the box's longer side in the original photo; smaller faces are skipped, not classified
-DETECT_MAX_SIDE = 1024  # photos are shrunk to this longer side for detection (cost), crops come from full resolution
+DECODE_MIN_SIDE = 1600  # px: large JPEGs are decoded at the smallest DCT scale that keeps the longer side at least this
+DETECT_MAX_SIDE = 640  # photos are shrunk to this longer side for detection (YuNet's training size; peak RSS), crops come from full resolution
 
 # Where YuNet puts its five landmarks (right eye, left eye, nose tip, right and left mouth corner; x, y in
 # pixels of a 48x48 face) on 3,000 FER2013 training faces: the median. Measured by scripts/fer_landmarks.py.
@@ -40,9 +41,16 @@ class Face:
     def size(self) -> int:
         return max(self.box[2], self.box[3])
 
+    def rescaled(self, k: float) -> "Face":
+        return self if k == 1.0 else Face(tuple(int(round(v * k)) for v in self.box), self.score, self.landmarks * k)
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """uint8 [H, W, 3], or ImageError with a one-line reason."""
+
+def load_rgb(path: str | Path) -> tuple[np.ndarray, float]:
+    """(uint8 [H, W, 3], scale): a photo's pixels and how many of its own pixels one of them spans.
+
+    A large JPEG is decoded at a reduced size (libjpeg's DCT scaling, Pillow's draft mode), keeping its
+    longer side at least DECODE_MIN_SIDE: a 12-megapixel photo then costs a quarter of the memory and
+    time, and a face still has more pixels than the 48x48 crop needs. ImageError with a one-line reason."""
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
@@ -52,11 +60,15 @@ def load_rgb(path: str | Path) -> np.ndarray:
         raise ImageError("is a directory, not an image")
     try:
         with Image.open(p) as im:
+            full = im.size
+            if im.format == "JPEG" and max(full) > DECODE_MIN_SIDE:
+                k = DECODE_MIN_SIDE / max(full)
+                im.draft("RGB", (max(1, int(full[0] * k)), max(1, int(full[1] * k))))
             im.load()
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(im.convert("RGB")), full[0] / im.size[0]
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can read") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot read image ({e})") from None
 
 

@@ -27,7 +27,7 @@ def detector():
 
 
 def test_detects_the_astronaut(detector, astronaut):
-    faces = detector.detect(load_rgb(astronaut))
+    faces = detector.detect(load_rgb(astronaut)[0])
     assert len(faces) == 1
     assert iou(faces[0].box, ASTRONAUT_FACE) >= 0.5
     assert 0.8 <= faces[0].score <= 1.0
@@ -109,5 +109,5 @@ def test_gray_palette_and_16bit_images_load_as_rgb(tmp_path):
     for mode, size in (("L", (60, 40)), ("P", (30, 20)), ("I;16", (20, 10))):
         p = tmp_path / f"{mode.replace(';', '')}.png"
         Image.new(mode, size).save(p)
-        rgb = load_rgb(p)
-        assert rgb.shape == (size[1], size[0], 3) and rgb.dtype == np.uint8
+        rgb, scale = load_rgb(p)
+        assert rgb.shape == (size[1], size[0], 3) and rgb.dtype == np.uint8 and scale == 1.0
