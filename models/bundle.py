@@ -46,6 +46,7 @@ class ModelCard:
     default_quality: int
     metrics: dict = field(default_factory=dict)
     kind: str = "image"
+    temperature: float = 1.0  # the server reports p**(1/T), renormalised; fitted on val by fermodels.calibration
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None) -> "ModelCard":
@@ -70,6 +71,7 @@ class ModelCard:
             default_quality=int(d["default_quality"]),
             metrics=d.get("metrics", {}),
             kind=d.get("kind", "image"),
+            temperature=float(d.get("temperature", 1.0)),
         )
 
     def file(self, name: str) -> Path:

@@ -66,8 +66,8 @@ def crops(faces: np.ndarray, max_tilt: float, seed: int, threshold: float, bar=N
     return found, aligned, boxed
 
 
-def recognise(address: str, model_dir, faces: np.ndarray, quality: int | None, batch: int = 64) -> np.ndarray:
-    """Labels from a real ferserver for 48x48 faces encoded by ferclient's encoder."""
+def server_probabilities(address: str, model_dir, faces: np.ndarray, quality: int | None = None, batch: int = 64) -> np.ndarray:
+    """Class probabilities [N, 7] from a real ferserver for 48x48 faces encoded by ferclient's encoder."""
     import grpc
 
     from fercodec.v1 import fercodec_pb2 as pb
@@ -75,14 +75,18 @@ def recognise(address: str, model_dir, faces: np.ndarray, quality: int | None, b
     from ferclient.encoder import FaceEncoder
 
     enc = FaceEncoder(model_dir)
-    names = list(enc.card.class_names)
     out = []
     with grpc.insecure_channel(address) as ch:
         stub = pb_grpc.FerCodecStub(ch)
         for s in range(0, len(faces), batch):
             reply = stub.Recognize(pb.RecognizeRequest(faces=enc.encode(faces[s : s + batch], quality)), timeout=60)
-            out += [names.index(r.label) for r in reply.results]
-    return np.array(out)
+            out += [list(r.probabilities) for r in reply.results]
+    return np.array(out, np.float64).reshape(len(faces), -1)
+
+
+def recognise(address: str, model_dir, faces: np.ndarray, quality: int | None = None) -> np.ndarray:
+    """Labels (class indices) from a real ferserver."""
+    return server_probabilities(address, model_dir, faces, quality).argmax(1)
 
 
 def evaluate_photos(address: str, faces: np.ndarray, labels: np.ndarray, model_dirs: dict, seed: int = 0,

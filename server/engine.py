@@ -17,6 +17,7 @@ import numpy as np
 
 from fermodels.bitstream import BitstreamError, decode, parse_header
 from fermodels.entropy import EntropyTables
+from fermodels.calibration import tempered
 from fermodels.bundle import ModelCard, keep_freed_memory, load_expression, load_torch_models, pick_device
 
 
@@ -133,6 +134,7 @@ class Engine:
                 pixels = (x_hat[:, 0] * 255.0).round_().to(torch.uint8).cpu().numpy() if any(jobs[i].want_reconstruction for i, _ in order) else None
                 results += [(i, q, model, probs[k], pixels[k] if pixels is not None else None) for k, (i, q) in enumerate(order)]
         for i, q, model, p, pix in results:
+            p = tempered(p, model.card.temperature)
             names = model.card.class_names
             h, w = model.card.face_size
             best = int(p.argmax())
