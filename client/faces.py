@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 DETECTOR_FILE = "yunet_n_640_640.onnx"
-DETECT_THRESHOLD = 0.8  # YuNet score; chosen on the detection benchmark's tuning half (docs/detector)
+DETECT_THRESHOLD = 0.55  # YuNet score: the best F0.5 on the detection benchmark's tuning half within 0.05 false faces per face-free photo (docs/detector)
 NMS_IOU = 0.3
 MIN_FACE = 24  # px, the box's longer side in the original photo; smaller faces are skipped, not classified
 DECODE_MIN_SIDE = 1600  # px: large JPEGs are decoded at the smallest DCT scale that keeps the longer side at least this
