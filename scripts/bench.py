@@ -1,7 +1,9 @@
 """make bench: the speed figures README quotes, measured on this machine.
 
-1. `ferclient send face.png --no-detect` from cold start: wall time and peak RSS
-   (GNU time -v), median of --runs runs, against a bare `python -c pass` baseline.
+1. `ferclient send` from cold start: wall time and peak RSS (GNU time -v), median
+   of --runs runs, against a bare `python -c pass` baseline: a 48x48 face with
+   --no-detect, and with face detection and alignment the astronaut photo
+   (512x512 PNG) and the same photo blown up to a 12-megapixel JPEG (4032x3024).
 2. Server throughput with --clients concurrent clients on loopback (one channel
    each, one face per request, pre-encoded FER2013 PrivateTest faces), with the
    default dynamic batching and with --max-batch 1 as the baseline, in one run;
@@ -40,17 +42,14 @@ def _timed(cmd: list[str]) -> tuple[float, float]:
     return (int(h or 0) * 3600 + int(m) * 60 + float(s)), rss / 1024
 
 
-def cold_start(server: str, face: Path, runs: int) -> dict:
-    client = [[str(BIN / "ferclient"), "send", str(face), "--no-detect", "--server", server] for _ in range(runs)]
+def cold_start(server: str, inputs: dict[str, list[str]], runs: int) -> dict:
+    """Median wall time and worst peak RSS of `ferclient send ARGS` for each named input, and of a bare python."""
     base = [_timed([sys.executable, "-c", "pass"]) for _ in range(runs)]
-    meas = [_timed(c) for c in client]
-    return {
-        "runs": runs,
-        "client_wall_s": statistics.median(w for w, _ in meas),
-        "client_peak_rss_mb": max(r for _, r in meas),
-        "python_wall_s": statistics.median(w for w, _ in base),
-        "python_peak_rss_mb": max(r for _, r in base),
-    }
+    out = {"runs": runs, "python_wall_s": statistics.median(w for w, _ in base), "python_peak_rss_mb": max(r for _, r in base), "client": {}}
+    for name, args in inputs.items():
+        meas = [_timed([str(BIN / "ferclient"), "send", *args, "--server", server]) for _ in range(runs)]
+        out["client"][name] = {"wall_s": statistics.median(w for w, _ in meas), "peak_rss_mb": max(r for _, r in meas)}
+    return out
 
 
 async def _load(address: str, streams: list[bytes], clients: int, seconds: float) -> dict:
@@ -144,9 +143,15 @@ def main(argv=None) -> int:
     streams = enc.encode(faces, args.quality)
     out = {"machine": f"{platform.platform()}, {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs", "command": " ".join(sys.argv), "model": enc.card.model_id}
     with tempfile.TemporaryDirectory() as tmp, ServerProcess() as s:
-        face = Path(tmp) / "face.png"
+        import skimage.data
+
+        face, photo, big = Path(tmp) / "face.png", Path(tmp) / "astronaut.png", Path(tmp) / "astronaut_12mp.jpg"
         Image.fromarray(faces[0]).save(face)
-        out["cold_start"] = cold_start(s.address, face, args.runs)
+        Image.fromarray(skimage.data.astronaut()).save(photo)
+        Image.fromarray(skimage.data.astronaut()).resize((4032, 4032), Image.Resampling.BICUBIC).crop((0, 504, 4032, 3528)).save(big, quality=90)
+        inputs = {"face.png --no-detect": [str(face), "--no-detect"], "astronaut.png (512x512), detect + align": [str(photo)],
+                  "astronaut_12mp.jpg (4032x3024), detect + align": [str(big)]}
+        out["cold_start"] = cold_start(s.address, inputs, args.runs)
     out["batched"] = throughput(streams, args.clients, args.seconds, [])
     out["unbatched"] = throughput(streams, args.clients, args.seconds, ["--max-batch", "1"])
     out["speedup"] = out["batched"]["faces_per_s"] / out["unbatched"]["faces_per_s"]
@@ -156,7 +161,9 @@ def main(argv=None) -> int:
 
     c = out["cold_start"]
     print(f"machine: {out['machine']}; model {out['model']}")
-    print(f"ferclient send face.png --no-detect, cold: {c['client_wall_s']:.2f} s wall, {c['client_peak_rss_mb']:.0f} MB peak RSS (median of {c['runs']}; bare python: {c['python_wall_s']:.2f} s, {c['python_peak_rss_mb']:.0f} MB)")
+    for name, r in c["client"].items():
+        print(f"ferclient send {name}, cold: {r['wall_s']:.2f} s wall, {r['peak_rss_mb']:.0f} MB peak RSS (median of {c['runs']})")
+    print(f"bare python -c pass: {c['python_wall_s']:.2f} s, {c['python_peak_rss_mb']:.0f} MB")
     labels = {"batched": "dynamic batching (default)", "unbatched": "baseline --max-batch 1", "expression_batched": "expression layer, dynamic batching"}
     for name, label in labels.items():
         r = out[name]
