@@ -70,6 +70,9 @@ def _args(argv):
                    help="distil from this classifier (checkpoint, classifier.pt or model directory): its answer on the uncompressed face, "
                         "averaged over 10 views, is part of every view's target")
     c.add_argument("--lambda-kd", type=float, default=0.5, help="with --teacher: the teacher's share of the target (the rest: the label, smoothed)")
+    c.add_argument("--robust", action="store_true",
+                   help="also train (and select on val) on a realistic-crop copy of every face: offset, zoom, tilt, blur, lighting, "
+                        "JPEG source, occlusion (fermodels.robustness.RANDOM_MIX), decoded like the originals with --decoded")
     k = sub.choices["codec"]
     k.add_argument("--n", type=int, default=64, help="transform channels")
     k.add_argument("--m", type=int, default=96, help="latent channels")
@@ -218,6 +221,8 @@ def train_classifier(args):
     else:
         model = FERClassifier(width=args.width)
     views = _decoded_views(args.decoded) if args.decoded else None
+    if args.robust:
+        views = _robust_views(views, args.seed)
     targets = _soft_targets(args.teacher, args.lambda_kd, args.label_smoothing)
 
     def step(x, y, i, gen, opt):
@@ -237,11 +242,30 @@ def train_classifier(args):
     def evaluate(x, y):
         if x.shape[1] == 1:
             return {"acc": accuracy(x, y)}
-        res = {"acc": accuracy(x[:, :1], y), **{f"q{v - 1}_acc": accuracy(x[:, v : v + 1], y) for v in range(1, x.shape[1])}}
+        half = x.shape[1] // 2 if args.robust else x.shape[1]  # --robust: the second half are the perturbed copies
+        res = {}
+        for prefix, start in [("", 0)] + ([("perturbed_", half)] if args.robust else []):
+            res[f"{prefix}acc"] = accuracy(x[:, start : start + 1], y)
+            res.update({f"{prefix}q{v - 1}_acc": accuracy(x[:, start + v : start + v + 1], y) for v in range(1, half)})
         res["mean_acc"] = sum(res.values()) / len(res)
         return res
 
     return _loop(args, {"classifier": model}, step, evaluate, list(model.parameters()), "mean_acc" if views else "acc", True, views, targets)
+
+
+def _robust_views(views, seed: int):
+    """Wrap a views function (None: the face alone) so each face also brings its realistic-crop copy's views: [N, 2V, H, W]."""
+    import torch
+
+    from .data import to_tensor
+    from .robustness import random_perturbations
+
+    inner = views or to_tensor
+
+    def both(faces):
+        return torch.cat([inner(faces), inner(random_perturbations(faces, seed))], 1)
+
+    return both
 
 
 def _soft_targets(teacher_src, share, smoothing):

@@ -92,6 +92,20 @@ def test_decoded_fine_tune_scores_every_quality_and_ships(runs, tmp_path):
         export(DEFAULT_MODEL_DIR, [runs / "clf" / "best.pt", pair[1]], tmp_path / "bad", limit=256)
 
 
+def test_robust_fine_tune_scores_clean_and_perturbed_copies(runs):
+    """fertrain classifier --robust --decoded: each val face is scored as it is and as its realistic-crop copy, at every quality."""
+    from fermodels.bundle import DEFAULT_MODEL_DIR, ModelCard
+
+    out = runs / "robust"
+    args = ["classifier", "--out", str(out), "--init", str(DEFAULT_MODEL_DIR), "--decoded", str(DEFAULT_MODEL_DIR), "--robust"]
+    assert train.main([*args, "--epochs", "1", "--limit", "64", "--batch-size", "32", "--threads", "1", "--lr", "1e-4"]) == 0
+    row = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    q = ModelCard.load().num_qualities
+    keys = [f"val_{p}{k}" for p in ("", "perturbed_") for k in ["acc", *(f"q{i}_acc" for i in range(q))]]
+    assert set(keys) <= set(row) and row["val_mean_acc"] == pytest.approx(sum(row[k] for k in keys) / len(keys))
+    assert row["val_acc"] > 0.4 and row["val_perturbed_acc"] > 0.3
+
+
 def test_distillation_targets_mix_label_and_teacher(runs):
     """fertrain classifier --teacher: training targets are (1 - share) * smoothed label + share * the teacher's answer."""
     import torch
