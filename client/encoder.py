@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from fermodels.bitstream import encode
-from fermodels.bundle import ModelCard
-from fermodels.entropy import EntropyTables
+from ferwire.bitstream import encode
+from ferwire.card import ModelCard
+from ferwire.entropy import EntropyTables
 
 
 class FaceEncoder:

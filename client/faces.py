@@ -89,7 +89,7 @@ class FaceDetector:
             raise ValueError(f"detect threshold must be between 0 and 1, got {threshold:g}")
         self.threshold = threshold
         self.max_side = max_side
-        from fermodels.bundle import WEIGHTS
+        from ferwire.card import WEIGHTS
 
         path = Path(model) if model else WEIGHTS / "face-detector" / DETECTOR_FILE
         if not path.is_file():

@@ -7,6 +7,7 @@ COPY pyproject.toml README.md ./
 COPY protos protos
 COPY client client
 COPY server server
+COPY wire wire
 COPY models models
 # Base dependencies only; the server's .pt weights ride along in the package but are never loaded.
 RUN pip install .

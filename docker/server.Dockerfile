@@ -9,6 +9,7 @@ COPY pyproject.toml README.md ./
 COPY protos protos
 COPY client client
 COPY server server
+COPY wire wire
 COPY models models
 RUN pip install '.[server]'
 EXPOSE 50051 9100

@@ -1,7 +1,8 @@
-"""fermodels: the learned face codec, the expression classifier, the bitstream.
+"""fermodels: the learned face codec, the expression classifier, training, export, evaluation; the bundled weights.
 
-Kept import-light on purpose: the edge client imports `fermodels.bitstream`
-and `fermodels.assets` without paying for torch or CompressAI.
+Kept import-light on purpose: ferwire.card imports it to find the bundled
+weights (package data of fermodels.weights), and the edge client must not pay
+for torch or CompressAI. The bitstream and its tables are ferwire's.
 """
 
 CLASS_NAMES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")

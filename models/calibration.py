@@ -60,7 +60,8 @@ def recalls(p: np.ndarray, labels: np.ndarray, names) -> dict[str, float]:
 
 
 def calibrate(address: str, model_dir, data=None, limit=None) -> dict:
-    from .bundle import ModelCard
+    from ferwire.card import ModelCard
+
     from .data import load_split
     from .wild import server_probabilities
 
@@ -111,8 +112,7 @@ def write_temperature(model_dir, t: float) -> None:
 
 def main(argv=None) -> int:
     from ferserver.process import ServerProcess
-
-    from .bundle import DEFAULT_MODEL_DIR, EXPRESSION_MODEL_DIR
+    from ferwire.card import DEFAULT_MODEL_DIR, EXPRESSION_MODEL_DIR
 
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(prog="python -m fermodels.calibration", description=__doc__.splitlines()[0])

@@ -9,7 +9,7 @@ Why one model for all qualities: shared analysis/synthesis transforms, and per
 quality a learned gain vector on the latent (Cui et al., "Asymmetric gained
 deep image compression", CVPR 2021) plus its own entropy model. One network to
 train, ship and load. The shipped coding tables are counted, not learned
-(fermodels.entropy); the learned densities give the training loss its rate.
+(ferwire.entropy); the learned densities give the training loss its rate.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class FaceCodec(nn.Module):
 
     def reconstruct(self, symbols: np.ndarray, tables, q: int) -> torch.Tensor:
         """Integer symbols [N,M,h,w] of quality q -> faces [N,1,H,W]: the server's decoder after the range coder
-        (the tables' dequantization, fermodels.entropy, then synthesis), on this module's device."""
+        (the tables' dequantization, ferwire.entropy, then synthesis), on this module's device."""
         return self.synthesize(torch.from_numpy(tables.dequantize(symbols, q)).to(self.lambdas.device), q)
 
     @torch.no_grad()
@@ -122,7 +122,7 @@ class FaceCodec(nn.Module):
 
         With the analysis transform, this fixes every symbol a face is coded as;
         the tables that code them are counted on the training set at export time
-        (fermodels.entropy). The learned densities here only estimate the rate in training.
+        (ferwire.entropy). The learned densities here only estimate the rate in training.
         """
         return {
             "gain": self.log_gain.exp().cpu().numpy().astype(np.float32),

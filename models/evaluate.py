@@ -133,7 +133,7 @@ def _progress(desc: str, total: int):
 
 def _reconstruct(encoder, codec, faces: np.ndarray, q: int, batch_size: int, bar) -> tuple[list[int], torch.Tensor]:
     """Deployment round trip at quality q: edge encoder -> bitstreams -> server decoder -> synthesis."""
-    from .bitstream import decode
+    from ferwire.bitstream import decode
 
     card, tables = encoder.card, encoder.tables
     sizes, recon = [], []
@@ -172,8 +172,8 @@ def evaluate_codec(card, faces, labels, qualities=None, device="cpu", batch_size
 def evaluate_expression(card, faces, labels, device="cpu", batch_size=256) -> list[dict]:
     """The expression layer's one point, through its deployment path: edge encoder -> bitstreams -> server decoder -> probabilities."""
     from ferclient.encoder import FaceEncoder
+    from ferwire.bitstream import decode
 
-    from .bitstream import decode
     from .bundle import load_expression
 
     expr = load_expression(card, device)
@@ -660,8 +660,8 @@ def photos(args, command: str) -> Path:
     from contextlib import nullcontext
 
     from ferserver.process import ServerProcess
+    from ferwire.card import DEFAULT_MODEL_DIR, EXPRESSION_MODEL_DIR
 
-    from .bundle import DEFAULT_MODEL_DIR, EXPRESSION_MODEL_DIR
     from .wild import evaluate_photos, markdown
 
     faces, labels = load_split(args.split, args.data, args.limit)
@@ -683,7 +683,7 @@ def photos(args, command: str) -> Path:
 
 def _expression_card(path):
     """The expression layer to measure: --expression-dir, else the bundled one if present; None for "none"."""
-    from .bundle import EXPRESSION_MODEL_DIR, ModelCard
+    from ferwire.card import EXPRESSION_MODEL_DIR, ModelCard
 
     if path == "none" or (path is None and not EXPRESSION_MODEL_DIR.is_dir()):
         return None
@@ -695,7 +695,9 @@ def _expression_card(path):
 
 def evaluate(args, command: str) -> dict:
     """Everything fereval measures, as the dict written to results.json."""
-    from .bundle import ModelCard, keep_freed_memory, pick_device
+    from ferwire.card import ModelCard
+
+    from .bundle import keep_freed_memory, pick_device
 
     t0 = time.perf_counter()
     keep_freed_memory()
@@ -757,7 +759,7 @@ def main(argv=None) -> int:
         out = Path(args.out)
         write_outputs(results, out)
         if args.update_card:
-            from .bundle import ModelCard
+            from ferwire.card import ModelCard
 
             update_card(ModelCard.load(results["model"]["path"]), results)
             if results["expression"]:

@@ -1,4 +1,4 @@
-"""ferexport: turn training checkpoints into a shipped model directory (see bundle.py).
+"""ferexport: turn training checkpoints into a shipped model directory (see ferwire.card).
 
     ferexport --codec runs/codec/best.pt --classifier runs/classifier/best.pt \
               --out models/weights/fercodec-v1
@@ -6,7 +6,7 @@
               --out models/weights/fercodec-v1-expr
 
 The entropy tables are counted here, on the training split's latents
-(fermodels.entropy), so export reads FER2013 and takes about two minutes. So is
+(ferwire.entropy), so export reads FER2013 and takes about two minutes. So is
 the per-position scale before rounding (region-adaptive quantization): larger,
 so finer steps, where the shipped classifier looks: `pooled saliency ** --region-alpha`.
 """
@@ -88,10 +88,11 @@ def export(codec_src: str, classifier_src: str | list[str] | None, out: str | Pa
     import torch
     from tqdm import tqdm
 
+    from ferwire.entropy import EntropyTables
+
     from .bundle import load_classifier, load_training_models
     from .classifier import average_weights
     from .data import load_split, to_tensor
-    from .entropy import EntropyTables
 
     codec, clf = load_training_models(codec_src)
     # A joint checkpoint or a model directory carries a classifier; --classifier replaces it
@@ -160,8 +161,9 @@ def export_expression(src: str, out: str | Path, name: str = "fercodec-v1-expr",
     import torch
     from tqdm import tqdm
 
+    from ferwire.entropy import EntropyTables
+
     from .data import load_split, to_tensor
-    from .entropy import EntropyTables
     from .expression import ExpressionCodec
 
     if not Path(src).is_file():

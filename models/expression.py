@@ -23,7 +23,7 @@ bottleneck, the decoder's first layers and the entropy model. The loss is
 where the teacher is the classifier's mirror-pair answer on the uncompressed
 face. The decoder sees rounded latents (straight-through), and the rate comes
 from CompressAI's noisy factorized density. The bitstream is the image
-codec's (fermodels.bitstream), with its own tables and model tag.
+codec's (ferwire.bitstream), with its own tables and model tag.
 
 What it gives up: the server gets no image back (a request for a
 reconstruction is refused), and the edge runs about 10x the image encoder's
@@ -129,7 +129,7 @@ class ExpressionCodec(nn.Module):
 
     @torch.no_grad()
     def quantizer(self) -> dict[str, np.ndarray]:
-        """Gains (all 1: one rate point) and medians, as fermodels.entropy.EntropyTables.fit takes them."""
+        """Gains (all 1: one rate point) and medians, as ferwire.entropy.EntropyTables.fit takes them."""
         med = self.entropy.quantiles[:, 0, 1].cpu().numpy().astype(np.float32)
         return {"gain": np.ones((1, self.channels), np.float32), "medians": med[None]}
 

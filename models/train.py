@@ -306,9 +306,11 @@ def _decoded_views(model_dir):
     """faces uint8 [N,H,W] -> [N, 1 + Q, H, W]: uncompressed, then decoded at each quality of `model_dir`."""
     import torch
 
-    from .bundle import ModelCard, decoded_faces, load_torch_models
+    from ferwire.card import ModelCard
+    from ferwire.entropy import EntropyTables
+
+    from .bundle import decoded_faces, load_torch_models
     from .data import to_tensor
-    from .entropy import EntropyTables
 
     card = ModelCard.load(model_dir)
     codec, _ = load_torch_models(card)

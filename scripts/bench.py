@@ -105,7 +105,8 @@ def encoder_macs(model: str | None) -> int:
     import torch
     from torch import nn
 
-    from fermodels.bundle import ModelCard, load_expression, load_torch_models
+    from fermodels.bundle import load_expression, load_torch_models
+    from ferwire.card import ModelCard
 
     card = ModelCard.load(model)
     encoder = load_expression(card).encoder if card.kind == "expression" else load_torch_models(card)[0].g_a

@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from ferclient.faces import DETECT_MAX_SIDE, DETECT_THRESHOLD, DETECTOR_FILE, MIN_FACE
-    from fermodels.bundle import WEIGHTS
+    from ferwire.card import WEIGHTS
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("bench", type=Path, help="folder with manifest.json and the images")

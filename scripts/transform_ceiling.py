@@ -26,9 +26,10 @@ def main(argv=None) -> int:
     import torch
     import torch.nn.functional as F
 
-    from fermodels.bundle import ModelCard, decoded_faces, load_torch_models
+    from fermodels.bundle import decoded_faces, load_torch_models
     from fermodels.data import load_split, to_tensor
-    from fermodels.entropy import EntropyTables
+    from ferwire.card import ModelCard
+    from ferwire.entropy import EntropyTables
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -64,7 +64,7 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> C
 
 def model_cards(cfg: Config) -> list:
     """The ModelCards the server runs: --model-dir's, else every bundled model (image codec first)."""
-    from fermodels.bundle import DEFAULT_MODEL_DIR, EXPRESSION_MODEL_DIR, ModelCard
+    from ferwire.card import DEFAULT_MODEL_DIR, EXPRESSION_MODEL_DIR, ModelCard
 
     if cfg.model_dir:
         dirs = [d.strip() for d in cfg.model_dir.split(",") if d.strip()]

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fermodels.bitstream import BitstreamError, decode, parse_header
-from fermodels.entropy import EntropyTables
+from fermodels.bundle import keep_freed_memory, load_expression, load_torch_models, pick_device
 from fermodels.calibration import tempered
-from fermodels.bundle import ModelCard, keep_freed_memory, load_expression, load_torch_models, pick_device
+from ferwire.bitstream import BitstreamError, decode, parse_header
+from ferwire.card import ModelCard
+from ferwire.entropy import EntropyTables
 
 
 @dataclass

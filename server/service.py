@@ -10,7 +10,7 @@ import grpc
 
 from fercodec.v1 import fercodec_pb2 as pb
 from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
-from fermodels.bitstream import FORMAT_VERSION, BitstreamError
+from ferwire.bitstream import FORMAT_VERSION, BitstreamError
 
 from .engine import FaceJob, FaceOutput
 

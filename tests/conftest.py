@@ -18,14 +18,14 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="session")
 def card():
-    from fermodels.bundle import ModelCard
+    from ferwire.card import ModelCard
 
     return ModelCard.load()
 
 
 @pytest.fixture(scope="session")
 def expression_card():
-    from fermodels.bundle import EXPRESSION_MODEL_DIR, ModelCard
+    from ferwire.card import EXPRESSION_MODEL_DIR, ModelCard
 
     return ModelCard.load(EXPRESSION_MODEL_DIR)
 

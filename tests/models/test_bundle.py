@@ -30,8 +30,9 @@ def test_decoded_faces_are_what_the_bitstream_round_trip_reconstructs():
     from tqdm import tqdm
 
     from ferclient.encoder import FaceEncoder
-    from fermodels.bundle import ModelCard, decoded_faces, load_torch_models
+    from fermodels.bundle import decoded_faces, load_torch_models
     from fermodels.data import load_split, to_tensor
+    from ferwire.card import ModelCard
     from fermodels.evaluate import _reconstruct
 
     card = ModelCard.load()
@@ -51,8 +52,9 @@ def test_expression_layer_without_a_recorded_width_or_split_loads_as_the_first_o
 
     import torch
 
-    from fermodels.bundle import ModelCard, load_expression
+    from fermodels.bundle import load_expression
     from fermodels.expression import ExpressionCodec
+    from ferwire.card import ModelCard
 
     shutil.copytree(ModelCard.load("fercodec-v1-expr").path, tmp_path / "old")
     codec = ExpressionCodec(64, 2e-5, 32, hidden=96, front_blocks=3)

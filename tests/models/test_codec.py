@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fermodels.bundle import DEFAULT_MODEL_DIR, load_training_models
+from fermodels.bundle import load_training_models
 from fermodels.codec import FaceCodec
+from ferwire.card import DEFAULT_MODEL_DIR
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from fermodels import evaluate as ev
-from fermodels.bundle import ModelCard, load_classifier
+from fermodels.bundle import load_classifier
 from fermodels.data import load_split
+from ferwire.card import ModelCard
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,7 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
 def test_update_card_fills_model_json_and_the_marked_block(tmp_path, card, faces):
     import shutil
 
-    from fermodels.bundle import EXPRESSION_MODEL_DIR
+    from ferwire.card import EXPRESSION_MODEL_DIR
 
     # Copies of both shipped models: --update-card writes into each model directory it measured.
     d, e = tmp_path / "model", tmp_path / "expr"

@@ -46,9 +46,10 @@ def test_export_round_trips_through_onnx_and_the_bitstream(runs, tmp_path):
     import torch
 
     from ferclient.encoder import FaceEncoder
-    from fermodels.bitstream import decode
-    from fermodels.bundle import ModelCard, load_torch_models
+    from fermodels.bundle import load_torch_models
     from fermodels.data import load_split
+    from ferwire.bitstream import decode
+    from ferwire.card import ModelCard
 
     meta = export(runs / "codec" / "best.pt", runs / "clf" / "best.pt", tmp_path / "m", limit=256)
     card = ModelCard.load(tmp_path / "m")
@@ -69,7 +70,7 @@ def test_decoded_fine_tune_scores_every_quality_and_ships(runs, tmp_path):
     and ferexport ships the result in place of the classifier the model directory carries."""
     import torch
 
-    from fermodels.bundle import DEFAULT_MODEL_DIR, ModelCard
+    from ferwire.card import DEFAULT_MODEL_DIR, ModelCard
 
     out = runs / "decoded"
     args = ["classifier", "--out", str(out), "--init", str(DEFAULT_MODEL_DIR), "--decoded", str(DEFAULT_MODEL_DIR)]
@@ -94,7 +95,7 @@ def test_decoded_fine_tune_scores_every_quality_and_ships(runs, tmp_path):
 
 def test_robust_fine_tune_scores_clean_and_perturbed_copies(runs):
     """fertrain classifier --robust --decoded: each val face is scored as it is and as its realistic-crop copy, at every quality."""
-    from fermodels.bundle import DEFAULT_MODEL_DIR, ModelCard
+    from ferwire.card import DEFAULT_MODEL_DIR, ModelCard
 
     out = runs / "robust"
     args = ["classifier", "--out", str(out), "--init", str(DEFAULT_MODEL_DIR), "--decoded", str(DEFAULT_MODEL_DIR), "--robust"]
@@ -110,8 +111,8 @@ def test_distillation_targets_mix_label_and_teacher(runs):
     """fertrain classifier --teacher: training targets are (1 - share) * smoothed label + share * the teacher's answer."""
     import torch
 
-    from fermodels.bundle import DEFAULT_MODEL_DIR
     from fermodels.data import load_split
+    from ferwire.card import DEFAULT_MODEL_DIR
 
     faces, labels = load_split("train", limit=32)
     labels = torch.from_numpy(labels)
@@ -134,7 +135,8 @@ def test_extend_only_trains_the_added_qualities_and_nothing_else(runs):
     model had keep their exact weights (so their bitstreams and reconstructions), the added quality learns."""
     import torch
 
-    from fermodels.bundle import DEFAULT_MODEL_DIR, load_training_models
+    from fermodels.bundle import load_training_models
+    from ferwire.card import DEFAULT_MODEL_DIR
 
     shipped, _ = load_training_models(DEFAULT_MODEL_DIR)
     k = shipped.num_qualities
@@ -163,10 +165,11 @@ def test_expression_layer_trains_exports_and_round_trips(runs, tmp_path):
     import torch
 
     from ferclient.encoder import FaceEncoder
-    from fermodels.bitstream import decode
-    from fermodels.bundle import ModelCard, load_classifier, load_expression
+    from fermodels.bundle import load_classifier, load_expression
     from fermodels.data import load_split, to_tensor
     from fermodels.export import main as export_main
+    from ferwire.bitstream import decode
+    from ferwire.card import ModelCard
 
     out = runs / "expr"
     args = ["expression", "--out", str(out), "--classifier", str(runs / "clf" / "best.pt"), "--channels", "8", "--hidden", "24", "--views", "2", "--epochs", "1"]

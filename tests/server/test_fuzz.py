@@ -7,7 +7,7 @@ import numpy as np
 
 from fercodec.v1 import fercodec_pb2 as pb
 from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
-from fermodels.bitstream import HEADER_BYTES
+from ferwire.bitstream import HEADER_BYTES
 
 from ..conftest import encode_faces
 

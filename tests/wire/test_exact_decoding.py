@@ -33,8 +33,8 @@ DECODE = textwrap.dedent(
     """
     import sys, numpy as np, torch
     torch.set_num_threads(2)
-    from fermodels.bitstream import decode
-    from fermodels.bundle import ModelCard
+    from ferwire.bitstream import decode
+    from ferwire.card import ModelCard
     from ferserver.engine import Engine, FaceJob, FaceOutput
     d = np.load(sys.argv[1], allow_pickle=True)
     card = ModelCard.load()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fermodels import bitstream as bs
+from ferwire import bitstream as bs
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fermodels import bitstream as bs
-from fermodels import entropy
+from ferwire import bitstream as bs
+from ferwire import entropy
 
 
 @pytest.fixture(scope="module")

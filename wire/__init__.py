@@ -1,0 +1,8 @@
+"""ferwire: what the edge client and the server share on the wire, torch-free.
+
+    bitstream   the bitstream format (encode, decode, header, BitstreamError)
+    entropy     the context-adaptive entropy tables (tables.npz) and their fitting
+    card        a model directory's model.json (ModelCard) and the bundled models' location
+
+Numpy, zlib and constriction only: importing ferwire never pulls torch or CompressAI.
+"""
