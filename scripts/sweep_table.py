@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from fermodels.evaluate import versus_first
+from fermodels.evaluation.report import versus_first
 
 
 def main(argv=None) -> int:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fermodels.bundle import keep_freed_memory, load_expression, load_torch_models, pick_device
-from fermodels.calibration import tempered
+from fermodels.evaluation.calibration import tempered
 from ferwire.bitstream import BitstreamError, decode, parse_header
 from ferwire.card import ModelCard
 from ferwire.entropy import EntropyTables

@@ -50,7 +50,7 @@ class ModelCard:
     default_quality: int
     metrics: dict = field(default_factory=dict)
     kind: str = "image"
-    temperature: float = 1.0  # the server reports p**(1/T), renormalised; fitted on val by fermodels.calibration
+    temperature: float = 1.0  # the server reports p**(1/T), renormalised; fitted on val by fermodels.evaluation.calibration
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None) -> "ModelCard":

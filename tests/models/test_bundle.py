@@ -32,8 +32,8 @@ def test_decoded_faces_are_what_the_bitstream_round_trip_reconstructs():
     from ferclient.encoder import FaceEncoder
     from fermodels.bundle import decoded_faces, load_torch_models
     from fermodels.data import load_split, to_tensor
+    from fermodels.evaluation.deployment import _reconstruct
     from ferwire.card import ModelCard
-    from fermodels.evaluate import _reconstruct
 
     card = ModelCard.load()
     codec, _ = load_torch_models(card)

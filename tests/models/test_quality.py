@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from fermodels.bundle import load_torch_models
-from fermodels.evaluate import classifier_accuracy, evaluate_codec, evaluate_expression
+from fermodels.evaluation.deployment import evaluate_codec, evaluate_expression
+from fermodels.evaluation.measure import classifier_accuracy
 
 UNCOMPRESSED_FLOOR = 0.64  # 70.0 % on all faces, 71.2 % on this subset
 # Per quality: the decoded-face accuracy may not fall below this (q0: 64.4 % on all faces, 67.5 % on this subset).
@@ -49,7 +50,8 @@ def test_bpp_matches_the_model_card(card, points):
 
 
 def test_accuracy_rises_with_rate_and_beats_jpeg_at_equal_accuracy(card, points, fer_test):
-    from fermodels.evaluate import bd_rate, evaluate_baseline
+    from fermodels.evaluation.baselines import evaluate_baseline
+    from fermodels.evaluation.comparison import bd_rate
 
     # Same faces at both ends, so the gap is far less noisy than either accuracy:
     # +5.2 points from q0 to q7 on all faces, +3.3 on this subset.

@@ -1,6 +1,6 @@
 """Calibrated confidences: a temperature per shipped model, fitted on val, checked on test.
 
-    python -m fermodels.calibration [--write] [--out docs/calibration]
+    python -m fermodels.evaluation.calibration [--write] [--out docs/calibration]
 
 For each bundled model, FER2013 val (PublicTest) and test (PrivateTest) faces go the deployed way
 (ferclient's encoder at the default setting, a real ferserver on loopback) and come back as the
@@ -62,8 +62,8 @@ def recalls(p: np.ndarray, labels: np.ndarray, names) -> dict[str, float]:
 def calibrate(address: str, model_dir, data=None, limit=None) -> dict:
     from ferwire.card import ModelCard
 
-    from .data import load_split
-    from .wild import server_probabilities
+    from ..data import load_split
+    from .photos import server_probabilities
 
     card = ModelCard.load(model_dir)
     # The server already applies the model's current T; undo it so the fit starts from the raw probabilities.
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     from ferwire.card import DEFAULT_MODEL_DIR, EXPRESSION_MODEL_DIR
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    p = argparse.ArgumentParser(prog="python -m fermodels.calibration", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m fermodels.evaluation.calibration", description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", action="append", default=None, help="model directory (repeatable; default both bundled models)")
     p.add_argument("--data", default=None, help="FER2013 npz (default ../shared or $FERCODEC_DATA)")
     p.add_argument("--limit", type=int, default=None, help="N evenly spaced faces per split (default all)")
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         for r in rows:
             write_temperature(r["path"], r["temperature"])
     args.out.mkdir(parents=True, exist_ok=True)
-    text = markdown(rows, shlex.join(["python", "-m", "fermodels.calibration", *argv]))
+    text = markdown(rows, shlex.join(["python", "-m", "fermodels.evaluation.calibration", *argv]))
     (args.out / "calibration.json").write_text(json.dumps(rows, indent=1))
     (args.out / "README.md").write_text(text)
     print(text)

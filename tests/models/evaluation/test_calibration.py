@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from fermodels.calibration import ece, fit_temperature, nll, recalls, tempered
+from fermodels.evaluation.calibration import ece, fit_temperature, nll, recalls, tempered
 
 
 def _overconfident(n=4000, seed=0):
@@ -45,8 +45,8 @@ def test_ece_is_zero_for_a_perfect_hard_classifier_and_recalls_count_per_class()
 @pytest.mark.slow
 def test_server_applies_the_model_temperature(tmp_path, expression_card, fer_test):
     """The same bitstreams through two real servers, one reading T = 3 from its model.json: same labels, lower confidence."""
+    from fermodels.evaluation.photos import server_probabilities
     from ferserver.process import ServerProcess
-    from fermodels.wild import server_probabilities
 
     hot = tmp_path / "expr-hot"
     shutil.copytree(expression_card.path, hot)

@@ -1,0 +1,207 @@
+"""fereval: what the shipped codec costs in bytes and in expression accuracy, against Pillow's codecs.
+
+Our points go through the deployment path (ONNX encoder and range coder of the
+edge client, the server's bitstream decoder and synthesis), so the bytes are
+real bitstreams and the accuracy is what the server would report. Baselines are
+whole files as Pillow writes them, decoded back and classified the same way.
+
+    fereval --out docs/results                     # all of FER2013 PrivateTest
+    fereval --limit 300 --baselines jpeg,webp      # a quick look
+    fereval --extra-classifier plain=runs/classifier/best.pt --update-card
+
+The expression layer (fercodec-v1-expr, a feature codec that sends no pixels)
+is measured beside the image codec when its directory exists: bytes and
+accuracy through its own deployment path, no PSNR (--expression-dir none skips it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from ..bundle import load_classifier
+from ..data import DEFAULT_DATA, SPLITS, load_split
+from .baselines import BASELINES, available_baselines, evaluate_baseline
+from .comparison import compare, default_quality
+from .deployment import evaluate_codec, evaluate_expression
+from .measure import DEPLOYED, EXPRESSION, MS_SSIM_NOTE, classifier_accuracy
+from .report import compare_runs, machine_info, update_card, write_outputs
+
+
+def _baseline_names(text: str) -> list[str]:
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    if names == ["none"]:
+        return []
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown baseline {', '.join(unknown)}; choose from {', '.join(BASELINES)} or none")
+    return list(dict.fromkeys(names))
+
+
+def _extra_classifier(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path or "/" in name or name == DEPLOYED:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH with a NAME other than {DEPLOYED!r} and without '/', got {text!r}")
+    return name, path
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _args(argv):
+    p = argparse.ArgumentParser(prog="fereval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", default=None, help="model directory (default $FERCODEC_MODEL_DIR or the shipped fercodec-v1)")
+    p.add_argument("--expression-dir", default=None, help="expression-layer model directory to measure too (default: the bundled fercodec-v1-expr; none skips it)")
+    p.add_argument("--data", default=None, help=f"FER2013 npz (default {DEFAULT_DATA} or $FERCODEC_DATA)")
+    p.add_argument("--split", choices=SPLITS, default="test", help="test = PrivateTest (default), val = PublicTest")
+    p.add_argument("--limit", type=_positive, default=None, help="evaluate N evenly spaced faces of the split")
+    p.add_argument("--out", default="docs/results", help="directory for results.json, results.md and the plots")
+    p.add_argument("--baselines", type=_baseline_names, default=list(BASELINES), help=f"comma-separated subset of {','.join(BASELINES)}, or none (default all)")
+    p.add_argument("--extra-classifier", type=_extra_classifier, action="append", default=[], metavar="NAME=PATH", help="also classify every decoded face with this checkpoint (repeatable)")
+    p.add_argument("--update-card", action="store_true", help="write our metrics into the model directory's model.json and MODEL_CARD.md")
+    p.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads (0 = torch's default)")
+    p.add_argument("--batch-size", type=_positive, default=256, help="faces per synthesis / classifier batch")
+    p.add_argument("--device", default="cpu", help="torch device for synthesis and classifiers (cpu, cuda, auto)")
+    p.add_argument("--compare", action="append", default=[], metavar="NAME=RESULTS_JSON", type=_extra_classifier,
+                   help="instead of evaluating, compare earlier runs' results.json against the first one given; writes compare.md in --out")
+    p.add_argument("--photos", action="store_true",
+                   help="instead of the codec curves, measure the deployed path from photos: each face of the split pasted into a "
+                        "synthetic canvas, then ferclient's detector, alignment and encoder and a real ferserver (fermodels.evaluation.photos); "
+                        "writes photos.md and photos.json in --out")
+    p.add_argument("--server", default=None, help="with --photos: a running ferserver's host:port (default: start one on loopback)")
+    p.add_argument("--seed", type=int, default=0, help="with --photos: canvas seed (default 0)")
+    return p.parse_args(argv)
+
+
+def run_photos(args, command: str) -> Path:
+    """fereval --photos: write photos.json and photos.md in --out; returns the markdown's path."""
+    from contextlib import nullcontext
+
+    from ferserver.process import ServerProcess
+    from ferwire.card import DEFAULT_MODEL_DIR, EXPRESSION_MODEL_DIR
+
+    from .photos import evaluate_photos, markdown
+
+    faces, labels = load_split(args.split, args.data, args.limit)
+    dirs = {"fercodec-v1 (image codec)": args.model_dir or DEFAULT_MODEL_DIR}
+    expression = _expression_card(args.expression_dir)
+    if expression is not None:
+        dirs["fercodec-v1-expr (expression layer)"] = expression.path
+    t0 = time.perf_counter()
+    with (nullcontext(None) if args.server else ServerProcess()) as server:
+        rows = evaluate_photos(args.server or server.address, faces, labels, dirs, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    machine = machine_info("cpu")
+    (out / "photos.json").write_text(json.dumps({"command": command, "split": args.split, "seconds": time.perf_counter() - t0,
+                                                 "machine": machine, "rows": rows}, indent=1))
+    (out / "photos.md").write_text(markdown(rows, command, f"{machine['processor']}, {machine['cpu_count']} cores, {machine['device']}"))
+    return out / "photos.md"
+
+
+def _expression_card(path):
+    """The expression layer to measure: --expression-dir, else the bundled one if present; None for "none"."""
+    from ferwire.card import EXPRESSION_MODEL_DIR, ModelCard
+
+    if path == "none" or (path is None and not EXPRESSION_MODEL_DIR.is_dir()):
+        return None
+    card = ModelCard.load(path or EXPRESSION_MODEL_DIR)
+    if card.kind != "expression":
+        raise ValueError(f"--expression-dir {card.path} holds a {card.kind} model, not the expression layer")
+    return card
+
+
+def evaluate(args, command: str) -> dict:
+    """Everything fereval measures, as the dict written to results.json."""
+    from ferwire.card import ModelCard
+
+    from ..bundle import keep_freed_memory, pick_device
+
+    t0 = time.perf_counter()
+    keep_freed_memory()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    card = ModelCard.load(args.model_dir)
+    if card.kind != "image":
+        raise ValueError(f"--model-dir {card.path} is the {card.kind} layer; pass it as --expression-dir")
+    faces, labels = load_split(args.split, args.data, args.limit)
+    extras = {name: load_classifier(path, device) for name, path in args.extra_classifier}
+    classifiers = {DEPLOYED: load_classifier(card.file("classifier.pt"), device), **extras}
+    uncompressed = {name: classifier_accuracy(clf, faces, labels, args.batch_size) for name, clf in classifiers.items()}
+    points = evaluate_codec(card, faces, labels, device=device, batch_size=args.batch_size, extra_classifiers=extras)
+    expression = _expression_card(args.expression_dir)
+    if expression is not None:
+        points += evaluate_expression(expression, faces, labels, device, args.batch_size)
+    baselines = available_baselines(args.baselines)
+    for name in baselines:
+        points += evaluate_baseline(name, faces, labels, classifiers, batch_size=args.batch_size)
+    bd, within = compare(points, uncompressed)
+    return {
+        "model": {"id": card.model_id, "tag": card.model_tag, "path": str(card.path.resolve()), "lambdas": list(card.lambdas), "default_quality": card.default_quality},
+        "expression": None if expression is None else {"id": expression.model_id, "tag": expression.model_tag, "path": str(expression.path.resolve()), "beta": expression.lambdas[0]},
+        "split": args.split,
+        "faces": len(faces),
+        "data": str(Path(args.data or DEFAULT_DATA).resolve()),
+        "command": command,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": time.perf_counter() - t0,
+        "machine": machine_info(device),
+        "ms_ssim": MS_SSIM_NOTE,
+        "classifiers": {DEPLOYED: str(card.file("classifier.pt").resolve()), **{n: str(Path(p).resolve()) for n, p in args.extra_classifier}},
+        "uncompressed_accuracy": uncompressed,
+        "baseline_settings": {k: BASELINES[k].how for k in baselines},
+        "points": points,
+        "bd_rate": bd,
+        "bytes_within_1_point": within,
+        "default_quality": default_quality(points, uncompressed[DEPLOYED]),
+    }
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _args(argv)
+    try:
+        if args.compare:
+            runs = {name: json.loads(Path(path).read_text()) for name, path in args.compare}
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            text = compare_runs(runs) + f"\nCommand: `{shlex.join(['fereval', *argv])}`\n"
+            (Path(args.out) / "compare.md").write_text(text)
+            print(text)
+            return 0
+        if args.photos:
+            path = run_photos(args, shlex.join(["fereval", *argv]))
+            print(path.read_text())
+            return 0
+        results = evaluate(args, shlex.join(["fereval", *argv]))
+        out = Path(args.out)
+        write_outputs(results, out)
+        if args.update_card:
+            from ferwire.card import ModelCard
+
+            update_card(ModelCard.load(results["model"]["path"]), results)
+            if results["expression"]:
+                update_card(ModelCard.load(results["expression"]["path"]), results, EXPRESSION)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"fereval: {e if not isinstance(e, KeyError) else f'missing key {e} in a model or data file'}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fereval: interrupted", file=sys.stderr)
+        return 130
+    print(f"fereval: {results['faces']} faces in {results['seconds']:.0f} s; wrote {out / 'results.md'}, results.json and the plots")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
