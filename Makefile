@@ -29,6 +29,7 @@ protos: $(STAMP)
 CLEAN_CLF := models/weights/clean-classifier/best.pt
 eval: $(STAMP)
 	$(VENV)/bin/fereval --out docs/results --update-card --extra-classifier clean=$(CLEAN_CLF)
+	$(VENV)/bin/fereval --robustness --out docs/robustness --extra-classifier clean=$(CLEAN_CLF)
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py

@@ -72,7 +72,7 @@ def _args(argv):
     c.add_argument("--lambda-kd", type=float, default=0.5, help="with --teacher: the teacher's share of the target (the rest: the label, smoothed)")
     c.add_argument("--robust", action="store_true",
                    help="also train (and select on val) on a realistic-crop copy of every face: offset, zoom, tilt, blur, lighting, "
-                        "JPEG source, occlusion (fermodels.robustness.RANDOM_MIX), decoded like the originals with --decoded")
+                        "JPEG source, occlusion (fermodels.perturb.RANDOM_MIX), decoded like the originals with --decoded")
     k = sub.choices["codec"]
     k.add_argument("--n", type=int, default=64, help="transform channels")
     k.add_argument("--m", type=int, default=96, help="latent channels")
@@ -258,7 +258,7 @@ def _robust_views(views, seed: int):
     import torch
 
     from .data import to_tensor
-    from .robustness import random_perturbations
+    from .perturb import random_perturbations
 
     inner = views or to_tensor
 

@@ -32,7 +32,7 @@ from .baselines import BASELINES, available_baselines, evaluate_baseline
 from .comparison import compare, default_quality
 from .deployment import evaluate_codec, evaluate_expression
 from .measure import DEPLOYED, EXPRESSION, MS_SSIM_NOTE, classifier_accuracy
-from .report import compare_runs, machine_info, update_card, write_outputs
+from .report import SPLIT_NAMES, compare_runs, machine_info, update_card, write_outputs
 
 
 def _baseline_names(text: str) -> list[str]:
@@ -79,6 +79,10 @@ def _args(argv):
                    help="instead of the codec curves, measure the deployed path from photos: each face of the split pasted into a "
                         "synthetic canvas, then ferclient's detector, alignment and encoder and a real ferserver (fermodels.evaluation.photos); "
                         "writes photos.md and photos.json in --out")
+    p.add_argument("--robustness", action="store_true",
+                   help="instead of the codec curves, measure accuracy on the split's faces under fixed realistic-crop perturbations "
+                        "(offset, zoom, tilt, blur, lighting, JPEG source, occlusion): every classifier uncompressed, the image codec at its "
+                        "default quality, the expression layer; writes robustness.md and robustness.json in --out")
     p.add_argument("--server", default=None, help="with --photos: a running ferserver's host:port (default: start one on loopback)")
     p.add_argument("--seed", type=int, default=0, help="with --photos: canvas seed (default 0)")
     return p.parse_args(argv)
@@ -89,7 +93,7 @@ def run_photos(args, command: str) -> Path:
     from contextlib import nullcontext
 
     from ferserver.process import ServerProcess
-    from ferwire.card import DEFAULT_MODEL_DIR, EXPRESSION_MODEL_DIR
+    from ferwire.card import DEFAULT_MODEL_DIR
 
     from .photos import evaluate_photos, markdown
 
@@ -108,6 +112,30 @@ def run_photos(args, command: str) -> Path:
                                                  "machine": machine, "rows": rows}, indent=1))
     (out / "photos.md").write_text(markdown(rows, command, f"{machine['processor']}, {machine['cpu_count']} cores, {machine['device']}"))
     return out / "photos.md"
+
+
+def run_robustness(args, command: str) -> Path:
+    """fereval --robustness: write robustness.json and robustness.md in --out; returns the markdown's path."""
+    from ferwire.card import ModelCard
+
+    from ..bundle import pick_device
+    from .robustness import evaluate_robustness, markdown
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    card = ModelCard.load(args.model_dir)
+    faces, labels = load_split(args.split, args.data, args.limit)
+    classifiers = {DEPLOYED: load_classifier(card.file("classifier.pt"), device), **{n: load_classifier(p, device) for n, p in args.extra_classifier}}
+    t0 = time.perf_counter()
+    columns, rows = evaluate_robustness(card, _expression_card(args.expression_dir), faces, labels, classifiers, device, args.batch_size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    machine = machine_info(device)
+    (out / "robustness.json").write_text(json.dumps({"command": command, "split": args.split, "faces": len(faces), "seconds": time.perf_counter() - t0,
+                                                     "machine": machine, "columns": columns, "rows": rows}, indent=1))
+    (out / "robustness.md").write_text(markdown(columns, rows, command, f"{machine['processor']}, {machine['cpu_count']} cores, {device}", len(faces), SPLIT_NAMES[args.split]))
+    return out / "robustness.md"
 
 
 def _expression_card(path):
@@ -180,8 +208,8 @@ def main(argv=None) -> int:
             (Path(args.out) / "compare.md").write_text(text)
             print(text)
             return 0
-        if args.photos:
-            path = run_photos(args, shlex.join(["fereval", *argv]))
+        if args.photos or args.robustness:
+            path = (run_photos if args.photos else run_robustness)(args, shlex.join(["fereval", *argv]))
             print(path.read_text())
             return 0
         results = evaluate(args, shlex.join(["fereval", *argv]))

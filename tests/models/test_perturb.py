@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fermodels.data import load_split
-from fermodels.robustness import conditions, perturb, random_perturbations
+from fermodels.perturb import conditions, perturb, random_perturbations
 
 
 def test_robust_copies_are_deterministic_and_perturbed():

@@ -1,4 +1,4 @@
-"""What real crops do to accuracy: PrivateTest under fixed perturbations, uncompressed and through each codec.
+"""Perturbations of FER2013 crops that mimic crops from real photos: fixed severities for fereval --robustness, a random mix for fertrain --robust.
 
 A face cut from a photo is not a FER2013 crop: the detector's box is off by a few pixels and a few
 percent of scale, heads tilt, the photo may be blurred, dark or bright, already JPEG-compressed, or
@@ -63,18 +63,6 @@ def perturb(faces: np.ndarray, kind: str, severity: float, seed: int = 0) -> np.
 def conditions():
     """(kind, severity) in table order."""
     return [(k, s) for k, (_, sev) in PERTURBATIONS.items() for s in sev]
-
-
-def markdown(rows: list[dict], columns: list[str]) -> str:
-    """rows: {"kind", "severity", column: accuracy}; one column per model/path."""
-    lines = [
-        "| perturbation | severity | " + " | ".join(columns) + " |",
-        "|---|---|" + "---|" * len(columns),
-    ]
-    for r in rows:
-        lines.append(f"| {r['kind']} | {r['severity']:g} | " + " | ".join(f"{100 * r[c]:.2f} %" for c in columns) + " |")
-    notes = [f"- {k}: {d}" for k, (d, _) in PERTURBATIONS.items() if k != "none"]
-    return "\n".join(lines + [""] + notes) + "\n"
 
 
 # Training-time mix: each kind applies independently with its probability, at a uniform severity in its range.

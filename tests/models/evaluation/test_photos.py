@@ -1,0 +1,31 @@
+"""fereval --photos: FER2013 faces pasted into synthetic photos, found by ferclient's detector, labelled by a real server."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from fermodels.evaluation.cli import main
+from fermodels.evaluation.photos import TILTS, canvas
+
+
+def test_canvas_is_seeded_and_holds_the_face(fer_test):
+    face = fer_test[0][0]
+    a, centre, side = canvas(face, np.random.default_rng(1), 0.0)
+    b, _, _ = canvas(face, np.random.default_rng(1), 0.0)
+    assert np.array_equal(a, b) and 64 <= side <= 192 and a.shape[0] > side and a.shape[1] > side
+    x0, y0 = int(centre[0] - side / 2), int(centre[1] - side / 2)
+    assert abs(float(a[y0 : y0 + side, x0 : x0 + side].mean()) - float(face.mean())) < 3  # the pasted face, upscaled, untilted
+
+
+def test_photos_mode_through_a_real_server(server, tmp_path):
+    out = tmp_path / "ph"
+    assert main(["--photos", "--limit", "40", "--server", server.address, "--out", str(out)]) == 0
+    r = json.loads((out / "photos.json").read_text())
+    assert len(r["rows"]) == 2 * len(TILTS)
+    for row in r["rows"]:
+        assert row["faces"] == 40 and row["detected"] >= 0.75
+        assert row["aligned"] <= row["detected"] and row["box"] <= row["detected"]
+        assert 0.4 < row["original_crop"] <= 1 and 0.3 < row["aligned_of_detected"] <= 1
+    assert "| 20 deg |" in (out / "photos.md").read_text()

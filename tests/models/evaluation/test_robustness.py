@@ -1,0 +1,22 @@
+"""fereval --robustness on a sliver of PrivateTest: every perturbation row, every column, the unperturbed row consistent."""
+
+from __future__ import annotations
+
+import json
+
+from fermodels.evaluation.cli import main
+from fermodels.perturb import conditions
+
+
+def test_robustness_table(tmp_path, card, expression_card):
+    out = tmp_path / "rob"
+    assert main(["--robustness", "--limit", "60", "--out", str(out), "--extra-classifier", "clean=models/weights/clean-classifier/best.pt"]) == 0
+    r = json.loads((out / "robustness.json").read_text())
+    assert r["faces"] == 60 and r["columns"] == ["deployed, uncompressed", "clean, uncompressed", f"{card.model_id}, q{card.default_quality}", expression_card.model_id]
+    assert [(row["kind"], row["severity"]) for row in r["rows"]] == conditions()
+    rows = {(row["kind"], row["severity"]): row for row in r["rows"]}
+    none = rows[("none", 0)]
+    assert all(0.4 < none[c] <= 1 for c in r["columns"])
+    assert rows[("blur", 1.5)]["deployed, uncompressed"] < none["deployed, uncompressed"] - 0.1  # heavy blur must cost accuracy
+    text = (out / "robustness.md").read_text()
+    assert "mean of the perturbed rows" in text and "| occlude | 20 |" in text
