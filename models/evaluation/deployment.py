@@ -29,6 +29,20 @@ def _reconstruct(encoder, codec, faces: np.ndarray, q: int, batch_size: int, bar
     return sizes, torch.cat(recon)
 
 
+def codec_accuracy(card, faces, labels, q: int, device="cpu", batch_size=256, models=None) -> float:
+    """The deployed classifier's accuracy on faces sent at quality q, without the image-quality measures of a rate point.
+    `models` (codec, classifier, encoder) skips loading them again on every call."""
+    from ferclient.encoder import FaceEncoder
+
+    from ..bundle import load_torch_models
+    from .measure import classifier_accuracy
+
+    codec, deployed, encoder = models or (*load_torch_models(card, device), FaceEncoder(card.path, threads=torch.get_num_threads()))
+    with progress_bar(f"{OURS} q{q}", len(faces)) as bar:
+        _, recon = _reconstruct(encoder, codec, faces, q, batch_size, bar)
+    return classifier_accuracy(deployed, recon, labels, batch_size)
+
+
 def evaluate_codec(card, faces, labels, qualities=None, device="cpu", batch_size=256, extra_classifiers: dict | None = None) -> list[dict]:
     """One point per quality of the model in `card`, through the deployment path.
 

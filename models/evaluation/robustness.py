@@ -9,19 +9,25 @@ fermodels.perturb's, with fixed seeds, so every column and every run sees the sa
 from __future__ import annotations
 
 from ..perturb import PERTURBATIONS, conditions, perturb
-from .deployment import evaluate_codec, evaluate_expression
+from .deployment import codec_accuracy, evaluate_expression
 from .measure import classifier_accuracy
 
 
 def evaluate_robustness(card, expression, faces, labels, classifiers: dict, device: str = "cpu", batch_size: int = 256) -> tuple[list[str], list[dict]]:
     """(columns, one row per perturbation and severity with the accuracy of each column)."""
+    import torch
+    from ferclient.encoder import FaceEncoder
+
+    from ..bundle import load_torch_models
+
+    models = (*load_torch_models(card, device), FaceEncoder(card.path, threads=torch.get_num_threads()))
     rows = []
     for kind, severity in conditions():
         f = perturb(faces, kind, severity)
         row = {"kind": kind, "severity": severity}
         for name, clf in classifiers.items():
             row[f"{name}, uncompressed"] = classifier_accuracy(clf, f, labels, batch_size)
-        row[f"{card.model_id}, q{card.default_quality}"] = evaluate_codec(card, f, labels, [card.default_quality], device, batch_size)[0]["accuracy"]
+        row[f"{card.model_id}, q{card.default_quality}"] = codec_accuracy(card, f, labels, card.default_quality, device, batch_size, models)
         if expression is not None:
             row[expression.model_id] = evaluate_expression(expression, f, labels, device, batch_size)[0]["accuracy"]
         rows.append(row)
