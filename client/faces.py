@@ -87,7 +87,6 @@ class FaceDetector:
 
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"detect threshold must be between 0 and 1, got {threshold:g}")
-        self.threshold = threshold
         self.max_side = max_side
         from ferwire.card import WEIGHTS
 

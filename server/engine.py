@@ -16,9 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from fermodels.bundle import keep_freed_memory, load_expression, load_torch_models, pick_device
-from fermodels.evaluation.calibration import tempered
 from ferwire.bitstream import BitstreamError, decode, parse_header
-from ferwire.card import ModelCard
+from ferwire.card import ModelCard, tempered
 from ferwire.entropy import EntropyTables
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import fermodels
+import numpy as np
 
 # The bundled models are package data of fermodels.weights (models/weights in the checkout); fermodels'
 # __init__ is import-light, so finding it costs no torch, editable install or not.
@@ -50,7 +51,7 @@ class ModelCard:
     default_quality: int
     metrics: dict = field(default_factory=dict)
     kind: str = "image"
-    temperature: float = 1.0  # the server reports p**(1/T), renormalised; fitted on val by fermodels.evaluation.calibration
+    temperature: float = 1.0  # the server reports tempered(p, T); fitted on val by fermodels.evaluation.calibration
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None) -> "ModelCard":
@@ -87,3 +88,12 @@ class ModelCard:
     @property
     def num_qualities(self) -> int:
         return len(self.lambdas)
+
+
+def tempered(p: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature scaling of the model's (mirror-averaged) probabilities: softmax(log p / T). Same argmax, calibrated confidence."""
+    if temperature == 1.0:
+        return p
+    z = np.log(np.clip(p.astype(np.float64), 1e-12, None)) / temperature
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)

@@ -5,10 +5,11 @@
     baselines     Pillow's codecs (JPEG, WebP, JPEG 2000, AVIF) as whole files
     comparison    rate-accuracy maths: frontier, BD-rate, bytes at an accuracy, the default quality
     report        results.md, the plots, the model card's metrics, runs compared
-    cli           fereval (the curves, --compare, --photos)
+    cli           fereval (the curves, --compare, --photos, --robustness)
     photos        fereval --photos: the deployed path from synthetic photos, through a real ferserver
-    calibration   python -m fermodels.evaluation.calibration: the temperature per model, and `tempered`,
-                  which the server applies (numpy only)
+    robustness    fereval --robustness: accuracy under fermodels.perturb's fixed perturbations
+    calibration   python -m fermodels.evaluation.calibration: the temperature per model (the server applies
+                  it with ferwire.card.tempered), ECE and per-class recall
 
-Kept empty on purpose: the server imports `calibration.tempered` without torch.
+Kept empty: importing one module of the package loads no other.
 """

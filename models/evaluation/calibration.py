@@ -5,7 +5,7 @@
 For each bundled model, FER2013 val (PublicTest) and test (PrivateTest) faces go the deployed way
 (ferclient's encoder at the default setting, a real ferserver on loopback) and come back as the
 probabilities users see. The temperature T minimising val's negative log-likelihood is the one the
-server applies (softmax(log p / T), `tempered` here; argmax unchanged). Reported on test:
+server applies (softmax(log p / T), ferwire.card.tempered; argmax unchanged). Reported on test:
 expected calibration error (15 equal-width confidence bins) before and after, NLL, accuracy and the
 recall of every class. --write stores T in each model.json (the server reads it at start).
 """
@@ -20,16 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ferwire.card import tempered
+
 BINS = 15
-
-
-def tempered(p: np.ndarray, temperature: float) -> np.ndarray:
-    """Temperature scaling of the model's (mirror-averaged) probabilities: softmax(log p / T). Same argmax, calibrated confidence."""
-    if temperature == 1.0:
-        return p
-    z = np.log(np.clip(p.astype(np.float64), 1e-12, None)) / temperature
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
 
 
 def ece(p: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
