@@ -33,6 +33,13 @@ eval: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py
+	$(PY) scripts/video_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# Build the server and client images on a local Debian base and run them end to end (tests/docker/test_images.py).
+# As root it installs docker.io/debootstrap and starts dockerd when needed; skips with the reason where it cannot.
+.PHONY: test-docker
+test-docker: $(STAMP)
+	FERCODEC_DOCKER_TESTS=1 $(PY) -m pytest -q -s -rs tests/docker

@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+from . import channel as channel_mod
 from .faces import DETECT_THRESHOLD, MIN_FACE
-
-DEFAULT_SERVER = "localhost:50051"
+from .models import PULL_TIMEOUT_S
 
 
 def _pixels(text: str) -> int:
@@ -37,7 +37,7 @@ def _args(argv):
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("send", help="detect, encode and send the faces in images")
     s.add_argument("images", nargs="+", help="image files (anything Pillow reads)")
-    s.add_argument("--server", default=os.environ.get("FERCODEC_SERVER", DEFAULT_SERVER), help=f"host:port (env FERCODEC_SERVER, default {DEFAULT_SERVER})")
+    channel_mod.add_arguments(s)
     s.add_argument("--quality", type=int, default=None, help="codec quality index (default: the model's default)")
     s.add_argument("--no-detect", action="store_true", help="each image is already a face crop")
     s.add_argument("--min-face", type=_pixels, default=MIN_FACE, metavar="PX",
@@ -47,29 +47,30 @@ def _args(argv):
     s.add_argument("--no-align", action="store_true", help="crop the detector's box as it is instead of levelling the eyes on FER2013's landmarks")
     s.add_argument("--reconstruct", metavar="DIR", default=None, help="save the server's reconstructions as PNG in DIR")
     s.add_argument("--json", action="store_true", help="one JSON object per face per line")
-    s.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
     s.add_argument("--model", "--model-dir", dest="model_dir", default=None,
                    help="model directory or bundled name: fercodec-v1 (default; the image codec) or fercodec-v1-expr "
-                        "(the expression layer: fewest bytes, no reconstruction)")
+                        "(the expression layer: fewest bytes, no reconstruction), or the id of a model the server runs (pulled into the cache)")
+    s.add_argument("--no-pull", action="store_true",
+                   help="never download an encoder: by default one the server runs is pulled when --model names it, or when the server "
+                        "refuses the faces as encoded for a model it does not run (then the file is re-encoded and sent once more)")
     i = sub.add_parser("info", help="print what the server runs")
-    i.add_argument("--server", default=os.environ.get("FERCODEC_SERVER", DEFAULT_SERVER))
-    i.add_argument("--timeout", type=float, default=10.0)
+    channel_mod.add_arguments(i)
+    _watch_parser(sub)
+    m = sub.add_parser("models", help="encoders pulled from a server into this user's cache (see ferclient.models)")
+    msub = m.add_subparsers(dest="models_command", required=True)
+    mp = msub.add_parser("pull", help="download the encoder of a model the server runs, verify its SHA-256s, cache it")
+    mp.add_argument("model_id", nargs="?", default="", help="model id or model directory name (default: the server's first model)")
+    mp.add_argument("--sha256", default=None, metavar="HEX", help="refuse the bundle unless its SHA-256 is HEX (ferclient models list shows it)")
+    channel_mod.add_arguments(mp, timeout=PULL_TIMEOUT_S, timeout_help="seconds for the whole download")  # a bundle, not one request
+    ml = msub.add_parser("list", help="the cached encoders, each verified against its manifest")
+    ml.add_argument("--json", action="store_true", help="one JSON object per model per line")
+    mr = msub.add_parser("remove", help="delete a cached encoder")
+    mr.add_argument("model_id")
     return p.parse_args(argv)
 
 
 def _err(msg: str) -> None:
     print(f"ferclient: {msg}", file=sys.stderr)
-
-
-def _rpc_error(e, server: str, timeout: float) -> str:
-    import grpc
-
-    code = e.code()
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return f"cannot reach server at {server} ({e.details()})"
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return f"deadline exceeded: no answer from {server} within {timeout:g}s"
-    return f"server refused the request: {code.name}: {e.details()}"
 
 
 def _prepare(path: str, args, encoder, detector):
@@ -103,16 +104,18 @@ def send(args) -> int:
     from fercodec.v1 import fercodec_pb2 as pb
     from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 
-    from .encoder import FaceEncoder
     from .faces import FaceDetector, ImageError
 
     try:
-        encoder = FaceEncoder(args.model_dir)
+        encoder = _load_encoder(args)
         encoder.check_quality(args.quality)
         detector = None if args.no_detect else FaceDetector(args.detect_threshold)
     except (OSError, ValueError) as e:
         _err(str(e))
         return 2
+    except grpc.RpcError as e:
+        _err(f"cannot pull model {args.model_dir}: {channel_mod.rpc_error_message(e, args.server, args.timeout)}")
+        return 1
     if args.reconstruct and encoder.card.kind == "expression":
         _err(f"model {encoder.card.model_id} is the expression layer: it sends no image, so there is nothing to --reconstruct; use --model fercodec-v1")
         return 2
@@ -122,7 +125,8 @@ def send(args) -> int:
     h, w = encoder.card.face_size
     failed = 0
     pending = []  # (path, faces, bitstreams, future, t0, done-time holder)
-    with grpc.insecure_channel(args.server) as channel:
+    swap = {}  # the server's encoder, pulled when it refuses ours (or the reason that failed)
+    with channel_mod.open_channel(args) as channel:
         stub = pb_grpc.FerCodecStub(channel)
         # Encode every file and put its request on the wire before waiting for any answer.
         for path in args.images:
@@ -141,9 +145,17 @@ def send(args) -> int:
             try:
                 reply = fut.result()
             except grpc.RpcError as e:
-                _err(f"{path}: {_rpc_error(e, args.server, args.timeout)}")
-                failed += 1
-                continue
+                if args.no_pull or not _unknown_model(e):
+                    _err(f"{path}: {channel_mod.rpc_error_message(e, args.server, args.timeout)}")
+                    failed += 1
+                    continue
+                try:
+                    encoder, faces, streams, reply, t0, done = _resend(path, args, swap, encoder, channel, stub, detector)
+                except (grpc.RpcError, ValueError, OSError) as e2:
+                    _err(f"{path}: {channel_mod.rpc_error_message(e2, args.server, args.timeout) if isinstance(e2, grpc.RpcError) else e2}")
+                    failed += 1
+                    continue
+                names, (h, w) = encoder.card.class_names, encoder.card.face_size
             latency_ms = (done.get("t", time.perf_counter()) - t0) * 1000.0
             for k, (face, stream, r) in enumerate(zip(faces, streams, reply.results)):
                 box = None if face is None else face.box
@@ -169,6 +181,100 @@ def send(args) -> int:
     return 1 if failed else 0
 
 
+def _unknown_model(e) -> bool:
+    from . import models
+
+    return models.unknown_model(e)
+
+
+def _load_encoder(args):
+    """FaceEncoder for --model; the id of a model neither local nor cached is pulled from --server first (unless --no-pull)."""
+    from . import models
+    from .encoder import FaceEncoder
+
+    try:
+        return FaceEncoder(args.model_dir)
+    except FileNotFoundError:
+        if args.no_pull or not args.model_dir or not models.valid_id(args.model_dir) or Path(args.model_dir).exists():
+            raise
+    with channel_mod.open_channel(args) as channel:
+        where = models.pull(channel, args.model_dir, max(args.timeout, PULL_TIMEOUT_S), source=args.server)
+    _err(f"note: pulled model {args.model_dir} from {args.server} into {where}")
+    return FaceEncoder(where)
+
+
+def _resend(path, args, swap, encoder, channel, stub, detector):
+    """The server refused this file's faces as encoded for a model it does not run: pull its model of the same kind
+    (once per run), re-encode the file with it and send it once more. Returns (encoder, faces, streams, reply, t0, done)."""
+    import grpc
+
+    from fercodec.v1 import fercodec_pb2 as pb
+
+    from . import models
+    from .encoder import FaceEncoder
+
+    if "error" in swap:
+        raise models.BundleError(swap["error"])
+    if "encoder" not in swap:
+        try:
+            model_id = models.server_model(channel, encoder.card.kind, args.timeout)
+            where, pulled = models.ensure(channel, model_id, max(args.timeout, PULL_TIMEOUT_S), source=args.server)
+            swap["encoder"] = FaceEncoder(where)
+        except (grpc.RpcError, ValueError, OSError) as e:
+            why = channel_mod.rpc_error_message(e, args.server, args.timeout) if isinstance(e, grpc.RpcError) else str(e)
+            swap["error"] = f"the server does not run model {encoder.card.model_id}, and getting the one it runs failed: {why}"
+            raise models.BundleError(swap["error"]) from None
+        _err(f"note: the server does not run model {encoder.card.model_id}; {'pulled' if pulled else 'using the cached'} {model_id} "
+             f"({where}), re-encoding and sending again")
+    encoder = swap["encoder"]
+    faces, streams = _prepare(path, args, encoder, detector)
+    t0 = time.perf_counter()
+    reply = stub.Recognize(pb.RecognizeRequest(faces=streams, return_reconstruction=bool(args.reconstruct)), timeout=args.timeout)
+    return encoder, faces, streams, reply, t0, {"t": time.perf_counter()}
+
+
+def models_command(args) -> int:
+    """ferclient models pull [MODEL_ID] | list | remove MODEL_ID."""
+    from . import models
+
+    if args.models_command == "list":
+        rows = models.list_models()
+        for r in rows:
+            if args.json:
+                print(json.dumps(r))
+            elif r["status"] == "ok":
+                print(f"{r['model_id']}  tag {r['model_tag']:#06x}  {r['kind']}  v{r['version']}  {r['bytes'] / 1e6:.1f} MB  "
+                      f"sha256 {r['bundle_sha256']}  {r['path']}")
+            else:
+                print(f"{r['model_id']}  DAMAGED: {r['status']}")
+        if not rows and not args.json:
+            print(f"no models pulled yet (cache: {models.cache_dir()})")
+        return 0 if all(r["status"] == "ok" for r in rows) else 1
+    if args.models_command == "remove":
+        if not models.remove(args.model_id):
+            _err(f"no model {args.model_id} in {models.cache_dir()}")
+            return 1
+        print(f"removed {args.model_id}")
+        return 0
+    import grpc
+
+    t0 = time.perf_counter()
+    with channel_mod.open_channel(args) as channel:
+        try:
+            where = models.pull(channel, args.model_id, args.timeout, args.sha256, source=args.server)
+        except grpc.RpcError as e:
+            what = args.model_id or "the server's first model"
+            _err(f"cannot pull {what}: {channel_mod.rpc_error_message(e, args.server, args.timeout)}")
+            return 1
+        except (ValueError, OSError) as e:
+            _err(str(e))
+            return 1
+    m = json.loads((where / models.MANIFEST).read_text())
+    print(f"{m['model_id']}  tag {m['model_tag']:#06x}  {m['kind']}  {m['total_bytes'] / 1e6:.1f} MB  sha256 {m['bundle_sha256']}  "
+          f"verified, in {where} ({time.perf_counter() - t0:.2f} s)")
+    return 0
+
+
 def info(args) -> int:
     import grpc
     from google.protobuf import json_format
@@ -176,23 +282,73 @@ def info(args) -> int:
     from fercodec.v1 import fercodec_pb2 as pb
     from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 
-    with grpc.insecure_channel(args.server) as channel:
+    with channel_mod.open_channel(args) as channel:
         try:
             reply = pb_grpc.FerCodecStub(channel).GetModelInfo(pb.GetModelInfoRequest(), timeout=args.timeout)
         except grpc.RpcError as e:
-            _err(_rpc_error(e, args.server, args.timeout))
+            _err(channel_mod.rpc_error_message(e, args.server, args.timeout))
             return 1
     print(json.dumps(json_format.MessageToDict(reply, preserving_proto_field_name=True), indent=2))
     return 0
 
 
+def _watch_parser(sub) -> None:
+    from .watch import DEFAULT_FPS, SKIP_THRESHOLD
+
+    w = sub.add_parser("watch", help="expression timelines per tracked face from a video file or a camera, over one stream")
+    src = w.add_mutually_exclusive_group(required=True)
+    src.add_argument("video", nargs="?", default=None, help="video file (anything OpenCV decodes)")
+    src.add_argument("--camera", type=int, default=None, metavar="N", help="camera index (0 = the first camera); Ctrl-C stops")
+    w.add_argument("--fps", type=_positive, default=DEFAULT_FPS, help=f"frames sampled per second of video (default {DEFAULT_FPS:g})")
+    w.add_argument("--max-frames", type=_pixels, default=None, metavar="N", help="stop after N sampled frames")
+    w.add_argument("--skip-threshold", type=float, default=SKIP_THRESHOLD, metavar="R",
+                   help=f"send a tracked face only when its latent changed by at least R (relative L2) since it was last sent; "
+                        f"0 sends every face (default {SKIP_THRESHOLD:g})")
+    w.add_argument("--smooth", type=_smoothing, default=1.0, metavar="A",
+                   help="exponential moving average of each track's probabilities: weight A of the newest answer, 0 < A <= 1 (default 1: off)")
+    w.add_argument("--quality", type=int, default=None, help="codec quality index (default: the model's default)")
+    w.add_argument("--model", "--model-dir", dest="model_dir", default=None, help="model directory or bundled name (default fercodec-v1)")
+    w.add_argument("--min-face", type=_pixels, default=MIN_FACE, metavar="PX", help=f"ignore faces smaller than PX (default {MIN_FACE})")
+    w.add_argument("--detect-threshold", type=_fraction, default=DETECT_THRESHOLD, metavar="T", help=f"face detector confidence (default {DETECT_THRESHOLD:g})")
+    w.add_argument("--json", action="store_true", help="one JSON object per face per sampled frame")
+    w.add_argument("--timeline", metavar="CSV", default=None, help="write every row to CSV (track, frame, t, box, label, probabilities, bytes, sent)")
+    w.add_argument("--plot", metavar="PNG", default=None, help="plot probabilities over time, one panel per track (needs matplotlib)")
+    channel_mod.add_arguments(w, timeout_help="seconds to reach the server before the stream starts")
+
+
+def _positive(text: str) -> float:
+    v = float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return v
+
+
+def _smoothing(text: str) -> float:
+    v = float(text)
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return v
+
+
+def watch(args) -> int:
+    from .watch import run
+
+    return run(args, _err)
+
+
 def main(argv=None) -> int:
     args = _args(argv)
     try:
-        return send(args) if args.command == "send" else info(args)
+        return {"send": send, "info": info, "models": models_command, "watch": watch}[args.command](args)
+    except channel_mod.ChannelSettingError as e:
+        _err(str(e))
+        return 2
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except BrokenPipeError:  # `ferclient ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

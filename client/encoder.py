@@ -1,19 +1,44 @@
-"""Face crops (48x48 uint8) -> bitstreams, with a model directory's ONNX edge half (analysis transform or expression encoder)."""
+"""Face crops (48x48 uint8) -> bitstreams, with a model directory's ONNX edge half (analysis transform or expression encoder).
+
+The model is a directory, the name of a bundled one (fercodec-v1, fercodec-v1-expr), or the id of one
+pulled from a server into the cache (ferclient.models; verified again before it is loaded).
+"""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 
 from ferwire.bitstream import encode
-from ferwire.card import ModelCard
+from ferwire.card import WEIGHTS, ModelCard
 from ferwire.entropy import EntropyTables
+
+
+def resolve(model: str | Path | None) -> str | Path | None:
+    """A directory for ModelCard.load: model (default $FERCODEC_MODEL_DIR) as it is, unless it is the id of a pulled model."""
+    from . import models
+
+    model = model or os.environ.get("FERCODEC_MODEL_DIR") or None
+    if model is None:
+        return None
+    p = Path(model)
+    if p.exists() or len(p.parts) != 1 or (WEIGHTS / p).is_dir() or not models.valid_id(str(model)):
+        return model
+    found = models.cached(str(model))  # BundleError (a ValueError) when the cached copy fails verification
+    if found is None:
+        bundled = ", ".join(sorted(d.name for d in WEIGHTS.iterdir() if (d / "model.json").is_file()))
+        raise FileNotFoundError(f"no model {model!r}: not a model directory, a bundled model ({bundled}) or a model pulled into "
+                                f"{models.cache_dir()}; `ferclient models pull {model}` fetches it from the server")
+    return found
 
 
 class FaceEncoder:
     def __init__(self, model_dir: str | None = None, threads: int = 1):
         import onnxruntime as ort
 
-        self.card = ModelCard.load(model_dir)
+        self.card = ModelCard.load(resolve(model_dir))
         self.tables = EntropyTables.load(self.card.file("tables.npz"))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads

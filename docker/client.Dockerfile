@@ -1,17 +1,48 @@
-# ferclient: the edge image. No torch, no CompressAI: ONNX Runtime + constriction.
-FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-RUN apt-get update && apt-get install -y --no-install-recommends libglib2.0-0 && rm -rf /var/lib/apt/lists/*
-WORKDIR /app
+# ferclient: the edge image. No torch, no CompressAI: ONNX Runtime, OpenCV headless, constriction.
+#   docker build -f docker/client.Dockerfile -t fercodec-client .
+#   docker run --rm --network host -v "$PWD:/data" fercodec-client send photo.jpg
+# BASE is any Debian-like image with Python 3.11, `python -m venv` and CA certificates.
+ARG BASE=python:3.11-slim
+
+# The base dependencies as a requirements file; only its content keys the cache of the install below.
+FROM ${BASE} AS requirements
+WORKDIR /src
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt
+
+# The dependencies in a venv, rebuilt only when requirements.txt changes.
+FROM ${BASE} AS deps
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/fercodec
+ENV PATH=/opt/fercodec/bin:$PATH
+WORKDIR /src
+COPY --from=requirements /src/requirements.txt ./
+RUN pip install -r requirements.txt && pip check
+
+# What the final image takes: the same venv without pip and setuptools (not needed to run).
+FROM deps AS runtime-deps
+RUN pip uninstall -q -y pip setuptools
+
+# fercodec itself, under its own prefix, so the final image adds it as a small layer of its own.
+# The package carries the server's torch weights too (*.pt): the edge never loads them.
+FROM deps AS project
 COPY pyproject.toml README.md ./
 COPY protos protos
 COPY client client
 COPY server server
 COPY wire wire
 COPY models models
-# Base dependencies only; the server's .pt weights ride along in the package but are never loaded.
-RUN pip install .
-ENV FERCODEC_SERVER=server:50051
+RUN pip install --no-deps --prefix /opt/project . \
+ && find /opt/project -path '*/fermodels/weights/*' -name '*.pt' -delete \
+ && PYTHONPATH=/opt/project/lib/python3.11/site-packages python -c "import ferclient.cli, ferclient.encoder, ferclient.faces"
+
+FROM ${BASE}
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/fercodec/bin:$PATH HOME=/tmp
+COPY --from=runtime-deps /opt/fercodec /opt/fercodec
+COPY --from=project /opt/project /opt/fercodec
+# Any non-root user works (HOME is /tmp); to write --reconstruct files into /data as
+# yourself: docker run --user "$(id -u):$(id -g)" ...
+USER 10001:10001
 WORKDIR /data
 ENTRYPOINT ["ferclient"]
 CMD ["--help"]

@@ -1,13 +1,29 @@
-"""make bench: the speed figures README quotes, measured on this machine.
+"""make bench: the speed figures README quotes, measured on this machine in one run.
 
 1. `ferclient send` from cold start: wall time and peak RSS (GNU time -v), median
    of --runs runs, against a bare `python -c pass` baseline: a 48x48 face with
    --no-detect, and with face detection and alignment the astronaut photo
    (512x512 PNG) and the same photo blown up to a 12-megapixel JPEG (4032x3024).
-2. Server throughput with --clients concurrent clients on loopback (one channel
-   each, one face per request, pre-encoded FER2013 PrivateTest faces), with the
-   default dynamic batching and with --max-batch 1 as the baseline, in one run;
-   then with the expression layer's bitstreams (fercodec-v1-expr), batched.
+2. Serving against what users would run instead (issue 18), on the same
+   PrivateTest faces, each path's server a child process on loopback, at
+   --levels calls in flight (one face per call, one channel per caller):
+   faces/s, p50/p99 latency, bytes per face on the wire and server CPU seconds
+   per face, for
+   - fercodec (ferserver, default flags, both bundled models): the image codec
+     at its default quality, and the expression layer; and the image codec with
+     --max-batch 1, which separates what batching buys from the rest;
+   - (b) naive: a CompressAI user's server, `model.decompress` then the same
+     classifier, one face at a time (scripts/bench_baselines.py);
+   - (c) jpeg: JPEG upload at the lowest quality whose accuracy is within one
+     point of uncompressed faces (measured on all PrivateTest faces and recorded
+     in --out/jpeg_quality.json, reused while the classifier and Pillow stay the same),
+     Pillow decode, the same classifier, batched as ferserver batches.
+   Faces are encoded by each path's client before the load starts. Each level
+   runs --warmup seconds unmeasured, then --seconds measured: faces/s counts the
+   calls that ended in that window, latency the calls that started in it, and
+   server CPU is utime+stime (+ waited-for children) from /proc/<pid>/stat over
+   it. The load generator shares the machine's cores with the server.
+   Writes docs/bench/serving.md and serving.json (--out).
 3. Edge encoding, one face per call on one ONNX Runtime thread (what a small
    device does): the image codec at its default quality against the expression
    layer, whose encoder runs the classifier's front twice.
@@ -17,19 +33,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import datetime
 import json
+import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_baselines beside this script
+_T0 = time.perf_counter()
+
+
+def say(msg: str) -> None:
+    """Progress on stderr: a full run takes minutes."""
+    print(f"bench [{time.perf_counter() - _T0:5.0f} s] {msg}", file=sys.stderr, flush=True)
 
 
 def _timed(cmd: list[str]) -> tuple[float, float]:
@@ -52,38 +81,306 @@ def cold_start(server: str, inputs: dict[str, list[str]], runs: int) -> dict:
     return out
 
 
-async def _load(address: str, streams: list[bytes], clients: int, seconds: float) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its waited-for children (/proc/<pid>/stat fields 14-17), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def stage_totals(metrics_text: str) -> dict[str, float]:
+    """ferserver's /metrics: seconds spent per model stage, batches and faces batched, as running totals."""
+    out = {}
+    for m in re.finditer(r'^fercodec_stage_duration_seconds_sum\{stage="(\w+)"\} (\S+)$', metrics_text, re.M):
+        out[m.group(1)] = float(m.group(2))
+    for name, key in (("fercodec_batch_size_faces_count", "batches"), ("fercodec_batch_size_faces_sum", "batched_faces")):
+        m = re.search(rf"^{name} (\S+)$", metrics_text, re.M)
+        out[key] = float(m.group(1)) if m else 0.0
+    return out
+
+
+async def _level(address: str, payloads: list[bytes], in_flight: int, seconds: float, warmup: float, pid: int, answers: dict, metrics=None) -> dict:
+    """Drive one server with `in_flight` callers for warmup + seconds; figures over the measured window only.
+
+    metrics: ferserver's /metrics reader, for where its time went (the baselines have none).
+    """
     import grpc
 
     from fercodec.v1 import fercodec_pb2 as pb
     from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 
-    latencies: list[float] = []
-    stop = time.perf_counter() + seconds
+    calls: list[tuple[float, float, int, int]] = []  # start, end, payload bytes, request bytes
+    errors: list[str] = []
+    n = len(payloads)
+    requests = [pb.RecognizeRequest(faces=[p]) for p in payloads]
+    sizes = [r.ByteSize() for r in requests]
+    w0 = time.perf_counter() + warmup
+    w1 = w0 + seconds
+    window = {}
+    channels = [grpc.aio.insecure_channel(address) for _ in range(in_flight)]
 
-    async def one(k: int) -> None:
-        async with grpc.aio.insecure_channel(address) as ch:
-            stub = pb_grpc.FerCodecStub(ch)
-            i = k
-            while time.perf_counter() < stop:
-                t = time.perf_counter()
-                await stub.Recognize(pb.RecognizeRequest(faces=[streams[i % len(streams)]]), timeout=30)
-                latencies.append(time.perf_counter() - t)
-                i += clients
+    async def caller(k: int) -> None:
+        stub = pb_grpc.FerCodecStub(channels[k])
+        i = k
+        while time.perf_counter() < w1:
+            j = i % n
+            t = time.perf_counter()
+            try:
+                r = await stub.Recognize(requests[j], timeout=60)
+            except grpc.aio.AioRpcError as e:
+                errors.append(f"{e.code().name}: {e.details()}")
+                return  # a broken path shows as errors and fewer calls, not as a hot loop
+            calls.append((t, time.perf_counter(), len(payloads[j]), sizes[j]))
+            answers[j] = r.results[0].label
+            i += in_flight
 
-    t0 = time.perf_counter()
-    await asyncio.gather(*(one(k) for k in range(clients)))
-    elapsed = time.perf_counter() - t0
-    lat = np.array(latencies) * 1000
-    return {"faces": len(lat), "faces_per_s": len(lat) / elapsed, "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
+    async def sampler() -> None:
+        await asyncio.sleep(max(0.0, w0 - time.perf_counter()))
+        window["a"] = (time.perf_counter(), cpu_seconds(pid), _self_cpu())
+        if metrics:
+            window["ma"] = stage_totals(await asyncio.to_thread(metrics))
+        await asyncio.sleep(max(0.0, w1 - time.perf_counter()))
+        window["b"] = (time.perf_counter(), cpu_seconds(pid), _self_cpu())
+        if metrics:
+            window["mb"] = stage_totals(await asyncio.to_thread(metrics))
+
+    try:
+        await asyncio.gather(sampler(), *(caller(k) for k in range(in_flight)))
+    finally:
+        for ch in channels:
+            await ch.close()
+    (ta, ca, sa), (tb, cb, sb) = window["a"], window["b"]
+    done = [c for c in calls if ta <= c[1] <= tb]
+    started = [c for c in calls if ta <= c[0] <= tb]
+    faces = len(done)
+    lat = np.array([c[1] - c[0] for c in started]) * 1000 if started else np.array([np.nan])
+    stages = None
+    if metrics:  # batches straddling the window's edges make these approximate
+        d = {k: window["mb"].get(k, 0.0) - window["ma"].get(k, 0.0) for k in window["mb"]}
+        batched = d.pop("batched_faces")
+        stages = {"mean_batch": batched / d.pop("batches") if d.get("batches") else float("nan"),
+                  "ms_per_face": {k: 1000 * v / batched for k, v in d.items() if batched and v > 0}}
+    return {
+        "in_flight": in_flight, "seconds": tb - ta, "faces": faces, "faces_per_s": faces / (tb - ta),
+        "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+        "bytes_per_face": float(np.mean([c[3] for c in done])) if done else float("nan"),
+        "payload_bytes_per_face": float(np.mean([c[2] for c in done])) if done else float("nan"),
+        "server_cpu_s": cb - ca, "server_cpu_s_per_face": (cb - ca) / faces if faces else float("nan"),
+        "server_cores_busy": (cb - ca) / (tb - ta), "client_cpu_s_per_face": (sb - sa) / faces if faces else float("nan"),
+        "errors": len(errors), "first_error": errors[0] if errors else None, "stages": stages,
+    }
 
 
-def throughput(streams: list[bytes], clients: int, seconds: float, extra: list[str]) -> dict:
+def drive(server, payloads: list[bytes], levels: list[int], seconds: float, warmup: float, label: str) -> tuple[list[dict], dict]:
+    """Every level in turn against one server (after one warm-up), and each pool face's last answer."""
+    answers: dict[int, str] = {}
+    address, pid, metrics = server.address, server.proc.pid, getattr(server, "metrics", None)
+    asyncio.run(_level(address, payloads, min(32, len(payloads)), warmup, 0.0, pid, answers))  # first batches, lazy init
+    out = []
+    for level in levels:
+        r = asyncio.run(_level(address, payloads, level, seconds, warmup, pid, answers, metrics))
+        say(f"{label}, {level} in flight: {r['faces_per_s']:.0f} faces/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+            f"{1000 * r['server_cpu_s_per_face']:.2f} ms server CPU/face" + (f", {r['errors']} errors ({r['first_error']})" if r["errors"] else ""))
+        out.append(r)
+    return out, answers
+
+
+# The paths in the table: key, server, payload set, what it is.
+PATHS = [
+    ("fercodec", "fercodec", "image", "fercodec, image codec q{q}"),
+    ("fercodec_expr", "fercodec", "expression", "fercodec, expression layer"),
+    ("fercodec_unbatched", "fercodec_unbatched", "image", "fercodec, image codec q{q}, --max-batch 1"),
+    ("naive", "naive", "naive", "(b) naive CompressAI, q{q}, 1 face at a time"),
+    ("jpeg", "jpeg", "jpeg", "(c) JPEG q{jq} upload, batched"),
+]
+GOAL_NAIVE, GOAL_JPEG, GOAL_P99_MS, GOAL_P99_AT = 5.0, 0.8, 50.0, 32
+
+
+def goals(rows: dict, levels: list[int]) -> dict:
+    """Issue 18's goals for each fercodec path, level by level, against (b) and (c) of this run."""
+    out = {}
+    for key in ("fercodec", "fercodec_expr"):
+        g = {"vs_naive": {}, "vs_jpeg": {}, "p99_at_32": None}
+        for i, level in enumerate(levels):
+            r, b, c = rows[key]["levels"][i], rows["naive"]["levels"][i], rows["jpeg"]["levels"][i]
+            g["vs_naive"][level] = r["faces_per_s"] >= GOAL_NAIVE * b["faces_per_s"]
+            g["vs_jpeg"][level] = r["faces_per_s"] >= GOAL_JPEG * c["faces_per_s"] and r["bytes_per_face"] < c["bytes_per_face"]
+            if level == GOAL_P99_AT:
+                g["p99_at_32"] = r["p99_ms"] <= GOAL_P99_MS
+        out[key] = g
+    return out
+
+
+def _met(d: dict) -> str:
+    yes = [str(k) for k, v in d.items() if v]
+    no = [str(k) for k, v in d.items() if not v]
+    if not no:
+        return "met at every level"
+    return ("met at " + ", ".join(yes) + "; " if yes else "") + "not met at " + ", ".join(no) + " in flight"
+
+
+def serving_markdown(s: dict) -> str:
+    rows = s["rows"]
+    jq = s["jpeg_quality"]
+    lines = [
+        "# Serving benchmark: fercodec against what users would run instead",
+        "",
+        f"- Date: {s['date']}; commit {s['commit']}{' (with uncommitted changes)' if s['dirty'] else ''}",
+        f"- Command: `{s['command']}`",
+        f"- Machine: {s['machine']}; load average {s['loadavg_start'][0]:.2f} at the start, {s['loadavg_end'][0]:.2f} at the end",
+        f"- Faces: {s['faces']} FER2013 PrivateTest faces (evenly spaced), each path's own client encoding done before the load; "
+        f"{s['seconds']:g} s measured per level after {s['warmup']:g} s warm-up; one face per call, one channel per caller, loopback",
+        "- bytes/face: the serialized RecognizeRequest per face (the face's bytes plus 2-3 bytes of protobuf); gRPC and HTTP/2 framing, "
+        "the same for every path, not counted. Server CPU: utime+stime of the server process from /proc over the measured window.",
+        "- (b) naive: the image codec's networks as a CompressAI model (`model.compress` on the client, sent as 2 bytes of latent shape + "
+        "CompressAI's string; `model.decompress` then the classifier on the server, one face at a time on one worker thread).",
+        f"- (c) JPEG quality {jq['quality']}: " + _jpeg_choice(jq),
+        "",
+        "| path | in flight | faces/s | p50 ms | p99 ms | bytes/face | server CPU ms/face | faces/s vs (b) | faces/s vs (c) | bytes vs (c) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, row in rows.items():
+        for i, r in enumerate(row["levels"]):
+            b, c = rows["naive"]["levels"][i], rows["jpeg"]["levels"][i]
+            err = f" ({r['errors']} errors)" if r["errors"] else ""
+            lines.append(f"| {row['what']} | {r['in_flight']} | {r['faces_per_s']:.0f}{err} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['bytes_per_face']:.1f} | "
+                         f"{1000 * r['server_cpu_s_per_face']:.2f} | {r['faces_per_s'] / b['faces_per_s']:.2f}x | {r['faces_per_s'] / c['faces_per_s']:.2f}x | "
+                         f"{r['bytes_per_face'] / c['bytes_per_face']:.3f} |")
+    lines += ["", "Accuracy of each path's answers on these faces (a check that every server reads its faces right; "
+              f"on {s['faces']} faces the 95 % interval is about ±{196 * (0.7 * 0.3 / max(1, s['faces'])) ** 0.5:.0f} points):", "",
+              "| path | accuracy |", "|---|---|"]
+    lines += [f"| {row['what']} | {100 * row['accuracy']:.1f} % |" for row in rows.values()]
+    staged = [(row["what"], r) for row in rows.values() for r in row["levels"] if r.get("stages")]
+    if staged:
+        names = sorted({k for _, r in staged for k in r["stages"]["ms_per_face"]})
+        lines += ["", "Where ferserver's model worker spent its time (its /metrics stage histograms over each window: wall ms per face; "
+                  "the rest of its CPU is gRPC, the event loop and the batcher):", "",
+                  "| path | in flight | mean batch | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
+        for what, r in staged:
+            st = r["stages"]
+            lines.append(f"| {what} | {r['in_flight']} | {st['mean_batch']:.1f} | " + " | ".join(f"{st['ms_per_face'][k]:.2f}" if k in st["ms_per_face"] else "–" for k in names) + " |")
+    lines += ["", f"Goals (issue 18), this run: faces/s ≥ {GOAL_NAIVE:g}x (b); faces/s ≥ {GOAL_JPEG:g}x (c) with fewer bytes; p99 ≤ {GOAL_P99_MS:g} ms at {GOAL_P99_AT} in flight.", ""]
+    for key, g in s["goals"].items():
+        p99 = "not measured (no 32 in flight level)" if g["p99_at_32"] is None else ("met" if g["p99_at_32"] else "not met")
+        lines.append(f"- {rows[key]['what']}: ≥ {GOAL_NAIVE:g}x (b) {_met(g['vs_naive'])}; ≥ {GOAL_JPEG:g}x (c) at fewer bytes {_met(g['vs_jpeg'])}; p99 ≤ {GOAL_P99_MS:g} ms at {GOAL_P99_AT}: {p99}")
+    return "\n".join(lines) + "\n"
+
+
+def _jpeg_choice(jq: dict) -> str:
+    if "tried" not in jq:
+        return "given with --jpeg-quality (not measured)"
+    tried = "; ".join(f"q{t['quality']} {100 * t['accuracy']:.2f} % at {t['bytes']:.0f} bytes" for t in jq["tried"])
+    verdict = "the lowest tried within" if jq["within"] else "none tried is within"
+    return (f"{verdict} {jq['points']:g} point of uncompressed faces ({100 * jq['uncompressed_accuracy']:.2f} %), same classifier, "
+            + (f"measured in this run on {jq['faces']} PrivateTest faces: " if jq["measured"] else
+               f"measured on {jq['date']} (commit {jq['commit']}) on {jq['faces']} PrivateTest faces and reused from `{jq['recorded']}` "
+               "(same classifier, Pillow and libjpeg-turbo; `--remeasure-jpeg` measures again): ") + tried)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        m = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        cpu = m.group(1).strip() if m else cpu
+    return f"{platform.platform()}, {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def git_commit() -> tuple[str, bool]:
+    def git(*a):
+        return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") or "unknown", bool(git("status", "--porcelain", "--untracked-files=no"))
+
+
+def start_servers(args, stack: contextlib.ExitStack, meanwhile):
+    """Start every server at once (children of this process, closed by `stack`) and run meanwhile() while they load."""
+    import bench_baselines as bb
+
     from ferserver.process import ServerProcess
 
-    with ServerProcess(*extra) as s:
-        asyncio.run(_load(s.address, streams[:64], clients, 1.0))  # warm-up
-        return asyncio.run(_load(s.address, streams, clients, seconds))
+    starts = {"fercodec": lambda: ServerProcess(), "naive": lambda: bb.BaselineProcess("naive"), "jpeg": lambda: bb.BaselineProcess("jpeg")}
+    if not args.no_unbatched:
+        starts["fercodec_unbatched"] = lambda: ServerProcess("--max-batch", "1")
+    say("starting " + ", ".join(starts) + " servers")
+    pool = ThreadPoolExecutor(len(starts))
+    futures = {k: pool.submit(f) for k, f in starts.items()}
+    try:
+        result = meanwhile()
+    finally:
+        servers, failed = {}, {}
+        for k, f in futures.items():  # every start is waited for, so none is left running if another failed
+            try:
+                servers[k] = stack.enter_context(f.result())
+            except Exception as e:
+                failed[k] = e
+        pool.shutdown()
+    if failed:
+        raise SystemExit(f"bench: could not start {', '.join(failed)}: {next(iter(failed.values()))}")
+    return servers, result
+
+
+def jpeg_record_key(faces: int) -> dict:
+    """What the JPEG quality choice depends on: a recorded choice is reused only while all of it is unchanged."""
+    import hashlib
+
+    import PIL
+    from PIL import features
+
+    import bench_baselines as bb
+
+    clf = bb.image_card().file("classifier.pt")
+    return {"classifier_sha256": hashlib.sha256(clf.read_bytes()).hexdigest(), "pillow": PIL.__version__, "libjpeg_turbo": features.version("libjpeg_turbo"),
+            "faces": faces, "candidates": list(bb.JPEG_CANDIDATES), "points": bb.JPEG_POINTS, "options": bb.JPEG_OPTIONS}
+
+
+def prepare(args, faces: np.ndarray) -> dict:
+    """The JPEG quality (measured unless given) and every path's client-side encoding of the faces."""
+    import bench_baselines as bb
+
+    from ferclient.encoder import FaceEncoder
+    from fermodels.data import load_split
+
+    if args.jpeg_quality is not None:
+        jq = {"quality": args.jpeg_quality, "measured": False}
+    else:
+        jf, jl = load_split("test", limit=args.jpeg_faces)
+        key = jpeg_record_key(len(jf))
+        record = Path(args.out) / "jpeg_quality.json"
+        old = json.loads(record.read_text()) if record.is_file() else None
+        if old and old.get("key") == key and not args.remeasure_jpeg:
+            jq = {**old, "measured": False, "recorded": str(record.relative_to(ROOT) if record.is_relative_to(ROOT) else record)}
+            say(f"JPEG quality q{jq['quality']}, as measured on {old['date']} ({record}; --remeasure-jpeg measures again)")
+        else:
+            commit, _ = git_commit()
+            jq = {**bb.pick_jpeg_quality(jf, jl, progress=say), "key": key, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "commit": commit}
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps(jq, indent=2) + "\n")
+            jq["measured"] = True
+    say("encoding the faces with each path's client")
+    enc = FaceEncoder()
+    q = enc.check_quality(args.quality)
+    payloads = {"image": enc.encode(faces, q), "expression": FaceEncoder("fercodec-v1-expr").encode(faces),
+                "naive": bb.naive_encode(faces, bb.compressai_model(quality=q)), "jpeg": bb.jpeg_encode(faces, jq["quality"])}
+    return {"jpeg_quality": jq, "quality": q, "payloads": payloads, "class_names": enc.card.class_names}
+
+
+def serving(args, servers: dict, prep: dict, labels: np.ndarray) -> dict:
+    """Each path at every level, one after another, and the accuracy of its answers."""
+    rows = {}
+    for key, server, kind, what in PATHS:
+        if server not in servers:
+            continue
+        what = what.format(q=prep["quality"], jq=prep["jpeg_quality"]["quality"])
+        levels, answers = drive(servers[server], prep["payloads"][kind], args.levels, args.seconds, args.warmup, what)
+        names = prep["class_names"]
+        rows[key] = {"what": what, "server": server, "levels": levels, "faces_answered": len(answers),
+                     "accuracy": float(np.mean([answers[i] == names[labels[i]] for i in answers])) if answers else float("nan")}
+    return rows
 
 
 def edge_encode_ms(faces: np.ndarray, model: str | None) -> float:
@@ -124,59 +421,96 @@ def encoder_macs(model: str | None) -> int:
     return total
 
 
+QUICK = {"levels": [1, 32], "seconds": 1.0, "warmup": 0.3, "faces": 64, "runs": 0, "jpeg_faces": 200, "no_unbatched": True, "no_edge": True}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--runs", type=int, default=5, help="cold-start runs")
-    p.add_argument("--quality", type=int, default=None)
-    p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument("--levels", type=lambda v: [int(x) for x in v.split(",")], default=[1, 8, 32, 128], help="calls in flight, comma-separated (default 1,8,32,128)")
+    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per path and level")
+    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each level")
+    p.add_argument("--faces", type=int, default=512, help="PrivateTest faces the load cycles through")
+    p.add_argument("--runs", type=int, default=5, help="cold-start runs (0 skips the cold-start figures)")
+    p.add_argument("--quality", type=int, default=None, help="image codec quality (default: the model's); the naive path uses the same")
+    p.add_argument("--jpeg-quality", type=int, default=None, help="JPEG quality for (c) (default: measured, or --out's matching jpeg_quality.json)")
+    p.add_argument("--jpeg-faces", type=int, default=None, help="PrivateTest faces the JPEG quality is measured on (default: all)")
+    p.add_argument("--remeasure-jpeg", action="store_true", help="measure the JPEG quality even when --out holds a matching jpeg_quality.json")
+    p.add_argument("--no-unbatched", action="store_true", help="skip the fercodec --max-batch 1 path")
+    p.add_argument("--no-edge", action="store_true", help="skip the edge-encoding figures")
+    p.add_argument("--out", default=str(ROOT / "docs" / "bench"), help="where serving.md and serving.json go")
+    p.add_argument("--quick", action="store_true", help="a small run for tests: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
     args = p.parse_args(argv)
+    if args.quick:
+        p.set_defaults(**QUICK)
+        args = p.parse_args(argv)  # flags given explicitly still win
 
     from PIL import Image
 
-    from ferclient.encoder import FaceEncoder
     from fermodels.data import load_split
-    from ferserver.process import ServerProcess
 
-    faces, _ = load_split("test", limit=512)
-    enc = FaceEncoder()
-    streams = enc.encode(faces, args.quality)
-    out = {"machine": f"{platform.platform()}, {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs", "command": " ".join(sys.argv), "model": enc.card.model_id}
-    with tempfile.TemporaryDirectory() as tmp, ServerProcess() as s:
-        import skimage.data
+    commit, dirty = git_commit()
+    out = {"machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "commit": commit, "dirty": dirty,
+           "command": " ".join(["scripts/bench.py", *(argv if argv is not None else sys.argv[1:])]), "loadavg_start": os.getloadavg(),
+           "levels": args.levels, "seconds": args.seconds, "warmup": args.warmup}
+    faces, labels = load_split("test", limit=args.faces)
+    out["faces"] = len(faces)
+    with contextlib.ExitStack() as stack:
+        servers, prep = start_servers(args, stack, lambda: prepare(args, faces))
+        out["model"] = servers["fercodec"].ready_line.split("models ", 1)[-1]
+        if args.runs:
+            say(f"cold start, {args.runs} runs of each ferclient send")
+            with tempfile.TemporaryDirectory() as tmp:
+                import skimage.data
 
-        face, photo, big = Path(tmp) / "face.png", Path(tmp) / "astronaut.png", Path(tmp) / "astronaut_12mp.jpg"
-        Image.fromarray(faces[0]).save(face)
-        Image.fromarray(skimage.data.astronaut()).save(photo)
-        Image.fromarray(skimage.data.astronaut()).resize((4032, 4032), Image.Resampling.BICUBIC).crop((0, 504, 4032, 3528)).save(big, quality=90)
-        inputs = {"face.png --no-detect": [str(face), "--no-detect"], "astronaut.png (512x512), detect + align": [str(photo)],
-                  "astronaut_12mp.jpg (4032x3024), detect + align": [str(big)]}
-        out["cold_start"] = cold_start(s.address, inputs, args.runs)
-    out["batched"] = throughput(streams, args.clients, args.seconds, [])
-    out["unbatched"] = throughput(streams, args.clients, args.seconds, ["--max-batch", "1"])
-    out["speedup"] = out["batched"]["faces_per_s"] / out["unbatched"]["faces_per_s"]
-    out["expression_batched"] = throughput(FaceEncoder("fercodec-v1-expr").encode(faces), args.clients, args.seconds, [])
-    out["edge_encode_ms"] = {"image": edge_encode_ms(faces[:200], None), "expression": edge_encode_ms(faces[:200], "fercodec-v1-expr")}
-    out["edge_encoder_macs"] = {"image": encoder_macs(None), "expression": encoder_macs("fercodec-v1-expr")}
+                face, photo, big = Path(tmp) / "face.png", Path(tmp) / "astronaut.png", Path(tmp) / "astronaut_12mp.jpg"
+                Image.fromarray(faces[0]).save(face)
+                Image.fromarray(skimage.data.astronaut()).save(photo)
+                Image.fromarray(skimage.data.astronaut()).resize((4032, 4032), Image.Resampling.BICUBIC).crop((0, 504, 4032, 3528)).save(big, quality=90)
+                inputs = {"face.png --no-detect": [str(face), "--no-detect"], "astronaut.png (512x512), detect + align": [str(photo)],
+                          "astronaut_12mp.jpg (4032x3024), detect + align": [str(big)]}
+                out["cold_start"] = cold_start(servers["fercodec"].address, inputs, args.runs)
+        out["rows"] = serving(args, servers, prep, labels)
+        with ThreadPoolExecutor(len(servers)) as pool:  # each takes seconds to drain and tear down: all at once
+            list(pool.map(lambda s: s.stop(), servers.values()))
+    out["quality"], out["jpeg_quality"] = prep["quality"], prep["jpeg_quality"]
+    out["goals"] = goals(out["rows"], args.levels)
+    if not args.no_edge:
+        say("edge encoding")
+        out["edge_encode_ms"] = {"image": edge_encode_ms(faces[:200], None), "expression": edge_encode_ms(faces[:200], "fercodec-v1-expr")}
+        out["edge_encoder_macs"] = {"image": encoder_macs(None), "expression": encoder_macs("fercodec-v1-expr")}
+    out["loadavg_end"] = os.getloadavg()
 
-    c = out["cold_start"]
-    print(f"machine: {out['machine']}; model {out['model']}")
-    for name, r in c["client"].items():
-        print(f"ferclient send {name}, cold: {r['wall_s']:.2f} s wall, {r['peak_rss_mb']:.0f} MB peak RSS (median of {c['runs']})")
-    print(f"bare python -c pass: {c['python_wall_s']:.2f} s, {c['python_peak_rss_mb']:.0f} MB")
-    labels = {"batched": "dynamic batching (default)", "unbatched": "baseline --max-batch 1", "expression_batched": "expression layer, dynamic batching"}
-    for name, label in labels.items():
-        r = out[name]
-        print(f"{args.clients} clients, {label}: {r['faces_per_s']:.0f} faces/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms ({r['faces']} faces)")
-    print(f"batching speed-up: {out['speedup']:.2f}x")
-    e = out["edge_encode_ms"]
-    print(f"edge encode, one face, 1 thread: image codec {e['image']:.2f} ms, expression layer {e['expression']:.2f} ms ({e['expression'] / e['image']:.1f}x)")
-    m = out["edge_encoder_macs"]
-    print(f"edge encoder multiply-adds per face: image codec {m['image'] / 1e6:.1f} M, expression layer {m['expression'] / 1e6:.1f} M ({m['expression'] / m['image']:.1f}x)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    md = serving_markdown(out)
+    extra = other_figures(out)
+    if extra:
+        md += "\nOther figures from this run:\n\n" + "".join(f"- {line}\n" for line in extra)
+    dest = Path(args.out)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "serving.md").write_text(md)
+    (dest / "serving.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(md)
+    say(f"wrote {dest / 'serving.md'} and serving.json")
     return 0
+
+
+def other_figures(out: dict) -> list[str]:
+    """Cold start and edge encoding, as README's Speed section quotes them."""
+    lines = []
+    if "cold_start" in out:
+        c = out["cold_start"]
+        for name, r in c["client"].items():
+            lines.append(f"`ferclient send {name}`, cold: {r['wall_s']:.2f} s wall, {r['peak_rss_mb']:.0f} MB peak RSS (median of {c['runs']})")
+        lines.append(f"bare `python -c pass`: {c['python_wall_s']:.2f} s, {c['python_peak_rss_mb']:.0f} MB")
+    rows = out["rows"]
+    if "fercodec_unbatched" in rows:
+        for i, level in enumerate(out["levels"]):
+            b, u = rows["fercodec"]["levels"][i], rows["fercodec_unbatched"]["levels"][i]
+            lines.append(f"batching speed-up, image codec, {level} in flight: {b['faces_per_s'] / u['faces_per_s']:.2f}x")
+    if "edge_encode_ms" in out:
+        e, m = out["edge_encode_ms"], out["edge_encoder_macs"]
+        lines.append(f"edge encode, one face, 1 ONNX Runtime thread: image codec {e['image']:.2f} ms, expression layer {e['expression']:.2f} ms ({e['expression'] / e['image']:.1f}x)")
+        lines.append(f"edge encoder multiply-adds per face: image codec {m['image'] / 1e6:.1f} M, expression layer {m['expression'] / 1e6:.1f} M ({m['expression'] / m['image']:.1f}x)")
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,8 +1,15 @@
 """Dynamic batching: coroutines submit faces, one worker thread runs them in batches.
 
 The worker takes the first waiting face, then keeps collecting until it has
-max_batch faces or max_wait has passed since the first, and runs the model
-function once for all of them. Results go back to each caller's event loop.
+max_batch faces or max_wait has passed since the first (after a batch of one,
+it takes only what is already queued, so a lone caller pays no wait), and runs
+the model function once for all of them. Results go back to each caller's event loop.
+
+The queue is bounded twice, so overload is refused at once instead of piling
+up: by count (max_queue faces) and by time (a call whose deadline the queued
+work would outlast is refused, using a running estimate of seconds per face).
+Faces whose deadline passed, or whose caller went away, while they waited are
+dropped before model work.
 """
 
 from __future__ import annotations
@@ -12,26 +19,81 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 log = logging.getLogger("ferserver")
 _STOP = object()
+PRIOR_S_PER_FACE = 0.004  # about 250 faces/s batched on 2 CPU cores; replaced by measurement after the first batch
+_EWMA = 0.2  # weight of each new batch in the seconds-per-face estimate
+
+
+class Overloaded(Exception):
+    """Refused before queueing: the queue is full, or would outlast the caller's deadline."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class Expired(Exception):
+    """The caller's deadline passed while the face waited (dropped without model work), or is too short for its own work."""
+
+
+@dataclass
+class _Entry:
+    item: Any
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    deadline: float | None  # time.monotonic()
 
 
 class Batcher:
-    def __init__(self, fn: Callable[[list[Any]], list[Any]], max_batch: int = 32, max_wait_s: float = 0.005, on_batch: Callable[[int], None] | None = None):
+    def __init__(self, fn: Callable[[list[Any]], list[Any]], max_batch: int = 32, max_wait_s: float = 0.005, on_batch: Callable[[int], None] | None = None,
+                 max_queue: int = 4096, metrics: Any = None):
         self._fn, self._max_batch, self._max_wait = fn, max_batch, max_wait_s
-        self._on_batch = on_batch
+        self._last_batch = max_batch  # start out batching
+        self._on_batch, self._max_queue, self._metrics = on_batch, max_queue, metrics
         self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._queued = 0  # faces submitted and not yet taken by the worker
+        self._running = 0  # faces in the batch the worker is running now
+        self.s_per_face = PRIOR_S_PER_FACE
         self._thread = threading.Thread(target=self._work, name="fercodec-batcher", daemon=True)
         self._thread.start()
 
-    async def submit(self, items: Sequence[Any]) -> list[Any]:
-        """Results (or the exceptions the model function returned) in the order of items."""
+    async def submit(self, items: Sequence[Any], deadline: float | None = None) -> list[Any]:
+        """Results (or the exceptions the model function returned, or Expired) in the order of items.
+
+        deadline is a time.monotonic() value (None: no deadline). Raises Overloaded,
+        queueing nothing, when the items do not fit in the queue or the work ahead
+        of them would outlast the deadline; Expired when the deadline is too short
+        even for the items' own work.
+        """
         loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in items]
-        for item, fut in zip(items, futures):
-            self._queue.put((item, fut, loop))
+        n = len(items)
+        with self._lock:
+            ahead = self._queued + self._running
+            if self._queued + n > self._max_queue:
+                self._shed("queue_full", n)
+                if n > self._max_queue:
+                    raise Overloaded(f"request has {n} faces; this server queues at most {self._max_queue}", "queue_full")
+                raise Overloaded(f"server busy: {self._queued} faces queued (at most {self._max_queue}); retry later", "queue_full")
+            if deadline is not None:
+                left, work = deadline - time.monotonic(), self._max_wait + (ahead + n) * self.s_per_face
+                own = n * self.s_per_face
+                if own > left:  # not a busy server: no queue would let this finish in time
+                    self._shed("deadline", n)
+                    raise Expired(f"deadline in {1000 * max(left, 0):.0f} ms is shorter than this request's own work (about {1000 * own:.0f} ms)")
+                if work > left:
+                    self._shed("deadline", n)
+                    raise Overloaded(f"server busy: {ahead} faces queued, about {1000 * work:.0f} ms of work with this request's {n}, "
+                                     f"deadline in {1000 * max(left, 0):.0f} ms", "deadline")
+            self._queued += n
+            self._gauge()
+            futures = [loop.create_future() for _ in items]
+            for item, fut in zip(items, futures):
+                self._queue.put(_Entry(item, fut, loop, deadline))
         return list(await asyncio.gather(*futures))
 
     def close(self) -> None:
@@ -39,37 +101,79 @@ class Batcher:
         self._queue.put(_STOP)
         self._thread.join()
 
-    def _collect(self) -> tuple[list, bool]:
-        first = self._queue.get()
+    def _gauge(self) -> None:
+        if self._metrics is not None:
+            self._metrics.queued_faces.set(self._queued)
+
+    def _shed(self, reason: str, n: int) -> None:
+        if self._metrics is not None:
+            self._metrics.faces_shed.labels(reason).inc(n)
+
+    def _take(self, timeout: float | None) -> Any:
+        """The next entry (queue.Empty past timeout; 0: don't wait), counted out of the queue at once."""
+        entry = self._queue.get() if timeout is None else self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        if entry is not _STOP:
+            with self._lock:
+                self._queued -= 1
+                self._running += 1
+                self._gauge()
+        return entry
+
+    def _collect(self) -> tuple[list[_Entry], bool]:
+        first = self._take(None)
         if first is _STOP:
             return [], True
-        batch, deadline = [first], time.monotonic() + self._max_wait
+        # Wait for company only when faces have been arriving together: after a batch of one, a lone face runs at once
+        # (one call in flight would otherwise pay max_wait on every call); the next batch of two or more turns waiting back on.
+        wait = self._max_wait if self._last_batch > 1 else 0.0
+        batch, until = [first], time.monotonic() + wait
         while len(batch) < self._max_batch:
-            remaining = deadline - time.monotonic()
             try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                entry = self._take(until - time.monotonic())
             except queue.Empty:
                 break
-            if item is _STOP:
+            if entry is _STOP:
                 self._queue.put(_STOP)  # stop after this batch
                 break
-            batch.append(item)
+            batch.append(entry)
+        self._last_batch = len(batch)
         return batch, False
+
+    def _drop_dead(self, batch: list[_Entry]) -> list[_Entry]:
+        """The entries still worth model work: not cancelled by their caller, deadline not passed."""
+        now, live = time.monotonic(), []
+        for e in batch:
+            if e.future.cancelled():  # a read from another thread: at worst stale, and then the face is merely run
+                self._shed("cancelled", 1)
+            elif e.deadline is not None and e.deadline <= now:
+                self._shed("expired", 1)
+                e.loop.call_soon_threadsafe(_resolve, e.future, Expired("deadline passed while the face waited for the model"))
+            else:
+                live.append(e)
+        return live
 
     def _work(self) -> None:
         while True:
             batch, stop = self._collect()
             if stop:
                 return
-            if self._on_batch:
-                self._on_batch(len(batch))
-            try:
-                results = self._fn([item for item, _, _ in batch])
-            except Exception as e:  # a bug in model code must fail these faces, not kill the worker
-                log.exception("model batch failed")
-                results = [e] * len(batch)
-            for (_, fut, loop), res in zip(batch, results):
-                loop.call_soon_threadsafe(_resolve, fut, res)
+            live = self._drop_dead(batch)
+            if live:
+                if self._on_batch:
+                    self._on_batch(len(live))
+                t0 = time.perf_counter()
+                try:
+                    results = self._fn([e.item for e in live])
+                except Exception as e:  # a bug in model code must fail these faces, not kill the worker
+                    log.exception("model batch failed")
+                    results = [e] * len(live)
+                else:
+                    # Small batches cost more per face, but only under load (full batches) does the estimate refuse anything.
+                    self.s_per_face += _EWMA * ((time.perf_counter() - t0) / len(live) - self.s_per_face)
+                for e, res in zip(live, results):
+                    e.loop.call_soon_threadsafe(_resolve, e.future, res)
+            with self._lock:
+                self._running = 0
 
 
 def _resolve(fut: asyncio.Future, res: Any) -> None:

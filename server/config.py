@@ -12,6 +12,7 @@ class Config:
     host: str = "0.0.0.0"
     port: int = 50051
     metrics_port: int = 9100
+    health_port: int = -1
     device: str = "auto"
     model_dir: str | None = None
     max_batch: int = 32
@@ -20,13 +21,23 @@ class Config:
     max_faces: int = 64
     max_message_bytes: int = 1 << 20
     max_concurrent_rpcs: int = 512
+    max_queue_faces: int = 4096
+    stream_window: int = 32
     grace_s: float = 10.0
+    max_connection_age_s: float = 0.0
+    metrics_host: str = "127.0.0.1"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    auth_token_file: str | None = None
 
 
 _HELP = {
     "host": "address to bind",
     "port": "gRPC port (0 picks a free one)",
     "metrics_port": "Prometheus /metrics port (0 picks a free one, -1 disables)",
+    "health_port": "a plaintext port serving only the gRPC health service, for probes that cannot speak TLS "
+                   "(kubelet's grpc probe, the image's HEALTHCHECK); -1 = off, 0 picks a free one",
     "device": "cpu, cuda or auto",
     "model_dir": "comma-separated model directories or bundled names, the first leading GetModelInfo "
                  "(default: the bundled fercodec-v1 and fercodec-v1-expr)",
@@ -35,8 +46,18 @@ _HELP = {
     "threads": "torch CPU threads for model work (0 = torch default)",
     "max_faces": "most faces in one request",
     "max_message_bytes": "largest request accepted (bigger: RESOURCE_EXHAUSTED)",
-    "max_concurrent_rpcs": "calls served at once; more get RESOURCE_EXHAUSTED at once instead of queueing without bound",
+    "max_concurrent_rpcs": "Recognize and RecognizeStream calls served at once (health checks and GetModelInfo are not counted); "
+                           "more get RESOURCE_EXHAUSTED at once instead of queueing without bound",
+    "max_queue_faces": "most faces waiting for the model worker; beyond it, or when the queue would outlast a call's deadline, RESOURCE_EXHAUSTED",
+    "stream_window": "most unanswered messages on one RecognizeStream before the server stops reading it (flow control)",
     "grace_s": "seconds to finish in-flight work after SIGTERM/SIGINT",
+    "max_connection_age_s": "close each client connection after this many seconds (0 = never), so dns:/// clients re-resolve and "
+                            "reach replicas an autoscaler added; calls in flight get --grace-s to finish, longer streams are cut",
+    "metrics_host": "address the metrics page binds (loopback unless Prometheus scrapes from another host)",
+    "tls_cert": "PEM certificate chain: serve TLS (needs --tls-key)",
+    "tls_key": "PEM private key for --tls-cert",
+    "tls_client_ca": "PEM CA bundle: require client certificates signed by it (mutual TLS)",
+    "auth_token_file": "file of bearer tokens, one per line; calls without one get UNAUTHENTICATED (re-read on SIGHUP)",
 }
 
 
@@ -57,8 +78,12 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> C
     cfg = Config(**vars(args))
     if cfg.device not in ("cpu", "cuda", "auto"):
         p.error(f"--device must be cpu, cuda or auto, not {cfg.device!r}")
-    if min(cfg.max_batch, cfg.max_faces, cfg.max_concurrent_rpcs) < 1 or cfg.max_wait_ms < 0:
-        p.error("--max-batch, --max-faces and --max-concurrent-rpcs must be >= 1 and --max-wait-ms >= 0")
+    if min(cfg.max_batch, cfg.max_faces, cfg.max_concurrent_rpcs, cfg.max_queue_faces, cfg.stream_window) < 1 or cfg.max_wait_ms < 0:
+        p.error("--max-batch, --max-faces, --max-concurrent-rpcs, --max-queue-faces and --stream-window must be >= 1 and --max-wait-ms >= 0")
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        p.error("--tls-cert and --tls-key go together")
+    if cfg.tls_client_ca and not cfg.tls_cert:
+        p.error("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
     return cfg
 
 

@@ -15,6 +15,7 @@ from fercodec.v1 import fercodec_pb2 as pb
 from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 
 from . import config as config_mod
+from . import security
 from .batcher import Batcher
 from .metrics import Metrics
 
@@ -26,44 +27,79 @@ async def serve(cfg: config_mod.Config) -> None:
     from prometheus_client import start_http_server
 
     from .engine import Engine
+    from .repository import add_to_server as add_encoder_repository  # the edge encoders, for `ferclient models pull`
     from .service import FerCodecServicer
 
+    # Credentials first: a bad certificate or token file fails in a second, not after the models load.
+    creds = security.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None
+    tokens = security.TokenStore(cfg.auth_token_file) if cfg.auth_token_file else None
     cards = config_mod.model_cards(cfg)
     card = cards[0]
     metrics = Metrics()
     engine = Engine(cards, cfg.device, cfg.threads, metrics)
     metrics.model.info({"model_id": ",".join(c.model_id for c in cards), "model_tag": ",".join(f"{c.model_tag:#06x}" for c in cards), "version": card.version, "device": engine.device})
-    batcher = Batcher(engine.run, cfg.max_batch, cfg.max_wait_ms / 1000.0, on_batch=metrics.batch_size.observe)
+    batcher = Batcher(engine.run, cfg.max_batch, cfg.max_wait_ms / 1000.0, on_batch=metrics.batch_size.observe, max_queue=cfg.max_queue_faces, metrics=metrics)
 
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", cfg.max_message_bytes), ("grpc.max_send_message_length", 16 << 20)],
-        maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
+        # grpc core resets calls past ~1,000 waiting for Python (the client sees CANCELLED); raised far above it so every
+        # call reaches the servicer, which refuses what it cannot serve in time with RESOURCE_EXHAUSTED and a reason.
+        options=[("grpc.max_receive_message_length", cfg.max_message_bytes), ("grpc.max_send_message_length", 16 << 20),
+                 ("grpc.server.max_pending_requests", 16384), ("grpc.server.max_pending_requests_hard_limit", 32768),
+                 # A second server on a taken port must fail, not silently share the port's calls (grpc's default).
+                 ("grpc.so_reuseport", 0)]
+        + ([("grpc.max_connection_age_ms", int(cfg.max_connection_age_s * 1000)), ("grpc.max_connection_age_grace_ms", int(cfg.grace_s * 1000))]
+           if cfg.max_connection_age_s > 0 else []),
+        interceptors=[security.TokenAuth(tokens, metrics)] if tokens else None,
     )
-    pb_grpc.add_FerCodecServicer_to_server(FerCodecServicer(cards, batcher, metrics, engine.device, cfg.max_faces), server)
+    pb_grpc.add_FerCodecServicer_to_server(FerCodecServicer(cards, batcher, metrics, engine.device, cfg.max_faces, cfg.stream_window, cfg.max_concurrent_rpcs), server)
+    encoder_service = add_encoder_repository(server, cards, metrics)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection((SERVICE, encoder_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    address = f"{cfg.host}:{cfg.port}"
     try:
-        port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
     except RuntimeError as e:
-        raise OSError(f"cannot listen on {cfg.host}:{cfg.port}: {e}") from None
+        raise OSError(f"cannot listen on {address}: {e}") from None
+    if not creds and not security.is_loopback(cfg.host):
+        log.warning("serving PLAINTEXT on %s: faces, results%s cross the network readable by anyone on it; "
+                    "give --tls-cert and --tls-key", cfg.host, " and bearer tokens" if tokens else "")
+    # Probes that speak plaintext only (kubelet's grpc probe, the image's HEALTHCHECK) get a port of their own
+    # serving nothing but the health service, so the main port can keep TLS and tokens.
+    health_only = None
+    if cfg.health_port >= 0:
+        health_only = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_only)
+        try:
+            hport = health_only.add_insecure_port(f"{cfg.host}:{cfg.health_port}")
+        except RuntimeError as e:
+            raise OSError(f"cannot listen on {cfg.host}:{cfg.health_port} (--health-port): {e}") from None
+        await health_only.start()
     httpd = None
     if cfg.metrics_port >= 0:
-        httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.host, registry=metrics.registry)
+        httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=metrics.registry)
     await server.start()
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     mport = httpd.server_port if httpd else "off"
-    log.info("ferserver ready on %s:%d (metrics :%s/metrics), models %s on %s", cfg.host, port, mport, ", ".join(c.model_id for c in cards), engine.device)
+    tls = "mutual TLS" if cfg.tls_client_ca else "TLS" if creds else "plaintext"
+    auth = f"{len(tokens)} bearer tokens" if tokens else "no auth"
+    hinfo = f"; health only :{hport}" if health_only else ""
+    log.info("ferserver ready on %s:%d (%s, %s; metrics %s:%s/metrics%s), models %s on %s", cfg.host, port, tls, auth, cfg.metrics_host, mport,
+             hinfo, ", ".join(c.model_id for c in cards), engine.device)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if tokens:
+        loop.add_signal_handler(signal.SIGHUP, tokens.reload)
     await stop.wait()
     log.info("ferserver stopping: no new work, finishing in-flight requests (grace %.0fs)", cfg.grace_s)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(cfg.grace_s)
+    if health_only:
+        await health_only.stop(0)
     batcher.close()
     if httpd:
         httpd.shutdown()

@@ -20,28 +20,47 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """A real ferserver; the constructor returns once it logged its ready line."""
+    """A real ferserver; the constructor returns once it logged its ready line.
 
-    def __init__(self, *extra: str, timeout: float = 180.0, env: dict | None = None):
+    Subclasses run other servers the same way by overriding command() and is_ready() (scripts/bench_baselines.py).
+    """
+
+    name = "ferserver"
+
+    def __init__(self, *extra: str, timeout: float = 180.0, env: dict | None = None, attempts: int = 3):
+        for attempt in range(attempts):
+            try:
+                return self._start(extra, timeout, env)
+            except RuntimeError:
+                # free_port() only finds a port that was free a moment ago: another process may take it first.
+                if "Address already in use" not in self.output() or attempt == attempts - 1:
+                    raise
+
+    def _start(self, extra, timeout: float, env: dict | None) -> None:
         self.port, self.metrics_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
-        exe = Path(sys.executable).parent / "ferserver"
-        cmd = [str(exe), "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port), *extra]
-        fd, name = tempfile.mkstemp(prefix=f"ferserver-{self.port}-", suffix=".log")
+        fd, name = tempfile.mkstemp(prefix=f"{self.name}-{self.port}-", suffix=".log")
         self.log_path = Path(name)
         with os.fdopen(fd, "w") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+            self.proc = subprocess.Popen(self.command(extra), stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         deadline = time.time() + timeout
         while time.time() < deadline:
-            ready = [line for line in self.output().splitlines() if "ferserver ready on" in line]
+            ready = [line for line in self.output().splitlines() if self.is_ready(line)]
             if ready:
                 self.ready_line = ready[0]
                 return
             if self.proc.poll() is not None:
-                raise RuntimeError(f"ferserver exited with {self.proc.returncode}:\n{self.output()}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.output()}")
             time.sleep(0.2)
         self.proc.kill()
-        raise RuntimeError(f"ferserver not ready within {timeout:.0f} s:\n{self.output()}")
+        raise RuntimeError(f"{self.name} not ready within {timeout:.0f} s:\n{self.output()}")
+
+    def command(self, extra) -> list[str]:
+        exe = Path(sys.executable).parent / "ferserver"
+        return [str(exe), "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port), *extra]
+
+    def is_ready(self, line: str) -> bool:
+        return "ferserver ready on" in line
 
     def output(self) -> str:
         return self.log_path.read_text()

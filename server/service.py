@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -12,6 +13,7 @@ from fercodec.v1 import fercodec_pb2 as pb
 from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 from ferwire.bitstream import FORMAT_VERSION, BitstreamError
 
+from .batcher import Expired, Overloaded
 from .engine import FaceJob, FaceOutput
 
 log = logging.getLogger("ferserver")
@@ -43,24 +45,51 @@ def model_info(card, device: str) -> pb.ModelInfo:
 
 
 class FerCodecServicer(pb_grpc.FerCodecServicer):
-    def __init__(self, cards, batcher, metrics, device: str, max_faces: int):
+    def __init__(self, cards, batcher, metrics, device: str, max_faces: int, stream_window: int = 32, max_concurrent_rpcs: int | None = None):
         self.card, self.batcher, self.metrics, self.max_faces = cards[0], batcher, metrics, max_faces
+        self.stream_window, self.max_concurrent_rpcs = stream_window, max_concurrent_rpcs
+        self._active = 0  # Recognize and RecognizeStream calls admitted and not finished
         self.info = model_info(cards[0], device)
         self.info.other_models.extend(model_info(c, device) for c in cards[1:])
 
-    async def _recognize(self, request: pb.RecognizeRequest) -> pb.RecognizeResponse:
+    @contextlib.contextmanager
+    def _admitted(self):
+        """One of max_concurrent_rpcs slots for model work, or RESOURCE_EXHAUSTED.
+
+        Counted here, not by grpc's own maximum_concurrent_rpcs: that one counts every
+        call, health checks included, so under overload it refuses the liveness probes
+        too and the orchestrator restarts a server that is merely busy.
+        """
+        if self.max_concurrent_rpcs and self._active >= self.max_concurrent_rpcs:
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"server busy: {self._active} calls in progress (at most {self.max_concurrent_rpcs}); retry later")
+        self._active += 1
+        try:
+            yield
+        finally:
+            self._active -= 1
+
+    async def _recognize(self, request: pb.RecognizeRequest, deadline: float | None) -> pb.RecognizeResponse:
         n = len(request.faces)
         if n == 0:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "request has no faces")
         if n > self.max_faces:
             raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request has {n} faces; at most {self.max_faces} per request")
+        if request.unchanged_faces:
+            self.metrics.faces_unchanged.inc(request.unchanged_faces)
         for data in request.faces:
             self.metrics.bitstream_bytes.observe(len(data))
-        results = await self.batcher.submit([FaceJob(bytes(d), request.return_reconstruction) for d in request.faces])
+        try:
+            results = await self.batcher.submit([FaceJob(bytes(d), request.return_reconstruction) for d in request.faces], deadline)
+        except Overloaded as e:
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)) from None
+        except Expired as e:
+            raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, str(e)) from None
         for i, r in enumerate(results):
             if isinstance(r, BitstreamError):
                 self.metrics.faces_rejected.labels(r.kind).inc()
                 raise RequestError(_CODES[r.kind], f"face {i}: {r}")
+            if isinstance(r, Expired):
+                raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, f"face {i}: {r}")
             if not isinstance(r, FaceOutput):
                 raise RequestError(grpc.StatusCode.INTERNAL, f"face {i}: internal error in model code; see the server log")
         reply = pb.RecognizeResponse(request_id=request.request_id, model_id=self.card.model_id)
@@ -93,7 +122,11 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
             m.request_seconds.labels(method).observe(time.perf_counter() - t0)
 
     async def Recognize(self, request, context):
-        return await self._handle("Recognize", context, lambda: self._recognize(request))
+        async def work():
+            with self._admitted():
+                return await self._recognize(request, _deadline(context))
+
+        return await self._handle("Recognize", context, work)
 
     async def GetModelInfo(self, request, context):
         async def info():
@@ -101,18 +134,51 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
 
         return await self._handle("GetModelInfo", context, info)
 
+    async def _stream_reply(self, request: pb.RecognizeRequest, deadline: float | None) -> pb.RecognizeResponse:
+        """One stream message's answer: a bad or refused message gets `error` and the stream goes on."""
+        try:
+            return await self._recognize(request, deadline)
+        except RequestError as e:
+            self.metrics.requests.labels("RecognizeStream.message", e.code.name).inc()
+            return pb.RecognizeResponse(request_id=request.request_id, model_id=self.card.model_id, error=pb.Error(code=e.code.value[0], message=e.message))
+
     async def RecognizeStream(self, request_iterator, context):
-        """One response per request; a bad request gets `error` and the stream goes on."""
+        """One response per request, in order, up to stream_window of them worked on at once.
+
+        The server reads a message only while fewer than stream_window are
+        unanswered (read, response not yet sent), so a client that writes without
+        reading is held back by HTTP/2 flow control instead of growing server memory.
+        """
         m = self.metrics
         m.inflight.inc()
+        m.streams_active.inc()
         code, t0 = grpc.StatusCode.OK, time.perf_counter()
+        slots = asyncio.Semaphore(self.stream_window)
+        replies: asyncio.Queue = asyncio.Queue()  # answer tasks in arrival order, then None; at most stream_window + 1
+        reader = None
         try:
-            async for request in request_iterator:
-                try:
-                    yield await self._recognize(request)
-                except RequestError as e:
-                    m.requests.labels("RecognizeStream.message", e.code.name).inc()
-                    yield pb.RecognizeResponse(request_id=request.request_id, model_id=self.card.model_id, error=pb.Error(code=e.code.value[0], message=e.message))
+            with self._admitted():
+                deadline = _deadline(context)
+
+                async def read() -> None:
+                    try:
+                        while True:
+                            await slots.acquire()
+                            request = await anext(request_iterator, None)
+                            if request is None:
+                                return
+                            replies.put_nowait(asyncio.ensure_future(self._stream_reply(request, deadline)))
+                    finally:
+                        replies.put_nowait(None)
+
+                reader = asyncio.ensure_future(read())
+                while (task := await replies.get()) is not None:
+                    yield await task
+                    slots.release()
+                await reader  # the request stream's own failure, if any
+        except RequestError as e:
+            code = e.code
+            await context.abort(e.code, e.message)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
@@ -121,6 +187,19 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
             log.exception("RecognizeStream failed")
             await context.abort(code, "internal error; see the server log")
         finally:
+            if reader is not None:
+                reader.cancel()
+            while not replies.empty():
+                task = replies.get_nowait()
+                if task is not None:
+                    task.cancel()
             m.inflight.dec()
+            m.streams_active.dec()
             m.requests.labels("RecognizeStream", code.name).inc()
             m.request_seconds.labels("RecognizeStream").observe(time.perf_counter() - t0)
+
+
+def _deadline(context) -> float | None:
+    """The call's deadline on the time.monotonic() clock; None when the caller set none."""
+    left = context.time_remaining()
+    return None if left is None else time.monotonic() + left

@@ -3,6 +3,7 @@
     bitstream   the bitstream format (encode, decode, header, BitstreamError)
     entropy     the context-adaptive entropy tables (tables.npz) and their fitting
     card        a model directory's model.json (ModelCard) and the bundled models' location
+    edge_bundle the encoder bundle servers hand to edge devices: its files and their SHA-256s
 
 Numpy, zlib and constriction only: importing ferwire never pulls torch or CompressAI.
 """

@@ -19,6 +19,6 @@ def test_drift_is_detected(tmp_path):
     copy = tmp_path / "protos"
     shutil.copytree(ROOT / "protos", copy)
     proto = copy / "fercodec" / "v1" / "fercodec.proto"
-    proto.write_text(proto.read_text().replace("string request_id = 3;", "string request_id = 3;\n  uint32 frame = 4;"))
+    proto.write_text(proto.read_text().replace("string request_id = 3;", "string request_id = 3;\n  uint32 drift_probe = 99;"))
     r = subprocess.run([sys.executable, str(copy / "generate.py"), "--check"], capture_output=True, text=True)
     assert r.returncode == 1 and "drifted" in r.stderr

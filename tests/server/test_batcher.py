@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 
-from ferserver.batcher import Batcher
+import pytest
+
+from ferserver.batcher import PRIOR_S_PER_FACE, Batcher, Expired, Overloaded
 
 
 def _run(coro):
@@ -79,3 +82,132 @@ def test_close_finishes_queued_work():
     assert _run(main()) == list(range(10))
     b.close()
     assert sorted(done) == list(range(10))
+
+
+def _gated(seen: list):
+    """A model function that holds its first batch until the gate opens, so tests can fill the queue behind it."""
+    gate = threading.Event()
+
+    def fn(items):
+        gate.wait(10)
+        seen.extend(items)
+        return [f"r{i}" for i in items]
+
+    return fn, gate
+
+
+def _shed(metrics, reason: str) -> float:
+    return metrics.registry.get_sample_value("fercodec_faces_shed_total", {"reason": reason}) or 0.0
+
+
+async def _until(cond, timeout: float = 5.0) -> None:
+    t = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < t, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+def test_a_full_queue_refuses_at_once_and_the_gauge_is_exact():
+    from ferserver.metrics import Metrics
+
+    m, seen = Metrics(), []
+    fn, gate = _gated(seen)
+    b = Batcher(fn, max_batch=2, max_wait_s=0, max_queue=10, metrics=m)
+    queued = lambda: m.registry.get_sample_value("fercodec_queued_faces")  # noqa: E731
+
+    async def main():
+        first = asyncio.ensure_future(b.submit(["a", "b"]))
+        await _until(lambda: queued() == 0 and b._running == 2)  # the worker holds a and b
+        held = [asyncio.ensure_future(b.submit([f"q{k}", f"q{k}x"])) for k in range(5)]
+        await asyncio.sleep(0)
+        assert queued() == 10
+        t = time.perf_counter()
+        with pytest.raises(Overloaded) as e:
+            await b.submit(["late"])
+        assert time.perf_counter() - t < 0.05 and e.value.reason == "queue_full"
+        assert str(e.value) == "server busy: 10 faces queued (at most 10); retry later"
+        with pytest.raises(Overloaded, match="request has 11 faces; this server queues at most 10"):
+            await b.submit(list(range(11)))
+        assert queued() == 10 and _shed(m, "queue_full") == 12
+        gate.set()
+        return await first, await asyncio.gather(*held)
+
+    first, held = _run(main())
+    b.close()
+    assert first == ["ra", "rb"] and held[4] == ["rq4", "rq4x"]
+    assert "late" not in seen and len(seen) == 12 and queued() == 0
+
+
+def test_the_estimate_learns_from_batches_and_refuses_work_that_would_miss_the_deadline():
+    from ferserver.metrics import Metrics
+
+    m = Metrics()
+    slow = threading.Event()
+
+    def fn(items):  # 10 ms a face, and held while `slow` is clear after the warm-up
+        slow.wait(10)
+        time.sleep(0.01 * len(items))
+        return items
+
+    b = Batcher(fn, max_batch=4, max_wait_s=0, metrics=m)
+    assert b.s_per_face == PRIOR_S_PER_FACE
+
+    async def main():
+        slow.set()
+        for _ in range(20):
+            await b.submit([0, 1, 2, 3])
+        learned = b.s_per_face
+        slow.clear()
+        ahead = [asyncio.ensure_future(b.submit(list(range(4)))) for _ in range(25)]  # 100 faces, about 1 s of work
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded) as e:
+            await b.submit(["x"], deadline=time.monotonic() + 0.3)
+        admitted = asyncio.ensure_future(b.submit(["y"], deadline=time.monotonic() + 60))
+        slow.set()
+        await asyncio.gather(*ahead)
+        return learned, e.value, await admitted
+
+    learned, refusal, admitted = _run(main())
+    b.close()
+    assert 0.009 < learned < 0.02, learned  # 10 ms a face plus sleep overshoot on a busy machine
+    assert refusal.reason == "deadline" and _shed(m, "deadline") == 1
+    assert re.fullmatch(r"server busy: 10\d faces queued, about \d+ ms of work with this request's 1, deadline in \d+ ms", str(refusal)), str(refusal)
+    assert admitted == ["y"]
+
+
+def test_faces_whose_deadline_passed_or_whose_caller_left_are_dropped_before_model_work():
+    from ferserver.metrics import Metrics
+
+    m, seen = Metrics(), []
+    fn, gate = _gated(seen)
+    b = Batcher(fn, max_batch=8, max_wait_s=0, metrics=m)
+
+    async def main():
+        first = asyncio.ensure_future(b.submit(["first"]))
+        await _until(lambda: b._running == 1)
+        doomed = asyncio.ensure_future(b.submit(["doomed1", "doomed2"], deadline=time.monotonic() + 0.2))
+        gone = asyncio.ensure_future(b.submit(["gone"]))
+        alive = asyncio.ensure_future(b.submit(["alive"], deadline=time.monotonic() + 60))
+        await asyncio.sleep(0.3)  # doomed's deadline passes while the worker is held
+        gone.cancel()
+        gate.set()
+        return await first, await doomed, await alive
+
+    first, doomed, alive = _run(main())
+    b.close()
+    assert first == ["rfirst"] and alive == ["ralive"]
+    assert all(isinstance(r, Expired) for r in doomed)
+    assert seen == ["first", "alive"]  # no model work for the expired or the abandoned faces
+    assert _shed(m, "expired") == 2 and _shed(m, "cancelled") == 1
+    assert m.registry.get_sample_value("fercodec_queued_faces") == 0
+
+
+def test_a_deadline_too_short_for_the_faces_own_work_is_expired_not_busy():
+    """An idle server with a deadline shorter than one face's work: DEADLINE_EXCEEDED material, not 'server busy'."""
+    b = Batcher(lambda items: items, max_batch=4, max_wait_s=0.0)
+    try:
+        with pytest.raises(Expired, match="shorter than this request's own work"):
+            asyncio.run(b.submit([1], time.monotonic() + PRIOR_S_PER_FACE / 10))
+        assert asyncio.run(b.submit([1], time.monotonic() + 10.0)) == [1]
+    finally:
+        b.close()

@@ -50,8 +50,7 @@ def test_random_and_mutated_bitstreams(server, card, fer_test):
             cases.append(case)
             origin.append(j)
             ops.append(op)
-        # 100 in flight at a time: grpc core sheds load (CANCELLED) past ~1000
-        # calls pending on one server, which is not what this test is about.
+        # 100 in flight at a time: overload is tests/server/test_overload.py's subject, not this one's.
         futures = []
         for k in range(0, len(cases), 100):
             batch = [stub.Recognize.future(pb.RecognizeRequest(faces=[c]), timeout=30) for c in cases[k : k + 100]]

@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RecognizeRequest(_message.Message):
-    __slots__ = ("faces", "return_reconstruction", "request_id")
+    __slots__ = ("faces", "return_reconstruction", "request_id", "unchanged_faces")
     FACES_FIELD_NUMBER: _ClassVar[int]
     RETURN_RECONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FACES_FIELD_NUMBER: _ClassVar[int]
     faces: _containers.RepeatedScalarFieldContainer[bytes]
     return_reconstruction: bool
     request_id: str
-    def __init__(self, faces: _Optional[_Iterable[bytes]] = ..., return_reconstruction: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+    unchanged_faces: int
+    def __init__(self, faces: _Optional[_Iterable[bytes]] = ..., return_reconstruction: _Optional[bool] = ..., request_id: _Optional[str] = ..., unchanged_faces: _Optional[int] = ...) -> None: ...
 
 class FaceResult(_message.Message):
     __slots__ = ("label", "confidence", "probabilities", "reconstruction_png", "quality", "bitstream_bytes", "bits_per_pixel", "model_id")
@@ -96,3 +98,55 @@ class ModelInfo(_message.Message):
     kind: str
     other_models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     def __init__(self, model_id: _Optional[str] = ..., model_tag: _Optional[int] = ..., version: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., qualities: _Optional[_Iterable[_Union[Quality, _Mapping]]] = ..., default_quality: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., bitstream_version: _Optional[int] = ..., device: _Optional[str] = ..., kind: _Optional[str] = ..., other_models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class GetEncoderRequest(_message.Message):
+    __slots__ = ("model_id",)
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+
+class EncoderFile(_message.Message):
+    __slots__ = ("name", "size", "sha256")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size: int
+    sha256: str
+    def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class EncoderManifest(_message.Message):
+    __slots__ = ("model_id", "model_tag", "version", "kind", "files", "bundle_sha256", "total_bytes")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TAG_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    model_tag: int
+    version: str
+    kind: str
+    files: _containers.RepeatedCompositeFieldContainer[EncoderFile]
+    bundle_sha256: str
+    total_bytes: int
+    def __init__(self, model_id: _Optional[str] = ..., model_tag: _Optional[int] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., files: _Optional[_Iterable[_Union[EncoderFile, _Mapping]]] = ..., bundle_sha256: _Optional[str] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+
+class FileChunk(_message.Message):
+    __slots__ = ("name", "offset", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    offset: int
+    data: bytes
+    def __init__(self, name: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class EncoderChunk(_message.Message):
+    __slots__ = ("manifest", "chunk")
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    manifest: EncoderManifest
+    chunk: FileChunk
+    def __init__(self, manifest: _Optional[_Union[EncoderManifest, _Mapping]] = ..., chunk: _Optional[_Union[FileChunk, _Mapping]] = ...) -> None: ...

@@ -188,3 +188,99 @@ class FerCodec:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class EncoderRepositoryStub:
+    """Model rollout to the edge: the encoder half of each model the server runs,
+    so a device fetches the encoder that matches the server (`ferclient models
+    pull`, or automatically when the server refuses a face encoded for a model it
+    does not run) instead of reinstalling the package after a server upgrade.
+    Only the edge files travel: encoder.onnx, tables.npz, model.json and
+    MODEL_CARD.md when the model has one; never the server's .pt weights.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetEncoder = channel.unary_stream(
+                '/fercodec.v1.EncoderRepository/GetEncoder',
+                request_serializer=fercodec_dot_v1_dot_fercodec__pb2.GetEncoderRequest.SerializeToString,
+                response_deserializer=fercodec_dot_v1_dot_fercodec__pb2.EncoderChunk.FromString,
+                _registered_method=True)
+
+
+class EncoderRepositoryServicer:
+    """Model rollout to the edge: the encoder half of each model the server runs,
+    so a device fetches the encoder that matches the server (`ferclient models
+    pull`, or automatically when the server refuses a face encoded for a model it
+    does not run) instead of reinstalling the package after a server upgrade.
+    Only the edge files travel: encoder.onnx, tables.npz, model.json and
+    MODEL_CARD.md when the model has one; never the server's .pt weights.
+    """
+
+    def GetEncoder(self, request, context):
+        """The manifest first, then every file of the manifest in its order, each in
+        chunks (64 KiB) from offset 0. The client verifies every file's SHA-256
+        and the bundle's before using any of them. Errors: NOT_FOUND for a model
+        id the server does not run (the message lists the ones it does);
+        DATA_LOSS when a file on the server changed after the server loaded it
+        (the server then no longer serves what it decodes: restart it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_EncoderRepositoryServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetEncoder': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetEncoder,
+                    request_deserializer=fercodec_dot_v1_dot_fercodec__pb2.GetEncoderRequest.FromString,
+                    response_serializer=fercodec_dot_v1_dot_fercodec__pb2.EncoderChunk.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'fercodec.v1.EncoderRepository', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('fercodec.v1.EncoderRepository', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class EncoderRepository:
+    """Model rollout to the edge: the encoder half of each model the server runs,
+    so a device fetches the encoder that matches the server (`ferclient models
+    pull`, or automatically when the server refuses a face encoded for a model it
+    does not run) instead of reinstalling the package after a server upgrade.
+    Only the edge files travel: encoder.onnx, tables.npz, model.json and
+    MODEL_CARD.md when the model has one; never the server's .pt weights.
+    """
+
+    @staticmethod
+    def GetEncoder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fercodec.v1.EncoderRepository/GetEncoder',
+            fercodec_dot_v1_dot_fercodec__pb2.GetEncoderRequest.SerializeToString,
+            fercodec_dot_v1_dot_fercodec__pb2.EncoderChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,0 +1,121 @@
+"""How ferclient reaches a server: address, TLS, bearer token, load balancing and retries, in one place.
+
+Every subcommand takes the same connection flags (add_arguments) and opens its
+channel with open_channel, so TLS and tokens work the same everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+DEFAULT_SERVER = "localhost:50051"
+
+# round_robin spreads calls over every address a name resolves to (dns:///name:port, or
+# ipv4:a:p,b:q); a call that finds its replica gone (UNAVAILABLE) is retried on another.
+# Every call is idempotent (Recognize, GetModelInfo, GetEncoder), so a retry cannot double-count anything.
+SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{
+        "name": [{"service": "fercodec.v1.FerCodec"}, {"service": "fercodec.v1.EncoderRepository"}],
+        "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.05s", "maxBackoff": "1s", "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"]},
+    }],
+}
+
+
+class ChannelSettingError(ValueError):
+    """A connection setting the user must fix (unreadable certificate, empty token file)."""
+
+
+def add_arguments(p: argparse.ArgumentParser, timeout: float = 10.0, timeout_help: str = "seconds per request") -> None:
+    env = os.environ.get
+    p.add_argument("--server", default=env("FERCODEC_SERVER", DEFAULT_SERVER),
+                   help=f"host:port, or dns:///name:port to spread calls over every replica (env FERCODEC_SERVER, default {DEFAULT_SERVER})")
+    p.add_argument("--tls-ca", default=env("FERCODEC_TLS_CA"), metavar="PEM",
+                   help="connect with TLS, trusting this CA bundle (env FERCODEC_TLS_CA; default: plaintext unless --tls-cert is given)")
+    p.add_argument("--tls-cert", default=env("FERCODEC_TLS_CERT"), metavar="PEM", help="client certificate for mutual TLS (env FERCODEC_TLS_CERT)")
+    p.add_argument("--tls-key", default=env("FERCODEC_TLS_KEY"), metavar="PEM", help="private key of --tls-cert (env FERCODEC_TLS_KEY)")
+    p.add_argument("--token-file", default=env("FERCODEC_TOKEN_FILE"), metavar="FILE",
+                   help="send the bearer token in FILE (env FERCODEC_TOKEN_FILE; or put the token itself in FERCODEC_TOKEN)")
+    p.add_argument("--timeout", type=float, default=timeout, help=f"{timeout_help} (default {timeout:g})")
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ChannelSettingError(f"cannot read {what} {path}: {e.strerror or e}") from None
+
+
+def token(args) -> str | None:
+    """--token-file's first non-empty line, else $FERCODEC_TOKEN, else None."""
+    if args.token_file:
+        lines = [t.strip() for t in _read(args.token_file, "token file").decode(errors="replace").splitlines()]
+        found = [t for t in lines if t and not t.startswith("#")]
+        if not found:
+            raise ChannelSettingError(f"token file {args.token_file} holds no token")
+        return found[0]
+    return os.environ.get("FERCODEC_TOKEN") or None
+
+
+def open_channel(args):
+    """A grpc.Channel for args.server with TLS, the bearer token on every call, round_robin and retries."""
+    import grpc
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ChannelSettingError("--tls-cert and --tls-key go together")
+    bearer = token(args)
+    options = [("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1)]
+    if args.tls_ca or args.tls_cert:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=_read(args.tls_ca, "CA bundle") if args.tls_ca else None,
+            private_key=_read(args.tls_key, "TLS key") if args.tls_key else None,
+            certificate_chain=_read(args.tls_cert, "TLS certificate") if args.tls_cert else None,
+        )
+        channel = grpc.secure_channel(args.server, creds, options=options)
+    else:
+        channel = grpc.insecure_channel(args.server, options=options)
+    if bearer is None:
+        return channel
+    return grpc.intercept_channel(channel, _bearer(bearer))
+
+
+def _bearer(value: str):
+    """A client interceptor adding `authorization: Bearer <value>` to every call (grpc imported lazily)."""
+    import grpc
+
+    header = ("authorization", f"Bearer {value}")
+
+    class Details(grpc.ClientCallDetails):
+        def __init__(self, d):
+            self.method, self.timeout, self.credentials = d.method, d.timeout, d.credentials
+            self.wait_for_ready, self.compression = getattr(d, "wait_for_ready", None), getattr(d, "compression", None)
+            self.metadata = list(d.metadata or []) + [header]
+
+    class BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                      grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+        def intercept_unary_unary(self, continuation, details, request):
+            return continuation(Details(details), request)
+
+        intercept_unary_stream = intercept_unary_unary
+        intercept_stream_unary = intercept_unary_unary
+        intercept_stream_stream = intercept_unary_unary
+
+    return BearerToken()
+
+
+def rpc_error_message(e, server: str, timeout: float) -> str:
+    """One line for a failed call, saying what the user can do about it."""
+    import grpc
+
+    code = e.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return f"cannot reach server at {server} ({e.details()})"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"deadline exceeded: no answer from {server} within {timeout:g}s"
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return f"server refused the token: {e.details()} (give one with --token-file or FERCODEC_TOKEN)"
+    return f"server refused the request: {code.name}: {e.details()}"

@@ -1,0 +1,330 @@
+"""ferclient watch: expression timelines per tracked face, from a video file or a camera, over one RecognizeStream.
+
+Frames are sampled at --fps, faces detected, aligned and tracked (client.tracking).
+Each face's latent is compared with the last one sent for its track: below
+--skip-threshold (relative L2 change) nothing is sent and the track's last
+answer carries forward, so a still face costs no bytes. Sent faces of one frame
+travel as one request on the stream; answers come back in order.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SKIP_THRESHOLD = 0.2  # relative L2 change of the latent: the largest tried whose labels agree with sending every face on >= 99.5 % of the long video's face-frames (docs/video)
+DEFAULT_FPS = 5.0
+TRACK_TIMEOUT_S = 1.0  # a track unseen this long ends
+
+
+class SourceError(ValueError):
+    """The video or camera cannot be opened or read."""
+
+
+def open_camera(index: int):
+    """The camera's cv2.VideoCapture (a function of its own, so tests can put a fake source in its place)."""
+    import cv2
+
+    return cv2.VideoCapture(index)
+
+
+def open_source(video: str | None, camera: int | None):
+    """(capture, frames per second, frame count or None for a live source)."""
+    import cv2
+
+    if video is not None:
+        if not Path(video).is_file():
+            raise SourceError(f"{video}: no such file")
+        cap = cv2.VideoCapture(video)
+        if not cap.isOpened():
+            raise SourceError(f"{video}: not a video OpenCV can decode")
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    else:
+        cap = open_camera(camera)
+        if not cap.isOpened():
+            raise SourceError(f"camera {camera} cannot be opened")
+        total = None
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return cap, (fps if fps and fps > 0 else 30.0), total
+
+
+@dataclass
+class Sample:
+    """One sampled frame: its faces, which of them were sent, and (once answered) the server's results."""
+
+    frame: int
+    t: float
+    tracks: list  # Track per face
+    boxes: list
+    sent: list[int]  # indices into tracks/boxes of faces sent in this frame's request
+    streams: list[bytes]
+    results: list = field(default_factory=list)
+
+
+def _relative_change(y: np.ndarray, last: np.ndarray | None) -> float:
+    if last is None:
+        return float("inf")
+    return float(np.linalg.norm(y - last) / (np.linalg.norm(last) + 1e-6))
+
+
+class Watcher:
+    """Samples, tracks, decides what to send; then turns answers into rows, carrying skipped faces forward."""
+
+    def __init__(self, args, encoder, detector):
+        from .tracking import IouTracker
+
+        self.args, self.encoder, self.detector = args, encoder, detector
+        self.quality = encoder.check_quality(args.quality)
+        self.tracker = IouTracker(max_missed=max(1, round(TRACK_TIMEOUT_S * args.fps)))
+        self.rows: list[dict] = []
+        self.frames = self.faces_seen = self.faces_sent = self.bytes_sent = 0
+        self.names = encoder.card.class_names
+
+    def samples(self, cap, src_fps: float, live: bool, progress=None):
+        """Sampled frames, in order, with their faces encoded or skipped."""
+        from ferwire.bitstream import encode
+
+        from .faces import align, to_gray
+
+        step, next_t, k, t_start = 1.0 / self.args.fps, 0.0, -1, time.monotonic()
+        size = self.encoder.card.face_size[0]
+        while self.args.max_frames is None or self.frames < self.args.max_frames:
+            ok, bgr = cap.read()
+            if not ok:
+                return
+            k += 1
+            t = (time.monotonic() - t_start) if live else k / src_fps
+            if t + 1e-9 < next_t:
+                continue
+            next_t = max(next_t + step, t) if live else next_t + step
+            self.frames += 1
+            rgb = bgr[:, :, ::-1]
+            found = [f for f in self.detector.detect(rgb) if f.size >= self.args.min_face]
+            tracks = self.tracker.update([f.box for f in found])
+            sample = Sample(k, t, tracks, [f.box for f in found], [], [])
+            if found:
+                gray = to_gray(np.ascontiguousarray(rgb))
+                latents = self.encoder.latents(np.stack([align(gray, f, size) for f in found]))
+                for i, (track, y) in enumerate(zip(tracks, latents)):
+                    if _relative_change(y, track.state.get("sent")) >= self.args.skip_threshold:
+                        track.state["sent"] = y
+                        sample.sent.append(i)
+                        sample.streams.append(encode(y, self.quality, self.encoder.tables, self.encoder.card.model_tag))
+            self.faces_seen += len(found)
+            self.faces_sent += len(sample.sent)
+            self.bytes_sent += sum(map(len, sample.streams))
+            if progress:
+                progress(k)
+            yield sample
+
+    def rows_of(self, sample: Sample) -> list[dict]:
+        """One row per face: its own answer if sent, else its track's last answer carried forward."""
+        out = []
+        for i, (track, box) in enumerate(zip(sample.tracks, sample.boxes)):
+            sent = i in sample.sent
+            if sent:
+                r = sample.results[sample.sent.index(i)]
+                p = np.asarray(r.probabilities, dtype=np.float64)
+                a = self.args.smooth
+                track.state["p"] = p if "p" not in track.state else a * p + (1 - a) * track.state["p"]
+                nbytes = len(sample.streams[sample.sent.index(i)])
+            else:
+                nbytes = 0
+            p = track.state.get("p")
+            if p is None:  # skipped before its first answer arrived: cannot happen, a new track always sends
+                continue
+            j = int(np.argmax(p))
+            out.append({
+                "track": track.id, "frame": sample.frame, "t": round(sample.t, 3), "box": list(box),
+                "label": self.names[j], "confidence": round(float(p[j]), 4),
+                "probabilities": {n: round(float(v), 4) for n, v in zip(self.names, p)},
+                "bytes": nbytes, "sent": sent,
+            })
+        return out
+
+
+def _progress(total: int | None):
+    """A one-line progress bar on stderr for files, when stderr is a terminal."""
+    if total is None or not sys.stderr.isatty():
+        return None
+
+    def show(k: int) -> None:
+        done = min(1.0, (k + 1) / total)
+        bar = "#" * int(30 * done)
+        print(f"\r[{bar:<30}] {100 * done:5.1f}%  frame {k + 1}/{total}", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+def write_timeline(rows: list[dict], path: str, names) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["track", "frame", "t", "x", "y", "w", "h", "label", "confidence", *names, "bytes", "sent"])
+        for r in rows:
+            w.writerow([r["track"], r["frame"], r["t"], *r["box"], r["label"], r["confidence"], *(r["probabilities"][n] for n in names), r["bytes"], int(r["sent"])])
+
+
+def write_plot(rows: list[dict], path: str, names) -> None:
+    """Expression probabilities over time, one panel per track."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tracks = sorted({r["track"] for r in rows})
+    fig, axes = plt.subplots(max(1, len(tracks)), 1, figsize=(9, 1.9 * max(1, len(tracks)) + 0.6), sharex=True, squeeze=False)
+    for ax, tid in zip(axes[:, 0], tracks):
+        mine = [r for r in rows if r["track"] == tid]
+        t = [r["t"] for r in mine]
+        ax.stackplot(t, *[[r["probabilities"][n] for r in mine] for n in names], labels=names, step="post")
+        sent = [r["t"] for r in mine if r["sent"]]
+        ax.plot(sent, [1.02] * len(sent), "|", color="k", markersize=5, clip_on=False)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"track {tid}")
+    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    axes[0, 0].set_title("expression probabilities per tracked face (ticks: frames sent; between them the last answer carries forward)", fontsize=9)
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args, err) -> int:
+    """The watch subcommand; err prints one line on stderr."""
+    import grpc
+
+    from fercodec.v1 import fercodec_pb2 as pb
+    from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
+
+    from .channel import open_channel
+    from .encoder import FaceEncoder
+    from .faces import FaceDetector
+
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            err("--plot needs matplotlib: pip install matplotlib")
+            return 2
+    try:
+        encoder = FaceEncoder(args.model_dir)
+        encoder.check_quality(args.quality)
+        detector = FaceDetector(args.detect_threshold)
+        cap, src_fps, total = open_source(args.video, args.camera)
+    except (OSError, ValueError) as e:
+        err(str(e))
+        return 2
+    w = Watcher(args, encoder, detector)
+    pending: deque[Sample] = deque()
+    failure: list[BaseException] = []
+    lock, stop, finished = threading.Lock(), threading.Event(), threading.Event()
+
+    def requests():
+        """Runs on gRPC's sending thread; it must end before the process does (Ctrl-C sets stop)."""
+        unchanged = 0  # faces carried forward since the last message, told to the server with the next one
+        try:
+            for s in w.samples(cap, src_fps, live=args.video is None, progress=_progress(total)):
+                if stop.is_set():
+                    return
+                with lock:
+                    pending.append(s)
+                unchanged += len(s.tracks) - len(s.sent)
+                if s.sent:
+                    yield pb.RecognizeRequest(faces=s.streams, request_id=str(s.frame), unchanged_faces=unchanged)
+                    unchanged = 0
+        except Exception as e:  # surfaced by the main thread: an exception here would only cancel the stream
+            failure.append(e)
+        finally:
+            finished.set()
+
+    def emit(sample: Sample) -> None:
+        for row in w.rows_of(sample):
+            w.rows.append(row)
+            if args.json:
+                print(json.dumps(row), flush=True)
+            else:
+                what = f"{row['bytes']} B" if row["sent"] else "unchanged"
+                print(f"t={row['t']:7.2f}s  frame {row['frame']:5d}  track {row['track']}  box=[{','.join(map(str, row['box']))}]  "
+                      f"{row['label']} {row['confidence']:.2f}  {what}", flush=True)
+
+    def flush(until: str | None) -> None:
+        """Emit queued samples in order, up to and including the one answered by request_id `until`."""
+        while True:
+            with lock:
+                if not pending:
+                    return
+                s = pending[0]
+                if s.sent and str(s.frame) != until:
+                    return
+                pending.popleft()
+            emit(s)
+            if until is not None and str(s.frame) == until:
+                return
+
+    status, call, shed = 0, None, []
+    t0 = time.perf_counter()
+    try:
+        with open_channel(args) as channel:
+            try:
+                grpc.channel_ready_future(channel).result(timeout=args.timeout)
+            except grpc.FutureTimeoutError:
+                raise OSError(f"cannot reach server at {args.server} within {args.timeout:g}s") from None
+            call = pb_grpc.FerCodecStub(channel).RecognizeStream(requests())
+            for reply in call:
+                busy = reply.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+                if reply.HasField("error") and not busy:
+                    raise RuntimeError(f"frame {reply.request_id}: server refused it: {reply.error.message}")
+                with lock:
+                    answered = next(s for s in pending if s.sent and str(s.frame) == reply.request_id)
+                if busy:  # an overloaded server sheds a frame: its faces carry their last answers forward
+                    shed.append(reply.error.message)
+                    answered.sent = []
+                answered.results = list(reply.results)
+                flush(reply.request_id)
+            flush(None)
+        if failure:
+            raise failure[0]
+    except KeyboardInterrupt:
+        stop.set()
+        if call is not None:
+            call.cancel()
+            finished.wait(10)
+        err("interrupted: writing what was answered so far")
+        status = 130
+    except grpc.RpcError as e:
+        from .channel import rpc_error_message
+
+        err(rpc_error_message(e, args.server, args.timeout))
+        status = 1
+    except (RuntimeError, OSError, ValueError) as e:
+        err(str(e))
+        status = 1
+    finally:
+        stop.set()
+        if call is not None:
+            finished.wait(10)
+        cap.release()
+        if total is not None and sys.stderr.isatty():
+            print(file=sys.stderr)
+    elapsed = time.perf_counter() - t0
+    tracks = len({r["track"] for r in w.rows})
+    duration = max((r["t"] for r in w.rows), default=0.0)
+    if shed:
+        err(f"{len(shed)} frames refused by a busy server, their faces' last answers carried forward (first: {shed[0]})")
+    if w.frames:
+        err(f"{w.frames} frames sampled in {elapsed:.1f} s, {tracks} tracks, faces sent {w.faces_sent} of {w.faces_seen} "
+            f"({100.0 * (w.faces_seen - w.faces_sent) / max(1, w.faces_seen):.0f} % unchanged, not sent), {w.bytes_sent} B"
+            + (f" ({w.bytes_sent / duration / max(1, tracks):.0f} B/s per track)" if duration > 0 else ""))
+    if args.timeline:
+        write_timeline(w.rows, args.timeline, w.names)
+    if args.plot:
+        write_plot(w.rows, args.plot, w.names)
+    return status

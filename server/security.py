@@ -1,0 +1,115 @@
+"""Who may talk to ferserver: TLS (optionally mutual) on the port, bearer tokens on every call but health checks.
+
+Tokens are compared in constant time (hashed to equal length first, every
+token checked), never logged, and re-read from their file on SIGHUP so they
+rotate without a restart; a reload that fails keeps the tokens in force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+from pathlib import Path
+
+import grpc
+
+log = logging.getLogger("ferserver")
+OPEN_PREFIXES = ("/grpc.health.v1.Health/",)  # orchestrators probe health without credentials
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise OSError(f"cannot read {what} {path}: {e.strerror or e}") from None
+
+
+def server_credentials(cert: str, key: str, client_ca: str | None) -> grpc.ServerCredentials:
+    """TLS with cert/key; with client_ca, every client must present a certificate it signed (mTLS)."""
+    pair = (_read(key, "TLS key"), _read(cert, "TLS certificate"))
+    for blob, what, path in ((pair[0], "TLS key", key), (pair[1], "TLS certificate", cert)):
+        if b"-----BEGIN" not in blob:
+            raise ValueError(f"{what} {path} is not PEM")
+    ca = _read(client_ca, "client CA bundle") if client_ca else None
+    return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class TokenStore:
+    """The bearer tokens a server accepts, from a file of one token per line (# comments allowed)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._digests = self._load()
+
+    def _load(self) -> list[bytes]:
+        lines = _read(self.path, "token file").decode(errors="replace").splitlines()
+        tokens = [t.strip() for t in lines if t.strip() and not t.strip().startswith("#")]
+        if not tokens:
+            raise ValueError(f"token file {self.path} holds no tokens")
+        return [_digest(t) for t in tokens]
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def reload(self) -> None:
+        """Re-read the file (on SIGHUP); on any error keep the tokens in force and say why."""
+        try:
+            self._digests = self._load()
+        except (OSError, ValueError) as e:
+            log.error("token reload failed, keeping the %d tokens in force: %s", len(self._digests), e)
+            return
+        log.info("token file re-read: %d tokens in force", len(self._digests))
+
+    def accepts(self, authorization: str | None) -> bool:
+        if not authorization or not authorization.startswith("Bearer "):
+            return False
+        given, ok = _digest(authorization[len("Bearer "):].strip()), False
+        for d in self._digests:  # no early exit: the time taken does not say which token matched
+            ok |= hmac.compare_digest(given, d)
+        return ok
+
+
+class TokenAuth(grpc.aio.ServerInterceptor):
+    """Refuses every call but health checks without a valid bearer token: UNAUTHENTICATED, counted per method."""
+
+    def __init__(self, tokens: TokenStore, metrics):
+        self.tokens, self.metrics = tokens, metrics
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(OPEN_PREFIXES):
+            return handler
+        auth = next((v for k, v in (details.invocation_metadata or ()) if k == "authorization"), None)
+        if self.tokens.accepts(auth if isinstance(auth, str) else None):
+            return handler
+        method = details.method.rsplit("/", 1)[-1]
+        self.metrics.requests.labels(method, grpc.StatusCode.UNAUTHENTICATED.name).inc()
+        return _refusal(handler, "missing or invalid bearer token" if auth else "missing bearer token: send `authorization: Bearer <token>`")
+
+
+def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as handler that answers UNAUTHENTICATED without running it."""
+
+    async def deny(_request, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    kind = ("unary_unary" if not handler.request_streaming and not handler.response_streaming else
+            "unary_stream" if not handler.request_streaming else
+            "stream_unary" if not handler.response_streaming else "stream_stream")
+    make = getattr(grpc, f"{kind}_rpc_method_handler")
+    return make(deny, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)

@@ -1,0 +1,161 @@
+"""ferclient watch against a real ferserver, on a video made at test time from a real photo."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+from PIL import Image
+
+from fermodels.evaluation.video import FPS, make_video, second_face_span
+
+from ..conftest import BIN, run_client
+from ..server.test_e2e import _counter
+
+pytestmark = pytest.mark.slow
+FRAMES = 100
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return make_video(tmp_path_factory.mktemp("video") / "two_faces.mp4", frames=FRAMES)
+
+
+def _gauge(text: str, name: str) -> float:
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def _rows(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def test_watch_tracks_two_faces_writes_timeline_and_plot_and_skipping_saves_bytes(server, video, tmp_path):
+    csv_path, png_path = tmp_path / "t.csv", tmp_path / "t.png"
+    unchanged_before = _counter(server.metrics(), "fercodec_faces_unchanged_total")
+    r = run_client("watch", str(video), "--server", server.address, "--json", "--timeline", str(csv_path), "--plot", str(png_path))
+    assert r.returncode == 0, r.stderr
+    rows = _rows(r.stdout)
+    assert set(rows[0]) == {"track", "frame", "t", "box", "label", "confidence", "probabilities", "bytes", "sent"}
+    sampled = sorted({row["frame"] for row in rows})
+    assert sampled == list(range(0, FRAMES, round(FPS / 5)))  # 5 frames per second of video by default
+    first, second = ({row["frame"] for row in rows if row["track"] == k} for k in (1, 2))
+    assert {row["track"] for row in rows} == {1, 2}  # ids stay put: one per face, none for a lost-and-found face
+    assert first == set(sampled)
+    enter, leave = second_face_span(FRAMES)
+    assert second and min(second) >= enter and max(second) < leave and len(second) >= 4
+    assert all(row["label"] == "happy" for row in rows if row["track"] == 1)
+    assert all(abs(sum(row["probabilities"].values()) - 1) < 0.01 for row in rows)
+    assert all((row["bytes"] > 0) == row["sent"] for row in rows)
+    skipped = [row for row in rows if not row["sent"]]
+    assert len(skipped) >= 2, "the first face holds still mid-video: some of its frames must be carried forward, not sent"
+    told = _counter(server.metrics(), "fercodec_faces_unchanged_total") - unchanged_before
+    assert 0 < told <= len(skipped)  # the edge tells the server with its next message (none follows the last skips)
+
+    every = _rows(run_client("watch", str(video), "--server", server.address, "--json", "--skip-threshold", "0").stdout)
+    assert len(every) == len(rows) and all(row["sent"] for row in every)
+    with_skip, without = sum(row["bytes"] for row in rows), sum(row["bytes"] for row in every)
+    by_key = {(row["frame"], row["track"]): row["label"] for row in every}
+    agree = sum(by_key[(row["frame"], row["track"])] == row["label"] for row in rows) / len(rows)
+    print(f"\n{len(rows)} face-frames, {len(skipped)} carried forward; bytes {with_skip} with skipping vs {without} sending every face; label agreement {agree:.3f}")
+    assert with_skip < without and agree >= 0.95
+
+    with open(csv_path) as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) and {t["track"] for t in table} == {"1", "2"}
+    with Image.open(png_path) as im:
+        assert im.format == "PNG" and im.size[0] > 500
+    assert "2 tracks" in r.stderr and "unchanged, not sent" in r.stderr
+
+
+def test_smoothing_averages_each_track(server, video):
+    raw = _rows(run_client("watch", str(video), "--server", server.address, "--json", "--skip-threshold", "0").stdout)
+    smooth = _rows(run_client("watch", str(video), "--server", server.address, "--json", "--skip-threshold", "0", "--smooth", "0.3").stdout)
+    a = [row["probabilities"]["happy"] for row in raw if row["track"] == 1]
+    b = [row["probabilities"]["happy"] for row in smooth if row["track"] == 1]
+    assert a[0] == pytest.approx(b[0], abs=1e-3)  # the first answer starts the average
+    assert b[1] == pytest.approx(0.3 * a[1] + 0.7 * b[0], abs=2e-3)
+
+
+def test_camera_from_a_fake_source(server, video, monkeypatch, capsys):
+    """--camera N opens ferclient.watch.open_camera(N); here it plays the test video at its frame rate, as a camera would."""
+    import cv2
+
+    from ferclient import cli, watch
+
+    class FakeCamera:
+        def __init__(self, index):
+            assert index == 3
+            self.cap, self.next = cv2.VideoCapture(str(video)), time.monotonic()
+
+        def isOpened(self):
+            return self.cap.isOpened()
+
+        def get(self, prop):
+            return 0.0  # cameras often do not report a frame rate
+
+        def read(self):
+            time.sleep(max(0.0, self.next - time.monotonic()))
+            self.next += 1 / FPS
+            if self.cap.get(cv2.CAP_PROP_POS_FRAMES) == 20:
+                open_streams.append(_gauge(server.metrics(), "fercodec_streams_active"))
+            return self.cap.read()
+
+        def release(self):
+            self.cap.release()
+
+    open_streams = []
+    monkeypatch.setattr(watch, "open_camera", FakeCamera)
+    assert cli.main(["watch", "--camera", "3", "--max-frames", "8", "--fps", "5", "--json", "--server", server.address]) == 0
+    rows = _rows(capsys.readouterr().out)
+    frames = sorted({row["frame"] for row in rows})
+    assert len(frames) == 8 and {row["track"] for row in rows} >= {1}
+    gaps = [b - a for a, b in zip(frames, frames[1:])]
+    assert 3 <= sum(gaps) / len(gaps) <= 7  # about one frame in 5 of a 25 fps camera
+    assert open_streams == [1.0] and _gauge(server.metrics(), "fercodec_streams_active") == 0.0  # one stream per video, closed after
+
+
+def test_ctrl_c_stops_cleanly_and_writes_what_it_has(server, tmp_path):
+    long_video = make_video(tmp_path / "long.mp4", frames=600)
+    csv_path = tmp_path / "partial.csv"
+    p = subprocess.Popen([str(BIN / "ferclient"), "watch", str(long_video), "--server", server.address, "--fps", "25", "--json", "--timeline", str(csv_path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         # as from a terminal: a background CI shell ignores SIGINT, and its children would inherit that
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    first = p.stdout.readline()
+    assert json.loads(first)["track"] == 1
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    with open(csv_path) as f:
+        n = len(list(csv.DictReader(f)))
+    assert 1 <= n < 600 * 2 and n == 1 + len(out.splitlines())
+
+
+def test_bad_sources_are_one_line_exit_2(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a video")
+    for source, message in ((str(tmp_path / "missing.mp4"), "no such file"), (str(tmp_path / "notes.txt"), "not a video")):
+        r = run_client("watch", source)
+        assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    r = run_client("watch", "x.mp4", "--smooth", "0")
+    assert r.returncode == 2 and "must be in (0, 1]" in r.stderr
+    r = run_client("watch")
+    assert r.returncode == 2 and "one of the arguments" in r.stderr
+
+
+def test_a_busy_server_sheds_frames_and_the_timeline_goes_on(video):
+    """A server that queues at most one face refuses every two-face message (RESOURCE_EXHAUSTED): those frames carry forward."""
+    from ..conftest import ServerProcess
+
+    with ServerProcess("--max-queue-faces", "1", "--metrics-port", "-1") as small:
+        r = run_client("watch", str(video), "--server", small.address, "--json", "--skip-threshold", "0")
+    assert r.returncode == 0, r.stderr
+    assert "refused by a busy server" in r.stderr and "queues at most 1" in r.stderr
+    rows = _rows(r.stdout)
+    enter, leave = second_face_span(FRAMES)
+    assert all(row["sent"] for row in rows if not enter <= row["frame"] < leave)  # one face at a time is served
+    assert any(not row["sent"] and row["track"] == 1 for row in rows)  # the first face carries forward while both are in view

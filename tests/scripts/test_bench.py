@@ -1,0 +1,70 @@
+"""make bench's quick mode end to end: real servers for every path, a table with every row and sane figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PATHS = ("fercodec", "fercodec_expr", "naive", "jpeg")
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--out", str(out)], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads((out / "serving.json").read_text()), (out / "serving.md").read_text(), r
+
+
+@pytest.mark.slow
+def test_quick_bench_measures_every_path_at_every_level(quick):
+    s, md, r = quick
+    assert set(s["rows"]) == set(PATHS)
+    assert s["levels"] == [1, 32]
+    for key in PATHS:
+        row = s["rows"][key]
+        assert [lv["in_flight"] for lv in row["levels"]] == s["levels"]
+        for lv in row["levels"]:
+            assert lv["errors"] == 0, (key, lv["first_error"])
+            assert lv["faces"] > 0 and lv["faces_per_s"] > 0
+            assert 0 < lv["p50_ms"] <= lv["p99_ms"] < 30_000
+            assert 0 < lv["server_cpu_s_per_face"] < 1.0, (key, lv)  # /proc saw the server work
+        # every server reads its faces right: far above chance (1/7) on 64 faces
+        assert row["accuracy"] > 0.45, (key, row["accuracy"])
+    # progress went to stderr, the table to stdout
+    assert "in flight" in r.stderr and "| path |" in r.stdout
+
+
+@pytest.mark.slow
+def test_quick_bench_bytes_order_and_report(quick):
+    s, md, _ = quick
+    b = {k: s["rows"][k]["levels"][0]["bytes_per_face"] for k in PATHS}
+    # the expression layer's latent < the image codec's bitstream < CompressAI's strings of the same latent < the JPEG file
+    assert b["fercodec_expr"] < b["fercodec"] < b["naive"] < b["jpeg"], b
+    payload = s["rows"]["naive"]["levels"][0]["payload_bytes_per_face"]
+    assert payload + 2 <= b["naive"] <= payload + 4  # proto framing only; the naive payload counts its shape bytes
+    jq = s["jpeg_quality"]
+    assert jq["measured"] and jq["quality"] in [t["quality"] for t in jq["tried"]]
+    assert s["commit"] and s["machine"] and s["date"]
+    for key in ("fercodec", "fercodec_expr"):
+        g = s["goals"][key]
+        assert set(g["vs_naive"]) == {"1", "32"} and isinstance(g["p99_at_32"], bool)
+        # the verdicts follow the figures
+        f, n = s["rows"][key]["levels"][1], s["rows"]["naive"]["levels"][1]
+        assert g["vs_naive"]["32"] == (f["faces_per_s"] >= 5 * n["faces_per_s"])
+        assert g["p99_at_32"] == (f["p99_ms"] <= 50)
+    table, rest = md.split("Accuracy of each path", 1)
+    accuracy = rest.split("Where ferserver", 1)[0]
+    for key in PATHS:
+        what = s["rows"][key]["what"]
+        for level in s["levels"]:
+            assert sum(line.startswith(f"| {what} | {level} | ") for line in table.splitlines()) == 1, (what, level)
+        assert f"| {what} | {100 * s['rows'][key]['accuracy']:.1f} % |" in accuracy
+    assert "Goals (issue 18)" in md
+    assert not any(math.isnan(v) for v in b.values())

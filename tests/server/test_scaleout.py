@@ -1,0 +1,58 @@
+"""Three ferserver replicas behind one ferclient channel: round_robin spreads the load, a killed replica loses no face."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from fercodec.v1 import fercodec_pb2 as pb
+from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
+from ferclient.channel import open_channel
+
+from ..conftest import ServerProcess, encode_faces
+from .test_e2e import _counter
+
+pytestmark = pytest.mark.slow
+CALLS, IN_FLIGHT, KILL_AT = 600, 8, 200
+
+
+def _ok(server: ServerProcess) -> float:
+    return _counter(server.metrics(), "fercodec_requests_total", method="Recognize", code="OK")
+
+
+def test_round_robin_spreads_calls_and_a_killed_replica_loses_nothing(fer_test):
+    with ThreadPoolExecutor(3) as pool:
+        replicas = list(pool.map(lambda _: ServerProcess("--threads", "1"), range(3)))
+    try:
+        target = "ipv4:" + ",".join(r.address for r in replicas)  # what dns:///name:port resolves to, without a DNS server
+        args = argparse.Namespace(server=target, tls_ca=None, tls_cert=None, tls_key=None, token_file=None)
+        streams = encode_faces(fer_test[0][:50], 1)
+        labels, sent, killed_ok = [], 0, None
+        t0 = time.perf_counter()
+        with open_channel(args) as channel:
+            stub = pb_grpc.FerCodecStub(channel)
+            pending = []
+            while sent < CALLS or pending:
+                while sent < CALLS and len(pending) < IN_FLIGHT:
+                    pending.append(stub.Recognize.future(pb.RecognizeRequest(faces=[streams[sent % len(streams)]], request_id=str(sent)), timeout=30))
+                    sent += 1
+                if sent == KILL_AT and killed_ok is None:
+                    killed_ok = _ok(replicas[0])
+                    replicas[0].proc.kill()  # SIGKILL: no drain; its in-flight calls must be retried elsewhere
+                done = pending.pop(0).result()  # raises if any call failed
+                labels.append(done.results[0].label)
+        elapsed = time.perf_counter() - t0
+        survivors = [_ok(r) for r in replicas[1:]]
+        print(f"\n{CALLS} calls, {IN_FLIGHT} in flight, {elapsed:.1f} s; OK per replica: killed one {killed_ok:.0f} before its death, survivors {survivors}")
+        assert len(labels) == CALLS
+        assert all(labels[i] == labels[i % len(streams)] for i in range(CALLS))  # every replica reads a face the same way
+        assert killed_ok > 0.1 * KILL_AT
+        assert min(survivors) > 0.25 * (CALLS - KILL_AT)
+        assert killed_ok + sum(survivors) >= CALLS
+    finally:
+        for r in replicas:
+            if r.proc.poll() is None:
+                r.stop()

@@ -1,0 +1,253 @@
+"""TLS, mutual TLS and bearer tokens on a real ferserver, with certificates made at test time."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import signal
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from fercodec.v1 import fercodec_pb2 as pb
+from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
+from ferserver.security import TokenStore, is_loopback
+
+from ..conftest import ServerProcess, run_client
+from .test_e2e import _counter
+
+pytestmark = pytest.mark.slow
+TOKEN, ROTATED = "tok-" + "a" * 40, "tok-" + "b" * 40
+
+
+def _key():
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _cert(subject_key, name: str, issuer=None, ca: bool = False, server: bool = False):
+    """A certificate for subject_key signed by issuer=(cert, key), self-signed when issuer is None."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    issuer_cert, issuer_key = issuer or (None, subject_key)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_cert.subject if issuer_cert else subject)
+         .public_key(subject_key.public_key()).serial_number(x509.random_serial_number())
+         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if server:
+        b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    elif not ca:
+        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """Paths of a CA, a server pair it signed, a client pair it signed, and a rogue CA with its own client pair."""
+    from cryptography.hazmat.primitives import serialization
+
+    d = tmp_path_factory.mktemp("pki")
+
+    def write(name, cert, key):
+        (d / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        if key is not None:
+            (d / f"{name}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+    ca_key, rogue_key = _key(), _key()
+    ca, rogue = _cert(ca_key, "fercodec test CA", ca=True), _cert(rogue_key, "rogue CA", ca=True)
+    write("ca", ca, None)
+    write("rogue-ca", rogue, None)
+    for name, issuer, server in (("server", (ca, ca_key), True), ("client", (ca, ca_key), False), ("rogue-client", (rogue, rogue_key), False)):
+        k = _key()
+        write(name, _cert(k, name, issuer=issuer, server=server), k)
+    (d / "tokens").write_text(f"# rotated monthly\n{TOKEN}\n\n")
+    (d / "token").write_text(TOKEN + "\n")
+    (d / "wrong-token").write_text("tok-" + "c" * 40 + "\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def tls_server(pki):
+    """TLS and bearer tokens, with a plaintext health-only port for probes."""
+    with ServerProcess("--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"), "--auth-token-file", str(pki / "tokens"),
+                       "--health-port", "0") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def mtls_server(pki):
+    """Mutual TLS, no tokens, bound to every interface (so no plaintext warning is expected)."""
+    with ServerProcess("--host", "0.0.0.0", "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+                       "--tls-client-ca", str(pki / "ca.pem"), "--metrics-port", "-1") as s:
+        yield s
+
+
+def _channel(address, pki, ca="ca", client=None):
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(pki / f"{ca}.pem").read_bytes(),
+        private_key=(pki / f"{client}.key").read_bytes() if client else None,
+        certificate_chain=(pki / f"{client}.pem").read_bytes() if client else None,
+    )
+    return grpc.secure_channel(address, creds)
+
+
+def _info(channel, token=None):
+    md = (("authorization", f"Bearer {token}"),) if token else None
+    return pb_grpc.FerCodecStub(channel).GetModelInfo(pb.GetModelInfoRequest(), timeout=10, metadata=md)
+
+
+def _code(fn) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as e:
+        fn()
+    return e.value.code()
+
+
+def test_tls_with_the_right_ca_and_token_answers(tls_server, pki):
+    with _channel(tls_server.address, pki) as ch:
+        assert _info(ch, TOKEN).model_id.startswith("fercodec-v1")
+    assert "TLS, 1 bearer tokens" in tls_server.ready_line and "PLAINTEXT" not in tls_server.output()
+
+
+def test_tls_refuses_clients_that_do_not_trust_its_ca(tls_server, pki):
+    with _channel(tls_server.address, pki, ca="rogue-ca") as ch:
+        assert _code(lambda: _info(ch, TOKEN)) == grpc.StatusCode.UNAVAILABLE
+    with grpc.insecure_channel(tls_server.address) as ch:  # plaintext against a TLS port
+        assert _code(lambda: _info(ch, TOKEN)) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_missing_or_wrong_token_is_unauthenticated_and_counted_but_health_stays_open(tls_server, pki):
+    before = tls_server.metrics()
+    with _channel(tls_server.address, pki) as ch:
+        assert _code(lambda: _info(ch)) == grpc.StatusCode.UNAUTHENTICATED
+        assert _code(lambda: _info(ch, "tok-" + "c" * 40)) == grpc.StatusCode.UNAUTHENTICATED
+        assert _code(lambda: pb_grpc.FerCodecStub(ch).Recognize(pb.RecognizeRequest(faces=[b"x"]), timeout=10)) == grpc.StatusCode.UNAUTHENTICATED
+        stream = pb_grpc.FerCodecStub(ch).RecognizeStream(iter([pb.RecognizeRequest(faces=[b"x"])]), timeout=10)
+        assert _code(lambda: list(stream)) == grpc.StatusCode.UNAUTHENTICATED
+        health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="fercodec.v1.FerCodec"), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+    after = tls_server.metrics()
+    grew = {m: _counter(after, "fercodec_requests_total", method=m, code="UNAUTHENTICATED") - _counter(before, "fercodec_requests_total", method=m, code="UNAUTHENTICATED")
+            for m in ("GetModelInfo", "Recognize", "RecognizeStream")}
+    assert grew == {"GetModelInfo": 2, "Recognize": 1, "RecognizeStream": 1}
+    assert TOKEN not in tls_server.output() and "c" * 40 not in tls_server.output()
+
+
+def test_reflection_follows_the_token_rule(tls_server, pki):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    ask = reflection_pb2.ServerReflectionRequest(list_services="")
+    with _channel(tls_server.address, pki) as ch:
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        assert _code(lambda: list(stub.ServerReflectionInfo(iter([ask]), timeout=10))) == grpc.StatusCode.UNAUTHENTICATED
+        replies = list(stub.ServerReflectionInfo(iter([ask]), timeout=10, metadata=(("authorization", f"Bearer {TOKEN}"),)))
+    assert "fercodec.v1.FerCodec" in {s.name for s in replies[0].list_services_response.service}
+
+
+def test_ferclient_sends_over_tls_with_a_token(tls_server, pki, astronaut):
+    base = ["--server", tls_server.address, "--tls-ca", str(pki / "ca.pem")]
+    r = run_client("send", str(astronaut), "--json", *base, "--token-file", str(pki / "token"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[0])["label"] == "happy"
+    r = run_client("info", *base, "--token-file", str(pki / "wrong-token"))
+    assert r.returncode == 1 and r.stderr.startswith("ferclient: server refused the token: ") and r.stderr.count("\n") == 1
+    env = {**os.environ, "FERCODEC_TOKEN": TOKEN, "FERCODEC_TLS_CA": str(pki / "ca.pem")}
+    import subprocess
+
+    from ..conftest import BIN
+
+    r = subprocess.run([str(BIN / "ferclient"), "info", "--server", tls_server.address], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["model_id"].startswith("fercodec-v1"), r.stderr
+
+
+def test_tokens_rotate_on_sighup(tls_server, pki):
+    with _channel(tls_server.address, pki) as ch:
+        (pki / "tokens").write_text(ROTATED + "\n")
+        tls_server.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 20
+        while "token file re-read: 1 tokens in force" not in tls_server.output() and time.time() < deadline:
+            time.sleep(0.1)
+        assert _code(lambda: _info(ch, TOKEN)) == grpc.StatusCode.UNAUTHENTICATED
+        assert _info(ch, ROTATED).model_id
+        (pki / "tokens").write_text("# nothing\n")  # a broken rotation keeps the tokens in force
+        tls_server.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 20
+        while "token reload failed" not in tls_server.output() and time.time() < deadline:
+            time.sleep(0.1)
+        assert _info(ch, ROTATED).model_id
+        (pki / "tokens").write_text(TOKEN + "\n")
+        tls_server.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 20
+        while tls_server.output().count("token file re-read") < 2 and time.time() < deadline:
+            time.sleep(0.1)
+    assert tls_server.proc.poll() is None
+    assert ROTATED not in tls_server.output()
+
+
+def test_mutual_tls_refuses_clients_without_a_trusted_certificate(mtls_server, pki):
+    address = f"127.0.0.1:{mtls_server.port}"
+    with _channel(address, pki, client="client") as ch:
+        assert _info(ch).model_id
+    for client in (None, "rogue-client"):
+        with _channel(address, pki, client=client) as ch:
+            assert _code(lambda: _info(ch)) == grpc.StatusCode.UNAVAILABLE
+    r = run_client("info", "--server", address, "--tls-ca", str(pki / "ca.pem"), "--tls-cert", str(pki / "client.pem"), "--tls-key", str(pki / "client.key"))
+    assert r.returncode == 0, r.stderr
+    assert "mutual TLS" in mtls_server.ready_line and "PLAINTEXT" not in mtls_server.output()
+
+
+def test_plaintext_on_a_network_address_warns():
+    with ServerProcess("--host", "0.0.0.0", "--metrics-port", "-1") as s:
+        assert "serving PLAINTEXT on 0.0.0.0" in s.output()
+        assert "plaintext, no auth" in s.ready_line
+
+
+def test_bad_credentials_stop_the_server_at_once_with_one_line(pki, tmp_path):
+    (tmp_path / "empty").write_text("\n# only a comment\n")
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    for extra, message in ((["--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(pki / "server.key")], "cannot read TLS certificate"),
+                           (["--tls-cert", str(tmp_path / "junk.pem"), "--tls-key", str(pki / "server.key")], "is not PEM"),
+                           (["--auth-token-file", str(tmp_path / "empty")], "holds no tokens")):
+        with pytest.raises(RuntimeError, match="exited with 2") as e:
+            ServerProcess(*extra, timeout=60)
+        assert "ferserver: " in str(e.value) and message in str(e.value) and "Traceback" not in str(e.value)
+
+
+def test_client_setting_errors_are_one_line_exit_2(tmp_path, astronaut):
+    r = run_client("info", "--tls-ca", str(tmp_path / "missing.pem"))
+    assert r.returncode == 2 and r.stderr.startswith("ferclient: cannot read CA bundle") and r.stderr.count("\n") == 1
+    (tmp_path / "empty").write_text("\n")
+    r = run_client("info", "--token-file", str(tmp_path / "empty"))
+    assert r.returncode == 2 and "holds no token" in r.stderr and "Traceback" not in r.stderr
+    r = run_client("info", "--tls-cert", str(tmp_path / "c.pem"))
+    assert r.returncode == 2 and "--tls-cert and --tls-key go together" in r.stderr
+
+
+def test_token_store_and_loopback(tmp_path):
+    (tmp_path / "t").write_text(f"{TOKEN}\n# comment\n{ROTATED}\n")
+    store = TokenStore(str(tmp_path / "t"))
+    assert len(store) == 2
+    assert store.accepts(f"Bearer {TOKEN}") and store.accepts(f"Bearer {ROTATED}")
+    assert not any(store.accepts(h) for h in (None, "", TOKEN, f"Basic {TOKEN}", f"Bearer {TOKEN[:-1]}", "Bearer # comment", "Bearer "))
+    assert all(is_loopback(h) for h in ("localhost", "127.0.0.1", "127.1.2.3", "::1", "[::1]"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "example.com"))
+
+
+def test_the_health_only_port_answers_probes_in_plaintext_and_serves_nothing_else(tls_server):
+    import re
+
+    hport = int(re.search(r"health only :(\d+)", tls_server.ready_line).group(1))
+    with grpc.insecure_channel(f"127.0.0.1:{hport}") as ch:
+        for service in ("", "fercodec.v1.FerCodec"):
+            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        assert _code(lambda: _info(ch, TOKEN)) == grpc.StatusCode.UNIMPLEMENTED
