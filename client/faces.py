@@ -1,9 +1,9 @@
 """Find faces in a photo and cut them out the way FER2013 faces are framed: grayscale, 48x48, eyes level.
 
-Detection is YuNet (a 76 k-parameter CNN, shipped as ONNX in fermodels/weights/face-detector and run by
-OpenCV's FaceDetectorYN: no torch). Its five landmarks drive a similarity warp onto FER2013_LANDMARKS, the
-median landmark positions YuNet reports on FER2013 training faces, so a crop from a photo is framed like the
-faces the models were trained on (docs/detector).
+Detection is YuNet (a 76 k-parameter CNN, shipped as ONNX in fermodels/weights/face-detector, run by ONNX
+Runtime and decoded as OpenCV's FaceDetectorYN does: no torch, no OpenCV). Its five landmarks drive a
+similarity warp onto FER2013_LANDMARKS, the median landmark positions YuNet reports on FER2013 training
+faces, so a crop from a photo is framed like the faces the models were trained on (docs/detector).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-DETECTOR_FILE = "yunet_n_640_640.onnx"
+DETECTOR_FILE = "yunet_n_dynamic.onnx"  # YuNet-n with symbolic input size (scripts/yunet_dynamic.py)
 DETECT_THRESHOLD = 0.55  # YuNet score: the best F0.5 on the detection benchmark's tuning half within 0.05 false faces per face-free photo (docs/detector)
 NMS_IOU = 0.3
 MIN_FACE = 24  # px, the box's longer side in the original photo; smaller faces are skipped, not classified
@@ -74,40 +74,106 @@ def load_rgb(path: str | Path) -> tuple[np.ndarray, float]:
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:
     """ITU-R 601 luma, as Pillow's convert('L') and FER2013's grayscale."""
-    import cv2
+    from PIL import Image
 
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return np.asarray(Image.fromarray(rgb).convert("L"))
+
+
+def _area_axis0(img: np.ndarray, n: int) -> np.ndarray:
+    """img's axis 0 shrunk to n by exact area averaging: output pixel i is the mean of input [i*k, (i+1)*k), k = len/n,
+    edge pixels weighted by their overlap. Read off the running sum, which is piecewise linear between pixel edges."""
+    k = img.shape[0] / n
+    csum = np.zeros((img.shape[0] + 1, *img.shape[1:]), np.float32)
+    csum[1:] = img
+    np.cumsum(csum[1:], axis=0, out=csum[1:])  # in float32 (a converting cumsum is 10x slower)
+    edges = np.minimum(np.arange(n + 1) * k, img.shape[0])
+    whole = np.minimum(edges.astype(np.intp), img.shape[0] - 1)
+    frac = (edges - whole).astype(np.float32).reshape(-1, *[1] * (img.ndim - 1))
+    at = csum[whole] + frac * img[whole].astype(np.float32)
+    return (at[1:] - at[:-1]) / np.float32(k)
+
+
+def shrink(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 img shrunk to size (w, h) by area averaging, as cv2.resize with INTER_AREA: a low-pass, not an aliased subsample."""
+    w, h = size
+    if w > img.shape[1] or h > img.shape[0]:
+        raise ValueError(f"shrink cannot enlarge {img.shape[1]}x{img.shape[0]} to {w}x{h}")
+    out = _area_axis0(img, h) if h != img.shape[0] else img.astype(np.float32)
+    out = _area_axis0(np.ascontiguousarray(out.swapaxes(0, 1)), w).swapaxes(0, 1) if w != img.shape[1] else out
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _nms(boxes: np.ndarray, order: np.ndarray, iou: float) -> list[int]:
+    """Greedy non-maximum suppression over boxes [N, 4] (x, y, w, h) visited in order: the kept indices."""
+    x0, y0 = boxes[:, 0], boxes[:, 1]
+    x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
+    area = boxes[:, 2] * boxes[:, 3]
+    keep: list[int] = []
+    for i in order:
+        if keep:
+            k = np.array(keep)
+            iw = np.clip(np.minimum(x1[i], x1[k]) - np.maximum(x0[i], x0[k]), 0, None)
+            inter = iw * np.clip(np.minimum(y1[i], y1[k]) - np.maximum(y0[i], y0[k]), 0, None)
+            if (inter / np.maximum(area[i] + area[k] - inter, 1e-9) > iou).any():
+                continue
+        keep.append(int(i))
+    return keep
 
 
 class FaceDetector:
-    """YuNet through cv2.FaceDetectorYN; one instance serves any number of photos of any size."""
+    """YuNet run by ONNX Runtime, decoded as OpenCV's FaceDetectorYN decodes it; one instance serves any number of photos of any size."""
+
+    STRIDES = (8, 16, 32)
 
     def __init__(self, threshold: float = DETECT_THRESHOLD, max_side: int = DETECT_MAX_SIDE, model: str | Path | None = None):
-        import cv2
+        import onnxruntime as ort
 
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"detect threshold must be between 0 and 1, got {threshold:g}")
-        self.max_side = max_side
+        self.threshold, self.max_side = threshold, max_side
         from ferwire.card import WEIGHTS
 
         path = Path(model) if model else WEIGHTS / "face-detector" / DETECTOR_FILE
         if not path.is_file():
             raise OSError(f"face detector weights missing: {path}")
-        self._net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), threshold, NMS_IOU, 5000)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self._net = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        if any(isinstance(d, int) for d in self._net.get_inputs()[0].shape[2:]):
+            raise OSError(f"{path}: declares a fixed input size; make it symbolic with scripts/yunet_dynamic.py")
+        self._outputs = [o.name for o in self._net.get_outputs()]
+
+    def raw(self, rgb: np.ndarray) -> np.ndarray:
+        """[N, 15] float32 rows (x, y, w, h, five landmarks' x, y, score) in rgb's pixels, after NMS, best first:
+        FaceDetectorYN.detect's rows. The photo is zero-padded to a multiple of 32, fed as BGR 0..255."""
+        h, w = rgb.shape[:2]
+        ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
+        x = np.zeros((1, 3, ph, pw), np.float32)
+        x[0, :, :h, :w] = rgb[:, :, ::-1].transpose(2, 0, 1)
+        out = dict(zip(self._outputs, self._net.run(None, {"input": x})))
+        rows = []
+        for s in self.STRIDES:
+            r, c = np.divmod(np.arange((ph // s) * (pw // s)), pw // s)
+            score = np.sqrt(np.clip(out[f"cls_{s}"][0, :, 0], 0, 1) * np.clip(out[f"obj_{s}"][0, :, 0], 0, 1))
+            bb, kp = out[f"bbox_{s}"][0], out[f"kps_{s}"][0].reshape(-1, 5, 2)
+            bw, bh = np.exp(bb[:, 2]) * s, np.exp(bb[:, 3]) * s
+            box = np.column_stack([(c + bb[:, 0]) * s - bw / 2, (r + bb[:, 1]) * s - bh / 2, bw, bh])
+            marks = np.stack([(kp[..., 0] + c[:, None]) * s, (kp[..., 1] + r[:, None]) * s], -1).reshape(-1, 10)
+            rows.append(np.column_stack([box, marks, score]).astype(np.float32))
+        found = np.concatenate(rows)
+        found = found[found[:, 14] > self.threshold]
+        order = np.argsort(-found[:, 14], kind="stable")
+        return found[_nms(np.floor(found[:, :4]), order, NMS_IOU)]  # integer boxes for NMS, as FaceDetectorYN
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Faces in an RGB (or gray) uint8 photo, largest first."""
-        import cv2
-
         if rgb.ndim == 2:
-            rgb = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB)
+            rgb = np.repeat(rgb[:, :, None], 3, axis=2)
         h, w = rgb.shape[:2]
         scale = min(1.0, self.max_side / max(h, w))
-        small = rgb if scale == 1.0 else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-        self._net.setInputSize((small.shape[1], small.shape[0]))
-        _, found = self._net.detect(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+        small = rgb if scale == 1.0 else shrink(rgb, (max(1, round(w * scale)), max(1, round(h * scale))))
         faces = []
-        for row in [] if found is None else found:
+        for row in self.raw(small):
             x, y, bw, bh = (float(v) / scale for v in row[:4])
             x0, y0 = max(0, round(x)), max(0, round(y))
             box = (x0, y0, min(w, round(x + bw)) - x0, min(h, round(y + bh)) - y0)
@@ -130,16 +196,31 @@ def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return m
 
 
+def warp(gray: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
+    """size x size float32: gray under the 2x3 affine m (source -> output pixels), bilinear, edges repeated
+    (cv2.warpAffine with INTER_LINEAR and BORDER_REPLICATE, in floating point)."""
+    inv = np.linalg.inv(np.vstack([m, [0.0, 0.0, 1.0]]))[:2]
+    v, u = np.mgrid[0:size, 0:size].astype(np.float64)
+    sx = np.clip(inv[0, 0] * u + inv[0, 1] * v + inv[0, 2], 0, gray.shape[1] - 1)
+    sy = np.clip(inv[1, 0] * u + inv[1, 1] * v + inv[1, 2], 0, gray.shape[0] - 1)
+    x0, y0 = np.minimum(sx.astype(np.intp), gray.shape[1] - 2).clip(0), np.minimum(sy.astype(np.intp), gray.shape[0] - 2).clip(0)
+    x1, y1 = np.minimum(x0 + 1, gray.shape[1] - 1), np.minimum(y0 + 1, gray.shape[0] - 1)
+    fx, fy = sx - x0, sy - y0
+    g = gray.astype(np.float32)
+    top = g[y0, x0] * (1 - fx) + g[y0, x1] * fx
+    bottom = g[y1, x0] * (1 - fx) + g[y1, x1] * fx
+    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+
+
 def align(gray: np.ndarray, face: Face, size: int = 48) -> np.ndarray:
     """size x size uint8: the face warped so its landmarks sit where FER2013's do (eyes level, FER2013's scale)."""
-    import cv2
-
     m = _similarity(face.landmarks.astype(np.float64), FER2013_LANDMARKS.astype(np.float64) * (size / 48.0))
-    # Warp at 4x and shrink with area averaging, so a large face is low-passed like a resize, not aliased.
+    # Warp at 4x and average 4x4 blocks, so a large face is low-passed like a resize, not aliased.
     up = 4 if face.size > 2 * size else 1
-    m_up = m * up
-    big = cv2.warpAffine(gray, m_up, (size * up, size * up), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return big if up == 1 else cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA)
+    big = warp(gray, m * up, size * up)
+    if up > 1:
+        big = big.reshape(size, up, size, up).mean(axis=(1, 3))
+    return np.clip(np.rint(big), 0, 255).astype(np.uint8)
 
 
 def box_crop(gray: np.ndarray, face: Face, size: int = 48) -> np.ndarray:

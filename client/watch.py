@@ -208,6 +208,11 @@ def run(args, err) -> int:
     from .encoder import FaceEncoder
     from .faces import FaceDetector
 
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        err("ferclient watch reads video with OpenCV, which this install lacks: pip install 'fercodec[video]'")
+        return 2
     if args.plot:
         try:
             import matplotlib  # noqa: F401

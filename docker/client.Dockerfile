@@ -1,14 +1,17 @@
-# ferclient: the edge image. No torch, no CompressAI: ONNX Runtime, OpenCV headless, constriction.
+# ferclient: the edge image. No torch, no CompressAI, no OpenCV: ONNX Runtime, Pillow, constriction.
 #   docker build -f docker/client.Dockerfile -t fercodec-client .
 #   docker run --rm --network host -v "$PWD:/data" fercodec-client send photo.jpg
+# `ferclient watch` (video) needs OpenCV: add it with --build-arg EXTRAS=video (about 140 MB more).
 # BASE is any Debian-like image with Python 3.11, `python -m venv` and CA certificates.
 ARG BASE=python:3.11-slim
 
 # The base dependencies as a requirements file; only its content keys the cache of the install below.
 FROM ${BASE} AS requirements
+ARG EXTRAS=""
 WORKDIR /src
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt
+RUN EXTRAS="$EXTRAS" python -c "import os, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + [d for e in filter(None, os.environ['EXTRAS'].split(',')) for d in p['optional-dependencies'][e]]))" > requirements.txt
 
 # The dependencies in a venv, rebuilt only when requirements.txt changes.
 FROM ${BASE} AS deps
@@ -19,9 +22,16 @@ WORKDIR /src
 COPY --from=requirements /src/requirements.txt ./
 RUN pip install -r requirements.txt && pip check
 
-# What the final image takes: the same venv without pip and setuptools (not needed to run).
+# What the final image takes: the same venv without what running never loads: pip and setuptools, test suites,
+# type stubs, numpy's build tools and C headers, ONNX Runtime's model-tooling packages and its C-API library (the
+# Python binding links the runtime in itself). 33 MB in all; tests/docker runs the image end to end without them.
 FROM deps AS runtime-deps
-RUN pip uninstall -q -y pip setuptools
+RUN pip uninstall -q -y pip setuptools \
+ && cd "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+ && rm -rf onnxruntime/capi/libonnxruntime.so.* onnxruntime/transformers onnxruntime/quantization onnxruntime/tools \
+ && rm -rf numpy/distutils numpy/f2py numpy/_pyinstaller numpy/*/include numpy/*/lib numpy/random/_examples \
+ && find numpy -type d -name tests -prune -exec rm -rf {} + && find . -name '*.pyi' -delete \
+ && python -c "import numpy, onnxruntime, grpc, PIL.Image, constriction"
 
 # fercodec itself, under its own prefix, so the final image adds it as a small layer of its own.
 # The package carries the server's torch weights too (*.pt): the edge never loads them.

@@ -114,10 +114,15 @@ class Haar:
 
 class YuNet:
     def __init__(self, model: str, max_side: int, floor: float = 0.3):
+        import tempfile
+
         from ferclient.faces import FaceDetector
+        from yunet_dynamic import make_dynamic  # upstream files declare 640x640; ferclient runs each photo at its size
 
         self.name = f"YuNet-{Path(model).stem.split('_')[1]} ({Path(model).name}), photos shrunk to {max_side} px"
-        self.det = FaceDetector(threshold=floor, max_side=max_side, model=model)
+        with tempfile.TemporaryDirectory() as tmp:
+            make_dynamic(Path(model), Path(tmp) / "yunet.onnx")
+            self.det = FaceDetector(threshold=floor, max_side=max_side, model=Path(tmp) / "yunet.onnx")
 
     def __call__(self, rgb):
         faces = self.det.detect(rgb)

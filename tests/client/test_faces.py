@@ -1,4 +1,7 @@
-"""Detection, alignment and cropping on real photos (scikit-image's public-domain pictures); unreadable inputs give one-line reasons."""
+"""Detection, alignment and cropping on real photos (scikit-image's public-domain pictures); unreadable inputs give one-line reasons.
+
+The client runs without OpenCV; OpenCV (a dev dependency) is the reference its detector decoding, area shrink
+and warp are checked against, so the detector benchmark measured through cv2.FaceDetectorYN still describes it."""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from ferclient.faces import FER2013_LANDMARKS, Face, FaceDetector, ImageError, _similarity, align, box_crop, load_rgb, to_gray, whole
+from ferclient.faces import (DETECT_THRESHOLD, DETECTOR_FILE, FER2013_LANDMARKS, NMS_IOU, Face, FaceDetector, ImageError, _similarity, align, box_crop,
+                             load_rgb, shrink, to_gray, whole)
+from ferwire.card import WEIGHTS
 
 ASTRONAUT_FACE = (177, 66, 95, 110)  # x, y, w, h of Eileen Collins' face in skimage.data.astronaut(), hand-measured: brow to chin
 
@@ -63,6 +68,45 @@ def test_large_photos_are_detected_at_reduced_size(astronaut):
     assert len(faces) == 1 and iou(faces[0].box, tuple(4 * v for v in ASTRONAUT_FACE)) >= 0.5
 
 
+def _photos():
+    a = skimage.data.astronaut()
+    return {"astronaut": a, "pair": np.concatenate([a, a[:, ::-1]], axis=1), "crop": a[50:250, 150:300],
+            "odd size": cv2.resize(a, (333, 257), interpolation=cv2.INTER_AREA), "coffee": skimage.data.coffee()}
+
+
+@pytest.mark.parametrize("name", list(_photos()))
+def test_detector_decodes_as_opencv_does(detector, name):
+    """ONNX Runtime plus our decoding and NMS give FaceDetectorYN's rows on the same file: the same faces, to 1e-3 px."""
+    rgb = _photos()[name]
+    ref = cv2.FaceDetectorYN.create(str(WEIGHTS / "face-detector" / DETECTOR_FILE), "", rgb.shape[1::-1], DETECT_THRESHOLD, NMS_IOU, 5000)
+    _, want = ref.detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    got = detector.raw(rgb)
+    want = np.zeros((0, 15), np.float32) if want is None else want
+    assert got.shape == want.shape and (len(got) > 0) == (name != "coffee")
+    np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+@pytest.mark.parametrize("size", [(480, 320), (300, 211), (100, 77), (512, 300)])
+def test_shrink_is_opencvs_area_resize(size):
+    for img in (np.concatenate([skimage.data.astronaut()] * 2, axis=1), skimage.data.camera()):
+        d = np.abs(shrink(img, size).astype(int) - cv2.resize(img, size, interpolation=cv2.INTER_AREA))
+        assert d.max() <= 1 and d.mean() < 0.05, (size, img.shape, d.max(), d.mean())
+
+
+def test_align_is_opencvs_warp(detector):
+    """The float warp and 4x4 block mean against cv2.warpAffine (bilinear, replicated edges) and INTER_AREA: at most 1 grey level apart."""
+    rgb = skimage.data.astronaut()
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    assert np.abs(to_gray(rgb).astype(int) - gray).max() <= 1
+    for face in (detector.detect(rgb)[0], Face((0, 0, 30, 30), 0.9, FER2013_LANDMARKS * 0.6 - 5)):  # a large face; a small one over the corner
+        m = _similarity(face.landmarks.astype(np.float64), FER2013_LANDMARKS.astype(np.float64))
+        up = 4 if face.size > 96 else 1
+        big = cv2.warpAffine(gray, m * up, (48 * up, 48 * up), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        want = cv2.resize(big, (48, 48), interpolation=cv2.INTER_AREA)
+        d = np.abs(align(gray, face).astype(int) - want)
+        assert d.max() <= 1 and d.mean() < 0.2, (face.box, d.max(), d.mean())
+
+
 def test_bad_threshold_is_refused():
     with pytest.raises(ValueError, match="between 0 and 1"):
         FaceDetector(threshold=1.5)
@@ -111,3 +155,14 @@ def test_gray_palette_and_16bit_images_load_as_rgb(tmp_path):
         Image.new(mode, size).save(p)
         rgb, scale = load_rgb(p)
         assert rgb.shape == (size[1], size[0], 3) and rgb.dtype == np.uint8 and scale == 1.0
+
+
+def test_a_fixed_size_detector_file_is_refused_with_the_fix(tmp_path):
+    """Upstream YuNet files declare 640x640; run as they are, ONNX Runtime would refuse every other photo size."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(WEIGHTS / "face-detector" / DETECTOR_FILE))
+    for dim, size in zip(model.graph.input[0].type.tensor_type.shape.dim[2:], (640, 640)):
+        dim.dim_value = size
+    onnx.save(model, str(tmp_path / "fixed.onnx"))
+    with pytest.raises(OSError, match="scripts/yunet_dynamic.py"):
+        FaceDetector(model=tmp_path / "fixed.onnx")

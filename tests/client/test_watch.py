@@ -6,6 +6,7 @@ import csv
 import json
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -145,6 +146,13 @@ def test_bad_sources_are_one_line_exit_2(tmp_path):
     assert r.returncode == 2 and "must be in (0, 1]" in r.stderr
     r = run_client("watch")
     assert r.returncode == 2 and "one of the arguments" in r.stderr
+
+
+def test_without_opencv_watch_says_what_to_install(video):
+    """The edge install has no OpenCV (photos need none); watch names the extra that brings it, in one line."""
+    code = "import sys; sys.modules['cv2'] = None; from ferclient.cli import main; sys.exit(main(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", code, "watch", str(video)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "pip install 'fercodec[video]'" in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
 def test_a_busy_server_sheds_frames_and_the_timeline_goes_on(video):

@@ -25,7 +25,11 @@ def test_pick_device_refuses_cuda_without_a_gpu():
 
 
 def test_decoded_faces_are_what_the_bitstream_round_trip_reconstructs():
-    """The decoded fine-tune trains on exactly what the deployment path (ONNX encoder, range coder) gives the classifier."""
+    """The decoded fine-tune trains on what the deployment path (ONNX encoder, range coder) gives the classifier.
+
+    ONNX Runtime and torch run the analysis transform with different kernels, so a latent within float error of a
+    rounding boundary can land one step apart: 1 face of 64 at the top quality on one 2-core AMD EPYC, 0 on another.
+    Such a face differs a little in a few pixels; every other face is identical."""
     import numpy as np
     from tqdm import tqdm
 
@@ -42,7 +46,8 @@ def test_decoded_faces_are_what_the_bitstream_round_trip_reconstructs():
     for q in (0, card.num_qualities - 1):
         _, via_bitstreams = _reconstruct(encoder, codec, faces, q, 32, tqdm(disable=True))
         direct = decoded_faces(codec, encoder.tables, to_tensor(faces), q)
-        assert np.abs((direct - via_bitstreams).numpy()).max() < 1e-5
+        diff = np.abs((direct - via_bitstreams).numpy()).reshape(len(faces), -1).max(axis=1)
+        assert (diff > 1e-5).sum() <= 2 and diff.max() < 0.05, (q, diff.max(), (diff > 1e-5).sum())
 
 
 def test_expression_layer_without_a_recorded_width_or_split_loads_as_the_first_one(tmp_path):

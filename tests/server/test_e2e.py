@@ -104,11 +104,13 @@ def test_deadline_exceeded_is_one_line(server, astronaut):
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "deadline exceeded" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_client_does_not_import_torch(server, astronaut):
+def test_client_sends_without_torch_or_opencv(server, astronaut):
+    """The edge install has neither: with OpenCV made unimportable, send still detects, aligns and encodes."""
     import subprocess
     import sys
 
-    code = "import sys; from ferclient.cli import main; rc = main(sys.argv[1:]); assert 'torch' not in sys.modules and 'compressai' not in sys.modules, 'heavy import'; sys.exit(rc)"
+    code = ("import sys; sys.modules['cv2'] = None; from ferclient.cli import main; rc = main(sys.argv[1:]); "
+            "assert not {'torch', 'compressai'} & set(sys.modules), 'heavy import'; sys.exit(rc)")
     r = subprocess.run([sys.executable, "-c", code, "send", str(astronaut), "--server", server.address], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
 
