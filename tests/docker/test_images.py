@@ -172,12 +172,12 @@ def _health(name: str) -> str:
     return r.stdout.strip()
 
 
-def test_client_image_has_no_torch_but_the_edge_model_files(images):
+def test_client_image_has_no_torch_or_opencv_but_the_edge_model_files(images):
     r = _run("docker", "run", "--rm", "--entrypoint", "python", CLIENT, "-c",
              "import importlib.util as u, os; from ferwire.card import DEFAULT_MODEL_DIR as a, EXPRESSION_MODEL_DIR as b, WEIGHTS as w; "
              "edge = [a / 'encoder.onnx', a / 'tables.npz', b / 'encoder.onnx', b / 'tables.npz', *(w / 'face-detector').glob('*.onnx')]; "
              "print(os.getuid(), all(p.is_file() for p in edge), len(edge), sorted(p.name for p in w.rglob('*.pt')), "
-             "[m for m in ('torch', 'compressai', 'torchvision', 'pip') if u.find_spec(m)])")
+             "[m for m in ('torch', 'compressai', 'torchvision', 'cv2', 'pip') if u.find_spec(m)])")
     assert r.stdout.split() == ["10001", "True", "5", "[]", "[]"], r.stdout
 
 
