@@ -59,6 +59,7 @@ def test_server_image_serves_as_a_user_with_a_grpc_health_check_and_signals_to_p
 
 
 def test_client_image_installs_no_torch():
+    """The base dependencies only, unless EXTRAS names one (video: OpenCV for `ferclient watch`); never the server's."""
     client = (DOCKER / "client.Dockerfile").read_text()
-    assert "['project']['dependencies']" in client and "optional-dependencies" not in client and "[server]" not in client
+    assert 'ARG EXTRAS=""' in client and "p['dependencies'] + [" in client and "[server]" not in client
     assert re.search(r"^USER \d+", client, re.M) and re.search(r'^ENTRYPOINT \["ferclient"\]$', client, re.M)

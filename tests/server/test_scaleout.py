@@ -47,11 +47,12 @@ def test_round_robin_spreads_calls_and_a_killed_replica_loses_nothing(fer_test):
         elapsed = time.perf_counter() - t0
         survivors = [_ok(r) for r in replicas[1:]]
         print(f"\n{CALLS} calls, {IN_FLIGHT} in flight, {elapsed:.1f} s; OK per replica: killed one {killed_ok:.0f} before its death, survivors {survivors}")
-        assert len(labels) == CALLS
+        assert len(labels) == CALLS  # every call answered OK (result() raises otherwise): no face lost
         assert all(labels[i] == labels[i % len(streams)] for i in range(CALLS))  # every replica reads a face the same way
         assert killed_ok > 0.1 * KILL_AT
         assert min(survivors) > 0.25 * (CALLS - KILL_AT)
-        assert killed_ok + sum(survivors) >= CALLS
+        # The servers' own count agrees, up to calls the killed replica answered between its scrape and its death.
+        assert CALLS - IN_FLIGHT <= killed_ok + sum(survivors)
     finally:
         for r in replicas:
             if r.proc.poll() is None:
