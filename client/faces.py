@@ -18,6 +18,7 @@ DETECT_THRESHOLD = 0.55  # YuNet score: the best F0.5 on the detection benchmark
 NMS_IOU = 0.3
 MIN_FACE = 24  # px, the box's longer side in the original photo; smaller faces are skipped, not classified
 DECODE_MIN_SIDE = 1600  # px: large JPEGs are decoded at the smallest DCT scale that keeps the longer side at least this
+SHRINK_BAND = 256  # columns shrunk at a time (peak memory)
 DETECT_MAX_SIDE = 640  # photos are shrunk to this longer side for detection (YuNet's training size; peak RSS), crops come from full resolution
 
 # Where YuNet puts its five landmarks (right eye, left eye, nose tip, right and left mouth corner; x, y in
@@ -98,7 +99,12 @@ def shrink(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     w, h = size
     if w > img.shape[1] or h > img.shape[0]:
         raise ValueError(f"shrink cannot enlarge {img.shape[1]}x{img.shape[0]} to {w}x{h}")
-    out = _area_axis0(img, h) if h != img.shape[0] else img.astype(np.float32)
+    if h == img.shape[0]:
+        out = img.astype(np.float32)
+    else:  # in bands of columns: the running sums of a 12-megapixel photo at once would add 23 MB to the peak
+        out = np.empty((h, *img.shape[1:]), np.float32)
+        for j in range(0, img.shape[1], SHRINK_BAND):
+            out[:, j : j + SHRINK_BAND] = _area_axis0(img[:, j : j + SHRINK_BAND], h)
     out = _area_axis0(np.ascontiguousarray(out.swapaxes(0, 1)), w).swapaxes(0, 1) if w != img.shape[1] else out
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
