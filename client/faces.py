@@ -17,6 +17,7 @@ DETECTOR_FILE = "yunet_n_dynamic.onnx"  # YuNet-n with symbolic input size (scri
 DETECT_THRESHOLD = 0.55  # YuNet score: the best F0.5 on the detection benchmark's tuning half within 0.05 false faces per face-free photo (docs/detector)
 NMS_IOU = 0.3
 MIN_FACE = 24  # px, the box's longer side in the original photo; smaller faces are skipped, not classified
+EXIF_ORIENTATION = 0x0112
 DECODE_MIN_SIDE = 1600  # px: large JPEGs are decoded at the smallest DCT scale that keeps the longer side at least this
 SHRINK_BAND = 256  # columns shrunk at a time (peak memory)
 DETECT_MAX_SIDE = 640  # photos are shrunk to this longer side for detection (YuNet's training size; peak RSS), crops come from full resolution
@@ -47,12 +48,13 @@ class Face:
 
 
 def load_rgb(path: str | Path) -> tuple[np.ndarray, float]:
-    """(uint8 [H, W, 3], scale): a photo's pixels and how many of its own pixels one of them spans.
+    """(uint8 [H, W, 3], scale): a photo's pixels, upright as its EXIF orientation says, and how many of its own
+    pixels one of them spans.
 
     A large JPEG is decoded at a reduced size (libjpeg's DCT scaling, Pillow's draft mode), keeping its
     longer side at least DECODE_MIN_SIDE: a 12-megapixel photo then costs a quarter of the memory and
     time, and a face still has more pixels than the 48x48 crop needs. ImageError with a one-line reason."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = Path(path)
     if not p.exists():
@@ -66,7 +68,13 @@ def load_rgb(path: str | Path) -> tuple[np.ndarray, float]:
                 k = DECODE_MIN_SIDE / max(full)
                 im.draft("RGB", (max(1, int(full[0] * k)), max(1, int(full[1] * k))))
             im.load()
-            return np.asarray(im.convert("RGB")), full[0] / im.size[0]
+            scale = full[0] / im.size[0]
+            try:  # a phone's photo stores the sensor's pixels and how to turn them upright; faces are found upright
+                if im.getexif().get(EXIF_ORIENTATION, 1) != 1:
+                    im = ImageOps.exif_transpose(im)
+            except Exception:  # a malformed EXIF block (Pillow raises several kinds): the pixels as stored
+                pass
+            return np.asarray(im.convert("RGB")), scale
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can read") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:

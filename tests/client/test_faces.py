@@ -149,6 +149,20 @@ def test_unreadable_inputs(tmp_path, make, reason):
         load_rgb(p)
 
 
+@pytest.mark.parametrize("orientation, stored", [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270), (3, Image.Transpose.ROTATE_180)])
+def test_a_phone_photo_is_turned_upright_by_its_exif_orientation(detector, tmp_path, orientation, stored):
+    """Phones store the sensor's pixels plus an orientation tag; the face is found where a viewer sees it."""
+    upright = Image.fromarray(skimage.data.astronaut())
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    upright.transpose(stored).save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    rgb, scale = load_rgb(tmp_path / "phone.jpg")
+    assert rgb.shape == (512, 512, 3) and scale == 1.0
+    assert np.abs(rgb.astype(int) - np.asarray(upright)).mean() < 3  # upright again, up to JPEG's loss
+    faces = detector.detect(rgb)
+    assert len(faces) == 1 and iou(faces[0].box, ASTRONAUT_FACE) >= 0.5
+
+
 def test_gray_palette_and_16bit_images_load_as_rgb(tmp_path):
     for mode, size in (("L", (60, 40)), ("P", (30, 20)), ("I;16", (20, 10))):
         p = tmp_path / f"{mode.replace(';', '')}.png"
