@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,8 @@ import grpc
 from fercodec.v1 import fercodec_pb2 as pb
 from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 from ferwire.edge_bundle import EDGE_FILES, REQUIRED, bundle_sha256, sha256_file
+
+from .rpc import RequestError, accounted
 
 log = logging.getLogger("ferserver")
 SERVICE = pb.DESCRIPTOR.services_by_name["EncoderRepository"].full_name
@@ -53,12 +54,6 @@ def bundle(card) -> Bundle:
     ))
 
 
-class _Refused(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
 class EncoderRepositoryServicer(pb_grpc.EncoderRepositoryServicer):
     def __init__(self, cards, metrics=None, chunk_bytes: int = CHUNK_BYTES):
         self.bundles: dict[str, Bundle] = {}
@@ -80,12 +75,12 @@ class EncoderRepositoryServicer(pb_grpc.EncoderRepositoryServicer):
     def find(self, model_id: str) -> Bundle:
         if not model_id:
             if self.default is None:
-                raise _Refused(grpc.StatusCode.NOT_FOUND, "the server's first model has no encoder to serve"
+                raise RequestError(grpc.StatusCode.NOT_FOUND, "the server's first model has no encoder to serve"
                                + (f"; ask for one of: {', '.join(self.bundles)}" if self.bundles else ""))
             return self.bundles[self.default]
         found = self.bundles.get(model_id) or self.bundles.get(self.aliases.get(model_id, ""))
         if found is None:
-            raise _Refused(grpc.StatusCode.NOT_FOUND, f"no model {model_id!r} on this server; it serves encoders for: {', '.join(self.bundles) or 'none'}")
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"no model {model_id!r} on this server; it serves encoders for: {', '.join(self.bundles) or 'none'}")
         return found
 
     def _read(self, path: Path, offset: int, size: int) -> bytes:
@@ -102,7 +97,7 @@ class EncoderRepositoryServicer(pb_grpc.EncoderRepositoryServicer):
                 try:
                     data = await asyncio.to_thread(self._read, path, offset, min(self.chunk_bytes, entry.size - offset))
                 except OSError as e:
-                    raise _Refused(grpc.StatusCode.DATA_LOSS, f"{entry.name} of {b.card.model_id} unreadable on the server ({e.strerror or e})") from None
+                    raise RequestError(grpc.StatusCode.DATA_LOSS, f"{entry.name} of {b.card.model_id} unreadable on the server ({e.strerror or e})") from None
                 if not data:
                     break
                 h.update(data)
@@ -111,32 +106,14 @@ class EncoderRepositoryServicer(pb_grpc.EncoderRepositoryServicer):
             # The file must still be the one the server loaded; else the device would get an encoder the server does not decode.
             if offset != entry.size or h.hexdigest() != entry.sha256 or path.stat().st_size != entry.size:
                 log.error("GetEncoder: %s changed on disk since the server loaded %s", path, b.card.model_id)
-                raise _Refused(grpc.StatusCode.DATA_LOSS, f"{entry.name} of {b.card.model_id} changed on the server since it started; "
+                raise RequestError(grpc.StatusCode.DATA_LOSS, f"{entry.name} of {b.card.model_id} changed on the server since it started; "
                                                           "the server must be restarted before it hands out this encoder")
 
     async def GetEncoder(self, request, context):
-        code, t0 = grpc.StatusCode.OK, time.perf_counter()
-        if self.metrics:
-            self.metrics.inflight.inc()
-        try:
+        async with accounted("GetEncoder", context, self.metrics):
             b = self.find(request.model_id)
             async for msg in self._chunks(b):
                 yield msg
-        except _Refused as e:
-            code = e.code
-            await context.abort(e.code, e.message)
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED  # e.g. the client already had this bundle and stopped after the manifest
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("GetEncoder failed")
-            await context.abort(code, "internal error; see the server log")
-        finally:
-            if self.metrics:
-                self.metrics.inflight.dec()
-                self.metrics.requests.labels("GetEncoder", code.name).inc()
-                self.metrics.request_seconds.labels("GetEncoder").observe(time.perf_counter() - t0)
 
 
 def add_to_server(server, cards, metrics=None) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 
 import grpc
@@ -15,15 +14,9 @@ from ferwire.bitstream import FORMAT_VERSION, BitstreamError
 
 from .batcher import Expired, Overloaded
 from .engine import FaceJob, FaceOutput
+from .rpc import RequestError, accounted
 
-log = logging.getLogger("ferserver")
 _CODES = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "precondition": grpc.StatusCode.FAILED_PRECONDITION}
-
-
-class RequestError(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 def model_info(card, device: str) -> pb.ModelInfo:
@@ -99,40 +92,14 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
             reply.results.add(label=r.label, confidence=r.confidence, probabilities=r.probabilities, reconstruction_png=r.reconstruction_png, quality=r.quality, bitstream_bytes=r.bitstream_bytes, bits_per_pixel=r.bits_per_pixel, model_id=r.model_id)
         return reply
 
-    async def _handle(self, method: str, context, work):
-        """Count, time and map errors to a status for one RPC."""
-        m = self.metrics
-        m.inflight.inc()
-        code, t0 = grpc.StatusCode.OK, time.perf_counter()
-        try:
-            return await work()
-        except RequestError as e:
-            code = e.code
-            await context.abort(e.code, e.message)
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("%s failed", method)
-            await context.abort(code, "internal error; see the server log")
-        finally:
-            m.inflight.dec()
-            m.requests.labels(method, code.name).inc()
-            m.request_seconds.labels(method).observe(time.perf_counter() - t0)
-
     async def Recognize(self, request, context):
-        async def work():
+        async with accounted("Recognize", context, self.metrics):
             with self._admitted():
                 return await self._recognize(request, _deadline(context))
 
-        return await self._handle("Recognize", context, work)
-
     async def GetModelInfo(self, request, context):
-        async def info():
+        async with accounted("GetModelInfo", context, self.metrics):
             return self.info
-
-        return await self._handle("GetModelInfo", context, info)
 
     async def _stream_reply(self, request: pb.RecognizeRequest, deadline: float | None) -> pb.RecognizeResponse:
         """One stream message's answer: a bad or refused message gets `error` and the stream goes on."""
@@ -149,54 +116,39 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
         unanswered (read, response not yet sent), so a client that writes without
         reading is held back by HTTP/2 flow control instead of growing server memory.
         """
-        m = self.metrics
-        m.inflight.inc()
-        m.streams_active.inc()
-        code, t0 = grpc.StatusCode.OK, time.perf_counter()
-        slots = asyncio.Semaphore(self.stream_window)
-        replies: asyncio.Queue = asyncio.Queue()  # answer tasks in arrival order, then None; at most stream_window + 1
-        reader = None
-        try:
-            with self._admitted():
-                deadline = _deadline(context)
+        async with accounted("RecognizeStream", context, self.metrics):
+            self.metrics.streams_active.inc()
+            slots = asyncio.Semaphore(self.stream_window)
+            replies: asyncio.Queue = asyncio.Queue()  # answer tasks in arrival order, then None; at most stream_window + 1
+            reader = None
+            try:
+                with self._admitted():
+                    deadline = _deadline(context)
 
-                async def read() -> None:
-                    try:
-                        while True:
-                            await slots.acquire()
-                            request = await anext(request_iterator, None)
-                            if request is None:
-                                return
-                            replies.put_nowait(asyncio.ensure_future(self._stream_reply(request, deadline)))
-                    finally:
-                        replies.put_nowait(None)
+                    async def read() -> None:
+                        try:
+                            while True:
+                                await slots.acquire()
+                                request = await anext(request_iterator, None)
+                                if request is None:
+                                    return
+                                replies.put_nowait(asyncio.ensure_future(self._stream_reply(request, deadline)))
+                        finally:
+                            replies.put_nowait(None)
 
-                reader = asyncio.ensure_future(read())
-                while (task := await replies.get()) is not None:
-                    yield await task
-                    slots.release()
-                await reader  # the request stream's own failure, if any
-        except RequestError as e:
-            code = e.code
-            await context.abort(e.code, e.message)
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("RecognizeStream failed")
-            await context.abort(code, "internal error; see the server log")
-        finally:
-            if reader is not None:
-                reader.cancel()
-            while not replies.empty():
-                task = replies.get_nowait()
-                if task is not None:
-                    task.cancel()
-            m.inflight.dec()
-            m.streams_active.dec()
-            m.requests.labels("RecognizeStream", code.name).inc()
-            m.request_seconds.labels("RecognizeStream").observe(time.perf_counter() - t0)
+                    reader = asyncio.ensure_future(read())
+                    while (task := await replies.get()) is not None:
+                        yield await task
+                        slots.release()
+                    await reader  # the request stream's own failure, if any
+            finally:
+                if reader is not None:
+                    reader.cancel()
+                while not replies.empty():
+                    task = replies.get_nowait()
+                    if task is not None:
+                        task.cancel()
+                self.metrics.streams_active.dec()
 
 
 def _deadline(context) -> float | None:
