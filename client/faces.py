@@ -76,6 +76,8 @@ def load_rgb(path: str | Path) -> tuple[np.ndarray, float]:
                 pass
             return np.asarray(im.convert("RGB")), scale
     except UnidentifiedImageError:
+        if p.suffix.lower() in (".heic", ".heif"):  # what iPhones save by default; Pillow has no HEIF decoder
+            raise ImageError("HEIC/HEIF photos are not supported: convert it to JPEG or PNG first") from None
         raise ImageError("not an image Pillow can read") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot read image ({e})") from None

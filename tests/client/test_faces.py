@@ -141,9 +141,11 @@ def test_box_crop_pads_at_the_border_and_whole_is_48():
     assert whole(gray).shape == (48, 48)
 
 
-@pytest.mark.parametrize("make, reason", [(lambda p: None, "no such file"), (lambda p: p.write_text("hello"), "not an image"), (lambda p: p.mkdir(), "directory")])
-def test_unreadable_inputs(tmp_path, make, reason):
-    p = tmp_path / "x.jpg"
+@pytest.mark.parametrize("name, make, reason", [("x.jpg", lambda p: None, "no such file"), ("x.jpg", lambda p: p.write_text("hello"), "not an image"),
+                                                ("x.jpg", lambda p: p.mkdir(), "directory"),
+                                                ("IMG_0001.HEIC", lambda p: p.write_bytes(b"\0\0\0\x18ftypheic" + bytes(16)), "convert it to JPEG")])
+def test_unreadable_inputs(tmp_path, name, make, reason):
+    p = tmp_path / name
     make(p)
     with pytest.raises(ImageError, match=reason):
         load_rgb(p)
