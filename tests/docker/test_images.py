@@ -153,6 +153,8 @@ def images(docker):
     print()
     for image, seconds in times.items():
         print(f"{image}: built in {seconds:.0f} s, {_size_mb(image):,.0f} MB; largest layers: {_largest_layers(image)}")
+    top = _run("docker", "run", "--rm", "--entrypoint", "sh", CLIENT, "-c", "du -sm /opt/fercodec/lib/python3*/site-packages/* | sort -rn | head -7").stdout
+    print(f"{CLIENT}, largest in its venv (MB): " + "; ".join(" ".join(line.split()[::-1]).rsplit("/", 1)[-1] for line in top.splitlines()))
     return times
 
 
