@@ -102,7 +102,8 @@ def run_engine(engine, streams: list[bytes], batch: int, want_pixels: bool):
 def agreement(card, streams, symbols, ref, dut, batch: int) -> dict:
     """CPU engine `ref` against device engine `dut` on the same bitstreams."""
     image = card.kind == "image"
-    decoded = {name: np.stack([e._decode(s)[2] for s in streams]) for name, e in (("cpu", ref), ("device", dut))}
+    # Through each engine's own decoding path (the device engine's decode workers, where it has them).
+    decoded = {name: np.stack([d[1] for d in e._decode_all([(card.model_tag, s) for s in streams])]) for name, e in (("cpu", ref), ("device", dut))}
     t = time.perf_counter()
     l_ref, p_ref, x_ref = run_engine(ref, streams, batch, image)
     t_ref = time.perf_counter() - t
@@ -169,10 +170,22 @@ def server_footprint(device: str, streams: list[bytes], calls: int = 20) -> dict
             stub = pb_grpc.FerCodecStub(ch)
             for i in range(calls):
                 stub.Recognize(pb.RecognizeRequest(faces=[streams[(64 * i + k) % len(streams)] for k in range(64)]), timeout=60)
-        status = Path(f"/proc/{s.proc.pid}/status").read_text()
-        kb = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines() if line.startswith(("VmRSS", "VmHWM"))}
+        kb = _rss_kb(s.proc.pid)
+        workers = _children(s.proc.pid)
+        workers_kb = sum(_rss_kb(w)["VmRSS"] for w in workers)
         code = s.stop()
-    return {"device": device, "ready_s": round(ready, 1), "rss_mb": round(kb["VmRSS"] / 1024), "peak_rss_mb": round(kb["VmHWM"] / 1024), "exit": code}
+    return {"device": device, "ready_s": round(ready, 1), "rss_mb": round(kb["VmRSS"] / 1024), "peak_rss_mb": round(kb["VmHWM"] / 1024),
+            "child_processes": len(workers), "children_rss_mb": round(workers_kb / 1024), "exit": code}
+
+
+def _rss_kb(pid: int) -> dict[str, int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines() if line.startswith(("VmRSS", "VmHWM"))}
+
+
+def _children(pid: int) -> list[int]:
+    kids = [int(k) for t in Path(f"/proc/{pid}/task").iterdir() for k in (t / "children").read_text().split()]
+    return kids + [g for k in kids for g in _children(k)]
 
 
 def markdown(report: dict) -> str:
@@ -188,7 +201,7 @@ def markdown(report: dict) -> str:
     for m, a in report["agreement"].items():
         lines.append(f"| {m} | {a['faces']} | {a['symbols_equal_encoder']} | {a['symbols_equal_cpu']} | {100 * a['label_agreement']:.2f} % "
                      f"({a['label_disagreements']} differ) | {a['max_probability_gap']:.2e} | {a.get('max_pixel_gap', '-')} | {'PASS' if a['ok'] else 'FAIL'} |")
-    lines += ["", "## Throughput (Engine.run, one process, one batch at a time)", ""]
+    lines += ["", "## Throughput (Engine.run, one batch at a time; entropy decoding in the engine's thread, then in its decode worker processes)", ""]
     for m, rows in report["sweep"].items():
         stages = sorted({s for r in rows for s in r["stage_ms"]})
         lines += [f"### {m}", "", "| batch | faces/s | p50 ms | p99 ms | " + " | ".join(f"{s} ms" for s in stages) + " |",
@@ -199,7 +212,8 @@ def markdown(report: dict) -> str:
         lines.append("")
     sf = report.get("server")
     if sf:
-        lines += [f"ferserver --device {sf['device']}: ready in {sf['ready_s']} s; RSS {sf['rss_mb']} MB, peak {sf['peak_rss_mb']} MB after 20 calls of 64 faces." if "error" not in sf
+        lines += [f"ferserver --device {sf['device']}: ready in {sf['ready_s']} s; RSS {sf['rss_mb']} MB, peak {sf['peak_rss_mb']} MB after 20 calls of 64 faces; "
+                  f"{sf['child_processes']} child processes (decode workers and multiprocessing's resource tracker), {sf['children_rss_mb']} MB RSS together." if "error" not in sf
                   else f"ferserver --device {sf['device']}: {sf['error']}", ""]
     lines.append(f"Checks: {'PASS' if report['ok'] else 'FAIL'}.")
     return "\n".join(lines) + "\n"
@@ -211,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faces", type=int, default=None, help="PrivateTest faces (default: all 3,589)")
     p.add_argument("--batches", default="1,8,32,64,128,256", help="batch sizes of the sweep")
     p.add_argument("--seconds", type=float, default=2.0, help="time per batch size in the sweep")
+    p.add_argument("--decode-workers", type=int, default=-1, help="the device engine's decode worker processes (-1: ferserver's auto; with any, the sweep also runs in-thread as the baseline)")
     p.add_argument("--min-agreement", type=float, default=0.999, help="least share of labels equal to the CPU's")
     p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "docs" / "gpu"), help="folder for gpu_check.json/.md (default $OUT, else docs/gpu)")
     args = p.parse_args(argv)
@@ -236,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         streams, symbols, q = encode_all(faces, model_dir)
         print(f"{card.model_id}: encoded {len(streams)} faces at quality {q} in {time.perf_counter() - t:.1f} s, "
               f"{statistics.fmean(map(len, streams)):.1f} bytes/face", flush=True)
-        ref = Engine(card, "cpu")
-        dut = Engine(card, device)
+        ref = Engine(card, "cpu", decode_workers=0)
+        dut = Engine(card, device, decode_workers=args.decode_workers)
         a = agreement(card, streams, symbols, ref, dut, batch=256)
         a.pop("labels")
         a["ok"] = a["symbols_equal_encoder"] and a["symbols_equal_cpu"] and a["label_agreement"] >= args.min_agreement
@@ -245,7 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         report["agreement"][card.model_id] = a
         print(f"  agreement: {json.dumps(a)}", flush=True)
         del ref
-        report["sweep"][card.model_id] = sweep(dut, streams, batches, args.seconds, sync)
+        if dut.decode_workers:  # the baseline first: the same engine decoding in its own thread
+            print("  decoding in the engine's thread:", flush=True)
+            report["sweep"][f"{card.model_id}, decoding in-thread"] = sweep(Engine(card, device, decode_workers=0), streams, batches, args.seconds, sync)
+            print(f"  decoding in {dut.decode_workers} worker processes:", flush=True)
+        report["sweep"][f"{card.model_id}, {dut.decode_workers} decode workers"] = sweep(dut, streams, batches, args.seconds, sync)
+        dut.close()
         del dut
     try:
         report["server"] = server_footprint(device, streams)

@@ -36,6 +36,8 @@ if [[ -x .venv/bin/python ]] && .venv/bin/python -c "import torch, ferserver" 2>
 else
   V=/tmp/fercodec-venv
   python3 -m venv --system-site-packages "$V"
+  # python3 may itself be a venv (its torch is then not in the base site-packages the new venv sees): add its paths.
+  python3 -c "import site; print('\n'.join(site.getsitepackages()))" > "$(dirname "$(ls -d "$V"/lib/python3*/site-packages)")/site-packages/fercodec-parent.pth"
   if compgen -G ".whl/*.whl" >/dev/null; then
     "$V/bin/python" -m pip install -q --no-index --no-deps --no-compile .whl/*.whl
   fi
@@ -47,7 +49,8 @@ else
   "$V/bin/python" -c "import site, sys; open(site.getsitepackages()[0] + '/fercodec-src.pth', 'w').write(sys.argv[1])" "$V/src"
   # Console scripts (ServerProcess starts bin/ferserver beside the interpreter).
   for pair in ferserver:ferserver.main ferclient:ferclient.cli; do
-    printf '#!%s\nimport sys\nfrom %s import main\nsys.exit(main())\n' "$V/bin/python" "${pair#*:}" > "$V/bin/${pair%%:*}"
+    # The __main__ guard matters: the server's decode workers are spawned, and spawn re-runs the main script.
+    printf '#!%s\nimport sys\nfrom %s import main\nif __name__ == "__main__":\n    sys.exit(main())\n' "$V/bin/python" "${pair#*:}" > "$V/bin/${pair%%:*}"
     chmod +x "$V/bin/${pair%%:*}"
   done
   PY=$V/bin/python

@@ -18,6 +18,7 @@ class Config:
     max_batch: int = 32
     max_wait_ms: float = 5.0
     threads: int = 0
+    decode_workers: int = -1
     max_faces: int = 64
     max_message_bytes: int = 1 << 20
     max_concurrent_rpcs: int = 512
@@ -44,6 +45,8 @@ _HELP = {
     "max_batch": "most faces decoded and classified in one batch",
     "max_wait_ms": "how long the batcher waits for more faces once it has one",
     "threads": "torch CPU threads for model work (0 = torch default)",
+    "decode_workers": "processes that entropy-decode bitstreams beside the model worker (-1 = auto: on cuda one per CPU core "
+                      "but one, at most 16; on cpu none, since the classifier already uses every core)",
     "max_faces": "most faces in one request",
     "max_message_bytes": "largest request accepted (bigger: RESOURCE_EXHAUSTED)",
     "max_concurrent_rpcs": "Recognize and RecognizeStream calls served at once (health checks and GetModelInfo are not counted); "
@@ -80,6 +83,8 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> C
         p.error(f"--device must be cpu, cuda or auto, not {cfg.device!r}")
     if min(cfg.max_batch, cfg.max_faces, cfg.max_concurrent_rpcs, cfg.max_queue_faces, cfg.stream_window) < 1 or cfg.max_wait_ms < 0:
         p.error("--max-batch, --max-faces, --max-concurrent-rpcs, --max-queue-faces and --stream-window must be >= 1 and --max-wait-ms >= 0")
+    if cfg.decode_workers < -1:
+        p.error("--decode-workers must be -1 (auto), 0 (decode in the model worker's thread) or a number of processes")
     if bool(cfg.tls_cert) != bool(cfg.tls_key):
         p.error("--tls-cert and --tls-key go together")
     if cfg.tls_client_ca and not cfg.tls_cert:

@@ -2,6 +2,8 @@
 
 Runs only on the batcher's worker thread, never on the event loop. One engine
 serves several model directories; each bitstream's header tag picks its model.
+Entropy decoding runs in this thread or, with decode workers (server/decoding.py;
+the default on a GPU), in worker processes.
 Image models reconstruct the face and classify it; the expression layer
 classifies its latent directly (fermodels.expression) and has no image to return.
 """
@@ -19,6 +21,10 @@ from fermodels.bundle import keep_freed_memory, load_expression, load_torch_mode
 from ferwire.bitstream import BitstreamError, decode, parse_header
 from ferwire.card import ModelCard, tempered
 from ferwire.entropy import EntropyTables
+
+from .decoding import DecodePool, auto_workers
+
+POOL_MIN_FACES = 8  # smaller batches decode in-thread: a round trip to the workers costs about what 1-2 faces do
 
 
 @dataclass
@@ -57,7 +63,7 @@ class _Model:
 class Engine:
     """Loads the model directories once; `run` turns FaceJobs into FaceOutputs or BitstreamErrors."""
 
-    def __init__(self, cards: ModelCard | list[ModelCard], device: str = "auto", threads: int = 0, metrics=None):
+    def __init__(self, cards: ModelCard | list[ModelCard], device: str = "auto", threads: int = 0, metrics=None, decode_workers: int = -1):
         import torch
 
         self.device = pick_device(device)
@@ -80,15 +86,35 @@ class Engine:
         self.card = cards[0]  # what GetModelInfo leads with
         self.metrics = metrics
         self._torch = torch
+        self.decode_workers = auto_workers(self.device, decode_workers)
+        self._pool = DecodePool({t: str(m.card.file("tables.npz")) for t, m in self.models.items()}, self.decode_workers) if self.decode_workers else None
 
-    def _decode(self, data: bytes) -> tuple[_Model, int, np.ndarray]:
+    def close(self) -> None:
+        """Stop the decode workers (the server calls this once the batcher has drained)."""
+        if self._pool:
+            self._pool.close()
+            self._pool = None
+
+    def _model(self, data: bytes) -> _Model:
         tag = parse_header(data).model_tag
         model = self.models.get(tag)
         if model is None:
             serving = ", ".join(f"{m.card.model_id} ({t:#06x})" for t, m in self.models.items())
             raise BitstreamError(f"face encoded for model tag {tag:#06x}; this server runs {serving}; update the client's model", "precondition")
-        header, z = decode(data, model.tables, tag)
-        return model, header.quality, z
+        return model
+
+    def _decode_all(self, items: list[tuple[int, bytes]]) -> list[tuple[int, np.ndarray] | BitstreamError]:
+        """(model tag, bitstream) -> (quality, symbols) or the decoder's refusal, in order."""
+        if self._pool and len(items) >= POOL_MIN_FACES:
+            return self._pool.decode(items)
+        out: list[tuple[int, np.ndarray] | BitstreamError] = []
+        for tag, data in items:
+            try:
+                header, z = decode(data, self.models[tag].tables, tag)
+                out.append((header.quality, z))
+            except BitstreamError as e:
+                out.append(e)
+        return out
 
     def _observe(self, stage: str, t0: float) -> float:
         t1 = time.perf_counter()
@@ -101,16 +127,22 @@ class Engine:
         out: list[FaceOutput | BitstreamError | None] = [None] * len(jobs)
         t = time.perf_counter()
         groups: dict[int, dict[int, list[tuple[int, np.ndarray]]]] = {}  # model tag -> quality -> (job, symbols)
+        pending: list[tuple[int, int]] = []  # (job, model tag) of the bitstreams to decode
         for i, job in enumerate(jobs):
             try:
-                model, q, z = self._decode(job.bitstream)
+                model = self._model(job.bitstream)
                 if job.want_reconstruction and model.expression is not None:
                     raise BitstreamError(f"model {model.card.model_id} is the expression layer: it codes no image, so there is no reconstruction to return; "
                                          "ask without one, or encode with an image model", "precondition")
             except BitstreamError as e:
                 out[i] = e
                 continue
-            groups.setdefault(model.card.model_tag, {}).setdefault(q, []).append((i, z))
+            pending.append((i, model.card.model_tag))
+        for (i, tag), d in zip(pending, self._decode_all([(tag, jobs[i].bitstream) for i, tag in pending])):
+            if isinstance(d, BitstreamError):
+                out[i] = d
+            else:
+                groups.setdefault(tag, {}).setdefault(d[0], []).append((i, d[1]))
         t = self._observe("entropy_decode", t)
         results: list[tuple[int, int, _Model, np.ndarray, np.ndarray | None]] = []  # (job, quality, model, probabilities, pixels)
         with torch.inference_mode():

@@ -36,7 +36,7 @@ async def serve(cfg: config_mod.Config) -> None:
     cards = config_mod.model_cards(cfg)
     card = cards[0]
     metrics = Metrics()
-    engine = Engine(cards, cfg.device, cfg.threads, metrics)
+    engine = Engine(cards, cfg.device, cfg.threads, metrics, cfg.decode_workers)
     metrics.model.info({"model_id": ",".join(c.model_id for c in cards), "model_tag": ",".join(f"{c.model_tag:#06x}" for c in cards), "version": card.version, "device": engine.device})
     batcher = Batcher(engine.run, cfg.max_batch, cfg.max_wait_ms / 1000.0, on_batch=metrics.batch_size.observe, max_queue=cfg.max_queue_faces, metrics=metrics)
 
@@ -101,6 +101,7 @@ async def serve(cfg: config_mod.Config) -> None:
     if health_only:
         await health_only.stop(0)
     batcher.close()
+    engine.close()
     if httpd:
         httpd.shutdown()
     log.info("ferserver stopped")

@@ -1,0 +1,94 @@
+"""Engine with decode worker processes answers exactly as with in-thread decoding, refusals included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ferwire.bitstream import BitstreamError
+
+
+@pytest.fixture(scope="module")
+def bitstreams(fer_test):
+    from ferclient.encoder import FaceEncoder
+    from ferwire.card import DEFAULT_MODEL_DIR, EXPRESSION_MODEL_DIR
+
+    faces = fer_test[0][:40]
+    image = FaceEncoder(str(DEFAULT_MODEL_DIR)).encode(faces)
+    expr = FaceEncoder(str(EXPRESSION_MODEL_DIR)).encode(faces[:10])
+    good = image + expr
+    corrupt = good[3][:6] + bytes(b ^ 0x5A for b in good[3][6:])
+    unknown_tag = good[5][:1] + b"\x00\x01" + good[5][3:]
+    return good + [corrupt, b"\x01", unknown_tag]
+
+
+def _engine(workers):
+    from ferserver.config import Config, model_cards
+    from ferserver.engine import Engine
+
+    return Engine(model_cards(Config()), "cpu", decode_workers=workers)
+
+
+def test_decode_workers_give_the_in_thread_answers(bitstreams):
+    from ferserver.engine import FaceJob
+
+    jobs = [FaceJob(b) for b in bitstreams]
+    inline, pooled = _engine(0), _engine(2)
+    try:
+        assert pooled.decode_workers == 2 and inline.decode_workers == 0
+        a, b = inline.run(jobs), pooled.run(jobs)
+    finally:
+        pooled.close()
+    assert len(a) == len(b) == len(jobs)
+    refused = 0
+    for x, y in zip(a, b):
+        assert type(x) is type(y)
+        if isinstance(x, BitstreamError):
+            refused += 1
+            assert (str(x), x.kind) == (str(y), y.kind)
+        else:
+            assert (x.label, x.quality, x.model_id, x.bitstream_bytes) == (y.label, y.quality, y.model_id, y.bitstream_bytes)
+            np.testing.assert_allclose(x.probabilities, y.probabilities, atol=1e-6)
+    assert refused >= 2  # the 1-byte and the unknown-tag bitstreams at least; the corrupt one may decode to other symbols
+    assert any(isinstance(x, BitstreamError) and x.kind == "precondition" for x in b)  # the unknown tag keeps its kind
+
+
+def test_auto_decode_workers_by_device():
+    from ferserver.decoding import auto_workers
+
+    assert auto_workers("cpu", -1) == 0
+    assert auto_workers("cpu", 3) == 3
+    assert 0 <= auto_workers("cuda", -1) <= 16
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    kids = [int(k) for t in Path(f"/proc/{pid}/task").iterdir() for k in (t / "children").read_text().split()]
+    return kids + [g for k in kids for g in _children(k)]
+
+
+def test_a_server_with_decode_workers_answers_and_stops_them(bitstreams):
+    """The real ferserver with --decode-workers 2: a 40-face call goes through the workers, every answer matches the
+    in-thread server's, and SIGTERM leaves no worker behind."""
+    import os
+
+    import grpc
+
+    from fercodec.v1 import fercodec_pb2 as pb
+    from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
+    from ferserver.process import ServerProcess
+
+    faces = bitstreams[:40]
+    answers = {}
+    for workers in ("0", "2"):
+        with ServerProcess("--device", "cpu", "--decode-workers", workers, "--max-batch", "64", "--max-wait-ms", "50") as s:
+            kids = _children(s.proc.pid)
+            with grpc.insecure_channel(s.address) as ch:
+                reply = pb_grpc.FerCodecStub(ch).Recognize(pb.RecognizeRequest(faces=faces), timeout=30)
+            answers[workers] = [(r.label, round(r.confidence, 5)) for r in reply.results]
+            assert s.stop() == 0
+        assert len(kids) >= int(workers)
+        for k in kids:
+            assert not os.path.exists(f"/proc/{k}") or "zombie" in open(f"/proc/{k}/status").read().lower()
+    assert answers["0"] == answers["2"] and len(answers["0"]) == 40
