@@ -49,7 +49,7 @@ class FERClassifier(nn.Module):
 
 
 def teacher_probabilities(clf: FERClassifier, x: torch.Tensor, shift: int = 2, batch_size: int = 512) -> torch.Tensor:
-    """Softmax of `clf` averaged over 10 views of each face x [N,1,H,W]: itself and ±`shift` px
+    """Softmax of `clf` averaged over 10 views of each face x [N,1,H,W] (computed on clf's device, returned on the CPU): itself and ±`shift` px
     horizontally and vertically (reflect padding), each with its mirror image.
 
     Why: a teacher for distillation (fertrain classifier --teacher). Ten views cost
@@ -61,11 +61,12 @@ def teacher_probabilities(clf: FERClassifier, x: torch.Tensor, shift: int = 2, b
     offsets = [(0, 0), (-shift, 0), (shift, 0), (0, -shift), (0, shift)]
     h, w = x.shape[-2:]
     out = []
+    dev = next(clf.parameters()).device
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
-            padded = F.pad(x[i : i + batch_size], (shift,) * 4, mode="reflect")
+            padded = F.pad(x[i : i + batch_size].to(dev), (shift,) * 4, mode="reflect")
             views = [padded[..., shift + dy : shift + dy + h, shift + dx : shift + dx + w] for dx, dy in offsets]
-            out.append(torch.stack([clf.probabilities(v) for v in views]).mean(0))
+            out.append(torch.stack([clf.probabilities(v) for v in views]).mean(0).cpu())
     return torch.cat(out)
 
 

@@ -46,7 +46,7 @@ def augment(x, generator):
     import torch.nn.functional as F
 
     n = x.shape[0]
-    flip = torch.rand(n, generator=generator) < 0.5
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)  # drawn on the CPU generator: the same faces flip on any device
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     pad = 4
     xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")

@@ -60,6 +60,7 @@ def _args(argv):
         s.add_argument("--limit", type=int, default=None, help="use only the first N train and val faces (smoke tests)")
         s.add_argument("--fresh", action="store_true", help="ignore an existing last.pt instead of resuming")
         s.add_argument("--warmup", type=float, default=0.05, help="fraction of all steps spent warming the learning rate up")
+        s.add_argument("--weight-decay", type=float, default=0.0, help="decoupled weight decay (AdamW) when > 0; 0 keeps plain Adam, as every shipped run used")
     c = sub.choices["classifier"]
     c.add_argument("--width", type=int, default=32)
     c.add_argument("--label-smoothing", type=float, default=0.1)
@@ -152,10 +153,13 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better,
     views = views or to_tensor
     ytr = targets(xtr, torch.from_numpy(ytr)) if targets else torch.from_numpy(ytr)
     xtr = views(xtr)
+    if dev.type == "cuda":  # on a GPU the training set lives on it: a CPU gather and copy per step would bound the step
+        xtr, ytr = xtr.to(dev), ytr.to(dev)
     xva, yva = views(xva).to(dev), torch.from_numpy(yva).to(dev)
     for m in model_parts.values():
         m.to(dev)
-    opt = torch.optim.Adam(params, lr=args.lr)
+    wd = getattr(args, "weight_decay", 0.0)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=wd) if wd > 0 else torch.optim.Adam(params, lr=args.lr)
     max_lr = [args.lr * g.get("lr_scale", 1.0) for g in opt.param_groups]
     steps_per_epoch = max(1, len(xtr) // args.batch_size)
     total = args.epochs * steps_per_epoch
@@ -181,7 +185,7 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better,
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", dynamic_ncols=True, mininterval=5)
         t0, sums = time.time(), {}
         for i in bar:
-            idx = order[i * args.batch_size : (i + 1) * args.batch_size]
+            idx = order[i * args.batch_size : (i + 1) * args.batch_size].to(xtr.device)
             stats = step_fn(xtr[idx].to(dev), ytr[idx].to(dev), i, gen, opt)
             sched.step()
             for k, v in stats.items():
@@ -211,23 +215,25 @@ def train_classifier(args):
     import torch
     import torch.nn.functional as F
 
-    from .bundle import load_classifier
+    from .bundle import load_classifier, pick_device
     from .classifier import FERClassifier
     from .data import augment
 
+    dev = pick_device(args.device)  # where the decoded views and the teacher's answers are computed too
     if args.init:
         model = load_classifier(args.init).train()
         args.width = model.width
     else:
         model = FERClassifier(width=args.width)
-    views = _decoded_views(args.decoded) if args.decoded else None
+    views = _decoded_views(args.decoded, dev) if args.decoded else None
     if args.robust:
         views = _robust_views(views, args.seed)
-    targets = _soft_targets(args.teacher, args.lambda_kd, args.label_smoothing)
+    targets = _soft_targets(args.teacher, args.lambda_kd, args.label_smoothing, dev)
 
     def step(x, y, i, gen, opt):
         if x.shape[1] > 1:  # one version of each face: uncompressed or one quality
-            x = x[torch.arange(len(x)), torch.randint(0, x.shape[1], (len(x),), generator=gen)].unsqueeze(1)
+            pick = torch.randint(0, x.shape[1], (len(x),), generator=gen).to(x.device)
+            x = x[torch.arange(len(x), device=x.device), pick].unsqueeze(1)
         logits = model(augment(x, gen))
         loss = F.cross_entropy(logits, y)  # y: soft targets, label smoothing included
         opt.zero_grad(set_to_none=True)
@@ -268,7 +274,7 @@ def _robust_views(views, seed: int):
     return both
 
 
-def _soft_targets(teacher_src, share, smoothing):
+def _soft_targets(teacher_src, share, smoothing, device="cpu"):
     """(faces, labels) -> training targets [N,7]: the label smoothed by `smoothing` (what
     cross-entropy's label_smoothing does), and with a teacher, (1 - share) of that plus
     share * the teacher's 10-view answer on the uncompressed face.
@@ -286,7 +292,7 @@ def _soft_targets(teacher_src, share, smoothing):
 
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"--lambda-kd is the teacher's share of the target, between 0 and 1 (got {share})")
-    teacher = load_classifier(teacher_src) if teacher_src else None
+    teacher = load_classifier(teacher_src, device) if teacher_src else None
     classes = len(CLASS_NAMES)
 
     def targets(faces, labels):
@@ -295,14 +301,14 @@ def _soft_targets(teacher_src, share, smoothing):
             return smoothed
         print(f"teacher: 10 views of {len(faces)} faces", file=sys.stderr)
         t0 = time.time()
-        answer = teacher_probabilities(teacher, to_tensor(faces))
+        answer = teacher_probabilities(teacher, to_tensor(faces)).to(labels.device)
         print(f"teacher: done in {time.time() - t0:.0f} s", file=sys.stderr)
         return (1 - share) * smoothed + share * answer
 
     return targets
 
 
-def _decoded_views(model_dir):
+def _decoded_views(model_dir, device="cpu"):
     """faces uint8 [N,H,W] -> [N, 1 + Q, H, W]: uncompressed, then decoded at each quality of `model_dir`."""
     import torch
 
@@ -313,7 +319,7 @@ def _decoded_views(model_dir):
     from .data import to_tensor
 
     card = ModelCard.load(model_dir)
-    codec, _ = load_torch_models(card)
+    codec, _ = load_torch_models(card, device)
     tables = EntropyTables.load(card.file("tables.npz"))
 
     def views(faces):

@@ -40,8 +40,9 @@ def test_cuda_decodes_the_cpu_symbols_and_agrees_on_labels(request, fer_test, wh
     streams = encode_faces(faces, card.default_quality) if card.kind == "image" else _expression_streams(faces)
     cpu, gpu = Engine(card, "cpu"), Engine(card, "cuda")
     assert gpu.device == "cuda"
-    for s in streams[:64]:  # entropy decoding is ferwire's on both: the device must not change a symbol
-        assert np.array_equal(cpu._decode(s)[2], gpu._decode(s)[2])
+    items = [(card.model_tag, s) for s in streams[:64]]  # entropy decoding is ferwire's on both (the GPU engine's in its
+    for a, b in zip(cpu._decode_all(items), gpu._decode_all(items)):  # decode workers): the device must not change a symbol
+        assert a[0] == b[0] and np.array_equal(a[1], b[1])
     l_cpu, p_cpu = _outputs(cpu, streams)
     l_gpu, p_gpu = _outputs(gpu, streams)
     agree = float((l_cpu == l_gpu).mean())
