@@ -38,7 +38,7 @@ async def serve(cfg: config_mod.Config) -> None:
     metrics = Metrics()
     engine = Engine(cards, cfg.device, cfg.threads, metrics, cfg.decode_workers)
     metrics.model.info({"model_id": ",".join(c.model_id for c in cards), "model_tag": ",".join(f"{c.model_tag:#06x}" for c in cards), "version": card.version, "device": engine.device})
-    batcher = Batcher(engine.run, cfg.max_batch, cfg.max_wait_ms / 1000.0, on_batch=metrics.batch_size.observe, max_queue=cfg.max_queue_faces, metrics=metrics)
+    batcher = Batcher(engine.run, config_mod.max_batch(cfg, engine.device), cfg.max_wait_ms / 1000.0, on_batch=metrics.batch_size.observe, max_queue=cfg.max_queue_faces, metrics=metrics)
 
     server = grpc.aio.server(
         # grpc core resets calls past ~1,000 waiting for Python (the client sees CANCELLED); raised far above it so every

@@ -292,7 +292,8 @@ def test_gpu_patch_targets_the_base_deployment(base):
     assert (patch["kind"], patch["metadata"]["name"]) == ("Deployment", dep["metadata"]["name"])
     (c,) = patch["spec"]["template"]["spec"]["containers"]
     assert c["name"] == container(dep)["name"]
-    assert env_of(c) == {"FERCODEC_DEVICE": "cuda"}
+    assert env_of(c) == {"FERCODEC_DEVICE": "cuda", "FERCODEC_DECODE_WORKERS": "15", "FERCODEC_MAX_BATCH": "256"}
+    assert int(env_of(c)["FERCODEC_DECODE_WORKERS"]) < float(c["resources"]["requests"]["cpu"])  # a core per worker, one left
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert any(t["key"] == "nvidia.com/gpu" for t in patch["spec"]["template"]["spec"]["tolerations"])
 

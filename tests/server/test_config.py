@@ -9,7 +9,7 @@ from ferserver.config import Config, parse
 
 def test_defaults():
     c = parse([], env={})
-    assert (c.port, c.metrics_port, c.device, c.max_batch) == (50051, 9100, "auto", 32)
+    assert (c.port, c.metrics_port, c.device, c.max_batch) == (50051, 9100, "auto", 0)
 
 
 def test_env_then_flags_win():
@@ -18,7 +18,7 @@ def test_env_then_flags_win():
     assert parse(["--port", "7000"], env=env).port == 7000
 
 
-@pytest.mark.parametrize("argv, env", [(["--device", "tpu"], {}), ([], {"FERCODEC_PORT": "abc"}), (["--max-batch", "0"], {})])
+@pytest.mark.parametrize("argv, env", [(["--device", "tpu"], {}), ([], {"FERCODEC_PORT": "abc"}), (["--max-batch", "-1"], {}), (["--decode-workers", "-2"], {})])
 def test_bad_settings_exit_2_with_a_message(argv, env, capsys):
     with pytest.raises(SystemExit) as e:
         parse(argv, env=env)
@@ -39,3 +39,11 @@ def test_model_dirs_default_to_both_bundled_models_and_take_a_list():
     assert [c.kind for c in model_cards(parse([], env={}))] == ["image", "expression"]
     cards = model_cards(parse(["--model-dir", "fercodec-v1-expr, fercodec-v1"], env={}))
     assert [c.model_id.rsplit("-", 1)[0] for c in cards] == ["fercodec-v1-expr", "fercodec-v1"]
+
+
+def test_max_batch_auto_follows_the_device():
+    from ferserver.config import max_batch
+
+    assert max_batch(parse([], env={}), "cpu") == 32
+    assert max_batch(parse([], env={}), "cuda") == 256
+    assert max_batch(parse(["--max-batch", "8"], env={}), "cuda") == 8
