@@ -58,12 +58,27 @@ class DecodePool:
     """`decode([(model tag, bitstream), ...])` -> per item (quality, symbols) or a BitstreamError, in order."""
 
     def __init__(self, table_paths: dict[int, str], workers: int):
-        self.workers = workers
-        self._pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_load, initargs=(table_paths,))
-        # Start every worker now (load tables, build plans) so the first batch does not pay for it.
-        list(self._pool.map(_decode_slice, [[] for _ in range(workers)]))
+        self.workers, self._paths = workers, table_paths
+        self._pool = self._start()
+
+    def _start(self) -> cf.ProcessPoolExecutor:
+        pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=_load, initargs=(self._paths,))
+        # Start the workers now (load tables, build plans) so that the first batch does not pay for it.
+        list(pool.map(_decode_slice, [[] for _ in range(self.workers)]))
+        return pool
 
     def decode(self, items: list[tuple[int, bytes]]) -> list[tuple[int, np.ndarray] | BitstreamError]:
+        """A worker that dies (killed, out of memory, a crash in the range coder) takes the pool down with it:
+        start a new pool and retry the batch once; if that fails too, refuse the batch's faces, and serve on."""
+        for attempt in range(2):
+            try:
+                return self._decode(items)
+            except cf.process.BrokenProcessPool:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._start()
+        return [BitstreamError("a decode worker died twice on the batch holding this face; send it again alone", "invalid") for _ in items]
+
+    def _decode(self, items):
         n = len(items)
         size = max(1, -(-n // self.workers))
         slices = [items[i : i + size] for i in range(0, n, size)]

@@ -92,3 +92,22 @@ def test_a_server_with_decode_workers_answers_and_stops_them(bitstreams):
         for k in kids:
             assert not os.path.exists(f"/proc/{k}") or "zombie" in open(f"/proc/{k}/status").read().lower()
     assert answers["0"] == answers["2"] and len(answers["0"]) == 40
+
+
+def test_a_killed_decode_worker_is_replaced_and_the_batch_answered(bitstreams):
+    import os
+    import signal
+
+    from ferserver.engine import FaceJob
+
+    jobs = [FaceJob(b) for b in bitstreams[:40]]
+    inline, pooled = _engine(0), _engine(2)
+    try:
+        want = [o.label for o in inline.run(jobs)]
+        victim = next(iter(pooled._pool._pool._processes))
+        os.kill(victim, signal.SIGKILL)
+        got = pooled.run(jobs)
+        assert [o.label for o in got] == want
+        assert victim not in pooled._pool._pool._processes
+    finally:
+        pooled.close()
