@@ -158,8 +158,7 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better,
     xva, yva = views(xva).to(dev), torch.from_numpy(yva).to(dev)
     for m in model_parts.values():
         m.to(dev)
-    wd = getattr(args, "weight_decay", 0.0)
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=wd) if wd > 0 else torch.optim.Adam(params, lr=args.lr)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay) if args.weight_decay > 0 else torch.optim.Adam(params, lr=args.lr)
     max_lr = [args.lr * g.get("lr_scale", 1.0) for g in opt.param_groups]
     steps_per_epoch = max(1, len(xtr) // args.batch_size)
     total = args.epochs * steps_per_epoch

@@ -171,7 +171,7 @@ def server_footprint(device: str, streams: list[bytes], calls: int = 20) -> dict
             for i in range(calls):
                 stub.Recognize(pb.RecognizeRequest(faces=[streams[(64 * i + k) % len(streams)] for k in range(64)]), timeout=60)
         kb = _rss_kb(s.proc.pid)
-        workers = _children(s.proc.pid)
+        workers = s.children()
         workers_kb = sum(_rss_kb(w)["VmRSS"] for w in workers)
         code = s.stop()
     return {"device": device, "ready_s": round(ready, 1), "rss_mb": round(kb["VmRSS"] / 1024), "peak_rss_mb": round(kb["VmHWM"] / 1024),
@@ -181,11 +181,6 @@ def server_footprint(device: str, streams: list[bytes], calls: int = 20) -> dict
 def _rss_kb(pid: int) -> dict[str, int]:
     status = Path(f"/proc/{pid}/status").read_text()
     return {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines() if line.startswith(("VmRSS", "VmHWM"))}
-
-
-def _children(pid: int) -> list[int]:
-    kids = [int(k) for t in Path(f"/proc/{pid}/task").iterdir() for k in (t / "children").read_text().split()]
-    return kids + [g for k in kids for g in _children(k)]
 
 
 def markdown(report: dict) -> str:

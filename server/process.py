@@ -69,6 +69,15 @@ class ServerProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
             return r.read().decode()
 
+    def children(self) -> list[int]:
+        """PIDs of the server's descendants (decode workers, multiprocessing's resource tracker), from /proc."""
+
+        def below(pid: int) -> list[int]:
+            kids = [int(k) for t in Path(f"/proc/{pid}/task").iterdir() for k in (t / "children").read_text().split()]
+            return kids + [g for k in kids for g in below(k)]
+
+        return below(self.proc.pid)
+
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, then the exit status (the server drains in-flight work first)."""
         if self.proc.poll() is None:

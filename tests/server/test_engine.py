@@ -61,13 +61,6 @@ def test_auto_decode_workers_by_device():
     assert 0 <= auto_workers("cuda", -1) <= 16
 
 
-def _children(pid: int) -> list[int]:
-    from pathlib import Path
-
-    kids = [int(k) for t in Path(f"/proc/{pid}/task").iterdir() for k in (t / "children").read_text().split()]
-    return kids + [g for k in kids for g in _children(k)]
-
-
 def test_a_server_with_decode_workers_answers_and_stops_them(bitstreams):
     """The real ferserver with --decode-workers 2: a 40-face call goes through the workers, every answer matches the
     in-thread server's, and SIGTERM leaves no worker behind."""
@@ -83,7 +76,7 @@ def test_a_server_with_decode_workers_answers_and_stops_them(bitstreams):
     answers = {}
     for workers in ("0", "2"):
         with ServerProcess("--device", "cpu", "--decode-workers", workers, "--max-batch", "64", "--max-wait-ms", "50") as s:
-            kids = _children(s.proc.pid)
+            kids = s.children()
             with grpc.insecure_channel(s.address) as ch:
                 reply = pb_grpc.FerCodecStub(ch).Recognize(pb.RecognizeRequest(faces=faces), timeout=30)
             answers[workers] = [(r.label, round(r.confidence, 5)) for r in reply.results]
