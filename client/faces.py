@@ -21,6 +21,13 @@ EXIF_ORIENTATION = 0x0112
 DECODE_MIN_SIDE = 1600  # px: large JPEGs are decoded at the smallest DCT scale that keeps the longer side at least this
 SHRINK_BAND = 256  # columns shrunk at a time (peak memory)
 DETECT_MAX_SIDE = 640  # photos are shrunk to this longer side for detection (YuNet's training size; peak RSS), crops come from full resolution
+# A second, finer pass finds the small faces the shrink loses: the photo at up to this longer side, in tiles of
+# DETECT_MAX_SIDE; it keeps only faces under SMALL_FACE px at the first pass's scale, where that pass is weak.
+# Small faces are where phantoms are (textures, windows), so that pass asks for FINE_THRESHOLD at least: the threshold the
+# benchmark's tuning half picks for small faces (photos shrunk to half, then the tiled pass; docs/detector).
+DETECT_FINE_SIDE = 1600
+SMALL_FACE = 32
+FINE_THRESHOLD = 0.75
 
 # Where YuNet puts its five landmarks (right eye, left eye, nose tip, right and left mouth corner; x, y in
 # pixels of a 48x48 face) on 3,000 FER2013 training faces: the median. Measured by scripts/fer_landmarks.py.
@@ -141,12 +148,13 @@ class FaceDetector:
 
     STRIDES = (8, 16, 32)
 
-    def __init__(self, threshold: float = DETECT_THRESHOLD, max_side: int = DETECT_MAX_SIDE, model: str | Path | None = None):
+    def __init__(self, threshold: float = DETECT_THRESHOLD, max_side: int = DETECT_MAX_SIDE, model: str | Path | None = None,
+                 fine_side: int = DETECT_FINE_SIDE):
         import onnxruntime as ort
 
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"detect threshold must be between 0 and 1, got {threshold:g}")
-        self.threshold, self.max_side = threshold, max_side
+        self.threshold, self.max_side, self.fine_side = threshold, max_side, fine_side
         from ferwire.card import WEIGHTS
 
         path = Path(model) if model else WEIGHTS / "face-detector" / DETECTOR_FILE
@@ -181,21 +189,60 @@ class FaceDetector:
         order = np.argsort(-found[:, 14], kind="stable")
         return found[_nms(np.floor(found[:, :4]), order, NMS_IOU)]  # integer boxes for NMS, as FaceDetectorYN
 
+    def _scaled(self, rgb: np.ndarray, scale: float) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        return rgb if scale == 1.0 else shrink(rgb, (max(1, round(w * scale)), max(1, round(h * scale))))
+
+    def _fine(self, rgb: np.ndarray, coarse: float) -> np.ndarray:
+        """raw() rows, in rgb's pixels, of the faces under SMALL_FACE px at scale `coarse`, found on rgb at up to
+        fine_side in tiles of max_side that overlap by more than such a face, so each lies whole in one tile."""
+        h, w = rgb.shape[:2]
+        fine = min(1.0, self.fine_side / max(h, w))
+        if fine < 1.5 * coarse:  # not enough more pixels to find anything the first pass missed
+            return np.zeros((0, 15), np.float32)
+        img = self._scaled(rgb, fine)
+        small = SMALL_FACE * fine / coarse  # px at the fine scale
+        tile, overlap = self.max_side, int(np.ceil(small)) + 16
+        rows = []
+        for y0 in _starts(img.shape[0], tile, overlap):
+            for x0 in _starts(img.shape[1], tile, overlap):
+                r = self.raw(img[y0 : y0 + tile, x0 : x0 + tile])
+                r = r[(np.maximum(r[:, 2], r[:, 3]) < small) & (r[:, 14] >= FINE_THRESHOLD)]
+                r[:, [0, 4, 6, 8, 10, 12]] += x0  # x of the box and the landmarks; w, h stay
+                r[:, [1, 5, 7, 9, 11, 13]] += y0
+                rows.append(r)
+        found = np.concatenate(rows)
+        found[:, :14] /= fine
+        return found
+
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Faces in an RGB (or gray) uint8 photo, largest first."""
         if rgb.ndim == 2:
             rgb = np.repeat(rgb[:, :, None], 3, axis=2)
         h, w = rgb.shape[:2]
         scale = min(1.0, self.max_side / max(h, w))
-        small = rgb if scale == 1.0 else shrink(rgb, (max(1, round(w * scale)), max(1, round(h * scale))))
+        rows = self.raw(self._scaled(rgb, scale))
+        rows[:, :14] /= scale
+        if self.fine_side and scale < 1.0:
+            rows = np.concatenate([rows, self._fine(rgb, scale)])
+            order = np.argsort(-rows[:, 14], kind="stable")
+            rows = rows[_nms(np.floor(rows[:, :4]), order, NMS_IOU)]
         faces = []
-        for row in self.raw(small):
-            x, y, bw, bh = (float(v) / scale for v in row[:4])
+        for row in rows:
+            x, y, bw, bh = (float(v) for v in row[:4])
             x0, y0 = max(0, round(x)), max(0, round(y))
             box = (x0, y0, min(w, round(x + bw)) - x0, min(h, round(y + bh)) - y0)
             if box[2] > 0 and box[3] > 0:
-                faces.append(Face(box, float(row[14]), (row[4:14].reshape(5, 2) / scale).astype(np.float32)))
+                faces.append(Face(box, float(row[14]), row[4:14].reshape(5, 2).astype(np.float32)))
         return sorted(faces, key=lambda f: -f.box[2] * f.box[3])
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Where tiles of `tile` px start along an axis of `length` px so that neighbours overlap by at least `overlap`."""
+    if length <= tile:
+        return [0]
+    n = int(np.ceil((length - overlap) / (tile - overlap)))
+    return sorted({int(round(i * (length - tile) / (n - 1))) for i in range(n)})
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

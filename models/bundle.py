@@ -61,13 +61,12 @@ def load_torch_models(card: ModelCard, device: str = "cpu"):
     """(codec, classifier) in eval mode on `device`. Imports torch and CompressAI."""
     import torch
 
-    from .classifier import FERClassifier
+    from .classifier import from_checkpoint
     from .codec import FaceCodec
 
     codec = _load_entropy_coded(card, "codec.pt", FaceCodec)
     ck = torch.load(card.file("classifier.pt"), map_location="cpu", weights_only=True)
-    clf = FERClassifier(**ck["config"])
-    clf.load_state_dict(ck["state_dict"])
+    clf = from_checkpoint(ck["config"], ck["state_dict"])
     return codec.to(device).eval(), clf.to(device).eval()
 
 
@@ -124,11 +123,11 @@ def decoded_faces(codec, tables, x, q: int, batch_size: int = 512, desc: str | N
 
 
 def load_classifier(path, device="cpu"):
-    """An FERClassifier from a fertrain checkpoint ({"models": {"classifier"}, "args"}), a shipped classifier.pt
-    ({"config", "state_dict"}) or a model directory (its classifier.pt)."""
+    """An FERClassifier (or ClassifierEnsemble) from a fertrain checkpoint ({"models": {"classifier"}, "args"}), a shipped
+    classifier.pt ({"config", "state_dict"}) or a model directory (its classifier.pt)."""
     import torch
 
-    from .classifier import FERClassifier
+    from .classifier import from_checkpoint
 
     path = Path(path)
     if path.is_dir():
@@ -144,8 +143,7 @@ def load_classifier(path, device="cpu"):
             config, state = ck["config"], ck["state_dict"]
         else:
             config, state = {"width": ck["args"].get("width", 32)}, ck["models"]["classifier"]
-        clf = FERClassifier(**config)
-        clf.load_state_dict(state)
+        clf = from_checkpoint(config, state)
     except (KeyError, TypeError, AttributeError, RuntimeError) as e:
         raise ValueError(f"{path} holds no FERClassifier ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     return clf.to(device).eval()

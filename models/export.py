@@ -4,6 +4,8 @@
               --out models/weights/fercodec-v1
     ferexport --expression runs/expression/best.pt --name fercodec-v1-expr \
               --out models/weights/fercodec-v1-expr
+    ferexport --codec models/weights/fercodec-v1 --classifier-only --ensemble \
+              --classifier A.pt B.pt --out models/weights/fercodec-v1
 
 The entropy tables are counted here, on the training split's latents
 (ferwire.entropy), so export reads FER2013 and takes about two minutes. So is
@@ -35,7 +37,12 @@ def _args(argv):
     what.add_argument("--expression", metavar="CHECKPOINT", help="fertrain expression checkpoint (best.pt): ship the expression layer instead")
     p.add_argument("--classifier", nargs="+", default=None, metavar="CHECKPOINT",
                    help="fertrain classifier checkpoint (or classifier.pt) to ship; required when the codec source carries none, and wins over the one it carries. "
-                        "Several checkpoints of one width ship their weight average (a model soup)")
+                        "Several checkpoints of one width ship their weight average (a model soup), or with --ensemble all of them")
+    p.add_argument("--ensemble", action="store_true",
+                   help="ship the --classifier checkpoints as an ensemble (probabilities averaged, first one first) instead of their weight average")
+    p.add_argument("--classifier-only", action="store_true",
+                   help="with --codec a model directory: replace only its classifier.pt. The tables, edge encoder and model id stay, so "
+                        "bitstreams and clients are unaffected; the card's metrics and temperature are cleared until make eval and calibration rerun")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--name", default=None, help="model id prefix; the tag's hex is appended (default fercodec-v1, or fercodec-v1-expr with --expression)")
     p.add_argument("--default-quality", type=int, default=None, help="quality the client uses by default (default: the middle one)")
@@ -83,24 +90,68 @@ def _latents(codec, faces: np.ndarray) -> np.ndarray:
         return np.concatenate([codec.g_a(to_tensor(faces[i : i + 512])).numpy() for i in tqdm(range(0, len(faces), 512), desc="train latents", unit="batch", file=sys.stderr)])
 
 
+def _classifier(sources: list, ensemble: bool):
+    """The classifier to ship from checkpoints: one, their weight average, or (ensemble) all of them."""
+    from .bundle import load_classifier
+    from .classifier import ClassifierEnsemble, average_weights
+
+    nets = [load_classifier(p) for p in sources]
+    if ensemble:  # an ensemble among them adds its members
+        nets = [m for n in nets for m in getattr(n, "members", [n])]
+        if len(nets) < 2:
+            raise ValueError("--ensemble needs at least two --classifier checkpoints")
+        return ClassifierEnsemble(nets).eval()
+    return average_weights(nets)
+
+
+def replace_classifier(model_dir: str | Path, classifier_src: list, out: str | Path, ensemble: bool = False) -> dict:
+    """A copy of model_dir (or model_dir itself, when out is it) with a new classifier.pt and nothing else changed
+    but the card: its sources name the new checkpoints, and its metrics and temperature, which were the old
+    classifier's, are cleared."""
+    import shutil
+
+    import torch
+
+    src, out = Path(model_dir), Path(out)
+    if not (src / "model.json").is_file():
+        raise ValueError(f"--classifier-only needs --codec to be a model directory; {src} has no model.json")
+    if not classifier_src:
+        raise ValueError("--classifier-only needs --classifier")
+    clf = _classifier(classifier_src, ensemble)  # before any file changes: a bad checkpoint leaves the model as it was
+    if out.resolve() != src.resolve():
+        shutil.copytree(src, out, dirs_exist_ok=True)
+    meta = json.loads((src / "model.json").read_text())
+    torch.save({"config": clf.config(), "state_dict": clf.state_dict()}, out / "classifier.pt")
+    # A member that is this directory's own classifier is recorded by what it was made from.
+    own = {(src / "classifier.pt").resolve(), src.resolve()}
+    members = []
+    for c in classifier_src:
+        record = meta.get("sources", {}).get("classifier", str(c)) if Path(c).resolve() in own else str(c)
+        members += record["ensemble"] if ensemble and isinstance(record, dict) and "ensemble" in record else [record]
+    meta["sources"] = {**meta.get("sources", {}), "classifier": _classifier_record(members, ensemble)}
+    meta["metrics"] = {}
+    meta.pop("temperature", None)
+    (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
 def export(codec_src: str, classifier_src: str | list[str] | None, out: str | Path, name: str = "fercodec-v1", default_quality: int | None = None,
-           data: str | None = None, limit: int | None = None, region_alpha: float = REGION_ALPHA) -> dict:
+           data: str | None = None, limit: int | None = None, region_alpha: float = REGION_ALPHA, ensemble: bool = False) -> dict:
     import torch
     from tqdm import tqdm
 
     from ferwire.entropy import EntropyTables
 
-    from .bundle import load_classifier, load_training_models
-    from .classifier import average_weights
+    from .bundle import load_training_models
     from .data import load_split, to_tensor
 
     codec, clf = load_training_models(codec_src)
     # A joint checkpoint or a model directory carries a classifier; --classifier replaces it
     # (e.g. one fine-tuned on this codec's decoded faces: fertrain classifier --decoded),
-    # and several replace it with their weight average.
+    # and several replace it with their weight average, or with --ensemble with all of them.
     classifier_src = [classifier_src] if isinstance(classifier_src, (str, Path)) else classifier_src
     if classifier_src:
-        clf = average_weights([load_classifier(p) for p in classifier_src])
+        clf = _classifier(classifier_src, ensemble)
     elif clf is None:
         raise ValueError(f"{codec_src} carries no classifier: pass --classifier")
     faces, _ = load_split("train", data, limit)
@@ -117,7 +168,7 @@ def export(codec_src: str, classifier_src: str | list[str] | None, out: str | Pa
     # The training-time entropy model's CDF buffers are left out: tables.npz codes the bitstream.
     weights = {k: v for k, v in codec.state_dict().items() if not k.endswith(ENTROPY_BUFFERS)}
     torch.save({"config": {"n": codec.n, "m": codec.m, "lambdas": lambdas}, "state_dict": weights}, out / "codec.pt")
-    torch.save({"config": {"width": clf.width}, "state_dict": clf.state_dict()}, out / "classifier.pt")
+    torch.save({"config": clf.config(), "state_dict": clf.state_dict()}, out / "classifier.pt")
     _save_onnx(codec.g_a, out / "encoder.onnx")
     meta = {
         "model_id": f"{name}-{tag:04x}",
@@ -128,7 +179,7 @@ def export(codec_src: str, classifier_src: str | list[str] | None, out: str | Pa
         "lambdas": list(lambdas),
         "default_quality": len(lambdas) // 2 if default_quality is None else default_quality,
         "region_alpha": region_alpha,
-        "sources": _sources(codec_src, classifier_src),
+        "sources": _sources(codec_src, classifier_src, ensemble),
         "metrics": {},
     }
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -204,7 +255,12 @@ def export_expression(src: str, out: str | Path, name: str = "fercodec-v1-expr",
     return meta
 
 
-def _sources(codec_src, classifier_src) -> dict:
+def _classifier_record(names: list, ensemble: bool):
+    """model.json's record of the classifier: a checkpoint, a list of them (their weight average) or {"ensemble": [...]}."""
+    return {"ensemble": names} if ensemble else names[0] if len(names) == 1 else names
+
+
+def _sources(codec_src, classifier_src, ensemble: bool = False) -> dict:
     """Where the weights came from; re-exporting a model directory keeps that model's record."""
     if Path(codec_src).is_dir():
         sources = json.loads((Path(codec_src) / "model.json").read_text()).get("sources", {})
@@ -212,17 +268,20 @@ def _sources(codec_src, classifier_src) -> dict:
         sources = {"codec": str(codec_src), "classifier": str(codec_src)}
     if not classifier_src:
         return sources
-    names = [str(p) for p in classifier_src]
-    return {**sources, "classifier": names[0] if len(names) == 1 else names}
+    return {**sources, "classifier": _classifier_record([str(p) for p in classifier_src], ensemble)}
 
 
 def main(argv=None) -> int:
     args = _args(argv)
     try:
+        if args.classifier_only and not args.codec:
+            raise ValueError("--classifier-only replaces the classifier of the model directory --codec names")
         if args.expression:
             meta = export_expression(args.expression, args.out, args.name or "fercodec-v1-expr", args.data, args.limit)
+        elif args.classifier_only:
+            meta = replace_classifier(args.codec, args.classifier, args.out, args.ensemble)
         else:
-            meta = export(args.codec, args.classifier, args.out, args.name or "fercodec-v1", args.default_quality, args.data, args.limit, args.region_alpha)
+            meta = export(args.codec, args.classifier, args.out, args.name or "fercodec-v1", args.default_quality, args.data, args.limit, args.region_alpha, args.ensemble)
     except (FileNotFoundError, ValueError) as e:
         print(f"ferexport: {e}", file=sys.stderr)
         return 2

@@ -210,17 +210,28 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better,
     return history
 
 
+def _one_classifier(src):
+    """The one network a recipe trains from: src's classifier, or an ensemble's first member (with a note saying so)."""
+    from .bundle import load_classifier
+    from .classifier import ClassifierEnsemble, first_member
+
+    clf = load_classifier(src)
+    if isinstance(clf, ClassifierEnsemble):
+        print(f"fertrain: {src} ships an ensemble of {len(clf.members)} classifiers; using its first member", file=sys.stderr)
+    return first_member(clf)
+
+
 def train_classifier(args):
     import torch
     import torch.nn.functional as F
 
-    from .bundle import load_classifier, pick_device
+    from .bundle import pick_device
     from .classifier import FERClassifier
     from .data import augment
 
     dev = pick_device(args.device)  # where the decoded views and the teacher's answers are computed too
     if args.init:
-        model = load_classifier(args.init).train()
+        model = _one_classifier(args.init).train()
         args.width = model.width
     else:
         model = FERClassifier(width=args.width)
@@ -332,7 +343,7 @@ def train_codec(args):
     import torch
     import torch.nn.functional as F
 
-    from .bundle import load_classifier, load_training_models
+    from .bundle import load_training_models
     from .codec import DEFAULT_LAMBDAS, FaceCodec, rate_bpp
     from .data import augment
 
@@ -361,7 +372,7 @@ def train_codec(args):
     if args.lambda_c > 0:
         if not args.classifier:
             raise SystemExit("fertrain: --lambda-c > 0 needs --classifier CHECKPOINT")
-        clf = load_classifier(args.classifier).train()
+        clf = _one_classifier(args.classifier).train()
         args.width = clf.width  # a joint checkpoint carries the classifier; ferexport rebuilds it from this
         if args.strategy == "joint":
             parts["classifier"] = clf
@@ -487,10 +498,9 @@ def train_expression(args):
     import torch
     import torch.nn.functional as F
 
-    from .bundle import load_classifier
     from .expression import ExpressionCodec
 
-    clf = load_classifier(args.classifier)
+    clf = _one_classifier(args.classifier)
     args.width = clf.width
     codec = ExpressionCodec.from_classifier(clf, args.channels, args.beta, args.hidden, args.front_blocks)
     frozen = (codec.encoder.front, codec.decoder.tail, codec.decoder.head)  # the classifier's own layers

@@ -68,6 +68,28 @@ def test_large_photos_are_detected_at_reduced_size(astronaut):
     assert len(faces) == 1 and iou(faces[0].box, tuple(4 * v for v in ASTRONAUT_FACE)) >= 0.5
 
 
+def test_small_faces_in_a_large_photo_are_found_by_the_tiled_pass():
+    """Five 256 px astronauts (faces about 50 px) in a 3200x2400 photo: shrunk to 640 px for the first pass their
+    faces are 10 px and lost; the finer tiled pass finds each, in place, and adds nothing on the background alone."""
+    from ferclient.faces import _starts
+
+    a = cv2.resize(skimage.data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+    canvas = cv2.resize(skimage.data.coffee(), (3200, 2400), interpolation=cv2.INTER_LINEAR)
+    assert FaceDetector().detect(canvas) == []
+    spots = [(100, 100), (1500, 300), (2900, 150), (700, 1900), (2300, 2050)]  # some across tile borders
+    truth = []
+    for x, y in spots:
+        canvas[y : y + 256, x : x + 256] = a
+        truth.append((x + ASTRONAUT_FACE[0] // 2, y + ASTRONAUT_FACE[1] // 2, ASTRONAUT_FACE[2] // 2, ASTRONAUT_FACE[3] // 2))
+    assert len(FaceDetector(fine_side=0).detect(canvas)) < len(spots)
+    faces = FaceDetector().detect(canvas)
+    assert len(faces) == len(spots)
+    assert all(max(iou(f.box, t) for f in faces) >= 0.5 for t in truth)
+    for length, tile, overlap in [(1600, 640, 96), (1200, 640, 96), (641, 640, 50), (5000, 640, 300)]:
+        starts = _starts(length, tile, overlap)
+        assert starts[0] == 0 and starts[-1] == length - tile and all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
+
+
 def _photos():
     a = skimage.data.astronaut()
     return {"astronaut": a, "pair": np.concatenate([a, a[:, ::-1]], axis=1), "crop": a[50:250, 150:300],

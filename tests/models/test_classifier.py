@@ -1,4 +1,4 @@
-"""The deployed classifier: probabilities are a distribution, the same for a face and its mirror image; weight averages."""
+"""The deployed classifier: probabilities are a distribution, the same for a face and its mirror image; ensembles; weight averages."""
 
 from __future__ import annotations
 
@@ -19,10 +19,33 @@ def test_probabilities_are_mirror_averaged(card, fer_test):
     assert not torch.allclose(p, plain, atol=1e-3)  # the mirror really is averaged in
 
 
-def test_average_weights_is_the_mean_and_refuses_mixed_widths(card):
-    from fermodels.classifier import FERClassifier, average_weights
+def test_shipped_ensemble_averages_its_members(card, fer_test):
+    """fercodec-v1 ships two classifiers; the server's probabilities are the mean of theirs, and the log-probability
+    forward (what saliency and cross-entropy take) agrees with them."""
+    from fermodels.classifier import ClassifierEnsemble, from_checkpoint
 
-    shipped = load_classifier(card.file("classifier.pt"))
+    ens = load_classifier(card.file("classifier.pt"))
+    assert isinstance(ens, ClassifierEnsemble) and len(ens.members) == 2
+    x = to_tensor(fer_test[0][:64])
+    with torch.inference_mode():
+        p = ens.probabilities(x)
+        members = [m.probabilities(x) for m in ens.members]
+        assert torch.allclose(p, (members[0] + members[1]) / 2, atol=1e-6)
+        assert not torch.allclose(members[0], members[1], atol=1e-2)  # two different networks
+        assert torch.allclose(ens(x).exp().sum(1), torch.ones(len(x)), atol=1e-5)
+        rebuilt = from_checkpoint(ens.config(), ens.state_dict()).eval()
+        assert torch.equal(rebuilt.probabilities(x), p)
+    with pytest.raises(ValueError, match="at least two"):
+        ClassifierEnsemble(ens.members[:1])
+
+
+def test_average_weights_is_the_mean_and_refuses_mixed_widths(card):
+    from fermodels.classifier import FERClassifier, average_weights, first_member
+
+    ensemble = load_classifier(card.file("classifier.pt"))
+    with pytest.raises(ValueError, match="ensemble"):
+        average_weights([ensemble, ensemble])
+    shipped = first_member(ensemble)
     other = FERClassifier(shipped.width).eval()
     soup = average_weights([shipped, other])
     for k, v in soup.state_dict().items():

@@ -83,7 +83,12 @@ def test_decoded_fine_tune_scores_every_quality_and_ships(runs, tmp_path):
     assert meta["sources"]["classifier"] == str(runs / "clf" / "best.pt")
     assert torch.load(tmp_path / "m" / "classifier.pt", weights_only=True)["config"] == {"width": 8}
     # Several checkpoints ship their weight average (ferexport --classifier A B).
-    pair = [out / "best.pt", DEFAULT_MODEL_DIR / "classifier.pt"]
+    from fermodels.bundle import load_classifier
+    from fermodels.classifier import first_member
+
+    first = first_member(load_classifier(DEFAULT_MODEL_DIR))
+    torch.save({"config": first.config(), "state_dict": first.state_dict()}, tmp_path / "first.pt")
+    pair = [out / "best.pt", tmp_path / "first.pt"]
     meta = export(DEFAULT_MODEL_DIR, pair, tmp_path / "soup", limit=256)
     assert meta["sources"]["classifier"] == [str(p) for p in pair]
     shipped = torch.load(tmp_path / "soup" / "classifier.pt", weights_only=True)["state_dict"]
@@ -91,6 +96,50 @@ def test_decoded_fine_tune_scores_every_quality_and_ships(runs, tmp_path):
     assert torch.allclose(shipped["head.5.weight"], (a["head.5.weight"] + b["head.5.weight"]) / 2)
     with pytest.raises(ValueError, match="different widths"):
         export(DEFAULT_MODEL_DIR, [runs / "clf" / "best.pt", pair[1]], tmp_path / "bad", limit=256)
+
+
+def test_classifier_only_export_ships_an_ensemble_and_keeps_the_bitstream(runs, tmp_path, capsys):
+    """ferexport --classifier-only --ensemble: a new classifier.pt holding every checkpoint; tables, encoder and model id
+    untouched, the directory's own classifier recorded by its sources, the stale metrics and temperature cleared. A bad
+    checkpoint changes nothing, and the first member is what fertrain takes from an ensemble."""
+    import shutil
+
+    import torch
+
+    from fermodels.bundle import load_classifier
+    from fermodels.classifier import ClassifierEnsemble
+    from fermodels.export import main as export_main
+    from ferwire.card import DEFAULT_MODEL_DIR
+
+    model = tmp_path / "m"
+    shutil.copytree(DEFAULT_MODEL_DIR, model)
+    before = json.loads((model / "model.json").read_text())
+    before["temperature"] = 1.3
+    (model / "model.json").write_text(json.dumps(before))
+    edge = {f: (model / f).read_bytes() for f in ("tables.npz", "encoder.onnx", "codec.pt")}
+    old = load_classifier(model)
+
+    assert export_main(["--codec", str(model), "--classifier-only", "--ensemble", "--classifier", str(model), str(runs / "clf" / "best.pt"),
+                        "--out", str(model)]) == 0
+    after = json.loads((model / "model.json").read_text())
+    assert after["model_id"] == before["model_id"] and after["metrics"] == {} and "temperature" not in after
+    own = before["sources"]["classifier"]
+    own = own["ensemble"] if isinstance(own, dict) else [own]
+    assert after["sources"]["classifier"] == {"ensemble": [*own, str(runs / "clf" / "best.pt")]}
+    assert all((model / f).read_bytes() == b for f, b in edge.items())
+    ens = load_classifier(model)
+    assert isinstance(ens, ClassifierEnsemble) and [m.width for m in ens.members] == [*[m.width for m in getattr(old, "members", [old])], 8]
+    assert torch.equal(ens.members[0].state_dict()["head.5.weight"], getattr(old, "members", [old])[0].state_dict()["head.5.weight"])
+    assert train._one_classifier(model) is not None and "using its first member" in capsys.readouterr().err
+
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    shipped = (model / "classifier.pt").read_bytes()
+    assert export_main(["--codec", str(model), "--classifier-only", "--classifier", str(tmp_path / "junk.pt"), "--out", str(model)]) == 2
+    assert "not a torch checkpoint" in capsys.readouterr().err and (model / "classifier.pt").read_bytes() == shipped
+    assert export_main(["--codec", str(runs / "codec" / "best.pt"), "--classifier-only", "--classifier", str(model), "--out", str(tmp_path / "x")]) == 2
+    assert "needs --codec to be a model directory" in capsys.readouterr().err
+    assert export_main(["--codec", str(model), "--ensemble", "--classifier-only", "--classifier", str(runs / "clf" / "best.pt"), "--out", str(tmp_path / "y")]) == 2
+    assert "at least two" in capsys.readouterr().err
 
 
 def test_robust_fine_tune_scores_clean_and_perturbed_copies(runs):
