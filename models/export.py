@@ -101,13 +101,13 @@ def _classifier(sources: list, ensemble: bool):
         if len(nets) < 2:
             raise ValueError("--ensemble needs at least two --classifier checkpoints")
         return ClassifierEnsemble(nets).eval()
-    return average_weights(nets)
+    return nets[0] if len(nets) == 1 else average_weights(nets)
 
 
-def replace_classifier(model_dir: str | Path, classifier_src: list, out: str | Path, ensemble: bool = False) -> dict:
+def replace_classifier(model_dir: str | Path, classifier_src: list, out: str | Path, ensemble: bool = False, default_quality: int | None = None) -> dict:
     """A copy of model_dir (or model_dir itself, when out is it) with a new classifier.pt and nothing else changed
-    but the card: its sources name the new checkpoints, and its metrics and temperature, which were the old
-    classifier's, are cleared."""
+    but the card: its sources name the new checkpoints, its metrics and temperature, which were the old
+    classifier's, are cleared, and its default quality is default_quality when given."""
     import shutil
 
     import torch
@@ -118,9 +118,11 @@ def replace_classifier(model_dir: str | Path, classifier_src: list, out: str | P
     if not classifier_src:
         raise ValueError("--classifier-only needs --classifier")
     clf = _classifier(classifier_src, ensemble)  # before any file changes: a bad checkpoint leaves the model as it was
+    meta = json.loads((src / "model.json").read_text())
+    if default_quality is not None and not 0 <= default_quality < len(meta["lambdas"]):
+        raise ValueError(f"--default-quality must be 0 to {len(meta['lambdas']) - 1}, got {default_quality}")
     if out.resolve() != src.resolve():
         shutil.copytree(src, out, dirs_exist_ok=True)
-    meta = json.loads((src / "model.json").read_text())
     torch.save({"config": clf.config(), "state_dict": clf.state_dict()}, out / "classifier.pt")
     # A member that is this directory's own classifier is recorded by what it was made from.
     own = {(src / "classifier.pt").resolve(), src.resolve()}
@@ -131,6 +133,8 @@ def replace_classifier(model_dir: str | Path, classifier_src: list, out: str | P
     meta["sources"] = {**meta.get("sources", {}), "classifier": _classifier_record(members, ensemble)}
     meta["metrics"] = {}
     meta.pop("temperature", None)
+    if default_quality is not None:
+        meta["default_quality"] = default_quality
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
@@ -279,7 +283,7 @@ def main(argv=None) -> int:
         if args.expression:
             meta = export_expression(args.expression, args.out, args.name or "fercodec-v1-expr", args.data, args.limit)
         elif args.classifier_only:
-            meta = replace_classifier(args.codec, args.classifier, args.out, args.ensemble)
+            meta = replace_classifier(args.codec, args.classifier, args.out, args.ensemble, args.default_quality)
         else:
             meta = export(args.codec, args.classifier, args.out, args.name or "fercodec-v1", args.default_quality, args.data, args.limit, args.region_alpha, args.ensemble)
     except (FileNotFoundError, ValueError) as e:

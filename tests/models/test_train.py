@@ -120,9 +120,9 @@ def test_classifier_only_export_ships_an_ensemble_and_keeps_the_bitstream(runs, 
     old = load_classifier(model)
 
     assert export_main(["--codec", str(model), "--classifier-only", "--ensemble", "--classifier", str(model), str(runs / "clf" / "best.pt"),
-                        "--out", str(model)]) == 0
+                        "--default-quality", "3", "--out", str(model)]) == 0
     after = json.loads((model / "model.json").read_text())
-    assert after["model_id"] == before["model_id"] and after["metrics"] == {} and "temperature" not in after
+    assert after["model_id"] == before["model_id"] and after["metrics"] == {} and "temperature" not in after and after["default_quality"] == 3
     own = before["sources"]["classifier"]
     own = own["ensemble"] if isinstance(own, dict) else [own]
     assert after["sources"]["classifier"] == {"ensemble": [*own, str(runs / "clf" / "best.pt")]}
@@ -138,6 +138,8 @@ def test_classifier_only_export_ships_an_ensemble_and_keeps_the_bitstream(runs, 
     assert "not a torch checkpoint" in capsys.readouterr().err and (model / "classifier.pt").read_bytes() == shipped
     assert export_main(["--codec", str(runs / "codec" / "best.pt"), "--classifier-only", "--classifier", str(model), "--out", str(tmp_path / "x")]) == 2
     assert "needs --codec to be a model directory" in capsys.readouterr().err
+    assert export_main(["--codec", str(model), "--classifier-only", "--classifier", str(model), "--default-quality", "8", "--out", str(model)]) == 2
+    assert "--default-quality must be 0 to 7" in capsys.readouterr().err and (model / "classifier.pt").read_bytes() == shipped
     assert export_main(["--codec", str(model), "--ensemble", "--classifier-only", "--classifier", str(runs / "clf" / "best.pt"), "--out", str(tmp_path / "y")]) == 2
     assert "at least two" in capsys.readouterr().err
 
