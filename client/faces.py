@@ -199,7 +199,7 @@ class FaceDetector:
         img = rgb if fine == 1.0 else _box_resize(rgb, fine)
         small = SMALL_FACE * fine / coarse  # px at the fine scale
         overlap = int(np.ceil(small)) + 16
-        tile = max(self.max_side, 4 * overlap)  # a tiny --max-side still gets tiles that hold a small face
+        tile = max(self.max_side, 4 * overlap)  # a tiny max_side still gets tiles that hold a small face
         rows = []
         for y0 in _starts(img.shape[0], tile, overlap):
             for x0 in _starts(img.shape[1], tile, overlap):

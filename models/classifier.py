@@ -69,7 +69,7 @@ class ClassifierEnsemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def config(self) -> dict:
-        return {"members": [{"width": m.width} for m in self.members]}
+        return {"members": [m.config() for m in self.members]}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Log of the members' mean softmax: usable wherever logits are (argmax, cross-entropy, saliency)."""
