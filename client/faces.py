@@ -19,7 +19,7 @@ NMS_IOU = 0.3
 MIN_FACE = 24  # px, the box's longer side in the original photo; smaller faces are skipped, not classified
 EXIF_ORIENTATION = 0x0112
 DECODE_MIN_SIDE = 1600  # px: large JPEGs are decoded at the smallest DCT scale that keeps the longer side at least this
-SHRINK_BAND = 256  # columns shrunk at a time (peak memory)
+SHRINK_TAP_BYTES = 4 << 20  # shrink works in column bands whose float32 tap is at most this (peak memory)
 DETECT_MAX_SIDE = 640  # photos are shrunk to this longer side for detection (YuNet's training size; peak RSS), crops come from full resolution
 # A second, finer pass finds the small faces the shrink loses: the photo at up to this longer side, in tiles of
 # DETECT_MAX_SIDE; it keeps only faces under SMALL_FACE px at the first pass's scale, where that pass is weak.
@@ -98,17 +98,23 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
 
 
 def _area_axis0(img: np.ndarray, n: int) -> np.ndarray:
-    """img's axis 0 shrunk to n by exact area averaging: output pixel i is the mean of input [i*k, (i+1)*k), k = len/n,
-    edge pixels weighted by their overlap. Read off the running sum, which is piecewise linear between pixel edges."""
-    k = img.shape[0] / n
-    csum = np.zeros((img.shape[0] + 1, *img.shape[1:]), np.float32)
-    csum[1:] = img
-    np.cumsum(csum[1:], axis=0, out=csum[1:])  # in float32 (a converting cumsum is 10x slower)
-    edges = np.minimum(np.arange(n + 1) * k, img.shape[0])
-    whole = np.minimum(edges.astype(np.intp), img.shape[0] - 1)
-    frac = (edges - whole).astype(np.float32).reshape(-1, *[1] * (img.ndim - 1))
-    at = csum[whole] + frac * img[whole].astype(np.float32)
-    return (at[1:] - at[:-1]) / np.float32(k)
+    """img's axis 0 shrunk to n by exact area averaging, in float32: output i is the mean of input [i*k, (i+1)*k),
+    k = len/n, edge lines weighted by their overlap. Summed tap by tap: tap t gathers line floor(i*k) + t for every
+    output at once, about len + 2n gathered lines in all, with no running sum over the photo."""
+    length = img.shape[0]
+    k = length / n
+    lo = np.arange(n) * k
+    hi = np.minimum(lo + k, length)
+    first = np.floor(lo).astype(np.intp)
+    out = np.zeros((n, *img.shape[1:]), np.float32)
+    for t in range(int(np.ceil(k)) + 1):
+        line = first + t
+        weight = np.clip(np.minimum(hi, line + 1) - np.maximum(lo, line), 0, None) / k
+        if weight.any():
+            tap = img[np.minimum(line, length - 1)].astype(np.float32)
+            tap *= weight.astype(np.float32).reshape(-1, *[1] * (img.ndim - 1))
+            out += tap
+    return out
 
 
 def shrink(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -118,10 +124,11 @@ def shrink(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         raise ValueError(f"shrink cannot enlarge {img.shape[1]}x{img.shape[0]} to {w}x{h}")
     if h == img.shape[0]:
         out = img.astype(np.float32)
-    else:  # in bands of columns: the running sums of a 12-megapixel photo at once would add 23 MB to the peak
+    else:  # in bands of columns, so that one tap of a 12-megapixel photo stays a few MB (peak memory)
+        band = max(1, SHRINK_TAP_BYTES // (4 * h * (img[0, 0].size)))
         out = np.empty((h, *img.shape[1:]), np.float32)
-        for j in range(0, img.shape[1], SHRINK_BAND):
-            out[:, j : j + SHRINK_BAND] = _area_axis0(img[:, j : j + SHRINK_BAND], h)
+        for j in range(0, img.shape[1], band):
+            out[:, j : j + band] = _area_axis0(img[:, j : j + band], h)
     out = _area_axis0(np.ascontiguousarray(out.swapaxes(0, 1)), w).swapaxes(0, 1) if w != img.shape[1] else out
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
@@ -191,7 +198,7 @@ class FaceDetector:
 
     def _fine(self, rgb: np.ndarray, coarse: float) -> np.ndarray:
         """raw() rows, in rgb's pixels, of the faces under SMALL_FACE px at scale `coarse`, found on rgb at up to
-        fine_side in tiles of max_side that overlap by more than such a face, so each lies whole in one tile."""
+        fine_side in the fewest tiles of about max_side that overlap by more than such a face, so each lies whole in one tile."""
         h, w = rgb.shape[:2]
         fine = min(1.0, self.fine_side / max(h, w))
         if fine < 1.5 * coarse:  # not enough more pixels to find anything the first pass missed
@@ -199,11 +206,12 @@ class FaceDetector:
         img = rgb if fine == 1.0 else _box_resize(rgb, fine)
         small = SMALL_FACE * fine / coarse  # px at the fine scale
         overlap = int(np.ceil(small)) + 16
-        tile = max(self.max_side, 4 * overlap)  # a tiny max_side still gets tiles that hold a small face
+        most = max(self.max_side, 4 * overlap)  # a tiny max_side still gets tiles that hold a small face
+        (th, ys), (tw, xs) = _tiles(img.shape[0], most, overlap), _tiles(img.shape[1], most, overlap)
         rows = []
-        for y0 in _starts(img.shape[0], tile, overlap):
-            for x0 in _starts(img.shape[1], tile, overlap):
-                r = self.raw(img[y0 : y0 + tile, x0 : x0 + tile])
+        for y0 in ys:
+            for x0 in xs:
+                r = self.raw(img[y0 : y0 + th, x0 : x0 + tw])
                 r = r[(np.maximum(r[:, 2], r[:, 3]) < small) & (r[:, 14] >= FINE_THRESHOLD)]
                 r[:, [0, 4, 6, 8, 10, 12]] += x0  # x of the box and the landmarks; w, h stay
                 r[:, [1, 5, 7, 9, 11, 13]] += y0
@@ -243,12 +251,14 @@ def _box_resize(rgb: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BOX))
 
 
-def _starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Where tiles of `tile` px start along an axis of `length` px so that neighbours overlap by at least `overlap`."""
-    if length <= tile:
-        return [0]
-    n = int(np.ceil((length - overlap) / (tile - overlap)))
-    return sorted({int(round(i * (length - tile) / (n - 1))) for i in range(n)})
+def _tiles(length: int, most: int, overlap: int) -> tuple[int, list[int]]:
+    """(tile, starts) along an axis of `length` px: the fewest tiles of about `most` px (a multiple of 32, as YuNet pads)
+    whose neighbours overlap by at least `overlap`. Fewer, slightly larger tiles than a fixed size: less area to run."""
+    m = -(-length // most)
+    if m == 1:
+        return length, [0]
+    tile = min(length, -(-(length + (m - 1) * overlap) // (32 * m)) * 32)
+    return tile, sorted({int(np.floor(i * (length - tile) / (m - 1))) for i in range(m)})
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

@@ -71,7 +71,7 @@ def test_large_photos_are_detected_at_reduced_size(astronaut):
 def test_small_faces_in_a_large_photo_are_found_by_the_tiled_pass():
     """Five 256 px astronauts (faces about 50 px) in a 3200x2400 photo: shrunk to 640 px for the first pass their
     faces are 10 px and lost; the finer tiled pass finds each, in place, and adds nothing on the background alone."""
-    from ferclient.faces import _starts
+    from ferclient.faces import _tiles
 
     a = cv2.resize(skimage.data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
     canvas = cv2.resize(skimage.data.coffee(), (3200, 2400), interpolation=cv2.INTER_LINEAR)
@@ -85,9 +85,10 @@ def test_small_faces_in_a_large_photo_are_found_by_the_tiled_pass():
     faces = FaceDetector().detect(canvas)
     assert len(faces) == len(spots)
     assert all(max(iou(f.box, t) for f in faces) >= 0.5 for t in truth)
-    for length, tile, overlap in [(1600, 640, 96), (1200, 640, 96), (641, 640, 50), (5000, 640, 300)]:
-        starts = _starts(length, tile, overlap)
+    for length, most, overlap in [(1280, 640, 80), (960, 640, 80), (1600, 640, 96), (1200, 640, 96), (641, 640, 50), (5000, 640, 300), (640, 640, 80)]:
+        tile, starts = _tiles(length, most, overlap)
         assert starts[0] == 0 and starts[-1] == length - tile and all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
+        assert tile <= most + overlap + 32 and len(starts) == -(-length // most)
 
 
 def _photos():
