@@ -321,15 +321,16 @@ class BaselineProcess(ServerProcess):
 
 
 def main(argv=None) -> int:
-    from ferserver.config import Config
+    from ferserver.config import Config, max_batch
 
     d = Config()
+    auto_batch = max_batch(d, "cpu")  # the baselines run on the CPU; ferserver's 0 means auto
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("kind", choices=KINDS)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--threads", type=int, default=d.threads, help=f"torch CPU threads, as ferserver's --threads (default {d.threads}: torch's default)")
-    p.add_argument("--max-batch", type=int, default=d.max_batch, help=f"jpeg: the batcher's max batch (ferserver's default, {d.max_batch})")
+    p.add_argument("--max-batch", type=int, default=auto_batch, help=f"jpeg: the batcher's max batch (ferserver's default on a CPU, {auto_batch})")
     p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help=f"jpeg: the batcher's wait (ferserver's default, {d.max_wait_ms})")
     args = p.parse_args(argv)
     asyncio.run(serve(args.kind, args))

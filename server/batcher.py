@@ -51,6 +51,8 @@ class _Entry:
 class Batcher:
     def __init__(self, fn: Callable[[list[Any]], list[Any]], max_batch: int = 32, max_wait_s: float = 0.005, on_batch: Callable[[int], None] | None = None,
                  max_queue: int = 4096, metrics: Any = None):
+        if max_batch < 1:  # 0 means auto only to ferserver's config (config.max_batch resolves it); here it would mean batches of one
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self._fn, self._max_batch, self._max_wait = fn, max_batch, max_wait_s
         self._last_batch = max_batch  # start out batching
         self._on_batch, self._max_queue, self._metrics = on_batch, max_queue, metrics

@@ -36,6 +36,12 @@ def test_concurrent_faces_are_batched_up_to_max_batch_in_order():
     assert threading.get_ident() not in worker_threads  # model work is off the event loop's thread
 
 
+def test_a_max_batch_below_one_is_refused():
+    """0 is ferserver's 'auto' flag value; a Batcher given it unresolved would silently run batches of one."""
+    with pytest.raises(ValueError, match="max_batch"):
+        Batcher(lambda items: items, max_batch=0)
+
+
 def test_a_lone_face_waits_at_most_max_wait():
     b = Batcher(lambda items: items, max_batch=32, max_wait_s=0.02)
 
