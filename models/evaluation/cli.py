@@ -83,9 +83,16 @@ def _args(argv):
                    help="instead of the codec curves, measure accuracy on the split's faces under fixed realistic-crop perturbations "
                         "(offset, zoom, tilt, blur, lighting, JPEG source, occlusion): every classifier uncompressed, the image codec at its "
                         "default quality, the expression layer; writes robustness.md and robustness.json in --out")
-    p.add_argument("--server", default=None, help="with --photos: a running ferserver's host:port (default: start one on loopback)")
+    p.add_argument("--folder", default=None, metavar="DIR",
+                   help="instead of FER2013, measure labelled face crops from another collection: DIR has one subfolder per class "
+                        "(FER2013's names or aliases such as anger, sadness); each image sent as ferclient send --no-detect sends it, to a "
+                        "real ferserver, beside the classifier uncompressed (fermodels.evaluation.folder); writes folder.md and folder.json in --out")
+    p.add_argument("--server", default=None, help="with --photos or --folder: a running ferserver's host:port (default: start one on loopback)")
     p.add_argument("--seed", type=int, default=0, help="with --photos: canvas seed (default 0)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if sum(map(bool, (args.photos, args.robustness, args.folder, args.compare))) > 1:
+        p.error("--photos, --robustness, --folder and --compare are separate runs: give one")
+    return args
 
 
 def run_photos(args, command: str) -> Path:
@@ -112,6 +119,33 @@ def run_photos(args, command: str) -> Path:
                                                  "machine": machine, "rows": rows}, indent=1))
     (out / "photos.md").write_text(markdown(rows, command, f"{machine['processor']}, {machine['cpu_count']} cores, {machine['device']}"))
     return out / "photos.md"
+
+
+def run_folder(args, command: str) -> Path:
+    """fereval --folder: write folder.json and folder.md in --out; returns the markdown's path."""
+    from contextlib import nullcontext
+
+    from ferserver.process import ServerProcess
+    from ferwire.card import DEFAULT_MODEL_DIR, ModelCard
+
+    from .folder import evaluate_folder, load_folder, markdown
+
+    faces, labels, notes = load_folder(args.folder)
+    card = ModelCard.load(args.model_dir or DEFAULT_MODEL_DIR)
+    dirs = {"fercodec-v1 (image codec)": card.path}
+    expression = _expression_card(args.expression_dir)
+    if expression is not None:
+        dirs["fercodec-v1-expr (expression layer)"] = expression.path
+    t0 = time.perf_counter()
+    with (nullcontext(None) if args.server else ServerProcess()) as server:
+        rows = evaluate_folder(args.server or server.address, faces, labels, dirs, load_classifier(card.file("classifier.pt")))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    machine = machine_info("cpu")
+    (out / "folder.json").write_text(json.dumps({"command": command, "folder": str(Path(args.folder).resolve()), "faces": len(labels),
+                                                 "seconds": time.perf_counter() - t0, "machine": machine, **notes, "rows": rows}, indent=1))
+    (out / "folder.md").write_text(markdown(rows, labels, notes, args.folder, command, f"{machine['processor']}, {machine['cpu_count']} cores"))
+    return out / "folder.md"
 
 
 def run_robustness(args, command: str) -> Path:
@@ -208,8 +242,9 @@ def main(argv=None) -> int:
             (Path(args.out) / "compare.md").write_text(text)
             print(text)
             return 0
-        if args.photos or args.robustness:
-            path = (run_photos if args.photos else run_robustness)(args, shlex.join(["fereval", *argv]))
+        if args.photos or args.robustness or args.folder:
+            run = run_photos if args.photos else run_robustness if args.robustness else run_folder
+            path = run(args, shlex.join(["fereval", *argv]))
             print(path.read_text())
             return 0
         results = evaluate(args, shlex.join(["fereval", *argv]))

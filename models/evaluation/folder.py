@@ -1,0 +1,109 @@
+"""Faces from another collection, where the truth is known: fereval --folder DIR.
+
+Why: every other figure is on FER2013's faces. A folder of labelled face crops from elsewhere (CK+,
+JAFFE, a user's own set) says how the shipped models carry over. DIR holds one subfolder per class,
+named as FER2013's classes or a common alias (anger, happiness, sadness, surprised, ...). Subfolders
+for classes FER2013 does not have (CK+'s contempt) are skipped and listed.
+
+Each image goes the way `ferclient send IMAGE --no-detect` sends it: the whole image as a 48x48 gray
+face (ferclient.faces.whole), ferclient's encoder at the model's default quality, a real ferserver,
+the label. The shipped classifier on the same 48x48 faces, uncompressed, is the ceiling. Report only:
+choosing anything on such a set would tune to it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import CLASS_NAMES
+
+ALIASES = {"anger": "angry", "disgusted": "disgust", "fearful": "fear", "afraid": "fear", "happiness": "happy", "joy": "happy",
+           "sadness": "sad", "surprised": "surprise", "neutrality": "neutral"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm"}
+
+
+def class_of(name: str) -> int | None:
+    """FER2013 class index of a subfolder's name (case-insensitive, aliases allowed), or None."""
+    n = name.strip().lower()
+    n = ALIASES.get(n, n)
+    return CLASS_NAMES.index(n) if n in CLASS_NAMES else None
+
+
+def load_folder(root: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(faces uint8 [N,48,48], labels [N], notes): every image under root's class subfolders, as --no-detect
+    makes it. notes: {"skipped_classes": {folder: images}, "unreadable": [path: reason]}. ValueError if nothing usable."""
+    from ferclient.faces import ImageError, load_rgb, to_gray, whole
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"--folder {root}: not a directory")
+    faces, labels, skipped, unreadable = [], [], {}, []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(f for f in sub.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        k = class_of(sub.name)
+        if k is None:
+            skipped[sub.name] = len(files)
+            continue
+        for f in files:
+            try:
+                faces.append(whole(to_gray(load_rgb(f)[0])))
+                labels.append(k)
+            except ImageError as e:
+                unreadable.append(f"{f.relative_to(root)}: {e}")
+    if not faces:
+        found = ", ".join(sorted(skipped)) or "none"
+        raise ValueError(f"--folder {root}: no images in subfolders named after FER2013's classes ({', '.join(CLASS_NAMES)}); subfolders found: {found}")
+    return np.stack(faces), np.array(labels), {"skipped_classes": skipped, "unreadable": unreadable}
+
+
+def scores(pred: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy, mean recall over the classes present (the set's class balance is its own) and recall per class."""
+    recall = {CLASS_NAMES[k]: float((pred[labels == k] == k).mean()) for k in np.unique(labels)}
+    answers = {CLASS_NAMES[k]: np.bincount(pred[labels == k], minlength=len(CLASS_NAMES)).tolist() for k in np.unique(labels)}
+    return {"accuracy": float((pred == labels).mean()), "mean_recall": float(np.mean(list(recall.values()))), "recall": recall, "answers": answers}
+
+
+def evaluate_folder(address: str, faces: np.ndarray, labels: np.ndarray, model_dirs: dict, classifier) -> list[dict]:
+    """One row per path: the uncompressed classifier, then each model through a real ferserver."""
+    import torch
+
+    from ..data import to_tensor
+    from .photos import recognise
+
+    with torch.inference_mode():
+        ceiling = np.concatenate([classifier.probabilities(to_tensor(faces[i : i + 256])).argmax(1).numpy() for i in range(0, len(faces), 256)])
+    rows = [{"path": "classifier, uncompressed 48x48 (no codec)", **scores(ceiling, labels)}]
+    for name, d in model_dirs.items():
+        rows.append({"path": f"{name}, through ferclient and ferserver", **scores(recognise(address, d, faces), labels)})
+    return rows
+
+
+def markdown(rows: list[dict], labels: np.ndarray, notes: dict, root: str, command: str, machine: str) -> str:
+    present = [CLASS_NAMES[k] for k in np.unique(labels)]
+    counts = {CLASS_NAMES[k]: int((labels == k).sum()) for k in np.unique(labels)}
+    lines = [
+        f"# Faces from another collection: {Path(root).name}",
+        "",
+        f"Command: `{command}`. Machine: {machine}.",
+        "",
+        f"{len(labels)} faces in {len(present)} classes ({', '.join(f'{c} {n}' for c, n in counts.items())}). Each image is sent as",
+        "`ferclient send IMAGE --no-detect` sends it (the whole image, 48x48 gray) at the model's default setting, to a real",
+        "ferserver. Mean recall averages the classes present, so a class-heavy set does not hide a weak class.",
+    ]
+    if notes["skipped_classes"]:
+        lines.append("Skipped (no FER2013 class): " + ", ".join(f"{k} ({n} images)" for k, n in notes["skipped_classes"].items()) + ".")
+    if notes["unreadable"]:
+        lines.append(f"Unreadable, left out: {len(notes['unreadable'])} (folder.json lists them).")
+    lines += ["", "| path | accuracy | mean recall | " + " | ".join(present) + " |", "|---|---|---|" + "---|" * len(present)]
+    for r in rows:
+        lines.append(f"| {r['path']} | {100 * r['accuracy']:.1f} % | {100 * r['mean_recall']:.1f} % | "
+                     + " | ".join(f"{100 * r['recall'][c]:.1f}" for c in present) + " |")
+    deployed = rows[1] if len(rows) > 1 else rows[0]
+    lines += ["", f"Where the answers go, {deployed['path']} (rows: the true class; % of its faces given each label):", "",
+              "| true class | " + " | ".join(CLASS_NAMES) + " |", "|---|" + "---|" * len(CLASS_NAMES)]
+    for c in present:
+        n = max(sum(deployed["answers"][c]), 1)
+        lines.append(f"| {c} | " + " | ".join(f"{100 * a / n:.0f}" for a in deployed["answers"][c]) + " |")
+    return "\n".join(lines) + "\n"

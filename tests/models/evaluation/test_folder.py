@@ -1,0 +1,57 @@
+"""fereval --folder: labelled face crops from another collection, one subfolder per class, through a real server."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fermodels import CLASS_NAMES
+from fermodels.evaluation.cli import main
+from fermodels.evaluation.folder import class_of, scores
+
+
+def _folder(root, faces, labels, names):
+    """FER2013 faces written as a collection would ship them: PNG crops at another size, folders under other names."""
+    for i, (face, k) in enumerate(zip(faces, labels)):
+        d = root / names[k]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(face).resize((96, 96), Image.Resampling.BICUBIC).save(d / f"{i:03d}.png")
+
+
+def test_class_names_and_aliases():
+    assert [class_of(n) for n in ("Anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral", "HAPPY")] == [0, 1, 2, 3, 4, 5, 6, 3]
+    assert class_of("contempt") is None
+    s = scores(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]))
+    assert s["accuracy"] == 0.75 and s["recall"] == {"angry": 1.0, "disgust": 2 / 3} and s["mean_recall"] == pytest.approx(5 / 6)
+    assert s["answers"]["disgust"][:2] == [1, 2] and sum(s["answers"]["disgust"]) == 3
+
+
+def test_folder_mode_through_a_real_server(server, fer_test, tmp_path):
+    faces, labels = fer_test[0][:60], fer_test[1][:60]
+    names = dict(enumerate(["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]))
+    _folder(tmp_path / "set", faces, labels, names)
+    (tmp_path / "set" / "contempt").mkdir()
+    Image.fromarray(faces[0]).save(tmp_path / "set" / "contempt" / "x.png")
+    (tmp_path / "set" / "anger" / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    assert main(["--folder", str(tmp_path / "set"), "--server", server.address, "--out", str(out)]) == 0
+    r = json.loads((out / "folder.json").read_text())
+    assert r["faces"] == 60 and r["skipped_classes"] == {"contempt": 1} and len(r["unreadable"]) == 1
+    assert [row["path"].split(",")[0] for row in r["rows"]] == ["classifier", "fercodec-v1 (image codec)", "fercodec-v1-expr (expression layer)"]
+    present = {CLASS_NAMES[k] for k in labels}
+    for row in r["rows"]:
+        assert 0.4 < row["accuracy"] <= 1 and set(row["recall"]) == present  # FER2013's own faces: about 70 %
+    text = (out / "folder.md").read_text()
+    assert "contempt (1 images)" in text and "| mean recall |" in text and "| true class |" in text
+
+
+def test_folder_mode_refuses_a_folder_without_class_subfolders(tmp_path, capsys):
+    (tmp_path / "cats").mkdir()
+    assert main(["--folder", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no images in subfolders named after FER2013's classes" in err and "cats" in err and "Traceback" not in err
+    assert main(["--folder", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a directory" in capsys.readouterr().err
