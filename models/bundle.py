@@ -57,20 +57,17 @@ def _load_entropy_coded(card: ModelCard, name: str, cls):
     return model
 
 
-def load_torch_models(card: ModelCard, device: str = "cpu", serving: bool = True):
-    """(codec, classifier) in eval mode on `device`. Imports torch and CompressAI.
-
-    serving: the classifier with its BatchNorms folded (fold_batchnorm), as the server and every measurement of
-    the deployed path run it; False for one to train or export from."""
+def load_torch_models(card: ModelCard, device: str = "cpu"):
+    """(codec, classifier) in eval mode on `device`. Imports torch and CompressAI."""
     import torch
 
-    from .classifier import fold_batchnorm, from_checkpoint
+    from .classifier import from_checkpoint
     from .codec import FaceCodec
 
     codec = _load_entropy_coded(card, "codec.pt", FaceCodec)
     ck = torch.load(card.file("classifier.pt"), map_location="cpu", weights_only=True)
-    clf = from_checkpoint(ck["config"], ck["state_dict"]).eval()
-    return codec.to(device).eval(), (fold_batchnorm(clf) if serving else clf).to(device)
+    clf = from_checkpoint(ck["config"], ck["state_dict"])
+    return codec.to(device).eval(), clf.to(device).eval()
 
 
 def load_expression(card: ModelCard, device: str = "cpu"):
@@ -92,7 +89,7 @@ def load_training_models(source: str | Path):
     from .codec import FaceCodec
 
     if Path(source).is_dir():
-        return load_torch_models(ModelCard.load(source), serving=False)
+        return load_torch_models(ModelCard.load(source))
     if not Path(source).is_file():
         raise FileNotFoundError(f"no checkpoint or model directory at {source}")
     ck = torch.load(source, map_location="cpu", weights_only=False)
@@ -125,13 +122,12 @@ def decoded_faces(codec, tables, x, q: int, batch_size: int = 512, desc: str | N
     return torch.cat(out)
 
 
-def load_classifier(path, device="cpu", serving: bool = False):
+def load_classifier(path, device="cpu"):
     """An FERClassifier (or ClassifierEnsemble) from a fertrain checkpoint ({"models": {"classifier"}, "args"}), a shipped
-    classifier.pt ({"config", "state_dict"}) or a model directory (its classifier.pt). serving: BatchNorms folded, as
-    load_torch_models gives the server's, for measuring; the default keeps them, for training and export."""
+    classifier.pt ({"config", "state_dict"}) or a model directory (its classifier.pt)."""
     import torch
 
-    from .classifier import fold_batchnorm, from_checkpoint
+    from .classifier import from_checkpoint
 
     path = Path(path)
     if path.is_dir():
@@ -150,4 +146,4 @@ def load_classifier(path, device="cpu", serving: bool = False):
         clf = from_checkpoint(config, state)
     except (KeyError, TypeError, AttributeError, RuntimeError) as e:
         raise ValueError(f"{path} holds no FERClassifier ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    return (fold_batchnorm(clf) if serving else clf.eval()).to(device)
+    return clf.to(device).eval()

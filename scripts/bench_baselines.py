@@ -169,7 +169,7 @@ def pick_jpeg_quality(faces: np.ndarray, labels: np.ndarray, candidates=JPEG_CAN
 
     from fermodels.evaluation.baselines import pillow_roundtrip
 
-    clf = load_classifier(image_card().file("classifier.pt"), serving=True)
+    clf = load_classifier(image_card().file("classifier.pt"))
     t0 = time.perf_counter()
     base = classifier_accuracy(clf, faces, labels)
     out = {"faces": len(faces), "points": points, "uncompressed_accuracy": base, "tried": []}
@@ -204,7 +204,7 @@ class _Classify:
         if threads:
             torch.set_num_threads(threads)
         self.card, self.torch = card, torch
-        self.clf = load_classifier(card.file("classifier.pt"), serving=True)
+        self.clf = load_classifier(card.file("classifier.pt"))
 
     def __call__(self, x) -> np.ndarray:
         from ferwire.card import tempered

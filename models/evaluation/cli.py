@@ -138,7 +138,7 @@ def run_folder(args, command: str) -> Path:
         dirs["fercodec-v1-expr (expression layer)"] = expression.path
     t0 = time.perf_counter()
     with (nullcontext(None) if args.server else ServerProcess()) as server:
-        rows = evaluate_folder(args.server or server.address, faces, labels, dirs, load_classifier(card.file("classifier.pt"), serving=True))
+        rows = evaluate_folder(args.server or server.address, faces, labels, dirs, load_classifier(card.file("classifier.pt")))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info("cpu")
@@ -160,7 +160,7 @@ def run_robustness(args, command: str) -> Path:
     device = pick_device(args.device)
     card = ModelCard.load(args.model_dir)
     faces, labels = load_split(args.split, args.data, args.limit)
-    classifiers = {DEPLOYED: load_classifier(card.file("classifier.pt"), device, True), **{n: load_classifier(p, device, True) for n, p in args.extra_classifier}}
+    classifiers = {DEPLOYED: load_classifier(card.file("classifier.pt"), device), **{n: load_classifier(p, device) for n, p in args.extra_classifier}}
     t0 = time.perf_counter()
     columns, rows = evaluate_robustness(card, _expression_card(args.expression_dir), faces, labels, classifiers, device, args.batch_size)
     out = Path(args.out)
@@ -199,8 +199,8 @@ def evaluate(args, command: str) -> dict:
     if card.kind != "image":
         raise ValueError(f"--model-dir {card.path} is the {card.kind} layer; pass it as --expression-dir")
     faces, labels = load_split(args.split, args.data, args.limit)
-    extras = {name: load_classifier(path, device, True) for name, path in args.extra_classifier}
-    classifiers = {DEPLOYED: load_classifier(card.file("classifier.pt"), device, True), **extras}
+    extras = {name: load_classifier(path, device) for name, path in args.extra_classifier}
+    classifiers = {DEPLOYED: load_classifier(card.file("classifier.pt"), device), **extras}
     uncompressed = {name: classifier_accuracy(clf, faces, labels, args.batch_size) for name, clf in classifiers.items()}
     points = evaluate_codec(card, faces, labels, device=device, batch_size=args.batch_size, extra_classifiers=extras)
     expression = _expression_card(args.expression_dir)

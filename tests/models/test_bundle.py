@@ -67,26 +67,3 @@ def test_expression_layer_without_a_recorded_width_or_split_loads_as_the_first_o
     torch.save({"config": config, "state_dict": codec.state_dict()}, tmp_path / "old" / "expression.pt")
     old = load_expression(ModelCard.load(tmp_path / "old"))
     assert old.encoder.bottleneck[0].out_channels == 96 and len(old.encoder.front) == 3 and len(old.decoder.tail) == 1
-
-
-def test_the_served_classifier_has_its_batchnorms_folded_and_answers_as_the_trained_one(fer_test):
-    """What the server and fereval run (load_torch_models, load_classifier(serving=True)) against the checkpoint as
-    trained: no BatchNorm left, the same probabilities to 1e-5 and the same labels on real faces; training keeps them."""
-    import torch
-    from torch import nn
-
-    from fermodels.bundle import load_classifier, load_torch_models, load_training_models
-    from fermodels.data import to_tensor
-    from ferwire.card import DEFAULT_MODEL_DIR, ModelCard
-
-    card = ModelCard.load(DEFAULT_MODEL_DIR)
-    _, served = load_torch_models(card)
-    trained = load_classifier(card.file("classifier.pt"))
-    has_bn = lambda m: any(isinstance(x, nn.BatchNorm2d) for x in m.modules())  # noqa: E731
-    assert not has_bn(served) and not has_bn(load_classifier(card.path, serving=True))
-    assert has_bn(trained) and has_bn(load_training_models(str(card.path))[1])
-    x = to_tensor(fer_test[0][:200])
-    with torch.inference_mode():
-        a, b = served.probabilities(x), trained.probabilities(x)
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
-    assert torch.equal(a.argmax(1), b.argmax(1))
