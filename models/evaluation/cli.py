@@ -87,11 +87,15 @@ def _args(argv):
                    help="instead of FER2013, measure labelled face crops from another collection: DIR has one subfolder per class "
                         "(FER2013's names or aliases such as anger, sadness); each image sent as ferclient send --no-detect sends it, to a "
                         "real ferserver, beside the classifier uncompressed (fermodels.evaluation.folder); writes folder.md and folder.json in --out")
+    p.add_argument("--detect", action="store_true", help="with --folder: the images are photos; find the largest face and align it, "
+                                                              "as ferclient send does (a photo with no face found counts as wrong)")
     p.add_argument("--server", default=None, help="with --photos or --folder: a running ferserver's host:port (default: start one on loopback)")
     p.add_argument("--seed", type=int, default=0, help="with --photos: canvas seed (default 0)")
     args = p.parse_args(argv)
     if sum(map(bool, (args.photos, args.robustness, args.folder, args.compare))) > 1:
         p.error("--photos, --robustness, --folder and --compare are separate runs: give one")
+    if args.detect and not args.folder:
+        p.error("--detect goes with --folder")
     return args
 
 
@@ -130,7 +134,7 @@ def run_folder(args, command: str) -> Path:
 
     from .folder import evaluate_folder, load_folder, markdown
 
-    faces, labels, notes = load_folder(args.folder)
+    faces, labels, notes = load_folder(args.folder, args.detect)
     card = ModelCard.load(args.model_dir or DEFAULT_MODEL_DIR)
     dirs = {"fercodec-v1 (image codec)": card.path}
     expression = _expression_card(args.expression_dir)
@@ -138,7 +142,7 @@ def run_folder(args, command: str) -> Path:
         dirs["fercodec-v1-expr (expression layer)"] = expression.path
     t0 = time.perf_counter()
     with (nullcontext(None) if args.server else ServerProcess()) as server:
-        rows = evaluate_folder(args.server or server.address, faces, labels, dirs, load_classifier(card.file("classifier.pt")))
+        rows = evaluate_folder(args.server or server.address, faces, labels, dirs, load_classifier(card.file("classifier.pt")), notes["missed"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info("cpu")

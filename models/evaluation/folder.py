@@ -21,6 +21,7 @@ from .. import CLASS_NAMES
 
 ALIASES = {"anger": "angry", "disgusted": "disgust", "fearful": "fear", "afraid": "fear", "happiness": "happy", "joy": "happy",
            "sadness": "sad", "surprised": "surprise", "neutrality": "neutral"}
+NO_FACE = len(CLASS_NAMES)  # the "answer" for an image whose face --detect did not find
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm"}
 
 
@@ -31,10 +32,15 @@ def class_of(name: str) -> int | None:
     return CLASS_NAMES.index(n) if n in CLASS_NAMES else None
 
 
-def load_folder(root: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
+def load_folder(root: str | Path, detect: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
     """(faces uint8 [N,48,48], labels [N], notes): every image under root's class subfolders, as --no-detect
-    makes it. notes: {"skipped_classes": {folder: images}, "unreadable": [path: reason]}. ValueError if nothing usable."""
-    from ferclient.faces import ImageError, load_rgb, to_gray, whole
+    makes it, or with `detect` as `ferclient send` does (detector, the largest face, aligned; an image with no face
+    found keeps its whole-image crop and is listed in notes["missed"] by index).
+    notes also: {"skipped_classes": {folder: images}, "unreadable": [path: reason]}. ValueError if nothing usable."""
+    from ferclient.faces import FaceDetector, ImageError, align, load_rgb, to_gray, whole
+
+    detector = FaceDetector() if detect else None
+    missed: list[int] = []
 
     root = Path(root)
     if not root.is_dir():
@@ -48,25 +54,31 @@ def load_folder(root: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
             continue
         for f in files:
             try:
-                faces.append(whole(to_gray(load_rgb(f)[0])))
+                rgb = load_rgb(f)[0]
+                gray = to_gray(rgb)
+                found = detector.detect(rgb) if detector else []
+                if detector and not found:
+                    missed.append(len(faces))
+                faces.append(align(gray, found[0]) if found else whole(gray))
                 labels.append(k)
             except ImageError as e:
                 unreadable.append(f"{f.relative_to(root)}: {e}")
     if not faces:
         found = ", ".join(sorted(skipped)) or "none"
         raise ValueError(f"--folder {root}: no images in subfolders named after FER2013's classes ({', '.join(CLASS_NAMES)}); subfolders found: {found}")
-    return np.stack(faces), np.array(labels), {"skipped_classes": skipped, "unreadable": unreadable}
+    return np.stack(faces), np.array(labels), {"skipped_classes": skipped, "unreadable": unreadable, "detect": detect, "missed": missed}
 
 
 def scores(pred: np.ndarray, labels: np.ndarray) -> dict:
     """Accuracy, mean recall over the classes present (the set's class balance is its own) and recall per class."""
     recall = {CLASS_NAMES[k]: float((pred[labels == k] == k).mean()) for k in np.unique(labels)}
-    answers = {CLASS_NAMES[k]: np.bincount(pred[labels == k], minlength=len(CLASS_NAMES)).tolist() for k in np.unique(labels)}
+    answers = {CLASS_NAMES[k]: np.bincount(pred[labels == k], minlength=NO_FACE + 1).tolist() for k in np.unique(labels)}  # last: no face
     return {"accuracy": float((pred == labels).mean()), "mean_recall": float(np.mean(list(recall.values()))), "recall": recall, "answers": answers}
 
 
-def evaluate_folder(address: str, faces: np.ndarray, labels: np.ndarray, model_dirs: dict, classifier) -> list[dict]:
-    """One row per path: the uncompressed classifier, then each model through a real ferserver."""
+def evaluate_folder(address: str, faces: np.ndarray, labels: np.ndarray, model_dirs: dict, classifier, missed=()) -> list[dict]:
+    """One row per path: the uncompressed classifier, then each model through a real ferserver. Faces in `missed`
+    (no face found with --detect) count as wrong on every path, as ferclient would give them no answer."""
     import torch
 
     from ..data import to_tensor
@@ -74,9 +86,14 @@ def evaluate_folder(address: str, faces: np.ndarray, labels: np.ndarray, model_d
 
     with torch.inference_mode():
         ceiling = np.concatenate([classifier.probabilities(to_tensor(faces[i : i + 256])).argmax(1).numpy() for i in range(0, len(faces), 256)])
-    rows = [{"path": "classifier, uncompressed 48x48 (no codec)", **scores(ceiling, labels)}]
+    def miss(pred):
+        pred = pred.copy()
+        pred[list(missed)] = NO_FACE
+        return pred
+
+    rows = [{"path": "classifier, uncompressed 48x48 (no codec)", **scores(miss(ceiling), labels)}]
     for name, d in model_dirs.items():
-        rows.append({"path": f"{name}, through ferclient and ferserver", **scores(recognise(address, d, faces), labels)})
+        rows.append({"path": f"{name}, through ferclient and ferserver", **scores(miss(recognise(address, d, faces)), labels)})
     return rows
 
 
@@ -89,9 +106,12 @@ def markdown(rows: list[dict], labels: np.ndarray, notes: dict, root: str, comma
         f"Command: `{command}`. Machine: {machine}.",
         "",
         f"{len(labels)} faces in {len(present)} classes ({', '.join(f'{c} {n}' for c, n in counts.items())}). Each image is sent as",
-        "`ferclient send IMAGE --no-detect` sends it (the whole image, 48x48 gray) at the model's default setting, to a real",
+        ("`ferclient send IMAGE` sends it (detector, the largest face, aligned to 48x48 gray)" if notes["detect"] else
+         "`ferclient send IMAGE --no-detect` sends it (the whole image, 48x48 gray)") + " at the model's default setting, to a real",
         "ferserver. Mean recall averages the classes present, so a class-heavy set does not hide a weak class.",
     ]
+    if notes["detect"]:
+        lines.append(f"No face found in {len(notes['missed'])} of {len(labels)} images ({100 * len(notes['missed']) / len(labels):.1f} %): counted wrong.")
     if notes["skipped_classes"]:
         lines.append("Skipped (no FER2013 class): " + ", ".join(f"{k} ({n} images)" for k, n in notes["skipped_classes"].items()) + ".")
     if notes["unreadable"]:
@@ -102,7 +122,7 @@ def markdown(rows: list[dict], labels: np.ndarray, notes: dict, root: str, comma
                      + " | ".join(f"{100 * r['recall'][c]:.1f}" for c in present) + " |")
     deployed = rows[1] if len(rows) > 1 else rows[0]
     lines += ["", f"Where the answers go, {deployed['path']} (rows: the true class; % of its faces given each label):", "",
-              "| true class | " + " | ".join(CLASS_NAMES) + " |", "|---|" + "---|" * len(CLASS_NAMES)]
+              "| true class | " + " | ".join(CLASS_NAMES) + " | no face |", "|---|" + "---|" * (len(CLASS_NAMES) + 1)]
     for c in present:
         n = max(sum(deployed["answers"][c]), 1)
         lines.append(f"| {c} | " + " | ".join(f"{100 * a / n:.0f}" for a in deployed["answers"][c]) + " |")

@@ -55,3 +55,32 @@ def test_folder_mode_refuses_a_folder_without_class_subfolders(tmp_path, capsys)
     assert "no images in subfolders named after FER2013's classes" in err and "cats" in err and "Traceback" not in err
     assert main(["--folder", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_folder_of_photos_with_detect_finds_aligns_and_counts_a_photo_without_a_face_wrong(server, fer_test, tmp_path):
+    """--detect: FER2013 faces pasted into synthetic photos (fereval --photos' canvases) are found and aligned as
+    ferclient send does; a photo of a coffee cup is a face not found, counted wrong on every path."""
+    import skimage.data
+
+    from fermodels.evaluation.photos import canvas
+
+    faces, labels = fer_test[0][:30], fer_test[1][:30]
+    rng = np.random.default_rng(0)
+    for i, (face, k) in enumerate(zip(faces, labels)):
+        d = tmp_path / "set" / CLASS_NAMES[k]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(canvas(face, rng, 0.0)[0]).save(d / f"{i:03d}.png")
+    Image.fromarray(skimage.data.coffee()).save(tmp_path / "set" / "happy" / "coffee.jpg")
+    out = tmp_path / "out"
+    assert main(["--folder", str(tmp_path / "set"), "--detect", "--server", server.address, "--out", str(out)]) == 0
+    r = json.loads((out / "folder.json").read_text())
+    assert r["faces"] == 31 and r["detect"] and 1 <= len(r["missed"]) <= 8  # the coffee cup at least
+    for row in r["rows"]:
+        assert row["answers"]["happy"][-1] >= 1 and 0.3 < row["accuracy"] < 0.97  # the cup: a "no face" answer
+    assert "No face found in" in (out / "folder.md").read_text()
+
+
+def test_detect_without_folder_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--detect"])
+    assert e.value.code == 2 and "--detect goes with --folder" in capsys.readouterr().err
