@@ -21,6 +21,7 @@ import json
 import shlex
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -99,23 +100,37 @@ def _args(argv):
     return args
 
 
-def run_photos(args, command: str) -> Path:
-    """fereval --photos: write photos.json and photos.md in --out; returns the markdown's path."""
-    from contextlib import nullcontext
-
-    from ferserver.process import ServerProcess
+def _served_models(args) -> dict:
+    """{row name: model directory} for the paths that go through a real ferserver: the image codec, and the expression layer unless none."""
     from ferwire.card import DEFAULT_MODEL_DIR
 
-    from .photos import evaluate_photos, markdown
-
-    faces, labels = load_split(args.split, args.data, args.limit)
     dirs = {"fercodec-v1 (image codec)": args.model_dir or DEFAULT_MODEL_DIR}
     expression = _expression_card(args.expression_dir)
     if expression is not None:
         dirs["fercodec-v1-expr (expression layer)"] = expression.path
+    return dirs
+
+
+@contextmanager
+def _server(args):
+    """The address of --server, or of a ferserver started on loopback for the run (stopped after it)."""
+    if args.server:
+        yield args.server
+        return
+    from ferserver.process import ServerProcess
+
+    with ServerProcess() as server:
+        yield server.address
+
+
+def run_photos(args, command: str) -> Path:
+    """fereval --photos: write photos.json and photos.md in --out; returns the markdown's path."""
+    from .photos import evaluate_photos, markdown
+
+    faces, labels = load_split(args.split, args.data, args.limit)
     t0 = time.perf_counter()
-    with (nullcontext(None) if args.server else ServerProcess()) as server:
-        rows = evaluate_photos(args.server or server.address, faces, labels, dirs, seed=args.seed)
+    with _server(args) as address:
+        rows = evaluate_photos(address, faces, labels, _served_models(args), seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info("cpu")
@@ -127,22 +142,15 @@ def run_photos(args, command: str) -> Path:
 
 def run_folder(args, command: str) -> Path:
     """fereval --folder: write folder.json and folder.md in --out; returns the markdown's path."""
-    from contextlib import nullcontext
-
-    from ferserver.process import ServerProcess
     from ferwire.card import DEFAULT_MODEL_DIR, ModelCard
 
     from .folder import evaluate_folder, load_folder, markdown
 
     faces, labels, notes = load_folder(args.folder, args.detect)
     card = ModelCard.load(args.model_dir or DEFAULT_MODEL_DIR)
-    dirs = {"fercodec-v1 (image codec)": card.path}
-    expression = _expression_card(args.expression_dir)
-    if expression is not None:
-        dirs["fercodec-v1-expr (expression layer)"] = expression.path
     t0 = time.perf_counter()
-    with (nullcontext(None) if args.server else ServerProcess()) as server:
-        rows = evaluate_folder(args.server or server.address, faces, labels, dirs, load_classifier(card.file("classifier.pt")), notes["missed"])
+    with _server(args) as address:
+        rows = evaluate_folder(address, faces, labels, _served_models(args), load_classifier(card.file("classifier.pt")), notes["missed"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info("cpu")

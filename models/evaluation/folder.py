@@ -39,13 +39,11 @@ def load_folder(root: str | Path, detect: bool = False) -> tuple[np.ndarray, np.
     notes also: {"skipped_classes": {folder: images}, "unreadable": [path: reason]}. ValueError if nothing usable."""
     from ferclient.faces import FaceDetector, ImageError, align, load_rgb, to_gray, whole
 
-    detector = FaceDetector() if detect else None
-    missed: list[int] = []
-
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"--folder {root}: not a directory")
-    faces, labels, skipped, unreadable = [], [], {}, []
+    detector = FaceDetector() if detect else None
+    faces, labels, skipped, unreadable, missed = [], [], {}, [], []
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted(f for f in sub.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
         k = class_of(sub.name)
@@ -64,8 +62,8 @@ def load_folder(root: str | Path, detect: bool = False) -> tuple[np.ndarray, np.
             except ImageError as e:
                 unreadable.append(f"{f.relative_to(root)}: {e}")
     if not faces:
-        found = ", ".join(sorted(skipped)) or "none"
-        raise ValueError(f"--folder {root}: no images in subfolders named after FER2013's classes ({', '.join(CLASS_NAMES)}); subfolders found: {found}")
+        others = ", ".join(sorted(skipped)) or "none"
+        raise ValueError(f"--folder {root}: no images in subfolders named after FER2013's classes ({', '.join(CLASS_NAMES)}); subfolders found: {others}")
     return np.stack(faces), np.array(labels), {"skipped_classes": skipped, "unreadable": unreadable, "detect": detect, "missed": missed}
 
 
