@@ -26,7 +26,8 @@ models): every quality it had keeps its bitstream and reconstruction (docs/ceili
 
 `fertrain expression --classifier MODEL_DIR --beta B` trains the expression
 layer (fermodels.expression): a feature codec on the classifier's frozen front,
-distilled from its mirror-pair answer on uncompressed faces (docs/expression).
+distilled from its mirror-pair answer on uncompressed faces (docs/expression),
+or with --teacher MODEL from another classifier's (a shipped ensemble's) answer on the same views.
 With --cache DIR the front's features (most of ten minutes to compute) are
 kept on disk and reused by the next run with the same classifier, split, views and seed;
 runs reading the same cache at once share its pages (memory-mapped).
@@ -93,6 +94,9 @@ def _args(argv):
     e.add_argument("--hidden", type=int, default=256, help="channels of the edge bottleneck's hidden layer (layers trained before this flag: 96)")
     e.add_argument("--front-blocks", type=int, default=4, help="the classifier's conv blocks that run on the edge before the bottleneck (3: up to 128 x 6 x 6; 4: all, 256 x 3 x 3)")
     e.add_argument("--views", type=int, default=4, help="versions of each training face whose features are cached: itself and V-1 random shifts")
+    e.add_argument("--teacher", default=None, metavar="MODEL",
+                   help="distil from this classifier's mirror-pair answer on each cached view (a model directory's ensemble: all its members "
+                        "averaged, as its server answers); default: the split classifier itself, from the cached features")
     e.add_argument("--cache", default=None, metavar="DIR",
                    help="keep the front's features here and reuse them when the classifier, faces, --views, --seed and --front-blocks match (4 views: 1 GB with 4 blocks, 2 GB with 3)")
     return p.parse_args(argv)
@@ -438,60 +442,90 @@ def train_codec(args):
 KD_SHARE = 0.8  # the expression layer's loss: KD_SHARE * KL(teacher || student) + (1 - KD_SHARE) * CE
 
 
-def _front_views(encoder, count: int, seed: int, cache: str | None = None):
-    """faces uint8 [N,H,W] -> the expression encoder's frozen front features [N, count, 2, C, h, w] (float16):
-    per view the face's and its mirror image's. View 0 is the face itself, the others are shifted up to 3 px
-    (reflect padding), a pure function of seed.
-
-    With `cache`, the features are kept in that directory under a hash of the front's weights, the faces,
-    count and seed, and reused: computing them takes most of ten minutes on one CPU thread."""
-    import hashlib
-
+def _shifted_views(x, count: int, seed: int, batch: int = 512):
+    """Yield (start, view, faces [n,1,H,W]) over faces x [N,1,H,W] in batches: view 0 is the face itself, the others
+    shifted up to 3 px (reflect padding), a pure function of seed. The expression layer's cached features and
+    its teacher's answers are computed on the same views."""
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
 
+    h, w = x.shape[-2:]
+    gen = torch.Generator().manual_seed(seed)
+    shifts = torch.randint(-3, 4, (count, len(x), 2), generator=gen)
+    shifts[0] = 0
+    for i in tqdm(range(0, len(x), batch), desc=f"{count} views", unit="batch", file=sys.stderr, mininterval=5):
+        xb = F.pad(x[i : i + batch], (3, 3, 3, 3), mode="reflect")
+        for v in range(count):
+            d = shifts[v, i : i + batch] + 3
+            rows = torch.arange(h)[None, :] + d[:, 1:2]
+            cols = torch.arange(w)[None, :] + d[:, 0:1]
+            yield i, v, xb[torch.arange(len(d))[:, None, None], 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+
+
+def _disk_cached(cache: str | None, prefix: str, what: str, key: list, module, compute):
+    """compute(), or its result kept in `cache` under a hash of `key` (arrays and strings) and `module`'s weights."""
+    import hashlib
+
+    import torch
+
+    if cache is None:
+        return compute()
+    h = hashlib.sha1()
+    for part in key:
+        h.update(np.ascontiguousarray(part).tobytes() if isinstance(part, np.ndarray) else str(part).encode())
+    for t in module.state_dict().values():
+        h.update(t.detach().cpu().numpy().tobytes())
+    path = Path(cache) / f"{prefix}-{h.hexdigest()[:16]}.pt"
+    if path.exists():
+        print(f"{what}: reusing {path}", file=sys.stderr)
+        return torch.load(path, mmap=True)  # pages shared by runs reading the same cache at once
+    out = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(out, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    return out
+
+
+def _front_views(encoder, count: int, seed: int, cache: str | None = None):
+    """faces uint8 [N,H,W] -> the expression encoder's frozen front features [N, count, 2, C, h, w] (float16):
+    per view (_shifted_views) the face's and its mirror image's.
+
+    With `cache`, the features are kept in that directory under a hash of the front's weights, the faces,
+    count and seed, and reused: computing them takes most of ten minutes on one CPU thread."""
+    import torch
+
     from .data import to_tensor
 
-    def cached(faces):
-        if cache is None:
-            return compute(faces)
-        h = hashlib.sha1(f"{count} {seed} {faces.shape}".encode())
-        h.update(np.ascontiguousarray(faces).tobytes())
-        for t in encoder.front.state_dict().values():
-            h.update(t.detach().cpu().numpy().tobytes())
-        path = Path(cache) / f"front-{h.hexdigest()[:16]}.pt"
-        if path.exists():
-            print(f"front features: reusing {path}", file=sys.stderr)
-            return torch.load(path, mmap=True)  # pages shared by runs reading the same cache at once
-        out = compute(faces)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(out, path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)
-        return out
-
     def compute(faces):
-        x = to_tensor(faces)
-        h, w = x.shape[-2:]
-        gen = torch.Generator().manual_seed(seed)
-        shifts = torch.randint(-3, 4, (count, len(x), 2), generator=gen)
-        shifts[0] = 0
         out = None
         with torch.inference_mode():
-            for i in tqdm(range(0, len(x), 512), desc=f"front features, {count} views", unit="batch", file=sys.stderr, mininterval=5):
-                xb = F.pad(x[i : i + 512], (3, 3, 3, 3), mode="reflect")
-                for v in range(count):
-                    d = shifts[v, i : i + 512] + 3
-                    rows = torch.arange(h)[None, :] + d[:, 1:2]
-                    cols = torch.arange(w)[None, :] + d[:, 0:1]
-                    xv = xb[torch.arange(len(d))[:, None, None], 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
-                    f, f_mirror = encoder.features(xv)
-                    if out is None:
-                        out = torch.empty((len(x), count, 2, *f.shape[1:]), dtype=torch.float16)
-                    out[i : i + len(d), v, 0], out[i : i + len(d), v, 1] = f.half(), f_mirror.half()
+            for i, v, xv in _shifted_views(to_tensor(faces), count, seed):
+                f, f_mirror = encoder.features(xv)
+                if out is None:
+                    out = torch.empty((len(faces), count, 2, *f.shape[1:]), dtype=torch.float16)
+                out[i : i + len(xv), v, 0], out[i : i + len(xv), v, 1] = f.half(), f_mirror.half()
         return out
 
-    return cached
+    return lambda faces: _disk_cached(cache, "front", "front features", [f"{count} {seed} {faces.shape}", faces], encoder.front, lambda: compute(faces))
+
+
+def _teacher_views(teacher, count: int, seed: int, cache: str | None = None):
+    """faces uint8 [N,H,W] -> teacher's mirror-pair probabilities [N, count, 7] on the views _front_views caches
+    (an ensemble: its members' answers averaged, as a server running it answers). Kept in `cache` like the features."""
+    import torch
+
+    from . import CLASS_NAMES
+    from .data import to_tensor
+
+    def compute(faces):
+        out = torch.empty((len(faces), count, len(CLASS_NAMES)))
+        with torch.inference_mode():
+            for i, v, xv in _shifted_views(to_tensor(faces), count, seed):
+                out[i : i + len(xv), v] = teacher.probabilities(xv).float()
+        return out
+
+    return lambda faces: _disk_cached(cache, "teacher", "teacher answers", [f"{count} {seed} {faces.shape}", faces], teacher, lambda: compute(faces))
 
 
 def train_expression(args):
@@ -508,6 +542,21 @@ def train_expression(args):
         m.requires_grad_(False).eval()
     teacher = torch.nn.Sequential(codec.decoder.tail, codec.decoder.head)  # the classifier's own layers, frozen: no copy needed
     main, params = _param_groups(codec)
+    # --teacher: its answers on every cached view, computed once; training rows then carry (label, row) to look them up
+    answers, val_answers = None, None
+    if args.teacher:
+        from .bundle import load_classifier
+        from .data import load_split
+
+        answers_of = _teacher_views(load_classifier(args.teacher).eval(), args.views, args.seed, args.cache)
+        val_answers = answers_of(load_split("val", args.data, args.limit)[0])[:, 0]
+
+        def labels_and_rows(faces, labels):
+            nonlocal answers
+            answers = answers_of(faces)
+            return torch.stack([labels, torch.arange(len(labels))], 1)
+    else:
+        labels_and_rows = None
 
     def objective(kd, ce, bits):
         return KD_SHARE * kd + (1 - KD_SHARE) * ce + args.beta * bits
@@ -536,7 +585,11 @@ def train_expression(args):
         m = torch.randint(0, 2, (n,), generator=gen)
         rows = torch.arange(n)
         f, f_mirror = x[rows, v, m].float(), x[rows, v, 1 - m].float()
-        loss, stats = losses(f, f_mirror, y, pair_answer(f, f_mirror))
+        if answers is None:
+            target = pair_answer(f, f_mirror)
+        else:
+            y, target = y[:, 0], answers[y[:, 1].cpu(), v].float().to(f.device)
+        loss, stats = losses(f, f_mirror, y, target)
         opt.zero_grad(set_to_none=True)
         (loss + codec.entropy.loss()).backward()
         torch.nn.utils.clip_grad_norm_(main, 1.0)
@@ -548,7 +601,7 @@ def train_expression(args):
         sums = {"loss": 0.0, "kd": 0.0, "ce": 0.0, "correct": 0.0, "teacher_correct": 0.0, "bytes": 0.0}
         for i in range(0, len(x), 512):
             f, f_mirror, yb = x[i : i + 512, 0, 0].float(), x[i : i + 512, 0, 1].float(), y[i : i + 512]
-            target = pair_answer(f, f_mirror)
+            target = pair_answer(f, f_mirror) if val_answers is None else val_answers[i : i + 512].float().to(f.device)
             y_lat = codec.encoder.from_features(f, f_mirror)
             y_hat, likelihoods = codec.entropy(y_lat, training=False)
             log_p = codec.decoder(y_hat)
@@ -565,7 +618,7 @@ def train_expression(args):
         res["acc"], res["teacher_acc"] = sums["correct"] / len(x), sums["teacher_correct"] / len(x)
         return res
 
-    return _loop(args, {"expression": codec}, step, evaluate, params, "loss", False, _front_views(codec.encoder, args.views, args.seed, args.cache))
+    return _loop(args, {"expression": codec}, step, evaluate, params, "loss", False, _front_views(codec.encoder, args.views, args.seed, args.cache), labels_and_rows)
 
 
 def main(argv=None) -> int:

@@ -270,3 +270,27 @@ def test_expression_feature_cache_is_reused(runs, tmp_path, capsys):
     assert a == b
     assert train.main([*args, "--out", str(tmp_path / "c"), "--seed", "1"]) == 0  # other views: computed again
     assert len(list((tmp_path / "cache").glob("front-*.pt"))) == 4
+
+
+def test_expression_distils_from_a_teacher_on_the_cached_views(runs, tmp_path, capsys):
+    """--teacher: the targets are that classifier's mirror-pair answers on the cached views (val: on the face itself),
+    computed once and kept in --cache beside the features."""
+    import torch
+
+    from fermodels.bundle import load_classifier
+    from fermodels.data import load_split, to_tensor
+
+    teacher = runs / "teacher"
+    assert train.main(["classifier", "--out", str(teacher), "--epochs", "1", "--width", "8", "--seed", "7", "--limit", "64", "--batch-size", "32", "--threads", "1"]) == 0
+    args = ["expression", "--classifier", str(runs / "clf" / "best.pt"), "--teacher", str(teacher / "best.pt"), "--channels", "8", "--views", "2",
+            "--epochs", "1", "--limit", "64", "--batch-size", "32", "--threads", "1", "--cache", str(tmp_path / "cache")]
+    assert train.main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert len(list((tmp_path / "cache").glob("teacher-*.pt"))) == 2  # train and val
+    row = json.loads((tmp_path / "a" / "log.jsonl").read_text().splitlines()[-1])
+    x, y = load_split("val", limit=64)
+    with torch.no_grad():
+        p = load_classifier(teacher / "best.pt").eval().probabilities(to_tensor(x))
+    assert row["val_teacher_acc"] == pytest.approx((p.argmax(1).numpy() == y).mean())
+    capsys.readouterr()
+    assert train.main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().err.count("teacher answers: reusing") == 2
