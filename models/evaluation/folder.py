@@ -34,10 +34,10 @@ def class_of(name: str) -> int | None:
 
 def load_folder(root: str | Path, detect: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
     """(faces uint8 [N,48,48], labels [N], notes): every image under root's class subfolders, as --no-detect
-    makes it, or with `detect` as `ferclient send` does (detector, the largest face, aligned; an image with no face
-    found keeps its whole-image crop and is listed in notes["missed"] by index).
+    makes it, or with `detect` as `ferclient send` does (detector, the largest face of at least its default --min-face,
+    aligned; an image with no such face found keeps its whole-image crop and is listed in notes["missed"] by index).
     notes also: {"skipped_classes": {folder: images}, "unreadable": [path: reason]}. ValueError if nothing usable."""
-    from ferclient.faces import FaceDetector, ImageError, align, load_rgb, to_gray, whole
+    from ferclient.faces import MIN_FACE, FaceDetector, ImageError, align, load_rgb, to_gray, whole
 
     root = Path(root)
     if not root.is_dir():
@@ -54,7 +54,7 @@ def load_folder(root: str | Path, detect: bool = False) -> tuple[np.ndarray, np.
             try:
                 rgb = load_rgb(f)[0]
                 gray = to_gray(rgb)
-                found = detector.detect(rgb) if detector else []
+                found = [f for f in detector.detect(rgb) if f.size >= MIN_FACE] if detector else []  # ferclient send's default --min-face
                 if detector and not found:
                     missed.append(len(faces))
                 faces.append(align(gray, found[0]) if found else whole(gray))
