@@ -60,6 +60,16 @@ def _positive(text: str) -> int:
     return n
 
 
+def _sides(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(v) for v in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO-HI in px, such as 32-63; got {text!r}") from None
+    if not 16 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"expected 16 <= LO <= HI, got {lo}-{hi}")
+    return lo, hi
+
+
 def _args(argv):
     p = argparse.ArgumentParser(prog="fereval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", default=None, help="model directory (default $FERCODEC_MODEL_DIR or the shipped fercodec-v1)")
@@ -92,11 +102,15 @@ def _args(argv):
                                                               "as ferclient send does (a photo with no face found counts as wrong)")
     p.add_argument("--server", default=None, help="with --photos or --folder: a running ferserver's host:port (default: start one on loopback)")
     p.add_argument("--seed", type=int, default=0, help="with --photos: canvas seed (default 0)")
+    p.add_argument("--photo-sides", type=_sides, default=None, metavar="LO-HI",
+                   help="with --photos: the pasted face's side in px, drawn from LO to HI (default 64-192; 32-63 measures small faces)")
     args = p.parse_args(argv)
     if sum(map(bool, (args.photos, args.robustness, args.folder, args.compare))) > 1:
         p.error("--photos, --robustness, --folder and --compare are separate runs: give one")
     if args.detect and not args.folder:
         p.error("--detect goes with --folder")
+    if args.photo_sides and not args.photos:
+        p.error("--photo-sides goes with --photos")
     return args
 
 
@@ -130,7 +144,7 @@ def run_photos(args, command: str) -> Path:
     faces, labels = load_split(args.split, args.data, args.limit)
     t0 = time.perf_counter()
     with _server(args) as address:
-        rows = evaluate_photos(address, faces, labels, _served_models(args), seed=args.seed)
+        rows = evaluate_photos(address, faces, labels, _served_models(args), seed=args.seed, **({"sides": args.photo_sides} if args.photo_sides else {}))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info("cpu")

@@ -16,20 +16,21 @@ import math
 import numpy as np
 
 TILTS = (0.0, 10.0, 20.0)  # degrees, largest of a uniform range; each canvas draws its own tilt
+SIDES = (64, 192)  # px, the pasted 48x48 crop's side: drawn uniformly from this range, ends included
 
 
-def canvas(face: np.ndarray, rng: np.random.Generator, max_tilt: float):
+def canvas(face: np.ndarray, rng: np.random.Generator, max_tilt: float, sides: tuple[int, int] = SIDES):
     """(gray canvas uint8, face centre (x, y), face side px) with one FER2013 face pasted and tilted."""
     import cv2
 
-    side = int(rng.integers(64, 193))
+    side = int(rng.integers(sides[0], sides[1] + 1))
     h, w = int(rng.integers(side + 48, side * 3)), int(rng.integers(side + 48, side * 3))
     # Background: smooth noise at a random gray level and contrast (no faces in it, unlike a crowd photo).
     coarse = rng.normal(0, 1, (h // 16 + 2, w // 16 + 2)).astype(np.float32)
     bg = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC) * rng.uniform(10, 50) + rng.uniform(40, 215)
     img = np.clip(bg, 0, 255).astype(np.uint8)
     x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-    img[y0 : y0 + side, x0 : x0 + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+    img[y0 : y0 + side, x0 : x0 + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC if side > 48 else cv2.INTER_AREA)
     centre = (x0 + side / 2, y0 + side / 2)
     angle = float(rng.uniform(-max_tilt, max_tilt))
     if angle:
@@ -44,9 +45,10 @@ def _hit(face, centre, side) -> bool:
     return math.hypot(x + w / 2 - centre[0], y + h / 2 - centre[1]) < side / 3
 
 
-def crops(faces: np.ndarray, max_tilt: float, seed: int, threshold: float, bar=None):
-    """For each face: (found, aligned 48x48, box-cut 48x48), with the ferclient detector on a synthetic photo."""
-    from ferclient.faces import FaceDetector, align, box_crop
+def crops(faces: np.ndarray, max_tilt: float, seed: int, threshold: float, bar=None, sides: tuple[int, int] = SIDES):
+    """For each face: (found, aligned 48x48, box-cut 48x48), with the ferclient detector on a synthetic photo
+    (a face under ferclient send's default --min-face counts as not found, as send skips it)."""
+    from ferclient.faces import MIN_FACE, FaceDetector, align, box_crop
 
     det = FaceDetector(threshold)
     rng = np.random.default_rng(seed)
@@ -54,8 +56,8 @@ def crops(faces: np.ndarray, max_tilt: float, seed: int, threshold: float, bar=N
     aligned = faces.copy()
     boxed = faces.copy()
     for i, face in enumerate(faces):
-        img, centre, side = canvas(face, rng, max_tilt)
-        hits = [f for f in det.detect(img) if _hit(f, centre, side)]
+        img, centre, side = canvas(face, rng, max_tilt, sides)
+        hits = [f for f in det.detect(img) if f.size >= MIN_FACE and _hit(f, centre, side)]
         if hits:
             best = max(hits, key=lambda f: f.score)
             found[i] = True
@@ -90,7 +92,7 @@ def recognise(address: str, model_dir, faces: np.ndarray, quality: int | None = 
 
 
 def evaluate_photos(address: str, faces: np.ndarray, labels: np.ndarray, model_dirs: dict, seed: int = 0,
-                    threshold: float | None = None, tilts=TILTS) -> list[dict]:
+                    threshold: float | None = None, tilts=TILTS, sides: tuple[int, int] = SIDES) -> list[dict]:
     """One row per (tilt, model): detection rate and accuracy aligned / box / original crop."""
     from tqdm import tqdm
 
@@ -101,11 +103,11 @@ def evaluate_photos(address: str, faces: np.ndarray, labels: np.ndarray, model_d
     rows = []
     for tilt in tilts:
         with tqdm(total=len(faces), desc=f"photos, tilt up to {tilt:g} deg", unit="photo", leave=False) as bar:
-            found, aligned, boxed = crops(faces, tilt, seed, threshold, bar)
+            found, aligned, boxed = crops(faces, tilt, seed, threshold, bar, sides)
         for name, d in model_dirs.items():
             acc_a = ((recognise(address, d, aligned, None) == labels) & found).mean()
             acc_b = ((recognise(address, d, boxed, None) == labels) & found).mean()
-            rows.append({"tilt": tilt, "model": name, "faces": int(len(faces)), "detected": float(found.mean()),
+            rows.append({"tilt": tilt, "model": name, "faces": int(len(faces)), "sides": list(sides), "detected": float(found.mean()),
                          "aligned": float(acc_a), "box": float(acc_b), "original_crop": float(ceiling[name].mean()),
                          "aligned_of_detected": float(acc_a / max(found.mean(), 1e-9)), "original_of_detected": float(ceiling[name][found].mean())})
     return rows
@@ -117,7 +119,7 @@ def markdown(rows: list[dict], command: str, machine: str) -> str:
         "",
         f"Command: `{command}`. Machine: {machine}.",
         "",
-        "Each FER2013 PrivateTest face is pasted into its own canvas (64-192 px, random place, textured",
+        f"Each FER2013 PrivateTest face is pasted into its own canvas ({rows[0].get('sides', SIDES)[0]}-{rows[0].get('sides', SIDES)[1]} px, random place, textured",
         "background, tilted uniformly up to the given angle), found by ferclient's detector, cut out aligned",
         "(eyes levelled onto FER2013's landmarks) or from the detector's box, encoded by ferclient at the",
         "model's default setting and labelled by a real ferserver. A missed face counts as wrong.",

@@ -29,3 +29,26 @@ def test_photos_mode_through_a_real_server(server, tmp_path):
         assert row["aligned"] <= row["detected"] and row["box"] <= row["detected"]
         assert 0.4 < row["original_crop"] <= 1 and 0.3 < row["aligned_of_detected"] <= 1
     assert "| 20 deg |" in (out / "photos.md").read_text()
+
+
+def test_small_faces_through_a_real_server(server, tmp_path, fer_test):
+    """--photo-sides 32-63: the pasted faces are smaller than the crop; still found, cut and labelled."""
+    side = canvas(fer_test[0][0], np.random.default_rng(2), 0.0, (32, 40))[2]
+    assert 32 <= side <= 40
+    out = tmp_path / "small"
+    assert main(["--photos", "--photo-sides", "32-63", "--limit", "20", "--server", server.address, "--out", str(out)]) == 0
+    r = json.loads((out / "photos.json").read_text())
+    assert all(row["sides"] == [32, 63] and row["detected"] >= 0.5 for row in r["rows"])
+    assert "canvas (32-63 px" in (out / "photos.md").read_text()
+
+
+def test_photo_sides_are_checked(capsys):
+    for argv in (["--photos", "--photo-sides", "8-40"], ["--photos", "--photo-sides", "big"], ["--photo-sides", "32-63"]):
+        try:
+            main(argv)
+        except SystemExit as e:
+            assert e.code == 2
+        else:
+            raise AssertionError(f"{argv} was accepted")
+    err = capsys.readouterr().err
+    assert "16 <= LO <= HI" in err and "expected LO-HI" in err and "--photo-sides goes with --photos" in err
