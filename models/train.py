@@ -548,8 +548,9 @@ def train_expression(args):
         from .bundle import load_classifier
         from .data import load_split
 
-        answers_of = _teacher_views(load_classifier(args.teacher).eval(), args.views, args.seed, args.cache)
-        val_answers = answers_of(load_split("val", args.data, args.limit)[0])[:, 0]
+        teacher_clf = load_classifier(args.teacher)
+        answers_of = _teacher_views(teacher_clf, args.views, args.seed, args.cache)
+        val_answers = _teacher_views(teacher_clf, 1, args.seed, args.cache)(load_split("val", args.data, args.limit)[0])[:, 0]  # val: the face itself
 
         def labels_and_rows(faces, labels):
             nonlocal answers

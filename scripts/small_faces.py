@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     from fermodels.data import load_split, to_tensor
 
     keep_freed_memory()
-    clf = load_classifier(ModelCard.load().file("classifier.pt")).eval()
+    clf = load_classifier(ModelCard.load().file("classifier.pt"))
     faces, labels = load_split(args.split, limit=args.limit)
 
     def accuracy(crops) -> float:

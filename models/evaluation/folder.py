@@ -54,7 +54,7 @@ def load_folder(root: str | Path, detect: bool = False) -> tuple[np.ndarray, np.
             try:
                 rgb = load_rgb(f)[0]
                 gray = to_gray(rgb)
-                found = [f for f in detector.detect(rgb) if f.size >= MIN_FACE] if detector else []  # ferclient send's default --min-face
+                found = [face for face in detector.detect(rgb) if face.size >= MIN_FACE] if detector else []  # ferclient send's default --min-face
                 if detector and not found:
                     missed.append(len(faces))
                 faces.append(align(gray, found[0]) if found else whole(gray))

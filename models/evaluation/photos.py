@@ -119,7 +119,7 @@ def markdown(rows: list[dict], command: str, machine: str) -> str:
         "",
         f"Command: `{command}`. Machine: {machine}.",
         "",
-        f"Each FER2013 PrivateTest face is pasted into its own canvas ({rows[0].get('sides', SIDES)[0]}-{rows[0].get('sides', SIDES)[1]} px, random place, textured",
+        "Each FER2013 PrivateTest face is pasted into its own canvas ({}-{} px, random place, textured".format(*rows[0].get("sides", SIDES)),
         "background, tilted uniformly up to the given angle), found by ferclient's detector, cut out aligned",
         "(eyes levelled onto FER2013's landmarks) or from the detector's box, encoded by ferclient at the",
         "model's default setting and labelled by a real ferserver. A missed face counts as wrong.",
