@@ -16,6 +16,9 @@ RecognizeRequest.faces carries each baseline's own bytes.
 The classifier is the one the image codec's server uses (models/weights/
 fercodec-v1/classifier.pt), fed [0,1] pixels and mirror-averaged, its
 probabilities tempered with the model card's temperature, as ferserver's engine does.
+jpeg runs it as the engine does (fermodels.classifier.for_inference: BatchNorm
+folded, channels-last), so the two compare transport and decoding, not the
+runtime; naive runs it as loaded, as a CompressAI user would.
 
     python scripts/bench_baselines.py naive|jpeg --port P [--threads N] [--max-batch B] [--max-wait-ms W]
 
@@ -193,18 +196,22 @@ def pick_jpeg_quality(faces: np.ndarray, labels: np.ndarray, candidates=JPEG_CAN
 
 
 class _Classify:
-    """The image codec's classifier as ferserver's engine applies it: [0,1] pixels, mirror average, the card's temperature."""
+    """The image codec's classifier as ferserver's engine applies it: [0,1] pixels, mirror average, the card's temperature;
+    with `serving`, also folded and channels-last as the engine runs it (for_inference)."""
 
-    def __init__(self, card, threads: int):
+    def __init__(self, card, threads: int, serving: bool):
         import torch
 
         from fermodels.bundle import keep_freed_memory, load_classifier
+        from fermodels.classifier import for_inference
 
         keep_freed_memory()
         if threads:
             torch.set_num_threads(threads)
         self.card, self.torch = card, torch
         self.clf = load_classifier(card.file("classifier.pt"))
+        if serving:
+            self.clf = for_inference(self.clf)
 
     def __call__(self, x) -> np.ndarray:
         from ferwire.card import tempered
@@ -230,7 +237,7 @@ async def serve(kind: str, args) -> None:
     from fermodels.data import to_tensor
 
     card = image_card()
-    classify = _Classify(card, args.threads)
+    classify = _Classify(card, args.threads, serving=kind == "jpeg")
     torch = classify.torch
 
     if kind == "naive":

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from ferwire.bitstream import BitstreamError, decode
+from ferwire.bitstream import BitstreamError, decode_many
 
 _TABLES: dict = {}  # in each worker: model tag -> EntropyTables
 
@@ -39,18 +39,31 @@ def _load(paths: dict[int, str]) -> None:
         _TABLES[tag] = tables
 
 
+def decode_batch(items: list[tuple[int, bytes]], tables: dict) -> list[tuple[int, np.ndarray] | BitstreamError]:
+    """(model tag, bitstream) per face -> (quality, symbols) or the decoder's refusal, in order.
+
+    Each model's faces are decoded together (ferwire.bitstream.decode_many: 2 to 4x less work per face in a batch of 32)."""
+    out: list = [None] * len(items)
+    by_tag: dict[int, list[int]] = {}
+    for i, (tag, _) in enumerate(items):
+        by_tag.setdefault(tag, []).append(i)
+    for tag, idx in by_tag.items():
+        for i, r in zip(idx, decode_many([items[i][1] for i in idx], tables[tag], tag)):
+            out[i] = r if isinstance(r, BitstreamError) else (r[0].quality, r[1])
+    return out
+
+
 def _decode_slice(items: list[tuple[int, bytes]]):
     """-> (per item: its quality, or (message, kind) for a refusal; the decoded symbols stacked, in item order).
 
     One array per slice: pickling a single array is a copy, pickling hundreds of small ones is not."""
     marks, symbols = [], []
-    for tag, data in items:
-        try:
-            header, z = decode(data, _TABLES[tag], tag)
-            marks.append(header.quality)
-            symbols.append(z)
-        except BitstreamError as e:  # sent back as (message, kind): the exception's own pickling would drop kind
-            marks.append((str(e), e.kind))
+    for r in decode_batch(items, _TABLES):
+        if isinstance(r, BitstreamError):  # sent back as (message, kind): the exception's own pickling would drop kind
+            marks.append((str(r), r.kind))
+        else:
+            marks.append(r[0])
+            symbols.append(r[1])
     return marks, np.stack(symbols) if symbols and len({z.shape for z in symbols}) == 1 else symbols  # models differ in shape: a list
 
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from fermodels.bundle import keep_freed_memory, load_expression, load_torch_models, pick_device
-from ferwire.bitstream import BitstreamError, decode, parse_header
+from ferwire.bitstream import BitstreamError, parse_header
 from ferwire.card import ModelCard, tempered
 from ferwire.entropy import EntropyTables
 
-from .decoding import DecodePool, auto_workers
+from .decoding import DecodePool, auto_workers, decode_batch
 
 POOL_MIN_FACES = 8  # smaller batches decode in-thread: a round trip to the workers costs about what 1-2 faces do
 
@@ -49,13 +49,16 @@ class _Model:
     """One loaded model directory: its tables and networks."""
 
     def __init__(self, card: ModelCard, device: str):
+        from fermodels.classifier import for_inference
+
         self.card = card
         self.tables = EntropyTables.load(card.file("tables.npz"))
         if card.kind == "expression":
             self.expression, self.codec, self.classifier = load_expression(card, device), None, None
         else:
             self.expression = None
-            self.codec, self.classifier = load_torch_models(card, device)
+            self.codec, classifier = load_torch_models(card, device)
+            self.classifier = for_inference(classifier)  # folded and channels-last: about 1.4x faster on a CPU
         for q in range(self.tables.num_qualities):
             self.tables.plan(q)  # build the coding plans now, not on the first request
 
@@ -107,14 +110,7 @@ class Engine:
         """(model tag, bitstream) -> (quality, symbols) or the decoder's refusal, in order."""
         if self._pool and len(items) >= POOL_MIN_FACES:
             return self._pool.decode(items)
-        out: list[tuple[int, np.ndarray] | BitstreamError] = []
-        for tag, data in items:
-            try:
-                header, z = decode(data, self.models[tag].tables, tag)
-                out.append((header.quality, z))
-            except BitstreamError as e:
-                out.append(e)
-        return out
+        return decode_batch(items, {tag: m.tables for tag, m in self.models.items()})
 
     def _observe(self, stage: str, t0: float) -> float:
         t1 = time.perf_counter()

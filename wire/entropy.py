@@ -122,9 +122,10 @@ class EntropyTables:
         return GroupPlan(np.array(channels), lo[:, None], width[:, None], self.edges[q, channels][:, None, :], rows, contribution)
 
     def context_rows(self, plan: "GroupPlan", activity: np.ndarray) -> np.ndarray:
-        """One pmf row per symbol of the group, [channels * positions, bins], in the contexts `activity` selects."""
-        k = (activity[None, :, None] >= plan.edges).sum(-1)
-        return plan.rows[np.arange(len(plan.channels))[:, None], self._row_base + k].reshape(-1, plan.rows.shape[-1])
+        """One pmf row per symbol of the group, [channels * positions, bins], in the contexts `activity` [positions] selects;
+        for activity [faces, positions], the rows of every face at once: [faces, channels * positions, bins]."""
+        k = (activity[..., None, :, None] >= plan.edges).sum(-1)
+        return plan.rows[np.arange(len(plan.channels))[:, None], self._row_base + k].reshape(*activity.shape[:-1], -1, plan.rows.shape[-1])
 
     @classmethod
     def fit(cls, latents: np.ndarray, gain: np.ndarray, medians: np.ndarray, scale: np.ndarray | None = None,

@@ -95,6 +95,33 @@ def test_checksum_catches_payload_corruption(coded):
     assert caught > 0.9 * (caught + passed_identical)
 
 
+def test_decode_many_is_decode_face_for_face(coded):
+    """The server's batch decoder: the same symbols or the same refusal as decoding each face alone, with
+    qualities mixed and corrupt, truncated and foreign faces among good ones (a failing face fails alone)."""
+    card, tables, y, streams = coded
+    items = list(streams) + [bs.encode(v, q, tables, card.model_tag) for q in (0, tables.num_qualities - 1) for v in y[:10]]
+    rng = np.random.default_rng(1)
+    for k in range(0, len(items), 3):
+        b = bytearray(items[k])
+        b[int(rng.integers(bs.HEADER_BYTES, len(b)))] ^= 1 << int(rng.integers(0, 8))
+        items[k] = bytes(b)
+    items[1] = items[1][:4]
+    items[2] = items[2][:1] + ((card.model_tag + 1) & 0xFFFF).to_bytes(2, "big") + items[2][3:]
+    many = bs.decode_many(items, tables, card.model_tag)
+    refused = 0
+    for data, got in zip(items, many):
+        try:
+            header, z = bs.decode(data, tables, card.model_tag)
+        except bs.BitstreamError as e:
+            assert isinstance(got, bs.BitstreamError) and (str(got), got.kind) == (str(e), e.kind)
+            refused += 1
+        else:
+            assert got[0] == header
+            np.testing.assert_array_equal(got[1], z)
+    assert 10 < refused < len(items) - 30
+    assert bs.decode_many([items[1]], tables, card.model_tag)[0].kind == "invalid"
+
+
 def test_encoder_refuses_an_unknown_quality(coded):
     card, tables, y, _ = coded
     with pytest.raises(bs.BitstreamError, match="out of range"):
