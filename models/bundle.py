@@ -70,6 +70,33 @@ def load_torch_models(card: ModelCard, device: str = "cpu"):
     return codec.to(device).eval(), clf.to(device).eval()
 
 
+def for_inference(net):
+    """A copy of net (a classifier, an ensemble, an expression codec) to serve with fixed weights: every BatchNorm
+    folded into the convolution before it, and the convolutions run channels-last. The same answers within float
+    rounding (tests/models/test_bundle.py).
+
+    Why: on 2 CPU cores oneDNN runs these small convolutions about 1.3x faster channels-last, and folding drops a
+    pass over each activation: the shipped ensemble on a batch of 32 faces (mirror pairs) went from 6.6 to 4.5 ms
+    per face, the expression layer's server half from 0.37 to 0.29. Not for training: the folded network has no
+    BatchNorm to update, and its state_dict is not a shipped checkpoint's.
+    """
+    import copy
+
+    import torch
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    out = copy.deepcopy(net).eval()
+    for seq in [m for m in out.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
+                seq[i], seq[i + 1] = fuse_conv_bn_eval(seq[i], seq[i + 1]), nn.Identity()
+    for m in out.modules():
+        if hasattr(m, "memory_format"):  # the networks that turn their input channels-last themselves
+            m.memory_format = torch.channels_last
+    return out.to(memory_format=torch.channels_last)
+
+
 def load_expression(card: ModelCard, device: str = "cpu"):
     """The ExpressionCodec of an expression-layer directory, in eval mode on `device`."""
     from .expression import ExpressionCodec

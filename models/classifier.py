@@ -33,7 +33,7 @@ class FERClassifier(nn.Module):
             _block(4 * w, 8 * w, 1),  # 3x3
         )
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.4), nn.Linear(8 * w * 9, 256), nn.ReLU(inplace=True), nn.Dropout(0.4), nn.Linear(256, num_classes))
-        self.memory_format = torch.contiguous_format  # for_inference sets channels-last
+        self.memory_format = torch.contiguous_format  # bundle.for_inference sets channels-last
 
     def config(self) -> dict:
         """What classifier.pt records to rebuild it (from_checkpoint)."""
@@ -88,30 +88,6 @@ def from_checkpoint(config: dict, state: dict) -> FERClassifier | ClassifierEnse
         clf = FERClassifier(**config)
     clf.load_state_dict(state)
     return clf
-
-
-def for_inference(clf: FERClassifier | ClassifierEnsemble) -> FERClassifier | ClassifierEnsemble:
-    """A copy of clf to serve with fixed weights: every BatchNorm folded into the convolution before it, and the
-    convolutions run in channels-last layout. The same answers within float rounding (tests/models/test_classifier.py).
-
-    Why: the server's classifier is most of the image codec's cost per face. On 2 CPU cores oneDNN runs these
-    3x3 convolutions about 1.4x faster channels-last, and folding drops a pass over each activation
-    (a batch of 32 faces, mirror pairs, the shipped ensemble: 6.6 -> 4.5 ms per face). Not for training: the folded
-    network has no BatchNorm to update, and its state_dict is not a classifier.pt's.
-    """
-    import copy
-
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    out = copy.deepcopy(clf).eval()
-    for net in out.members if isinstance(out, ClassifierEnsemble) else [out]:
-        for block in net.features:
-            for i in range(len(block) - 1):
-                if isinstance(block[i], nn.Conv2d) and isinstance(block[i + 1], nn.BatchNorm2d):
-                    block[i], block[i + 1] = fuse_conv_bn_eval(block[i], block[i + 1]), nn.Identity()
-        net.memory_format = torch.channels_last
-        net.to(memory_format=torch.channels_last)
-    return out
 
 
 def first_member(clf: FERClassifier | ClassifierEnsemble) -> FERClassifier:

@@ -88,9 +88,10 @@ class ExpressionDecoder(nn.Module):
         c2 = 2 * front_channels
         self.net = nn.Sequential(nn.Conv2d(channels, c2, 1), nn.ReLU(inplace=True), nn.Conv2d(c2, c2, 3, padding=1), nn.ReLU(inplace=True))
         self.tail, self.head = tail, head
+        self.memory_format = torch.contiguous_format  # bundle.for_inference sets channels-last
 
     def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
-        g = self.net(y_hat)
+        g = self.net(y_hat.contiguous(memory_format=self.memory_format))
         face, mirror = g[:, : self.front_channels], g[:, self.front_channels :].flip(-1)
         p = torch.softmax(self.head(self.tail(torch.cat([face, mirror]))).float(), dim=1)
         return (0.5 * (p[: len(g)] + p[len(g) :])).clamp_min(1e-8).log()

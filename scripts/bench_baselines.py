@@ -16,7 +16,7 @@ RecognizeRequest.faces carries each baseline's own bytes.
 The classifier is the one the image codec's server uses (models/weights/
 fercodec-v1/classifier.pt), fed [0,1] pixels and mirror-averaged, its
 probabilities tempered with the model card's temperature, as ferserver's engine does.
-jpeg runs it as the engine does (fermodels.classifier.for_inference: BatchNorm
+jpeg runs it as the engine does (fermodels.bundle.for_inference: BatchNorm
 folded, channels-last), so the two compare transport and decoding, not the
 runtime; naive runs it as loaded, as a CompressAI user would.
 
@@ -202,8 +202,7 @@ class _Classify:
     def __init__(self, card, threads: int, serving: bool):
         import torch
 
-        from fermodels.bundle import keep_freed_memory, load_classifier
-        from fermodels.classifier import for_inference
+        from fermodels.bundle import for_inference, keep_freed_memory, load_classifier
 
         keep_freed_memory()
         if threads:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fermodels.bundle import keep_freed_memory, load_expression, load_torch_models, pick_device
+from fermodels.bundle import for_inference, keep_freed_memory, load_expression, load_torch_models, pick_device
 from ferwire.bitstream import BitstreamError, parse_header
 from ferwire.card import ModelCard, tempered
 from ferwire.entropy import EntropyTables
@@ -49,16 +49,15 @@ class _Model:
     """One loaded model directory: its tables and networks."""
 
     def __init__(self, card: ModelCard, device: str):
-        from fermodels.classifier import for_inference
-
         self.card = card
         self.tables = EntropyTables.load(card.file("tables.npz"))
+        # for_inference: BatchNorm folded, channels-last (about 1.3x faster on a CPU)
         if card.kind == "expression":
-            self.expression, self.codec, self.classifier = load_expression(card, device), None, None
+            self.expression, self.codec, self.classifier = for_inference(load_expression(card, device)), None, None
         else:
             self.expression = None
             self.codec, classifier = load_torch_models(card, device)
-            self.classifier = for_inference(classifier)  # folded and channels-last: about 1.4x faster on a CPU
+            self.classifier = for_inference(classifier)
         for q in range(self.tables.num_qualities):
             self.tables.plan(q)  # build the coding plans now, not on the first request
 

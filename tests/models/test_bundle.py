@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import platform
 
+import numpy as np
+
 import pytest
 
 from fermodels.bundle import keep_freed_memory, pick_device
@@ -67,3 +69,33 @@ def test_expression_layer_without_a_recorded_width_or_split_loads_as_the_first_o
     torch.save({"config": config, "state_dict": codec.state_dict()}, tmp_path / "old" / "expression.pt")
     old = load_expression(ModelCard.load(tmp_path / "old"))
     assert old.encoder.bottleneck[0].out_channels == 96 and len(old.encoder.front) == 3 and len(old.decoder.tail) == 1
+
+
+def test_for_inference_answers_as_the_loaded_networks(card, expression_card, fer_test):
+    """What the server runs (BatchNorm folded, channels-last) answers as the loaded networks do, labels included:
+    the shipped ensemble, one network, and the expression layer's server half; the loaded ones are left as they were."""
+    import torch
+
+    from ferclient.encoder import FaceEncoder
+    from fermodels.bundle import for_inference, load_classifier, load_expression
+    from fermodels.classifier import first_member
+    from fermodels.data import to_tensor
+    from ferwire.entropy import EntropyTables
+
+    faces = fer_test[0][:256]
+    ens = load_classifier(card.file("classifier.pt"))
+    x = to_tensor(faces)
+    for clf in (ens, first_member(ens)):
+        served = for_inference(clf)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.modules())
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in clf.modules())
+        with torch.inference_mode():
+            p, q = clf.probabilities(x), served.probabilities(x)
+        assert torch.allclose(p, q, atol=1e-5)
+        assert torch.equal(p.argmax(1), q.argmax(1))
+    tables = EntropyTables.load(expression_card.file("tables.npz"))
+    z = tables.symbols(FaceEncoder(str(expression_card.path)).latents(faces), 0)
+    expr = load_expression(expression_card)
+    with torch.inference_mode():
+        p, q = expr.probabilities(z, tables), for_inference(expr).probabilities(z, tables)
+    assert torch.allclose(p, q, atol=1e-5) and torch.equal(p.argmax(1), q.argmax(1))

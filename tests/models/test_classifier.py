@@ -39,23 +39,6 @@ def test_shipped_ensemble_averages_its_members(card, fer_test):
         ClassifierEnsemble(ens.members[:1])
 
 
-def test_for_inference_answers_as_the_loaded_classifier(card, fer_test):
-    """What the server runs (BatchNorm folded, channels-last) gives the loaded ensemble's probabilities and labels,
-    for one network and for the ensemble, and leaves the loaded one as it was."""
-    from fermodels.classifier import first_member, for_inference
-
-    ens = load_classifier(card.file("classifier.pt"))
-    x = to_tensor(fer_test[0][:256])
-    for clf in (ens, first_member(ens)):
-        served = for_inference(clf)
-        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.modules())
-        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in clf.modules())
-        with torch.inference_mode():
-            p, q = clf.probabilities(x), served.probabilities(x)
-        assert torch.allclose(p, q, atol=1e-5)
-        assert torch.equal(p.argmax(1), q.argmax(1))
-
-
 def test_average_weights_is_the_mean_and_refuses_mixed_widths(card):
     from fermodels.classifier import FERClassifier, average_weights, first_member
 
