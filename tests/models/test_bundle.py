@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import platform
 
-
 import pytest
 
 from fermodels.bundle import keep_freed_memory, pick_device
