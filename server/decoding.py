@@ -1,7 +1,8 @@
 """Entropy decoding in worker processes.
 
-Why: the range decoder is Python-level work per symbol group that holds the GIL,
-0.7 ms per image-codec face on one core. On a GPU the networks take about
+Why: the range decoder is Python-level work per coding step that holds the GIL,
+0.7 ms per image-codec face on one core when this was written (about 0.4 in a batch
+since decode_batch decodes a batch's faces together). On a GPU the networks take about
 0.01 ms per face in a batch of 256, so one decoding thread bounded the engine at
 1,382 faces/s (docs/gpu). Worker processes decode slices of a batch at once.
 Workers are spawned (never forked: the server holds gRPC and CUDA threads) and
