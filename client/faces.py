@@ -81,13 +81,31 @@ def load_rgb(path: str | Path) -> tuple[np.ndarray, float]:
                     im = ImageOps.exif_transpose(im)
             except Exception:  # a malformed EXIF block (Pillow raises several kinds): the pixels as stored
                 pass
-            return np.asarray(im.convert("RGB")), scale
+            return _rgb8(im), scale
     except UnidentifiedImageError:
         if p.suffix.lower() in (".heic", ".heif"):  # what iPhones save by default; Pillow has no HEIF decoder
             raise ImageError("HEIC/HEIF photos are not supported: convert it to JPEG or PNG first") from None
         raise ImageError("not an image Pillow can read") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot read image ({e})") from None
+
+
+def _rgb8(im) -> np.ndarray:
+    """uint8 [H, W, 3] of a Pillow image of any mode.
+
+    Why not im.convert('RGB') alone: Pillow clips single-channel images of more than 8 bits instead of scaling
+    them, so a 16-bit grayscale PNG came out almost white and a float TIFF black, and no face was found.
+    16-bit samples (modes I;16*, and I holding values above 255) are scaled by 255/65535; float ones (F) are read
+    as 0..1 when none exceeds 1, else as 0..255."""
+    if im.mode.startswith("I") or im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            a = a * 255.0 if a.size and np.nanmax(a) <= 1.0 else a
+        elif im.mode.startswith("I;16") or (a.size and a.max() > 255):
+            a = a / 257.0
+        g = np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=-1)
+    return np.asarray(im.convert("RGB"))
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:

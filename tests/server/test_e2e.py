@@ -52,6 +52,22 @@ def test_send_astronaut_finds_the_smiling_face(server, astronaut, tmp_path, card
         assert _counter(after, "fercodec_stage_duration_seconds_count", stage=stage) > 0
 
 
+def test_a_16_bit_grayscale_photo_is_read_as_its_8_bit_twin(server, astronaut, tmp_path):
+    """ferclient send on a 16-bit PNG finds the face and answers as for the same photo in 8 bits."""
+    with Image.open(astronaut) as im:
+        gray = np.asarray(im.convert("L"))
+    Image.fromarray(gray).save(tmp_path / "gray8.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "gray16.png")
+    rows = []
+    for name in ("gray8.png", "gray16.png"):
+        r = run_client("send", str(tmp_path / name), "--server", server.address, "--json")
+        assert r.returncode == 0, r.stderr
+        rows.append([json.loads(line) for line in r.stdout.splitlines()])
+    assert len(rows[1]) == 1 and iou(rows[1][0]["box"], ASTRONAUT_FACE) >= 0.5
+    assert rows[1][0]["box"] == rows[0][0]["box"] and rows[1][0]["label"] == rows[0][0]["label"]
+    assert rows[1][0]["probabilities"] == pytest.approx(rows[0][0]["probabilities"], abs=1e-6)
+
+
 def test_human_output_and_no_detect(server, astronaut, tmp_path):
     crop = tmp_path / "crop.png"
     with Image.open(astronaut) as im:
