@@ -1,0 +1,57 @@
+"""Build the labelled folder docs/muxspace measures, from a checkout of github.com/muxspace/facial_expressions.
+
+The collection's 13,690 labelled web photos are 92 % neutral and happy, so every face of the rarer classes
+is kept and 400 each of neutral and happy are drawn (seed 0); contempt has no FER2013 class and is left out.
+The folder holds symlinks to the checkout's images, one subfolder per FER2013 class, as
+`fereval --folder` and scripts/fer_package_baseline.py read it.
+
+    git clone https://github.com/muxspace/facial_expressions /work/muxfaces/repo
+    python scripts/muxspace_subset.py /work/muxfaces/repo /work/muxfaces/subset
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+CLASSES = {"anger": "angry", "disgust": "disgust", "fear": "fear", "happiness": "happy", "sadness": "sad", "surprise": "surprise", "neutral": "neutral"}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkout", help="the repository's checkout (data/legend.csv and images/)")
+    p.add_argument("out", help="folder to create (must not exist)")
+    p.add_argument("--per-class", type=int, default=400, help="most faces drawn per class (default 400)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    src, out = Path(args.checkout), Path(args.out)
+    legend = src / "data" / "legend.csv"
+    if not legend.is_file():
+        print(f"muxspace_subset: {legend}: not found (give the repository's checkout)", file=sys.stderr)
+        return 2
+    if out.exists():
+        print(f"muxspace_subset: {out} exists; give a new folder", file=sys.stderr)
+        return 2
+    by_class: dict[str, set[str]] = defaultdict(set)
+    with legend.open() as f:
+        for row in csv.DictReader(f):
+            label = CLASSES.get(row["emotion"].strip().lower())
+            if label and (src / "images" / row["image"]).is_file():
+                by_class[label].add(row["image"])
+    rnd = random.Random(args.seed)
+    for label, names in by_class.items():
+        names = sorted(names)
+        picked = names if len(names) <= args.per_class else rnd.sample(names, args.per_class)
+        (out / label).mkdir(parents=True)
+        for name in picked:
+            (out / label / name).symlink_to((src / "images" / name).resolve())
+        print(f"{label}: {len(picked)} of {len(names)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
