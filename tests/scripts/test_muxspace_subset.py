@@ -1,0 +1,44 @@
+"""scripts/muxspace_subset.py on a small checkout of the same layout: classes mapped, contempt left out, the cap drawn reproducibly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "muxspace_subset.py"), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_builds_one_folder_per_fer2013_class(tmp_path):
+    src = tmp_path / "checkout"
+    (src / "data").mkdir(parents=True)
+    (src / "images").mkdir()
+    rows = ["user.id,image,emotion"]
+    for i in range(30):
+        rows.append(f"1,n{i}.jpg,NEUTRAL" if i % 2 else f"1,n{i}.jpg,neutral")  # the legend's case varies
+    rows += ["2,a.jpg,anger", "2,h.jpg,happiness", "2,s.jpg,sadness ", "2,c.jpg,contempt", "2,gone.jpg,fear"]  # gone.jpg is not in images/
+    (src / "data" / "legend.csv").write_text("\n".join(rows) + "\n")
+    for name in [f"n{i}.jpg" for i in range(30)] + ["a.jpg", "h.jpg", "s.jpg", "c.jpg"]:
+        (src / "images" / name).write_bytes(b"jpeg")
+    picks = []
+    for out in (tmp_path / "one", tmp_path / "two"):
+        r = _run(str(src), str(out), "--per-class", "10")
+        assert r.returncode == 0, r.stderr
+        assert sorted(p.name for p in out.iterdir()) == ["angry", "happy", "neutral", "sad"]
+        assert [p.name for p in (out / "angry").iterdir()] == ["a.jpg"] and (out / "angry" / "a.jpg").resolve() == (src / "images" / "a.jpg").resolve()
+        picks.append(sorted(p.name for p in (out / "neutral").iterdir()))
+    assert len(picks[0]) == 10 and picks[0] == picks[1]  # capped, and the same draw each time
+    assert "neutral: 10 of 30" in r.stdout
+
+
+def test_refuses_a_wrong_checkout_or_an_existing_folder(tmp_path):
+    r = _run(str(tmp_path), str(tmp_path / "out"))
+    assert r.returncode == 2 and "legend.csv: not found" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "legend.csv").write_text("user.id,image,emotion\n")
+    r = _run(str(tmp_path), str(tmp_path))
+    assert r.returncode == 2 and "exists" in r.stderr
