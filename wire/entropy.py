@@ -119,13 +119,18 @@ class EntropyTables:
         for i, c in enumerate(channels):
             rows[i, :, : width[i] + 1] = self.block(q, c).reshape(self.positions * CONTEXTS, -1)
             contribution[i, : width[i]] = np.minimum(np.abs(np.arange(lo[i], lo[i] + width[i])), ACTIVITY_CAP)
-        return GroupPlan(np.array(channels), lo[:, None], width[:, None], self.edges[q, channels][:, None, :], rows, contribution)
+        # Context of every reachable activity (at most ACTIVITY_CAP per symbol of the other channels at a position):
+        # one lookup per symbol instead of comparing it with each edge.
+        reach = np.arange(self.channels * ACTIVITY_CAP + 1)
+        context = (reach[None, :, None] >= self.edges[q, channels][:, None, :]).sum(-1).astype(np.uint8)
+        return GroupPlan(np.array(channels), lo[:, None], width[:, None], context, rows, contribution)
 
     def context_rows(self, plan: "GroupPlan", activity: np.ndarray) -> np.ndarray:
         """One pmf row per symbol of the group, [channels * positions, bins], in the contexts `activity` [positions] selects;
         for activity [faces, positions], the rows of every face at once: [faces, channels * positions, bins]."""
-        k = (activity[..., None, :, None] >= plan.edges).sum(-1)
-        return plan.rows[np.arange(len(plan.channels))[:, None], self._row_base + k].reshape(*activity.shape[:-1], -1, plan.rows.shape[-1])
+        ch = np.arange(len(plan.channels))[:, None]
+        k = plan.context[ch, activity[..., None, :]]
+        return plan.rows[ch, self._row_base + k].reshape(*activity.shape[:-1], -1, plan.rows.shape[-1])
 
     @classmethod
     def fit(cls, latents: np.ndarray, gain: np.ndarray, medians: np.ndarray, scale: np.ndarray | None = None,
@@ -176,7 +181,7 @@ class GroupPlan:
     channels: np.ndarray  # [g]
     lo: np.ndarray  # [g, 1]
     width: np.ndarray  # [g, 1] regular bins; symbol `width` is the escape
-    edges: np.ndarray  # [g, 1, CONTEXTS - 1] activity thresholds of the contexts
+    context: np.ndarray  # uint8 [g, channels * ACTIVITY_CAP + 1]: activity -> context (how many of the channel's edges it reaches)
     rows: np.ndarray  # float64 [g, positions * CONTEXTS, bins]: row p * CONTEXTS + k, zero-padded
     contribution: np.ndarray  # [g, bins] coded symbol (z - lo, or the escape) -> its share of the activity
 
