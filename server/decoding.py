@@ -43,7 +43,8 @@ def _load(paths: dict[int, str]) -> None:
 def decode_batch(items: list[tuple[int, bytes]], tables: dict) -> list[tuple[int, np.ndarray] | BitstreamError]:
     """(model tag, bitstream) per face -> (quality, symbols) or the decoder's refusal, in order.
 
-    Each model's faces are decoded together (ferwire.bitstream.decode_many: 2 to 4x less work per face in a batch of 32)."""
+    Each model's faces are decoded together (ferwire.bitstream.decode_many). scripts/bench.py at 32 in flight, before and
+    after, back to back on one VM: the entropy_decode stage 1.10 -> 0.66 ms per image-codec face, 0.50 -> 0.22 per expression face."""
     out: list = [None] * len(items)
     by_tag: dict[int, list[int]] = {}
     for i, (tag, _) in enumerate(items):

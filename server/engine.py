@@ -86,6 +86,7 @@ class Engine:
                 raise ValueError(f"models {self.models[card.model_tag].card.model_id} and {card.model_id} share tag {card.model_tag:#06x}: serve one of them")
             self.models[card.model_tag] = _Model(card, self.device)
         self.card = cards[0]  # what GetModelInfo leads with
+        self._tables = {tag: m.tables for tag, m in self.models.items()}
         self.metrics = metrics
         self._torch = torch
         self.decode_workers = auto_workers(self.device, decode_workers)
@@ -109,7 +110,7 @@ class Engine:
         """(model tag, bitstream) -> (quality, symbols) or the decoder's refusal, in order."""
         if self._pool and len(items) >= POOL_MIN_FACES:
             return self._pool.decode(items)
-        return decode_batch(items, {tag: m.tables for tag, m in self.models.items()})
+        return decode_batch(items, self._tables)
 
     def _observe(self, stage: str, t0: float) -> float:
         t1 = time.perf_counter()

@@ -139,12 +139,12 @@ def _server(args):
 
 def run_photos(args, command: str) -> Path:
     """fereval --photos: write photos.json and photos.md in --out; returns the markdown's path."""
-    from .photos import evaluate_photos, markdown
+    from .photos import SIDES, evaluate_photos, markdown
 
     faces, labels = load_split(args.split, args.data, args.limit)
     t0 = time.perf_counter()
     with _server(args) as address:
-        rows = evaluate_photos(address, faces, labels, _served_models(args), seed=args.seed, **({"sides": args.photo_sides} if args.photo_sides else {}))
+        rows = evaluate_photos(address, faces, labels, _served_models(args), seed=args.seed, sides=args.photo_sides or SIDES)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info("cpu")
