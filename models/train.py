@@ -97,6 +97,10 @@ def _args(argv):
     e.add_argument("--teacher", default=None, metavar="MODEL",
                    help="distil from this classifier's mirror-pair answer on each cached view (a model directory's ensemble: all its members "
                         "averaged, as its server answers); default: the split classifier itself, from the cached features")
+    for s in (c, e):
+        s.add_argument("--extra-folder", default=None, metavar="DIR",
+                       help="also train on these labelled photos (one subfolder per class, as fereval --folder reads them), each face found and "
+                            "aligned as ferclient send does; photos with no face found are left out (docs/webfaces)")
     e.add_argument("--cache", default=None, metavar="DIR",
                    help="keep the front's features here and reuse them when the classifier, faces, --views, --seed and --front-blocks match (4 views: 1 GB with 4 blocks, 2 GB with 3)")
     return p.parse_args(argv)
@@ -153,6 +157,8 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better,
     dev = torch.device(pick_device(args.device))
     keep_freed_memory()
     xtr, ytr = load_split("train", args.data, args.limit)
+    if getattr(args, "extra_folder", None):
+        xtr, ytr = _with_folder(xtr, ytr, args.extra_folder)
     xva, yva = load_split("val", args.data, args.limit)
     views = views or to_tensor
     ytr = targets(xtr, torch.from_numpy(ytr)) if targets else torch.from_numpy(ytr)
@@ -212,6 +218,20 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better,
         torch.save({**state, "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch + 1, "best": best, "history": history}, out / "last.pt.tmp")
         (out / "last.pt.tmp").replace(last)
     return history
+
+
+def _with_folder(faces, labels, folder):
+    """FER2013's training faces and labels with a folder of labelled photos' faces appended, found and aligned as
+    `ferclient send` finds them (fermodels.evaluation.folder.load_folder). Why: FER2013 alone is one collection's
+    48x48 crops; faces from photos, cut by the product's own detector, are what the server will be sent."""
+    from .evaluation.folder import load_folder
+
+    t0 = time.time()
+    extra, extra_labels, notes = load_folder(folder, detect=True, flag="--extra-folder")
+    keep = np.setdiff1d(np.arange(len(extra)), np.asarray(notes["missed"], dtype=np.int64))
+    print(f"--extra-folder {folder}: {len(keep)} faces added to {len(faces)} ({len(extra) - len(keep)} photos with no face found left out, "
+          f"{len(notes['unreadable'])} unreadable; {time.time() - t0:.0f} s)", file=sys.stderr)
+    return np.concatenate([faces, extra[keep]]), np.concatenate([labels, extra_labels[keep].astype(labels.dtype)])
 
 
 def _one_classifier(src):

@@ -32,16 +32,16 @@ def class_of(name: str) -> int | None:
     return CLASS_NAMES.index(n) if n in CLASS_NAMES else None
 
 
-def load_folder(root: str | Path, detect: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+def load_folder(root: str | Path, detect: bool = False, flag: str = "--folder") -> tuple[np.ndarray, np.ndarray, dict]:
     """(faces uint8 [N,48,48], labels [N], notes): every image under root's class subfolders, as --no-detect
     makes it, or with `detect` as `ferclient send` does (detector, the largest face of at least its default --min-face,
     aligned; an image with no such face found keeps its whole-image crop and is listed in notes["missed"] by index).
-    notes also: {"skipped_classes": {folder: images}, "unreadable": [path: reason]}. ValueError if nothing usable."""
+    notes also: {"skipped_classes": {folder: images}, "unreadable": [path: reason]}. ValueError, naming `flag`, if nothing usable."""
     from ferclient.faces import MIN_FACE, FaceDetector, ImageError, align, load_rgb, to_gray, whole
 
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"--folder {root}: not a directory")
+        raise ValueError(f"{flag} {root}: not a directory")
     detector = FaceDetector() if detect else None
     faces, labels, skipped, unreadable, missed = [], [], {}, [], []
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -63,7 +63,7 @@ def load_folder(root: str | Path, detect: bool = False) -> tuple[np.ndarray, np.
                 unreadable.append(f"{f.relative_to(root)}: {e}")
     if not faces:
         others = ", ".join(sorted(skipped)) or "none"
-        raise ValueError(f"--folder {root}: no images in subfolders named after FER2013's classes ({', '.join(CLASS_NAMES)}); subfolders found: {others}")
+        raise ValueError(f"{flag} {root}: no images in subfolders named after FER2013's classes ({', '.join(CLASS_NAMES)}); subfolders found: {others}")
     return np.stack(faces), np.array(labels), {"skipped_classes": skipped, "unreadable": unreadable, "detect": detect, "missed": missed}
 
 

@@ -294,3 +294,29 @@ def test_expression_distils_from_a_teacher_on_the_cached_views(runs, tmp_path, c
     capsys.readouterr()
     assert train.main([*args, "--out", str(tmp_path / "b")]) == 0
     assert capsys.readouterr().err.count("teacher answers: reusing") == 2
+
+
+def test_extra_folder_adds_the_faces_ferclient_would_send(runs, astronaut, tmp_path, capsys):
+    """fertrain classifier --extra-folder: each photo's face, found and aligned as `ferclient send` finds it, joins the
+    training faces with its folder's label; a photo with no face is left out and counted."""
+    from PIL import Image
+
+    from fermodels.data import load_split
+    from fermodels.evaluation.folder import load_folder
+
+    folder = tmp_path / "photos"
+    (folder / "happiness").mkdir(parents=True)  # an alias, as fereval --folder reads it
+    (folder / "sad").mkdir()
+    (folder / "happiness" / "astronaut.png").symlink_to(astronaut)
+    Image.new("RGB", (200, 200), (90, 120, 160)).save(folder / "sad" / "sky.png")  # no face in it
+    faces, labels = load_split("train", limit=64)
+    x, y = train._with_folder(faces, labels, folder)
+    want, _, _ = load_folder(folder, detect=True)
+    assert len(x) == 65 and (x[:64] == faces).all() and (y[:64] == labels).all()
+    assert y[64] == 3 and (x[64] == want[0]).all()  # happy, the detector's aligned crop
+    assert "1 faces added to 64 (1 photos with no face found left out" in capsys.readouterr().err
+    args = ["classifier", "--out", str(tmp_path / "run"), "--init", str(runs / "clf" / "best.pt"), "--extra-folder", str(folder)]
+    assert train.main([*args, "--epochs", "1", "--limit", "64", "--batch-size", "32", "--threads", "1"]) == 0
+    assert (tmp_path / "run" / "best.pt").is_file()
+    assert train.main(["classifier", "--out", str(tmp_path / "bad"), "--extra-folder", str(tmp_path / "nope"), "--limit", "64", "--epochs", "1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"fertrain: --extra-folder {tmp_path / 'nope'}: not a directory"

@@ -42,3 +42,32 @@ def test_refuses_a_wrong_checkout_or_an_existing_folder(tmp_path):
     (tmp_path / "data" / "legend.csv").write_text("user.id,image,emotion\n")
     r = _run(str(tmp_path), str(tmp_path))
     assert r.returncode == 2 and "exists" in r.stderr
+
+
+def test_parts_split_people_not_photos(tmp_path):
+    """--part train|val|test: every photo of one person lands in the same part, the parts cover the collection once,
+    and a person's part does not depend on the rest of the legend."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import muxspace_subset as m
+    finally:
+        sys.path.pop(0)
+    assert m.person("George_W_Bush_0012.jpg") == "George_W_Bush" and m.person("HrithikRoshan_17.jpg") == "HrithikRoshan"
+    assert m.person("facial-expressions_2868588k.jpg") == "facial-expressions"
+    src = tmp_path / "checkout"
+    (src / "data").mkdir(parents=True)
+    (src / "images").mkdir()
+    names = [f"Person_{p}_{i:04d}.jpg" for p in range(40) for i in range(1, 4)]
+    (src / "data" / "legend.csv").write_text("user.id,image,emotion\n" + "".join(f"1,{n},neutral\n" for n in names))
+    for n in names:
+        (src / "images" / n).write_bytes(b"jpeg")
+    seen = {}
+    for part in ("train", "val", "test"):
+        r = _run(str(src), str(tmp_path / part), "--part", part, "--per-class", "1000")
+        assert r.returncode == 0, r.stderr
+        got = [p.name for p in (tmp_path / part / "neutral").iterdir()] if (tmp_path / part / "neutral").is_dir() else []
+        assert all(m.part_of(n) == part for n in got)
+        seen.update({n: part for n in got})
+    assert sorted(seen) == sorted(names)  # each photo in exactly one part
+    assert all(len({seen[f"Person_{p}_{i:04d}.jpg"] for i in range(1, 4)}) == 1 for p in range(40))  # a person's photos together
+    assert len(set(seen.values())) == 3
