@@ -127,13 +127,14 @@ def _served_models(args) -> dict:
 
 @contextmanager
 def _server(args):
-    """The address of --server, or of a ferserver started on loopback for the run (stopped after it)."""
+    """The address of --server, or of a ferserver started on loopback for the run (stopped after it), serving the
+    model directories measured (_served_models: --model-dir and --expression-dir, not the bundled ones)."""
     if args.server:
         yield args.server
         return
     from ferserver.process import ServerProcess
 
-    with ServerProcess() as server:
+    with ServerProcess("--model-dir", ",".join(str(d) for d in _served_models(args).values())) as server:
         yield server.address
 
 

@@ -84,3 +84,26 @@ def test_detect_without_folder_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--detect"])
     assert e.value.code == 2 and "--detect goes with --folder" in capsys.readouterr().err
+
+
+def test_folder_mode_serves_the_model_dir_it_measures(fer_test, tmp_path):
+    """fereval --folder --model-dir X starts its ferserver with X: a copy of the shipped model whose classifier always
+    answers disgust is answered disgust through the server too, not by the bundled classifier (same model tag)."""
+    import torch
+
+    from ferwire.card import DEFAULT_MODEL_DIR
+    from fermodels.export import replace_classifier
+
+    clf = torch.load(DEFAULT_MODEL_DIR / "classifier.pt", map_location="cpu", weights_only=True)
+    for k, v in clf["state_dict"].items():
+        if k.endswith("head.5.bias"):  # each member's last layer: disgust wins whatever the face
+            v.copy_(torch.tensor([0, 1e4, 0, 0, 0, 0, 0], dtype=v.dtype))
+    torch.save(clf, tmp_path / "disgust.pt")
+    replace_classifier(DEFAULT_MODEL_DIR, [tmp_path / "disgust.pt"], tmp_path / "model")
+    faces, labels = fer_test[0][:20], fer_test[1][:20]
+    _folder(tmp_path / "set", faces, labels, dict(enumerate(CLASS_NAMES)))
+    out = tmp_path / "out"
+    assert main(["--folder", str(tmp_path / "set"), "--model-dir", str(tmp_path / "model"), "--expression-dir", "none", "--out", str(out)]) == 0
+    rows = json.loads((out / "folder.json").read_text())["rows"]
+    for row in rows:  # the uncompressed classifier and the served model: every face called disgust
+        assert all(a[1] == sum(a) for a in row["answers"].values()), row["path"]
