@@ -10,12 +10,12 @@ name before an image's number) falls in train (60 %), val (15 %) or test (25 %) 
 no person is in two parts and the split is the same on every machine. Nearly all disgust photos show five
 actors, so the hash is salted: SALT is the one of 0-11 that puts most disgust photos in train while val keeps
 at least 10 and test at least 20 (169 / 18 / 21), chosen on the label counts alone. The web-photo fine-tune
-(docs/webfaces) trains on train, chooses on val and reports on test.
+(docs/webfaces) trains on train and chooses on val; test waits for a model that ships.
 
     git clone https://github.com/muxspace/facial_expressions /work/muxfaces/repo
     python scripts/muxspace_subset.py /work/muxfaces/repo /work/muxfaces/subset
-    python scripts/muxspace_subset.py /work/muxfaces/repo /work/muxfaces/train --part train --per-class 1500
-    python scripts/muxspace_subset.py /work/muxfaces/repo /work/muxfaces/test --part test
+    python scripts/muxspace_subset.py /work/muxfaces/repo /work/muxfaces/train400 --part train
+    python scripts/muxspace_subset.py /work/muxfaces/repo /work/muxfaces/val --part val
 """
 
 from __future__ import annotations
