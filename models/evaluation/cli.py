@@ -126,15 +126,15 @@ def _served_models(args) -> dict:
 
 
 @contextmanager
-def _server(args):
+def _server(args, models: dict):
     """The address of --server, or of a ferserver started on loopback for the run (stopped after it), serving the
-    model directories measured (_served_models: --model-dir and --expression-dir, not the bundled ones)."""
+    model directories measured (`models`, from _served_models: --model-dir and --expression-dir, not the bundled ones)."""
     if args.server:
         yield args.server
         return
     from ferserver.process import ServerProcess
 
-    with ServerProcess("--model-dir", ",".join(str(d) for d in _served_models(args).values())) as server:
+    with ServerProcess("--model-dir", ",".join(str(d) for d in models.values())) as server:
         yield server.address
 
 
@@ -144,8 +144,9 @@ def run_photos(args, command: str) -> Path:
 
     faces, labels = load_split(args.split, args.data, args.limit)
     t0 = time.perf_counter()
-    with _server(args) as address:
-        rows = evaluate_photos(address, faces, labels, _served_models(args), seed=args.seed, sides=args.photo_sides or SIDES)
+    models = _served_models(args)
+    with _server(args, models) as address:
+        rows = evaluate_photos(address, faces, labels, models, seed=args.seed, sides=args.photo_sides or SIDES)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info("cpu")
@@ -164,8 +165,9 @@ def run_folder(args, command: str) -> Path:
     faces, labels, notes = load_folder(args.folder, args.detect)
     card = ModelCard.load(args.model_dir or DEFAULT_MODEL_DIR)
     t0 = time.perf_counter()
-    with _server(args) as address:
-        rows = evaluate_folder(address, faces, labels, _served_models(args), load_classifier(card.file("classifier.pt")), notes["missed"])
+    models = _served_models(args)
+    with _server(args, models) as address:
+        rows = evaluate_folder(address, faces, labels, models, load_classifier(card.file("classifier.pt")), notes["missed"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info("cpu")

@@ -242,8 +242,8 @@ def test_server_and_client_containers_end_to_end(images, photos, astronaut, card
             # in flight or the count stops rising. Three scrapes, not ten: ten under CI's load once outlasted the 5 s.
             until, seen = time.monotonic() + 20, [0.0]
             while seen[-1] < 64 and (len(seen) < 3 or seen[-1] != seen[-3] or seen[-1] < 32):
-                ended = collections.Counter(f.code().name for f in futures if f.done())
-                assert time.monotonic() < until, f"the 64 calls never reached the server (in flight: {seen[::10]}; ended: {dict(ended)})"
+                assert time.monotonic() < until, (f"the 64 calls never reached the server (in flight: {seen[::10]}; "
+                                                  f"ended: {dict(collections.Counter(f.code().name for f in futures if f.done()))})")
                 seen.append(_counter(metrics(), "fercodec_inflight_requests"))
                 time.sleep(0.05)
             t0 = time.monotonic()

@@ -45,8 +45,7 @@ def test_refuses_a_wrong_checkout_or_an_existing_folder(tmp_path):
 
 
 def test_parts_split_people_not_photos(tmp_path):
-    """--part train|val|test: every photo of one person lands in the same part, the parts cover the collection once,
-    and a person's part does not depend on the rest of the legend."""
+    """--part train|val|test: every photo of one person lands in the same part, and the parts cover the collection once."""
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import muxspace_subset as m
