@@ -26,11 +26,28 @@ def load_split(split: str, path: str | os.PathLike | None = None, limit: int | N
     with np.load(path) as d:
         x, y = d[f"x_{split}"], d[f"y_{split}"].astype(np.int64)
     if limit is not None:
-        # Evenly spaced rows: ids are random, so classes stay interleaved and the
-        # subset is the same on every machine.
-        idx = np.linspace(0, len(x) - 1, num=min(limit, len(x))).round().astype(np.int64)
+        idx = _subset(len(x), limit)
         x, y = x[idx], y[idx]
     return x, y
+
+
+def _subset(n: int, limit: int) -> np.ndarray:
+    """Evenly spaced rows: ids are random, so classes stay interleaved and the subset is the same on every machine."""
+    return np.linspace(0, n - 1, num=min(limit, n)).round().astype(np.int64)
+
+
+def load_crowd_votes(path: str | os.PathLike, split: str, limit: int | None = None) -> np.ndarray:
+    """FER+ crowd votes [N,7] float32 for a split's faces, row for row with load_split (all zero where a face has
+    none), from the file scripts/ferplus_votes.py writes."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"crowd votes not found at {path} (scripts/ferplus_votes.py writes them)")
+    with np.load(path) as d:
+        if f"votes_{split}" not in d:
+            raise ValueError(f"{path} has no votes_{split}: not a file from scripts/ferplus_votes.py")
+        v = d[f"votes_{split}"].astype(np.float32)
+    return v[_subset(len(v), limit)] if limit is not None else v
 
 
 def to_tensor(faces: np.ndarray):

@@ -72,6 +72,9 @@ def _args(argv):
                    help="distil from this classifier (checkpoint, classifier.pt or model directory): its answer on the uncompressed face, "
                         "averaged over 10 views, is part of every view's target")
     c.add_argument("--lambda-kd", type=float, default=0.5, help="with --teacher: the teacher's share of the target (the rest: the label, smoothed)")
+    c.add_argument("--crowd-votes", default=None, metavar="FILE",
+                   help="FER+ crowd votes for FER2013's faces (scripts/ferplus_votes.py): part of each training face's target is their distribution")
+    c.add_argument("--lambda-crowd", type=float, default=0.5, help="with --crowd-votes: the crowd's share of the target, on faces that have votes")
     c.add_argument("--robust", action="store_true",
                    help="also train (and select on val) on a realistic-crop copy of every face: offset, zoom, tilt, blur, lighting, "
                         "JPEG source, occlusion (fermodels.perturb.RANDOM_MIX), decoded like the originals with --decoded")
@@ -262,7 +265,8 @@ def train_classifier(args):
     views = _decoded_views(args.decoded, dev) if args.decoded else None
     if args.robust:
         views = _robust_views(views, args.seed)
-    targets = _soft_targets(args.teacher, args.lambda_kd, args.label_smoothing, dev)
+    crowd = _crowd_votes(args.crowd_votes, args.lambda_crowd, args.data, args.limit) if args.crowd_votes else None
+    targets = _soft_targets(args.teacher, args.lambda_kd, args.label_smoothing, dev, crowd)
 
     def step(x, y, i, gen, opt):
         if x.shape[1] > 1:  # one version of each face: uncompressed or one quality
@@ -308,15 +312,31 @@ def _robust_views(views, seed: int):
     return both
 
 
-def _soft_targets(teacher_src, share, smoothing, device="cpu"):
+def _crowd_votes(path, share, data, limit):
+    """(share, votes [N,7]) for FER2013's training faces, checked to be the archive's own (row for row)."""
+    from .data import load_crowd_votes, load_split
+
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"--lambda-crowd is the crowd's share of the target, between 0 and 1 (got {share})")
+    votes = load_crowd_votes(path, "train", limit)
+    n = len(load_split("train", data, limit)[1])
+    if len(votes) != n:
+        raise ValueError(f"{path} has votes for {len(votes)} training faces, the archive {n}: written for another fer2013.npz")
+    return share, votes
+
+
+def _soft_targets(teacher_src, share, smoothing, device="cpu", crowd=None):
     """(faces, labels) -> training targets [N,7]: the label smoothed by `smoothing` (what
     cross-entropy's label_smoothing does), and with a teacher, (1 - share) of that plus
-    share * the teacher's 10-view answer on the uncompressed face.
+    share * the teacher's 10-view answer on the uncompressed face. With crowd = (c, votes), each FER2013 face
+    with votes then takes (1 - c) of that plus c * its crowd's vote distribution (faces appended by
+    --extra-folder, and faces FER+ dropped, keep the rest).
 
     Cross-entropy against this mix equals the weighted sum of the label's and the
     teacher's cross-entropies. FER2013's labels are noisy (human accuracy about
     65 %), and the teacher's answer says how ambiguous each face is.
     """
+    import torch
     import torch.nn.functional as F
 
     from . import CLASS_NAMES
@@ -331,13 +351,21 @@ def _soft_targets(teacher_src, share, smoothing, device="cpu"):
 
     def targets(faces, labels):
         smoothed = F.one_hot(labels, classes).float() * (1 - smoothing) + smoothing / classes
-        if teacher is None:
-            return smoothed
-        print(f"teacher: 10 views of {len(faces)} faces", file=sys.stderr)
-        t0 = time.time()
-        answer = teacher_probabilities(teacher, to_tensor(faces)).to(labels.device)
-        print(f"teacher: done in {time.time() - t0:.0f} s", file=sys.stderr)
-        return (1 - share) * smoothed + share * answer
+        if teacher is not None:
+            print(f"teacher: 10 views of {len(faces)} faces", file=sys.stderr)
+            t0 = time.time()
+            answer = teacher_probabilities(teacher, to_tensor(faces)).to(labels.device)
+            print(f"teacher: done in {time.time() - t0:.0f} s", file=sys.stderr)
+            smoothed = (1 - share) * smoothed + share * answer
+        if crowd is not None:
+            c, votes = crowd
+            v = torch.zeros_like(smoothed)
+            v[: len(votes)] = torch.from_numpy(votes).to(v.device)
+            total = v.sum(1, keepdim=True)
+            has = total > 0
+            print(f"crowd votes: {int(has.sum())} of {len(faces)} training faces, share {c}", file=sys.stderr)
+            smoothed = torch.where(has, (1 - c) * smoothed + c * v / total.clamp_min(1), smoothed)
+        return smoothed
 
     return targets
 

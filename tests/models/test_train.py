@@ -181,6 +181,38 @@ def test_distillation_targets_mix_label_and_teacher(runs):
         train._soft_targets(DEFAULT_MODEL_DIR, 1.5, 0.1)
 
 
+def test_crowd_votes_share_the_target_where_a_face_has_them(runs, tmp_path, capsys):
+    """fertrain classifier --crowd-votes: a face with votes gets (1 - c) * smoothed label + c * its vote distribution,
+    a face without keeps the smoothed label; votes written for another archive are one line, exit 2."""
+    import torch
+
+    from fermodels.data import load_crowd_votes, load_split
+
+    faces, labels = load_split("train", limit=32)
+    votes = np.zeros((len(load_split("train")[1]), 7), np.uint8)
+    rows = np.linspace(0, len(votes) - 1, 32).round().astype(np.int64)  # the faces --limit 32 picks
+    votes[rows[:16], 2] = 6  # the first 16 faces: 6 votes fear, 4 surprise
+    votes[rows[:16], 5] = 4
+    path = tmp_path / "votes.npz"
+    np.savez(path, votes_train=votes, votes_val=votes[:3589], votes_test=votes[:3589])
+    crowd = train._crowd_votes(path, 0.5, None, 32)
+    assert np.array_equal(crowd[1], load_crowd_votes(path, "train", 32)) and crowd[1][:16, 2].tolist() == [6] * 16
+    soft = train._soft_targets(None, 0.0, 0.1, crowd=crowd)(faces, torch.from_numpy(labels))
+    smoothed = torch.nn.functional.one_hot(torch.from_numpy(labels), 7) * 0.9 + 0.1 / 7
+    crowd_dist = torch.zeros(7)
+    crowd_dist[2], crowd_dist[5] = 0.6, 0.4
+    assert torch.allclose(soft[:16], 0.5 * smoothed[:16] + 0.5 * crowd_dist)
+    assert torch.allclose(soft[16:], smoothed[16:])
+    out = runs / "crowd"
+    args = ["classifier", "--out", str(out), "--width", "8", "--crowd-votes", str(path), "--lambda-crowd", "0.5"]
+    assert train.main([*args, "--epochs", "1", "--limit", "32", "--batch-size", "16", "--threads", "1"]) == 0
+    assert "crowd votes: 16 of 32 training faces" in capsys.readouterr().err
+    assert train.main([*args, "--epochs", "1", "--limit", "40", "--fresh"]) == 0  # --limit picks rows of the votes too
+    np.savez(tmp_path / "short.npz", votes_train=votes[:100])
+    assert train.main([*args[:-4], "--crowd-votes", str(tmp_path / "short.npz"), "--epochs", "1", "--limit", "200"]) == 2
+    assert "written for another fer2013.npz" in capsys.readouterr().err
+
+
 def test_extend_only_trains_the_added_qualities_and_nothing_else(runs):
     """fertrain codec --init MODEL_DIR --lambda-d <its ladder> 0.4 --extend-only: the transforms and every quality the
     model had keep their exact weights (so their bitstreams and reconstructions), the added quality learns."""
