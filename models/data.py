@@ -36,9 +36,9 @@ def _subset(n: int, limit: int) -> np.ndarray:
     return np.linspace(0, n - 1, num=min(limit, n)).round().astype(np.int64)
 
 
-def load_crowd_votes(path: str | os.PathLike, split: str, limit: int | None = None) -> np.ndarray:
+def load_crowd_votes(path: str | os.PathLike, split: str, limit: int | None = None, data: str | os.PathLike | None = None) -> np.ndarray:
     """FER+ crowd votes [N,7] float32 for a split's faces, row for row with load_split (all zero where a face has
-    none), from the file scripts/ferplus_votes.py writes."""
+    none), from the file scripts/ferplus_votes.py writes; checked against the archive's row count."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if not Path(path).is_file():
@@ -47,6 +47,13 @@ def load_crowd_votes(path: str | os.PathLike, split: str, limit: int | None = No
         if f"votes_{split}" not in d:
             raise ValueError(f"{path} has no votes_{split}: not a file from scripts/ferplus_votes.py")
         v = d[f"votes_{split}"].astype(np.float32)
+    archive = Path(data or DEFAULT_DATA)
+    if not archive.is_file():
+        raise FileNotFoundError(f"FER2013 archive not found at {archive} (set --data or FERCODEC_DATA)")
+    with np.load(archive) as d:
+        n = len(d[f"y_{split}"])  # the labels alone: the faces are not read
+    if len(v) != n:
+        raise ValueError(f"{path} has votes for {len(v)} {split} faces, the archive {n}: written for another fer2013.npz")
     return v[_subset(len(v), limit)] if limit is not None else v
 
 
