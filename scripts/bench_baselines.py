@@ -15,7 +15,7 @@ RecognizeRequest.faces carries each baseline's own bytes.
 
 The classifier is the one the image codec's server uses (models/weights/
 fercodec-v1/classifier.pt), fed [0,1] pixels and mirror-averaged, its
-probabilities tempered with the model card's temperature, as ferserver's engine does.
+probabilities prior-corrected and tempered as the model card says, as ferserver's engine does.
 jpeg runs it as the engine does (fermodels.bundle.for_inference: BatchNorm
 folded, channels-last), so the two compare transport and decoding, not the
 runtime; naive runs it as loaded, as a CompressAI user would.
@@ -196,7 +196,7 @@ def pick_jpeg_quality(faces: np.ndarray, labels: np.ndarray, candidates=JPEG_CAN
 
 
 class _Classify:
-    """The image codec's classifier as ferserver's engine applies it: [0,1] pixels, mirror average, the card's temperature;
+    """The image codec's classifier as ferserver's engine applies it: [0,1] pixels, mirror average, the card's prior correction and temperature;
     with `serving`, also folded and channels-last as the engine runs it (for_inference)."""
 
     def __init__(self, card, threads: int, serving: bool):
@@ -213,9 +213,7 @@ class _Classify:
             self.clf = for_inference(self.clf)
 
     def __call__(self, x) -> np.ndarray:
-        from ferwire.card import tempered
-
-        return tempered(self.clf.probabilities(x).cpu().numpy(), self.card.temperature)
+        return self.card.served(self.clf.probabilities(x).cpu().numpy())
 
 
 def _reply(pb, request, card, results: list[tuple[np.ndarray, int]]):

@@ -19,7 +19,7 @@ import numpy as np
 
 from fermodels.bundle import for_inference, keep_freed_memory, load_expression, load_torch_models, pick_device
 from ferwire.bitstream import BitstreamError, parse_header
-from ferwire.card import ModelCard, tempered
+from ferwire.card import ModelCard
 from ferwire.entropy import EntropyTables
 
 from .decoding import DecodePool, auto_workers, decode_batch
@@ -162,7 +162,7 @@ class Engine:
                 pixels = (x_hat[:, 0] * 255.0).round_().to(torch.uint8).cpu().numpy() if any(jobs[i].want_reconstruction for i, _ in order) else None
                 results += [(i, q, model, probs[k], pixels[k] if pixels is not None else None) for k, (i, q) in enumerate(order)]
         for i, q, model, p, pix in results:
-            p = tempered(p, model.card.temperature)
+            p = model.card.served(p)
             names = model.card.class_names
             h, w = model.card.face_size
             best = int(p.argmax())

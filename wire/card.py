@@ -51,7 +51,9 @@ class ModelCard:
     default_quality: int
     metrics: dict = field(default_factory=dict)
     kind: str = "image"
-    temperature: float = 1.0  # the server reports tempered(p, T); fitted on val by fermodels.evaluation.calibration
+    temperature: float = 1.0  # the server reports tempered(p, T, log_bias); both fitted on val by fermodels.evaluation.calibration
+    prior_correction: float = 0.0  # strength s: the server adds -s * log(train_prior) to log p (logit adjustment; 0 = off)
+    train_prior: tuple[float, ...] = ()  # the training labels' class shares, in class_names order
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None) -> "ModelCard":
@@ -77,7 +79,19 @@ class ModelCard:
             metrics=d.get("metrics", {}),
             kind=d.get("kind", "image"),
             temperature=float(d.get("temperature", 1.0)),
+            **_prior_correction(meta, d),
         )
+
+    @property
+    def log_bias(self) -> np.ndarray | None:
+        """What the prior correction adds to log p: -s * log(train prior), or None when it is off."""
+        if not self.prior_correction:
+            return None
+        return -self.prior_correction * np.log(np.asarray(self.train_prior, np.float64))
+
+    def served(self, p: np.ndarray) -> np.ndarray:
+        """The model's (mirror-averaged) probabilities as the server reports them: prior-corrected, then tempered."""
+        return tempered(p, self.temperature, self.log_bias)
 
     def file(self, name: str) -> Path:
         p = self.path / name
@@ -90,10 +104,29 @@ class ModelCard:
         return len(self.lambdas)
 
 
-def tempered(p: np.ndarray, temperature: float) -> np.ndarray:
-    """Temperature scaling of the model's (mirror-averaged) probabilities: softmax(log p / T). Same argmax, calibrated confidence."""
-    if temperature == 1.0:
+def _prior_correction(meta: Path, d: dict) -> dict:
+    """model.json's optional {"prior_correction": {"strength": s, "train_prior": [...]}} as ModelCard fields."""
+    pc = d.get("prior_correction")
+    if not pc:
+        return {}
+    prior = tuple(float(v) for v in pc.get("train_prior", ()))
+    if len(prior) != len(d["class_names"]) or min(prior) <= 0:
+        raise ValueError(f"{meta}: prior_correction.train_prior needs one positive share per class ({len(d['class_names'])})")
+    return {"prior_correction": float(pc["strength"]), "train_prior": prior}
+
+
+def tempered(p: np.ndarray, temperature: float, log_bias: np.ndarray | None = None) -> np.ndarray:
+    """softmax((log p + log_bias) / T) of the model's (mirror-averaged) probabilities.
+
+    T alone (temperature scaling) keeps every label and calibrates the confidence. log_bias = -s * log(train prior)
+    is logit adjustment (Menon et al., ICLR 2021): it takes back part of the training set's class balance (FER2013:
+    a quarter happy, 1.4 % disgust), so a face's label depends less on how common its class was in training.
+    """
+    if temperature == 1.0 and log_bias is None:
         return p
-    z = np.log(np.clip(p.astype(np.float64), 1e-12, None)) / temperature
+    z = np.log(np.clip(p.astype(np.float64), 1e-12, None))
+    if log_bias is not None:
+        z = z + log_bias
+    z = z / temperature
     e = np.exp(z - z.max(-1, keepdims=True))
     return (e / e.sum(-1, keepdims=True)).astype(np.float32)

@@ -1,13 +1,18 @@
-"""Calibrated confidences: a temperature per shipped model, fitted on val, checked on test.
+"""Calibrated answers: a prior correction and a temperature per shipped model, fitted on val, checked on test.
 
-    python -m fermodels.evaluation.calibration [--write] [--out docs/calibration]
+    python -m fermodels.evaluation.calibration [--write] [--prior-strength S] [--out docs/calibration]
 
 For each bundled model, FER2013 val (PublicTest) and test (PrivateTest) faces go the deployed way
 (ferclient's encoder at the default setting, a real ferserver on loopback) and come back as the
-probabilities users see. The temperature T minimising val's negative log-likelihood is the one the
-server applies (softmax(log p / T), ferwire.card.tempered; argmax unchanged). Reported on test:
-expected calibration error (15 equal-width confidence bins) before and after, NLL, accuracy and the
-recall of every class. --write stores T in each model.json (the server reads it at start).
+probabilities users see; the model card's current correction is undone to start from the raw ones.
+The server reports softmax((log p - s log prior) / T) (ferwire.card.tempered), prior being FER2013
+train's class shares. s (logit adjustment) takes back part of that balance: a quarter of FER2013's
+faces are happy and 1.4 % disgust, and a collection the model has never seen has its own balance.
+s and T are fitted together on val by class-balanced NLL (each class weighs the same), so the
+correction is chosen for an unknown balance, not FER2013's. T alone changes no label; s does.
+Reported on val and test: accuracy, mean recall, expected calibration error (15 equal-width
+confidence bins), NLL and balanced NLL, before (raw) and after, and the recall of every class.
+--write stores s, the prior and T in each model.json (the server reads them at start).
 """
 
 from __future__ import annotations
@@ -41,10 +46,32 @@ def nll(p: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, None)).mean())
 
 
-def fit_temperature(p: np.ndarray, labels: np.ndarray) -> float:
-    """The T in 0.25..5 (step 0.01) with the lowest NLL of softmax(log p / T)."""
-    grid = np.round(np.arange(0.25, 5.0001, 0.01), 2)
-    return float(min(grid, key=lambda t: nll(tempered(p, t), labels)))
+def balanced_nll(p: np.ndarray, labels: np.ndarray) -> float:
+    """NLL with each face weighted by 1 / its class's count: every class present counts the same."""
+    w = 1.0 / np.bincount(labels)[labels]
+    return float((w * -np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, None))).sum() / w.sum())
+
+
+def mean_recall(p: np.ndarray, labels: np.ndarray) -> float:
+    pred = p.argmax(1)
+    return float(np.mean([(pred[labels == k] == k).mean() for k in np.unique(labels)]))
+
+
+TEMPERATURES = np.round(np.arange(0.25, 5.0001, 0.01), 2)
+STRENGTHS = np.round(np.arange(0.0, 1.5001, 0.05), 2)
+
+
+def fit_temperature(p: np.ndarray, labels: np.ndarray, log_bias: np.ndarray | None = None, loss=nll) -> float:
+    """The T in 0.25..5 (step 0.01) with the lowest `loss` of softmax((log p + log_bias) / T)."""
+    return float(min(TEMPERATURES, key=lambda t: loss(tempered(p, t, log_bias), labels)))
+
+
+def fit_correction(p: np.ndarray, labels: np.ndarray, prior: np.ndarray, strength: float | None = None) -> tuple[float, float]:
+    """(s, T) with the lowest class-balanced NLL of softmax((log p - s log prior) / T): s in 0..1.5 (step 0.05)
+    unless given, T as fit_temperature. Balanced, so that the fit does not learn FER2013's class balance back."""
+    log_prior = np.log(prior)
+    fits = [(s, fit_temperature(p, labels, -s * log_prior, balanced_nll)) for s in (STRENGTHS if strength is None else [strength])]
+    return min(fits, key=lambda st: balanced_nll(tempered(p, st[1], -st[0] * log_prior), labels))
 
 
 def recalls(p: np.ndarray, labels: np.ndarray, names) -> dict[str, float]:
@@ -52,54 +79,83 @@ def recalls(p: np.ndarray, labels: np.ndarray, names) -> dict[str, float]:
     return {n: float((pred[labels == k] == k).mean()) for k, n in enumerate(names)}
 
 
-def calibrate(address: str, model_dir, data=None, limit=None) -> dict:
+def raw_probabilities(q: np.ndarray, card) -> np.ndarray:
+    """Undo what the server applied (card.served): softmax(T log q - log_bias) gives back the model's own p."""
+    x = tempered(q, 1.0 / card.temperature)
+    return x if card.log_bias is None else tempered(x, 1.0, -card.log_bias)
+
+
+def train_prior(data=None) -> np.ndarray:
+    """FER2013 train's class shares (the labels alone are read)."""
+    from ..data import DEFAULT_DATA
+
+    with np.load(data or DEFAULT_DATA) as d:
+        return np.bincount(d["y_train"].astype(np.int64)) / len(d["y_train"])
+
+
+def _measures(p: np.ndarray, y: np.ndarray, names) -> dict:
+    return {"accuracy": float((p.argmax(1) == y).mean()), "mean_recall": mean_recall(p, y), "ece": ece(p, y), "nll": nll(p, y),
+            "balanced_nll": balanced_nll(p, y), "mean_confidence": float(p.max(1).mean()), "recall": recalls(p, y, names)}
+
+
+def calibrate(address: str, model_dir, data=None, limit=None, strength: float | None = None) -> dict:
     from ferwire.card import ModelCard
 
     from ..data import load_split
     from .photos import server_probabilities
 
     card = ModelCard.load(model_dir)
-    # The server already applies the model's current T; undo it so the fit starts from the raw probabilities.
     raw = {}
     for split in ("val", "test"):
         faces, labels = load_split(split, data, limit)
-        raw[split] = (tempered(server_probabilities(address, card.path, faces), 1.0 / card.temperature), labels)
-    t = fit_temperature(*raw["val"])
-    row = {"model": card.model_id, "path": str(card.path), "temperature": t, "previous_temperature": card.temperature}
+        raw[split] = (raw_probabilities(server_probabilities(address, card.path, faces), card), labels)
+    prior = train_prior(data)
+    s, t = fit_correction(*raw["val"], prior, strength)
+    row = {"model": card.model_id, "path": str(card.path), "prior_strength": s, "train_prior": prior.tolist(), "temperature": t,
+           "previous": {"prior_strength": card.prior_correction, "temperature": card.temperature}}
     for split, (p, y) in raw.items():
-        q = tempered(p, t)
-        row[split] = {"faces": int(len(y)), "accuracy": float((p.argmax(1) == y).mean()), "ece_before": ece(p, y), "ece_after": ece(q, y),
-                      "nll_before": nll(p, y), "nll_after": nll(q, y), "mean_confidence_before": float(p.max(1).mean()),
-                      "mean_confidence_after": float(q.max(1).mean()), "recall": recalls(p, y, card.class_names)}
+        row[split] = {"faces": int(len(y)), "before": _measures(p, y, card.class_names),
+                      "after": _measures(tempered(p, t, -s * np.log(prior)), y, card.class_names)}
     return row
 
 
 def markdown(rows: list[dict], command: str) -> str:
-    names = list(rows[0]["test"]["recall"])
+    names = list(rows[0]["test"]["before"]["recall"])
+    prior = ", ".join(f"{n} {100 * v:.1f} %" for n, v in zip(names, rows[0]["train_prior"]))
     lines = [
-        "# Calibration and per-class recall",
+        "# Calibration: prior correction, temperature and per-class recall",
         "",
         f"Command: `{command}`. Deployed path: ferclient's encoder at the default setting, a real ferserver on loopback.",
-        f"T is fitted on val (PublicTest) by NLL; ECE uses {BINS} equal-width confidence bins. Temperature changes no label.",
         "",
-        "| model | T | split | accuracy | mean confidence, before -> after | ECE, before -> after | NLL, before -> after |",
-        "|---|---|---|---|---|---|---|",
+        "The server reports softmax((log p - s log prior) / T) of the model's mirror-averaged probabilities p. prior is FER2013",
+        f"train's class balance ({prior}). The correction s (logit adjustment, Menon et al. 2021) takes",
+        "part of that balance back out of the answers, so that a rare class such as disgust is not ruled out for being rare:",
+        "a collection the model has never seen has its own balance. s and T are fitted together on val (PublicTest) by",
+        "class-balanced NLL (each class weighs the same); test (PrivateTest) is reported, not used. T changes no label; s does.",
+        f"Before: the raw probabilities (s = 0, T = 1). ECE: {BINS} equal-width confidence bins.",
+        "",
+        "| model | s | T | split | accuracy | mean recall | ECE | NLL | balanced NLL |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         for split in ("val", "test"):
-            s = r[split]
-            lines.append(f"| {r['model']} | {r['temperature']:.2f} | {split} | {100 * s['accuracy']:.2f} % | {s['mean_confidence_before']:.3f} -> {s['mean_confidence_after']:.3f} | "
-                         f"{s['ece_before']:.4f} -> {s['ece_after']:.4f} | {s['nll_before']:.4f} -> {s['nll_after']:.4f} |")
-    lines += ["", "Recall of each class on test (PrivateTest):", "", "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+            b, a = r[split]["before"], r[split]["after"]
+            lines.append(f"| {r['model']} | {r['prior_strength']:.2f} | {r['temperature']:.2f} | {split} | {100 * b['accuracy']:.2f} -> {100 * a['accuracy']:.2f} % | "
+                         f"{100 * b['mean_recall']:.2f} -> {100 * a['mean_recall']:.2f} % | {b['ece']:.4f} -> {a['ece']:.4f} | {b['nll']:.4f} -> {a['nll']:.4f} | "
+                         f"{b['balanced_nll']:.4f} -> {a['balanced_nll']:.4f} |")
+    lines += ["", "Recall of each class on test (PrivateTest), before -> after:", "", "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for r in rows:
-        lines.append(f"| {r['model']} | " + " | ".join(f"{100 * r['test']['recall'][n]:.1f} %" for n in names) + " |")
+        b, a = r["test"]["before"]["recall"], r["test"]["after"]["recall"]
+        lines.append(f"| {r['model']} | " + " | ".join(f"{100 * b[n]:.1f} -> {100 * a[n]:.1f} %" for n in names) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_temperature(model_dir, t: float) -> None:
+def write_calibration(model_dir, row: dict) -> None:
+    """Store the fitted s (with the prior it applies to) and T in the directory's model.json."""
     meta = Path(model_dir) / "model.json"
     d = json.loads(meta.read_text())
-    d["temperature"] = t
+    d["temperature"] = row["temperature"]
+    d["prior_correction"] = {"strength": row["prior_strength"], "train_prior": [round(v, 6) for v in row["train_prior"]]}
     meta.write_text(json.dumps(d, indent=2) + "\n")
 
 
@@ -112,19 +168,23 @@ def main(argv=None) -> int:
     p.add_argument("--model-dir", action="append", default=None, help="model directory (repeatable; default both bundled models)")
     p.add_argument("--data", default=None, help="FER2013 npz (default ../shared or $FERCODEC_DATA)")
     p.add_argument("--limit", type=int, default=None, help="N evenly spaced faces per split (default all)")
-    p.add_argument("--write", action="store_true", help="store each fitted T in its model.json")
+    p.add_argument("--prior-strength", type=float, default=None, metavar="S",
+                   help="use this prior correction instead of fitting it (0: temperature only)")
+    p.add_argument("--write", action="store_true", help="store each fitted s and T in its model.json")
     p.add_argument("--out", type=Path, default=Path("docs/calibration"))
     args = p.parse_args(argv)
+    if args.prior_strength is not None and not 0 <= args.prior_strength <= 10:
+        p.error(f"--prior-strength {args.prior_strength:g}: give a strength between 0 and 10")
     dirs = args.model_dir or [DEFAULT_MODEL_DIR, EXPRESSION_MODEL_DIR]
     try:
         with ServerProcess("--model-dir", ",".join(str(d) for d in dirs)) as server:
-            rows = [calibrate(server.address, d, args.data, args.limit) for d in dirs]
+            rows = [calibrate(server.address, d, args.data, args.limit, args.prior_strength) for d in dirs]
     except (OSError, ValueError, RuntimeError) as e:
         print(f"calibration: {e}", file=sys.stderr)
         return 2
     if args.write:
         for r in rows:
-            write_temperature(r["path"], r["temperature"])
+            write_calibration(r["path"], r)
     args.out.mkdir(parents=True, exist_ok=True)
     text = markdown(rows, shlex.join(["python", "-m", "fermodels.evaluation.calibration", *argv]))
     (args.out / "calibration.json").write_text(json.dumps(rows, indent=1))

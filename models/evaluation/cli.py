@@ -167,7 +167,7 @@ def run_folder(args, command: str) -> Path:
     t0 = time.perf_counter()
     models = _served_models(args)
     with _server(args, models) as address:
-        rows = evaluate_folder(address, faces, labels, models, load_classifier(card.file("classifier.pt")), notes["missed"])
+        rows = evaluate_folder(address, faces, labels, models, card, notes["missed"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info("cpu")

@@ -74,16 +74,20 @@ def scores(pred: np.ndarray, labels: np.ndarray) -> dict:
     return {"accuracy": float((pred == labels).mean()), "mean_recall": float(np.mean(list(recall.values()))), "recall": recall, "answers": answers}
 
 
-def evaluate_folder(address: str, faces: np.ndarray, labels: np.ndarray, model_dirs: dict, classifier, missed=()) -> list[dict]:
-    """One row per path: the uncompressed classifier, then each model through a real ferserver. Faces in `missed`
+def evaluate_folder(address: str, faces: np.ndarray, labels: np.ndarray, model_dirs: dict, card, missed=()) -> list[dict]:
+    """One row per path: the uncompressed classifier of `card`'s model (its labels as the server would give them:
+    the card's prior correction applied), then each model through a real ferserver. Faces in `missed`
     (no face found with --detect) count as wrong on every path, as ferclient would give them no answer."""
     import torch
 
+    from ..bundle import load_classifier
     from ..data import to_tensor
     from .photos import recognise
 
+    classifier = load_classifier(card.file("classifier.pt"))
     with torch.inference_mode():
-        ceiling = np.concatenate([classifier.probabilities(to_tensor(faces[i : i + 256])).argmax(1).numpy() for i in range(0, len(faces), 256)])
+        p = np.concatenate([classifier.probabilities(to_tensor(faces[i : i + 256])).numpy() for i in range(0, len(faces), 256)])
+    ceiling = card.served(p).argmax(1)
     def miss(pred):
         pred = pred.copy()
         pred[list(missed)] = NO_FACE

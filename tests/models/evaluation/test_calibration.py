@@ -1,4 +1,4 @@
-"""Temperature scaling: the measures, the fit, and a real server applying model.json's temperature."""
+"""Prior correction and temperature scaling: the measures, the fits, and a real server applying model.json's."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from fermodels.evaluation.calibration import ece, fit_temperature, nll, recalls
+from fermodels.evaluation.calibration import balanced_nll, ece, fit_correction, fit_temperature, mean_recall, nll, raw_probabilities, recalls
 from ferwire.card import tempered
 
 
@@ -28,6 +28,22 @@ def test_fit_recovers_a_known_temperature_and_lowers_ece():
     assert ece(tempered(p, t), y) < 0.5 * ece(p, y) and nll(tempered(p, t), y) < nll(p, y)
 
 
+def test_fit_correction_takes_the_training_prior_back_out():
+    """A model that learned a skewed prior (its p is the posterior under it), scored on faces whose classes come
+    evenly: the balanced fit finds s near 1 and T near 1, and mean recall rises."""
+    rng = np.random.default_rng(1)
+    prior = np.array([0.3, 0.3, 0.2, 0.15, 0.04, 0.01])
+    z = rng.normal(0, 1.2, (6000, 6))
+    even = np.exp(z) / np.exp(z).sum(1, keepdims=True)  # the truth when every class is equally common
+    labels = np.array([rng.choice(6, p=q) for q in even])
+    learned = even * prior / (even * prior).sum(1, keepdims=True)
+    s, t = fit_correction(learned, labels, prior)
+    assert s == pytest.approx(1.0, abs=0.15) and t == pytest.approx(1.0, abs=0.1)
+    fixed = tempered(learned, t, -s * np.log(prior))
+    assert mean_recall(fixed, labels) > mean_recall(learned, labels) + 0.05 and balanced_nll(fixed, labels) < balanced_nll(learned, labels)
+    assert fit_correction(learned, labels, prior, strength=0.0)[0] == 0.0
+
+
 def test_ece_is_zero_for_a_perfect_hard_classifier_and_recalls_count_per_class():
     y = np.array([0, 1, 2, 2])
     p = np.eye(3)[y]
@@ -36,8 +52,9 @@ def test_ece_is_zero_for_a_perfect_hard_classifier_and_recalls_count_per_class()
 
 
 @pytest.mark.slow
-def test_server_applies_the_model_temperature(tmp_path, expression_card, fer_test):
-    """The same bitstreams through two real servers, one reading T = 3 from its model.json: same labels, lower confidence."""
+def test_server_applies_the_model_temperature_and_prior_correction(tmp_path, expression_card, fer_test):
+    """The same bitstreams through real servers, one reading T = 3 from its model.json (same labels, lower confidence),
+    one also a strong prior correction (labels move toward FER2013's rare classes, exactly as ModelCard.served says)."""
     from fermodels.evaluation.photos import server_probabilities
     from ferserver.process import ServerProcess
 
@@ -46,9 +63,18 @@ def test_server_applies_the_model_temperature(tmp_path, expression_card, fer_tes
     meta = json.loads((hot / "model.json").read_text())
     meta["temperature"] = 3.0 * meta.get("temperature", 1.0)
     (hot / "model.json").write_text(json.dumps(meta))
-    faces = fer_test[0][:16]
-    with ServerProcess("--model-dir", str(expression_card.path)) as a, ServerProcess("--model-dir", str(hot)) as b:
+    fair = tmp_path / "expr-fair"
+    shutil.copytree(expression_card.path, fair)
+    prior = [0.14, 0.014, 0.14, 0.256, 0.17, 0.1, 0.18]
+    meta.update(temperature=1.0, prior_correction={"strength": 1.5, "train_prior": prior})
+    (fair / "model.json").write_text(json.dumps(meta))
+    faces = fer_test[0][:32]
+    with ServerProcess("--model-dir", str(expression_card.path)) as a, ServerProcess("--model-dir", str(hot)) as b, ServerProcess("--model-dir", str(fair)) as c:
         p = server_probabilities(a.address, expression_card.path, faces)
         q = server_probabilities(b.address, hot, faces)
+        r = server_probabilities(c.address, fair, faces)
     assert (p.argmax(1) == q.argmax(1)).all()
     assert np.allclose(q, tempered(p, 3.0), atol=2e-4)
+    expect = tempered(raw_probabilities(p, expression_card), 1.0, -1.5 * np.log(prior))  # undo the shipped card's rule, apply fair's
+    assert np.allclose(r, expect, atol=2e-4)
+    assert (r.argmax(1) != p.argmax(1)).any() and (r[:, 1] > p[:, 1]).all()  # disgust (1.4 % of training faces) gains on every face
