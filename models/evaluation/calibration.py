@@ -5,8 +5,9 @@
 For each bundled model, FER2013 val (PublicTest) and test (PrivateTest) faces go the deployed way
 (ferclient's encoder at the default setting, a real ferserver on loopback) and come back as the
 probabilities users see; the model card's current correction is undone to start from the raw ones.
-The server reports softmax((log p - s log prior) / T) (ferwire.card.tempered), prior being FER2013
-train's class shares. s (logit adjustment) takes back part of that balance: a quarter of FER2013's
+The server reports softmax((log p - s log prior) / T) (ferwire.card.tempered), prior being the class
+balance the model learned: model.json's train_prior where it has one (a model trained toward other
+targets, docs/ferplus), else FER2013 train's labels'. s (logit adjustment) takes back part of that balance: a quarter of FER2013's
 faces are happy and 1.4 % disgust, and a collection the model has never seen has its own balance.
 s and T are fitted together on val by class-balanced NLL (each class weighs the same), so the
 correction is chosen for an unknown balance, not FER2013's. T alone changes no label; s does.
@@ -75,8 +76,9 @@ def fit_correction(p: np.ndarray, labels: np.ndarray, prior: np.ndarray, strengt
 
 
 def recalls(p: np.ndarray, labels: np.ndarray, names) -> dict[str, float]:
+    """Recall of every class; NaN for a class with no face (a --limit subset can lack one)."""
     pred = p.argmax(1)
-    return {n: float((pred[labels == k] == k).mean()) for k, n in enumerate(names)}
+    return {n: float((pred[labels == k] == k).mean()) if (labels == k).any() else float("nan") for k, n in enumerate(names)}
 
 
 def raw_probabilities(q: np.ndarray, card) -> np.ndarray:
@@ -109,7 +111,9 @@ def calibrate(address: str, model_dir, data=None, limit=None, strength: float | 
     for split in ("val", "test"):
         faces, labels = load_split(split, data, limit)
         raw[split] = (raw_probabilities(server_probabilities(address, card.path, faces), card), labels)
-    prior = train_prior(data)
+    # The balance the model learned: the card's, where an earlier fit or its trainer wrote one (a model trained on other
+    # targets than FER2013's labels, e.g. docs/ferplus), else FER2013 train's labels'.
+    prior = np.asarray(card.train_prior) if card.train_prior else train_prior(data)
     s, t = fit_correction(*raw["val"], prior, strength)
     row = {"model": card.model_id, "path": str(card.path), "prior_strength": s, "train_prior": prior.tolist(), "temperature": t,
            "previous": {"prior_strength": card.prior_correction, "temperature": card.temperature}}
@@ -121,14 +125,14 @@ def calibrate(address: str, model_dir, data=None, limit=None, strength: float | 
 
 def markdown(rows: list[dict], command: str) -> str:
     names = list(rows[0]["test"]["before"]["recall"])
-    prior = ", ".join(f"{n} {100 * v:.1f} %" for n, v in zip(names, rows[0]["train_prior"]))
+    prior = "; ".join(f"{r['model']}: " + ", ".join(f"{n} {100 * v:.1f} %" for n, v in zip(names, r["train_prior"])) for r in rows)
     lines = [
         "# Calibration: prior correction, temperature and per-class recall",
         "",
         f"Command: `{command}`. Deployed path: ferclient's encoder at the default setting, a real ferserver on loopback.",
         "",
-        "The server reports softmax((log p - s log prior) / T) of the model's mirror-averaged probabilities p. prior is FER2013",
-        f"train's class balance ({prior}). The correction s (logit adjustment, Menon et al. 2021) takes",
+        "The server reports softmax((log p - s log prior) / T) of the model's mirror-averaged probabilities p. prior is the class",
+        f"balance the model was trained toward: FER2013 train's labels' unless model.json gives another ({prior}). The correction s (logit adjustment, Menon et al. 2021) takes",
         "part of that balance back out of the answers, so that a rare class such as disgust is not ruled out for being rare:",
         "a collection the model has never seen has its own balance. s and T are fitted together on val (PublicTest) by",
         "class-balanced NLL (each class weighs the same); test (PrivateTest) is reported, not used. T changes no label; s does.",

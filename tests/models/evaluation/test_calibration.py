@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from fermodels.evaluation.calibration import balanced_nll, ece, fit_correction, fit_temperature, mean_recall, nll, raw_probabilities, recalls
+from fermodels.evaluation.calibration import balanced_nll, calibrate, ece, fit_correction, fit_temperature, mean_recall, nll, raw_probabilities, recalls
 from ferwire.card import tempered
 
 
@@ -73,8 +73,11 @@ def test_server_applies_the_model_temperature_and_prior_correction(tmp_path, exp
         p = server_probabilities(a.address, expression_card.path, faces)
         q = server_probabilities(b.address, hot, faces)
         r = server_probabilities(c.address, fair, faces)
+        row = calibrate(c.address, fair, limit=64)  # fits from the card's prior, not FER2013's
     assert (p.argmax(1) == q.argmax(1)).all()
     assert np.allclose(q, tempered(p, 3.0), atol=2e-4)
     expect = tempered(raw_probabilities(p, expression_card), 1.0, -1.5 * np.log(prior))  # undo the shipped card's rule, apply fair's
     assert np.allclose(r, expect, atol=2e-4)
     assert (r.argmax(1) != p.argmax(1)).any() and (r[:, 1] > p[:, 1]).all()  # disgust (1.4 % of training faces) gains on every face
+    assert row["train_prior"] == pytest.approx(prior) and row["previous"]["prior_strength"] == 1.5
+    assert row["test"]["faces"] == 64 and 0 <= row["prior_strength"] <= 1.5
