@@ -1,6 +1,7 @@
 """A shipped model directory: what is in it, and its parsed model.json (ModelCard).
 
-    model.json      id, 16-bit tag, kind, version, face size, qualities, classes, metrics
+    model.json      id, 16-bit tag, kind, version, face size, qualities, classes, metrics, and how the server
+                    reports probabilities (temperature, prior_correction: ModelCard.served)
     codec.pt        FaceCodec config + weights (server: synthesis)             kind "image"
     classifier.pt   FERClassifier config + weights (server: classification)   kind "image"
     expression.pt   ExpressionCodec config + weights (server: its decoder)    kind "expression"

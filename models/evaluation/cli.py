@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 import time
@@ -100,6 +101,10 @@ def _args(argv):
                         "real ferserver, beside the classifier uncompressed (fermodels.evaluation.folder); writes folder.md and folder.json in --out")
     p.add_argument("--detect", action="store_true", help="with --folder: the images are photos; find the largest face and align it, "
                                                               "as ferclient send does (a photo with no face found counts as wrong)")
+    p.add_argument("--group-by", type=_regex, default=None, metavar="REGEX",
+                   help="with --folder: the group (e.g. the person) of each image is REGEX's first group on its file name's stem "
+                        r"(LFW-style Name_0001: '^(.+?)_\d+$'); adds accuracy averaged over groups and the largest groups, for "
+                        "collections where a few people have many images")
     p.add_argument("--server", default=None, help="with --photos or --folder: a running ferserver's host:port (default: start one on loopback)")
     p.add_argument("--seed", type=int, default=0, help="with --photos: canvas seed (default 0)")
     p.add_argument("--photo-sides", type=_sides, default=None, metavar="LO-HI",
@@ -107,11 +112,21 @@ def _args(argv):
     args = p.parse_args(argv)
     if sum(map(bool, (args.photos, args.robustness, args.folder, args.compare))) > 1:
         p.error("--photos, --robustness, --folder and --compare are separate runs: give one")
-    if args.detect and not args.folder:
-        p.error("--detect goes with --folder")
+    if (args.detect or args.group_by) and not args.folder:
+        p.error("--detect and --group-by go with --folder")
     if args.photo_sides and not args.photos:
         p.error("--photo-sides goes with --photos")
     return args
+
+
+def _regex(text: str):
+    try:
+        rx = re.compile(text)
+    except re.error as e:
+        raise argparse.ArgumentTypeError(f"not a regular expression: {e}") from None
+    if rx.groups < 1:
+        raise argparse.ArgumentTypeError("needs a capture group, e.g. '^(.+?)_\\d+$'")
+    return rx
 
 
 def _served_models(args) -> dict:
@@ -167,7 +182,7 @@ def run_folder(args, command: str) -> Path:
     t0 = time.perf_counter()
     models = _served_models(args)
     with _server(args, models) as address:
-        rows = evaluate_folder(address, faces, labels, models, card, notes["missed"])
+        rows = evaluate_folder(address, faces, labels, models, card, notes["missed"], _groups(notes.pop("files"), args.group_by))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info("cpu")
@@ -175,6 +190,13 @@ def run_folder(args, command: str) -> Path:
                                                  "seconds": time.perf_counter() - t0, "machine": machine, **notes, "rows": rows}, indent=1))
     (out / "folder.md").write_text(markdown(rows, labels, notes, args.folder, command, f"{machine['processor']}, {machine['cpu_count']} cores"))
     return out / "folder.md"
+
+
+def _groups(files: list[str], rx) -> list[str] | None:
+    """Each image's group under --group-by (its whole stem where the pattern does not match), or None without it."""
+    if rx is None:
+        return None
+    return [m.group(1) if (m := rx.search(Path(f).stem)) else Path(f).stem for f in files]
 
 
 def run_robustness(args, command: str) -> Path:

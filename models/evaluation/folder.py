@@ -36,14 +36,15 @@ def load_folder(root: str | Path, detect: bool = False, flag: str = "--folder") 
     """(faces uint8 [N,48,48], labels [N], notes): every image under root's class subfolders, as --no-detect
     makes it, or with `detect` as `ferclient send` does (detector, the largest face of at least its default --min-face,
     aligned; an image with no such face found keeps its whole-image crop and is listed in notes["missed"] by index).
-    notes also: {"skipped_classes": {folder: images}, "unreadable": [path: reason]}. ValueError, naming `flag`, if nothing usable."""
+    notes also: {"skipped_classes": {folder: images}, "unreadable": [path: reason], "files": [each face's path under root]}.
+    ValueError, naming `flag`, if nothing usable."""
     from ferclient.faces import MIN_FACE, FaceDetector, ImageError, align, load_rgb, to_gray, whole
 
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{flag} {root}: not a directory")
     detector = FaceDetector() if detect else None
-    faces, labels, skipped, unreadable, missed = [], [], {}, [], []
+    faces, labels, skipped, unreadable, missed, names = [], [], {}, [], [], []
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted(f for f in sub.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
         k = class_of(sub.name)
@@ -59,22 +60,36 @@ def load_folder(root: str | Path, detect: bool = False, flag: str = "--folder") 
                     missed.append(len(faces))
                 faces.append(align(gray, found[0]) if found else whole(gray))
                 labels.append(k)
+                names.append(str(f.relative_to(root)))
             except ImageError as e:
                 unreadable.append(f"{f.relative_to(root)}: {e}")
     if not faces:
         others = ", ".join(sorted(skipped)) or "none"
         raise ValueError(f"{flag} {root}: no images in subfolders named after FER2013's classes ({', '.join(CLASS_NAMES)}); subfolders found: {others}")
-    return np.stack(faces), np.array(labels), {"skipped_classes": skipped, "unreadable": unreadable, "detect": detect, "missed": missed}
+    return np.stack(faces), np.array(labels), {"skipped_classes": skipped, "unreadable": unreadable, "detect": detect, "missed": missed, "files": names}
 
 
-def scores(pred: np.ndarray, labels: np.ndarray) -> dict:
-    """Accuracy, mean recall over the classes present (the set's class balance is its own) and recall per class."""
+LARGEST_GROUPS = 5
+
+
+def scores(pred: np.ndarray, labels: np.ndarray, groups: list[str] | None = None) -> dict:
+    """Accuracy, mean recall over the classes present (the set's class balance is its own) and recall per class;
+    with `groups` (each image's person, say), also accuracy averaged over groups and the largest groups' accuracies,
+    since a collection where a few people have many images weighs their faces many times."""
     recall = {CLASS_NAMES[k]: float((pred[labels == k] == k).mean()) for k in np.unique(labels)}
     answers = {CLASS_NAMES[k]: np.bincount(pred[labels == k], minlength=NO_FACE + 1).tolist() for k in np.unique(labels)}  # last: no face
-    return {"accuracy": float((pred == labels).mean()), "mean_recall": float(np.mean(list(recall.values()))), "recall": recall, "answers": answers}
+    out = {"accuracy": float((pred == labels).mean()), "mean_recall": float(np.mean(list(recall.values()))), "recall": recall, "answers": answers}
+    if groups is not None:
+        g = np.asarray(groups)
+        names, counts = np.unique(g, return_counts=True)
+        right = {n: float((pred[g == n] == labels[g == n]).mean()) for n in names}
+        largest = sorted(zip(names, counts), key=lambda nc: (-nc[1], nc[0]))[:LARGEST_GROUPS]
+        out["groups"] = {"count": len(names), "accuracy_over_groups": float(np.mean(list(right.values()))),
+                         "largest": [{"group": str(n), "images": int(c), "accuracy": right[n]} for n, c in largest]}
+    return out
 
 
-def evaluate_folder(address: str, faces: np.ndarray, labels: np.ndarray, model_dirs: dict, card, missed=()) -> list[dict]:
+def evaluate_folder(address: str, faces: np.ndarray, labels: np.ndarray, model_dirs: dict, card, missed=(), groups=None) -> list[dict]:
     """One row per path: the uncompressed classifier of `card`'s model (its labels as the server would give them:
     the card's prior correction applied), then each model through a real ferserver. Faces in `missed`
     (no face found with --detect) count as wrong on every path, as ferclient would give them no answer."""
@@ -93,9 +108,9 @@ def evaluate_folder(address: str, faces: np.ndarray, labels: np.ndarray, model_d
         pred[list(missed)] = NO_FACE
         return pred
 
-    rows = [{"path": "classifier, uncompressed 48x48 (no codec)", **scores(miss(ceiling), labels)}]
+    rows = [{"path": "classifier, uncompressed 48x48 (no codec)", **scores(miss(ceiling), labels, groups)}]
     for name, d in model_dirs.items():
-        rows.append({"path": f"{name}, through ferclient and ferserver", **scores(miss(recognise(address, d, faces)), labels)})
+        rows.append({"path": f"{name}, through ferclient and ferserver", **scores(miss(recognise(address, d, faces)), labels, groups)})
     return rows
 
 
@@ -122,6 +137,13 @@ def markdown(rows: list[dict], labels: np.ndarray, notes: dict, root: str, comma
     for r in rows:
         lines.append(f"| {r['path']} | {100 * r['accuracy']:.1f} % | {100 * r['mean_recall']:.1f} % | "
                      + " | ".join(f"{100 * r['recall'][c]:.1f}" for c in present) + " |")
+    if "groups" in rows[0]:
+        g = rows[0]["groups"]
+        lines += ["", f"{g['count']} groups (--group-by). Accuracy averaged over groups, each group weighing the same: "
+                  + "; ".join(f"{r['path']} {100 * r['groups']['accuracy_over_groups']:.1f} %" for r in rows) + ".",
+                  "", "| largest groups (images) | " + " | ".join(r["path"] for r in rows) + " |", "|---|" + "---|" * len(rows)]
+        for i, big in enumerate(g["largest"]):
+            lines.append(f"| {big['group']} ({big['images']}) | " + " | ".join(f"{100 * r['groups']['largest'][i]['accuracy']:.1f} %" for r in rows) + " |")
     deployed = rows[1] if len(rows) > 1 else rows[0]
     lines += ["", f"Where the answers go, {deployed['path']} (rows: the true class; % of its faces given each label):", "",
               "| true class | " + " | ".join(CLASS_NAMES) + " | no face |", "|---|" + "---|" * (len(CLASS_NAMES) + 1)]

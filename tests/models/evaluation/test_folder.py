@@ -18,7 +18,7 @@ def _folder(root, faces, labels, names):
     for i, (face, k) in enumerate(zip(faces, labels)):
         d = root / names[k]
         d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(face).resize((96, 96), Image.Resampling.BICUBIC).save(d / f"{i:03d}.png")
+        Image.fromarray(face).resize((96, 96), Image.Resampling.BICUBIC).save(d / f"p{i % 4}_{i:04d}.png")  # four "people", LFW-style names
 
 
 def test_class_names_and_aliases():
@@ -26,7 +26,14 @@ def test_class_names_and_aliases():
     assert class_of("contempt") is None
     s = scores(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]))
     assert s["accuracy"] == 0.75 and s["recall"] == {"angry": 1.0, "disgust": 2 / 3} and s["mean_recall"] == pytest.approx(5 / 6)
-    assert s["answers"]["disgust"][:2] == [1, 2] and sum(s["answers"]["disgust"]) == 3
+    assert s["answers"]["disgust"][:2] == [1, 2] and sum(s["answers"]["disgust"]) == 3 and "groups" not in s
+
+
+def test_scores_by_group_weigh_every_person_the_same():
+    """Three images of one person, all wrong, and one of another, right: 25 % of images, 50 % of people."""
+    s = scores(np.array([1, 1, 1, 0]), np.array([0, 0, 0, 0]), ["a", "a", "a", "b"])
+    assert s["accuracy"] == 0.25 and s["groups"]["count"] == 2 and s["groups"]["accuracy_over_groups"] == 0.5
+    assert s["groups"]["largest"] == [{"group": "a", "images": 3, "accuracy": 0.0}, {"group": "b", "images": 1, "accuracy": 1.0}]
 
 
 def test_folder_mode_through_a_real_server(server, fer_test, tmp_path):
@@ -37,15 +44,18 @@ def test_folder_mode_through_a_real_server(server, fer_test, tmp_path):
     Image.fromarray(faces[0]).save(tmp_path / "set" / "contempt" / "x.png")
     (tmp_path / "set" / "anger" / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "out"
-    assert main(["--folder", str(tmp_path / "set"), "--server", server.address, "--out", str(out)]) == 0
+    assert main(["--folder", str(tmp_path / "set"), "--server", server.address, "--out", str(out), "--group-by", r"^(.+?)_\d+$"]) == 0
     r = json.loads((out / "folder.json").read_text())
     assert r["faces"] == 60 and r["skipped_classes"] == {"contempt": 1} and len(r["unreadable"]) == 1
+    g = r["rows"][1]["groups"]
+    assert g["count"] == 4 and [b["group"] for b in g["largest"]] == ["p0", "p1", "p2", "p3"] and sum(b["images"] for b in g["largest"]) == 60
+    assert g["accuracy_over_groups"] == pytest.approx(np.mean([b["accuracy"] for b in g["largest"]]))
     assert [row["path"].split(",")[0] for row in r["rows"]] == ["classifier", "fercodec-v1 (image codec)", "fercodec-v1-expr (expression layer)"]
     present = {CLASS_NAMES[k] for k in labels}
     for row in r["rows"]:
         assert 0.4 < row["accuracy"] <= 1 and set(row["recall"]) == present  # FER2013's own faces: about 70 %
     text = (out / "folder.md").read_text()
-    assert "contempt (1 images)" in text and "| mean recall |" in text and "| true class |" in text
+    assert "contempt (1 images)" in text and "| mean recall |" in text and "| true class |" in text and "4 groups (--group-by)" in text
 
 
 def test_folder_mode_refuses_a_folder_without_class_subfolders(tmp_path, capsys):
@@ -80,10 +90,13 @@ def test_folder_of_photos_with_detect_finds_aligns_and_counts_a_photo_without_a_
     assert "No face found in" in (out / "folder.md").read_text()
 
 
-def test_detect_without_folder_is_a_usage_error(capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["--detect"])
-    assert e.value.code == 2 and "--detect goes with --folder" in capsys.readouterr().err
+def test_detect_or_group_by_without_folder_and_a_bad_pattern_are_usage_errors(capsys):
+    for argv, message in ((["--detect"], "--detect and --group-by go with --folder"), (["--group-by", "(.+)"], "go with --folder"),
+                          (["--folder", "x", "--group-by", "(unclosed"], "not a regular expression"),
+                          (["--folder", "x", "--group-by", "no_group"], "needs a capture group")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_folder_mode_serves_the_model_dir_it_measures(fer_test, tmp_path):
