@@ -34,6 +34,9 @@ def model_info(card, device: str) -> pb.ModelInfo:
         bitstream_version=FORMAT_VERSION,
         device=device,
         kind=card.kind,
+        temperature=card.temperature,
+        prior_correction=card.prior_correction,
+        train_prior=list(card.train_prior),
     )
 
 

@@ -142,6 +142,8 @@ def test_grpc_api_info_health_reflection_stream(server, card, fer_test):
         assert info.model_id == card.model_id and info.model_tag == card.model_tag
         assert (info.input_height, info.input_width) == (48, 48) and len(info.qualities) == card.num_qualities >= 4
         assert list(info.class_names) == list(card.class_names) and info.device == "cpu"
+        assert info.temperature == pytest.approx(card.temperature) and info.prior_correction == pytest.approx(card.prior_correction)
+        assert list(info.train_prior) == pytest.approx(card.train_prior) and len(info.train_prior) == 7  # the shipped model corrects its prior
         health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="fercodec.v1.FerCodec"), timeout=10)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         refl = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
