@@ -31,6 +31,17 @@ def load_split(split: str, path: str | os.PathLike | None = None, limit: int | N
     return x, y
 
 
+def load_labels(split: str, path: str | os.PathLike | None = None) -> np.ndarray:
+    """A split's labels int64 [N] alone (the faces are not read): row counts, class shares."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    path = Path(path or DEFAULT_DATA)
+    if not path.is_file():
+        raise FileNotFoundError(f"FER2013 archive not found at {path} (set --data or FERCODEC_DATA)")
+    with np.load(path) as d:
+        return d[f"y_{split}"].astype(np.int64)
+
+
 def _subset(n: int, limit: int) -> np.ndarray:
     """Evenly spaced rows: ids are random, so classes stay interleaved and the subset is the same on every machine."""
     return np.linspace(0, n - 1, num=min(limit, n)).round().astype(np.int64)
@@ -47,11 +58,7 @@ def load_crowd_votes(path: str | os.PathLike, split: str, limit: int | None = No
         if f"votes_{split}" not in d:
             raise ValueError(f"{path} has no votes_{split}: not a file from scripts/ferplus_votes.py")
         v = d[f"votes_{split}"].astype(np.float32)
-    archive = Path(data or DEFAULT_DATA)
-    if not archive.is_file():
-        raise FileNotFoundError(f"FER2013 archive not found at {archive} (set --data or FERCODEC_DATA)")
-    with np.load(archive) as d:
-        n = len(d[f"y_{split}"])  # the labels alone: the faces are not read
+    n = len(load_labels(split, data))
     if len(v) != n:
         raise ValueError(f"{path} has votes for {len(v)} {split} faces, the archive {n}: written for another fer2013.npz")
     return v[_subset(len(v), limit)] if limit is not None else v

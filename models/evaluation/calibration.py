@@ -89,10 +89,10 @@ def raw_probabilities(q: np.ndarray, card) -> np.ndarray:
 
 def train_prior(data=None) -> np.ndarray:
     """FER2013 train's class shares (the labels alone are read)."""
-    from ..data import DEFAULT_DATA
+    from ..data import load_labels
 
-    with np.load(data or DEFAULT_DATA) as d:
-        return np.bincount(d["y_train"].astype(np.int64)) / len(d["y_train"])
+    y = load_labels("train", data)
+    return np.bincount(y) / len(y)
 
 
 def _measures(p: np.ndarray, y: np.ndarray, names) -> dict:
