@@ -36,7 +36,7 @@ def _args(argv):
     p = argparse.ArgumentParser(prog="ferclient", description="Send faces as learned bitstreams to a fercodec server.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("send", help="detect, encode and send the faces in images")
-    s.add_argument("images", nargs="+", help="image files (anything Pillow reads)")
+    s.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything Pillow reads); a directory stands for the images directly inside it")
     channel_mod.add_arguments(s)
     s.add_argument("--quality", type=int, default=None, help="codec quality index (default: the model's default)")
     s.add_argument("--no-detect", action="store_true", help="each image is already a face crop")
@@ -46,6 +46,8 @@ def _args(argv):
                    help=f"face detector confidence needed to count as a face, 0..1 (default {DETECT_THRESHOLD:g})")
     s.add_argument("--no-align", action="store_true", help="crop the detector's box as it is instead of levelling the eyes on FER2013's landmarks")
     s.add_argument("--reconstruct", metavar="DIR", default=None, help="save the server's reconstructions as PNG in DIR")
+    s.add_argument("--annotate", metavar="DIR", default=None,
+                   help="save each photo with its faces boxed and labelled as DIR/NAME_annotated.jpg")
     s.add_argument("--json", action="store_true", help="one JSON object per face per line")
     s.add_argument("--model", "--model-dir", dest="model_dir", default=None,
                    help="model directory or bundled name: fercodec-v1 (default; the image codec) or fercodec-v1-expr "
@@ -74,7 +76,8 @@ def _err(msg: str) -> None:
 
 
 def _prepare(path: str, args, encoder, detector):
-    """(faces, bitstreams) for one image, faces being None for --no-detect; raises ImageError/ValueError with a one-line reason."""
+    """(faces, bitstreams, skipped) for one image, faces being [None] for --no-detect and skipped the faces under
+    --min-face; raises ImageError/ValueError with a one-line reason."""
     import numpy as np
 
     from .faces import align, box_crop, load_rgb, to_gray, whole
@@ -83,7 +86,7 @@ def _prepare(path: str, args, encoder, detector):
     gray = to_gray(rgb)
     size = encoder.card.face_size[0]
     if args.no_detect:
-        return [None], encoder.encode(whole(gray, size)[None], args.quality)
+        return [None], encoder.encode(whole(gray, size)[None], args.quality), []
     found = detector.detect(rgb)
     shown = [f.rescaled(scale) for f in found]  # in the file's own pixels, which a large JPEG was not decoded at
     for f in shown:
@@ -95,7 +98,25 @@ def _prepare(path: str, args, encoder, detector):
             raise ValueError(f"no face of at least {args.min_face} px (lower --min-face to classify smaller ones)")
         raise ValueError("no face found (pass --no-detect if the image is already a face crop, or lower --detect-threshold)")
     cut = box_crop if args.no_align else align
-    return [shown[k] for k in keep], encoder.encode(np.stack([cut(gray, found[k], size) for k in keep]), args.quality)
+    skipped = [f for f in shown if f.size < args.min_face]
+    return [shown[k] for k in keep], encoder.encode(np.stack([cut(gray, found[k], size) for k in keep]), args.quality), skipped
+
+
+def _expand(paths: list[str]) -> list[tuple[str, str | None]]:
+    """(path, error) per image to send: a directory stands for the image files directly inside it (by extension, sorted),
+    or for one error when it has none; anything else is sent as given (and fails alone if it is not an image)."""
+    from PIL import Image
+
+    known = set(Image.registered_extensions())
+    out = []
+    for path in paths:
+        p = Path(path)
+        if not p.is_dir():
+            out.append((path, None))
+            continue
+        files = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in known)
+        out += [(f, None) for f in files] or [(path, "a directory with no image files directly inside it")]
+    return out
 
 
 def send(args) -> int:
@@ -119,8 +140,13 @@ def send(args) -> int:
     if args.reconstruct and encoder.card.kind == "expression":
         _err(f"model {encoder.card.model_id} is the expression layer: it sends no image, so there is nothing to --reconstruct; use --model fercodec-v1")
         return 2
-    if args.reconstruct:
-        Path(args.reconstruct).mkdir(parents=True, exist_ok=True)
+    for folder in (args.reconstruct, args.annotate):
+        if folder:
+            try:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                _err(f"cannot create {folder}: {e.strerror or e}")
+                return 2
     names = encoder.card.class_names
     h, w = encoder.card.face_size
     failed = 0
@@ -129,9 +155,11 @@ def send(args) -> int:
     with channel_mod.open_channel(args) as channel:
         stub = pb_grpc.FerCodecStub(channel)
         # Encode every file and put its request on the wire before waiting for any answer.
-        for path in args.images:
+        for path, why in _expand(args.images):
             try:
-                faces, streams = _prepare(path, args, encoder, detector)
+                if why:
+                    raise ValueError(why)
+                faces, streams, skipped = _prepare(path, args, encoder, detector)
             except (ImageError, ValueError) as e:
                 _err(f"{path}: {e}")
                 failed += 1
@@ -140,8 +168,8 @@ def send(args) -> int:
             t0 = time.perf_counter()
             fut = stub.Recognize.future(pb.RecognizeRequest(faces=streams, return_reconstruction=bool(args.reconstruct)), timeout=args.timeout)
             fut.add_done_callback(lambda f, d=done: d.setdefault("t", time.perf_counter()))
-            pending.append((path, faces, streams, fut, t0, done))
-        for path, faces, streams, fut, t0, done in pending:
+            pending.append((path, faces, streams, skipped, fut, t0, done))
+        for path, faces, streams, skipped, fut, t0, done in pending:
             try:
                 reply = fut.result()
             except grpc.RpcError as e:
@@ -150,7 +178,7 @@ def send(args) -> int:
                     failed += 1
                     continue
                 try:
-                    encoder, faces, streams, reply, t0, done = _resend(path, args, swap, encoder, channel, stub, detector)
+                    encoder, faces, streams, skipped, reply, t0, done = _resend(path, args, swap, encoder, channel, stub, detector)
                 except (grpc.RpcError, ValueError, OSError) as e2:
                     _err(f"{path}: {channel_mod.rpc_error_message(e2, args.server, args.timeout) if isinstance(e2, grpc.RpcError) else e2}")
                     failed += 1
@@ -178,7 +206,23 @@ def send(args) -> int:
                 else:
                     box_s = "whole image" if box is None else "box=[{},{},{},{}] face {:.2f}".format(*box, face.score)
                     print(f"{path}  {box_s}  {r.label} {r.confidence:.2f}  {row['bytes']} B  {row['bpp']:.3f} bpp  {latency_ms:.1f} ms", flush=True)
+            if args.annotate:
+                failed += not _annotate(path, args, faces, reply.results, skipped)
     return 1 if failed else 0
+
+
+def _annotate(path, args, faces, results, skipped) -> bool:
+    """Write path's annotated copy into --annotate; False (after one line on stderr) when that fails."""
+    from .annotate import annotate, marks_for, output_path
+    from .faces import ImageError
+
+    try:
+        out = output_path(path, args.annotate)
+        annotate(path, out, marks_for(faces, [r.label for r in results], [r.confidence for r in results], skipped, args.min_face))
+    except (ImageError, OSError, ValueError) as e:
+        _err(f"{path}: cannot write the annotated copy: {e}")
+        return False
+    return True
 
 
 def _unknown_model(e) -> bool:
@@ -205,7 +249,7 @@ def _load_encoder(args):
 
 def _resend(path, args, swap, encoder, channel, stub, detector):
     """The server refused this file's faces as encoded for a model it does not run: pull its model of the same kind
-    (once per run), re-encode the file with it and send it once more. Returns (encoder, faces, streams, reply, t0, done)."""
+    (once per run), re-encode the file with it and send it once more. Returns (encoder, faces, streams, skipped, reply, t0, done)."""
     import grpc
 
     from fercodec.v1 import fercodec_pb2 as pb
@@ -227,10 +271,10 @@ def _resend(path, args, swap, encoder, channel, stub, detector):
         _err(f"note: the server does not run model {encoder.card.model_id}; {'pulled' if pulled else 'using the cached'} {model_id} "
              f"({where}), re-encoding and sending again")
     encoder = swap["encoder"]
-    faces, streams = _prepare(path, args, encoder, detector)
+    faces, streams, skipped = _prepare(path, args, encoder, detector)
     t0 = time.perf_counter()
     reply = stub.Recognize(pb.RecognizeRequest(faces=streams, return_reconstruction=bool(args.reconstruct)), timeout=args.timeout)
-    return encoder, faces, streams, reply, t0, {"t": time.perf_counter()}
+    return encoder, faces, streams, skipped, reply, t0, {"t": time.perf_counter()}
 
 
 def models_command(args) -> int:

@@ -92,6 +92,33 @@ def test_bad_files_fail_alone_with_one_line_each(server, astronaut, tmp_path):
     assert "flat.png: no face found" in errs[2]
 
 
+def test_a_folder_is_its_images_and_annotate_draws_each_answer(server, astronaut, tmp_path):
+    """ferclient send DIR --annotate OUT: the folder's images are sent (other files ignored), a photo without a face
+    fails alone, an empty folder is one error line, and OUT gets the photo with the face boxed in its class's colour."""
+    from ferclient.annotate import CLASS_COLOURS
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "astronaut.png").write_bytes(astronaut.read_bytes())
+    Image.new("L", (200, 200), 128).save(photos / "flat.png")
+    (photos / "notes.txt").write_text("not sent: not an image's name")
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    r = run_client("send", str(photos), str(tmp_path / "empty"), "--server", server.address, "--json", "--annotate", str(out))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["file"] for row in rows] == [str(photos / "astronaut.png")] and rows[0]["label"] == "happy"
+    errs = r.stderr.strip().splitlines()
+    assert len(errs) == 2 and "flat.png: no face found" in errs[0] and "empty: a directory with no image files" in errs[1]
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut_annotated.jpg"]
+    with Image.open(out / "astronaut_annotated.jpg") as im, Image.open(astronaut) as src:
+        assert im.size == src.size
+        drawn = np.asarray(im.convert("RGB")).astype(int)
+    x, y, w, h = rows[0]["box"]
+    edge = drawn[y + h // 4 : y + 3 * h // 4, x + 1]  # the box's left edge, a line a few px wide
+    assert (np.abs(edge - CLASS_COLOURS["happy"]).max(-1) < 45).mean() > 0.9  # JPEG shifts a thin line's colour a little
+
+
 def test_min_face_and_detect_threshold(server, astronaut):
     r = run_client("send", str(astronaut), "--server", server.address, "--json", "--min-face", "150")
     assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr

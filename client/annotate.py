@@ -1,0 +1,81 @@
+"""ferclient send --annotate DIR: each photo saved with its faces boxed and labelled, for a person to look at.
+
+A group photo answered as JSON lines says which face is which only through boxes; the annotated copy shows it.
+Pillow only (no OpenCV, no torch), so the edge install stays as it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# One colour per FER2013 class (matplotlib's tab10, which colour-blind readers tell apart better than a rainbow);
+# a class name not here (another model's classes) gets white.
+CLASS_COLOURS = {
+    "angry": (214, 39, 40),
+    "disgust": (44, 160, 44),
+    "fear": (148, 103, 189),
+    "happy": (255, 127, 14),
+    "sad": (31, 119, 180),
+    "surprise": (23, 190, 207),
+    "neutral": (199, 199, 199),
+}
+SKIPPED_COLOUR = (110, 110, 110)  # faces below --min-face: found, not classified
+SUFFIX = "_annotated.jpg"
+
+
+def output_path(src: str | Path, out_dir: str | Path) -> Path:
+    """Where the annotated copy of src goes: never src itself (its name gains SUFFIX), but photos sharing a stem share it."""
+    return Path(out_dir) / (Path(src).stem + SUFFIX)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1: a scalable font
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def draw(rgb, marks, scale: float = 1.0):
+    """A Pillow RGB image of rgb (uint8 [H, W, 3]) with each mark drawn: marks are (box, text, colour), box
+    (x, y, w, h) in the file's pixels (divided by `scale`, the pixels one of rgb's spans) or None for the whole image."""
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(rgb).convert("RGB")
+    pen = ImageDraw.Draw(im)
+    W, H = im.size
+    line = max(2, round(max(W, H) / 400))
+    for box, text, colour in marks:
+        if box is None:
+            x0, y0, x1, y1 = 0, 0, W - 1, H - 1
+        else:
+            x, y, w, h = (v / scale for v in box)
+            x0, y0, x1, y1 = x, y, x + w, y + h
+        pen.rectangle((x0, y0, x1, y1), outline=colour, width=line)
+        size = int(min(max(0.15 * (x1 - x0), 11), max(W, H) / 25))
+        font = _font(size)
+        left, top, right, bottom = pen.textbbox((0, 0), text, font=font)
+        tw, th = right - left + 2 * line, bottom - top + 2 * line
+        ty = y0 - th if y0 - th >= 0 else y0 + line  # above the box, or just inside it at the photo's top edge
+        tx = min(max(0, x0), max(0, W - tw))
+        pen.rectangle((tx, ty, tx + tw, ty + th), fill=colour)
+        dark = sum(colour) < 380  # white text on a dark label, black on a light one
+        pen.text((tx + line - left, ty + line - top), text, fill=(255, 255, 255) if dark else (0, 0, 0), font=font)
+    return im
+
+
+def annotate(src: str | Path, out: Path, marks) -> None:
+    """Read src again (upright, as ferclient read it), draw marks, save out as JPEG. ImageError/OSError on failure."""
+    from .faces import load_rgb
+
+    rgb, scale = load_rgb(src)
+    draw(rgb, marks, scale).save(out, quality=90)
+
+
+def marks_for(faces, labels, confidences, skipped=(), min_face: int = 0):
+    """(box, text, colour) for each classified face and each face skipped for its size."""
+    marks = [(None if f is None else f.box, f"{lab} {conf:.2f}", CLASS_COLOURS.get(lab, (255, 255, 255)))
+             for f, lab, conf in zip(faces, labels, confidences)]
+    marks += [(f.box, f"too small ({f.size} px)", SKIPPED_COLOUR) for f in skipped]
+    return marks
