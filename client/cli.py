@@ -7,6 +7,7 @@ the exit status is 1 when anything failed, 2 for bad usage.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import sys
@@ -16,6 +17,8 @@ from pathlib import Path
 from . import channel as channel_mod
 from .faces import DETECT_THRESHOLD, MIN_FACE
 from .models import PULL_TIMEOUT_S
+
+IN_FLIGHT = 64  # most requests one send keeps on the wire: a folder of thousands of photos must not trip the server's --max-concurrent-rpcs
 
 
 def _pixels(text: str) -> int:
@@ -147,68 +150,103 @@ def send(args) -> int:
             except OSError as e:
                 _err(f"cannot create {folder}: {e.strerror or e}")
                 return 2
-    names = encoder.card.class_names
-    h, w = encoder.card.face_size
+    state = {"encoder": encoder, "swap": {}}  # swap: the server's encoder, pulled when it refuses ours (or why that failed)
+    paths = _expand(args.images)
+    progress = Progress(len(paths))
     failed = 0
-    pending = []  # (path, faces, bitstreams, future, t0, done-time holder)
-    swap = {}  # the server's encoder, pulled when it refuses ours (or the reason that failed)
+    pending = collections.deque()  # (path, faces, bitstreams, skipped, future, t0, done-time holder), oldest first
     with channel_mod.open_channel(args) as channel:
         stub = pb_grpc.FerCodecStub(channel)
-        # Encode every file and put its request on the wire before waiting for any answer.
-        for path, why in _expand(args.images):
+        # Requests go on the wire as soon as each file is encoded, up to IN_FLIGHT at once; answers are printed in the
+        # files' order as they arrive, so a folder of photos streams results instead of waiting for its last file.
+        for n, (path, why) in enumerate(paths, 1):
+            progress.clear()  # _prepare may note a skipped face on stderr
             try:
                 if why:
                     raise ValueError(why)
-                faces, streams, skipped = _prepare(path, args, encoder, detector)
+                faces, streams, skipped = _prepare(path, args, state["encoder"], detector)
             except (ImageError, ValueError) as e:
                 _err(f"{path}: {e}")
                 failed += 1
-                continue
-            done = {}
-            t0 = time.perf_counter()
-            fut = stub.Recognize.future(pb.RecognizeRequest(faces=streams, return_reconstruction=bool(args.reconstruct)), timeout=args.timeout)
-            fut.add_done_callback(lambda f, d=done: d.setdefault("t", time.perf_counter()))
-            pending.append((path, faces, streams, skipped, fut, t0, done))
-        for path, faces, streams, skipped, fut, t0, done in pending:
-            try:
-                reply = fut.result()
-            except grpc.RpcError as e:
-                if args.no_pull or not _unknown_model(e):
-                    _err(f"{path}: {channel_mod.rpc_error_message(e, args.server, args.timeout)}")
-                    failed += 1
-                    continue
-                try:
-                    encoder, faces, streams, skipped, reply, t0, done = _resend(path, args, swap, encoder, channel, stub, detector)
-                except (grpc.RpcError, ValueError, OSError) as e2:
-                    _err(f"{path}: {channel_mod.rpc_error_message(e2, args.server, args.timeout) if isinstance(e2, grpc.RpcError) else e2}")
-                    failed += 1
-                    continue
-                names, (h, w) = encoder.card.class_names, encoder.card.face_size
-            latency_ms = (done.get("t", time.perf_counter()) - t0) * 1000.0
-            for k, (face, stream, r) in enumerate(zip(faces, streams, reply.results)):
-                box = None if face is None else face.box
-                row = {
-                    "file": path,
-                    "box": list(box) if box is not None else None,
-                    "score": None if face is None else round(face.score, 4),
-                    "label": r.label,
-                    "confidence": round(r.confidence, 4),
-                    "probabilities": {n: round(p, 4) for n, p in zip(names, r.probabilities)},
-                    "bytes": len(stream),
-                    "bpp": round(8 * len(stream) / (h * w), 4),
-                    "latency_ms": round(latency_ms, 2),
-                    "model": r.model_id,
-                }
-                if args.reconstruct:
-                    (Path(args.reconstruct) / f"{Path(path).stem}_face{k}.png").write_bytes(r.reconstruction_png)
-                if args.json:
-                    print(json.dumps(row), flush=True)
-                else:
-                    box_s = "whole image" if box is None else "box=[{},{},{},{}] face {:.2f}".format(*box, face.score)
-                    print(f"{path}  {box_s}  {r.label} {r.confidence:.2f}  {row['bytes']} B  {row['bpp']:.3f} bpp  {latency_ms:.1f} ms", flush=True)
-            if args.annotate:
-                failed += not _annotate(path, args, faces, reply.results, skipped)
+            else:
+                done = {}
+                t0 = time.perf_counter()
+                fut = stub.Recognize.future(pb.RecognizeRequest(faces=streams, return_reconstruction=bool(args.reconstruct)), timeout=args.timeout)
+                fut.add_done_callback(lambda f, d=done: d.setdefault("t", time.perf_counter()))
+                pending.append((path, faces, streams, skipped, fut, t0, done))
+            while pending and (pending[0][4].done() or len(pending) >= IN_FLIGHT):
+                failed += not _answer(pending.popleft(), args, state, channel, stub, detector)
+            progress.show(n)
+        while pending:
+            progress.clear()
+            failed += not _answer(pending.popleft(), args, state, channel, stub, detector)
+    progress.clear()
     return 1 if failed else 0
+
+
+def _answer(entry, args, state, channel, stub, detector) -> bool:
+    """Wait for one file's reply and print a row per face (and write --reconstruct / --annotate files); False when
+    the file failed (one line on stderr). A refusal for an unknown model pulls the server's and sends the file again."""
+    import grpc
+
+    path, faces, streams, skipped, fut, t0, done = entry
+    try:
+        reply = fut.result()
+    except grpc.RpcError as e:
+        if args.no_pull or not _unknown_model(e):
+            _err(f"{path}: {channel_mod.rpc_error_message(e, args.server, args.timeout)}")
+            return False
+        try:
+            state["encoder"], faces, streams, skipped, reply, t0, done = _resend(path, args, state["swap"], state["encoder"], channel, stub, detector)
+        except (grpc.RpcError, ValueError, OSError) as e2:
+            _err(f"{path}: {channel_mod.rpc_error_message(e2, args.server, args.timeout) if isinstance(e2, grpc.RpcError) else e2}")
+            return False
+    card = state["encoder"].card
+    names, (h, w) = card.class_names, card.face_size
+    latency_ms = (done.get("t", time.perf_counter()) - t0) * 1000.0
+    for k, (face, stream, r) in enumerate(zip(faces, streams, reply.results)):
+        box = None if face is None else face.box
+        row = {
+            "file": path,
+            "box": list(box) if box is not None else None,
+            "score": None if face is None else round(face.score, 4),
+            "label": r.label,
+            "confidence": round(r.confidence, 4),
+            "probabilities": {n: round(p, 4) for n, p in zip(names, r.probabilities)},
+            "bytes": len(stream),
+            "bpp": round(8 * len(stream) / (h * w), 4),
+            "latency_ms": round(latency_ms, 2),
+            "model": r.model_id,
+        }
+        if args.reconstruct:
+            (Path(args.reconstruct) / f"{Path(path).stem}_face{k}.png").write_bytes(r.reconstruction_png)
+        if args.json:
+            print(json.dumps(row), flush=True)
+        else:
+            box_s = "whole image" if box is None else "box=[{},{},{},{}] face {:.2f}".format(*box, face.score)
+            print(f"{path}  {box_s}  {r.label} {r.confidence:.2f}  {row['bytes']} B  {row['bpp']:.3f} bpp  {latency_ms:.1f} ms", flush=True)
+    return _annotate(path, args, faces, reply.results, skipped) if args.annotate else True
+
+
+class Progress:
+    """'ferclient: 12/340 images' on stderr, redrawn in place, while a run of several files works; only on a terminal
+    (a pipe or a log file gets no control characters). Cleared before any other line is printed."""
+
+    def __init__(self, total: int, stream=None):
+        self.total, self.stream, self.shown = total, stream or sys.stderr, False
+        self.on = total > 1 and self.stream.isatty()
+
+    def show(self, n: int) -> None:
+        if self.on and n < self.total:
+            self.stream.write(f"\rferclient: {n}/{self.total} images\x1b[K")
+            self.stream.flush()
+            self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
 
 
 def _annotate(path, args, faces, results, skipped) -> bool:
