@@ -16,9 +16,10 @@ RecognizeRequest.faces carries each baseline's own bytes.
 The classifier is the one the image codec's server uses (models/weights/
 fercodec-v1/classifier.pt), fed [0,1] pixels and mirror-averaged, its
 probabilities prior-corrected and tempered as the model card says, as ferserver's engine does.
-jpeg runs it as the engine does (fermodels.bundle.for_inference: BatchNorm
-folded, channels-last), so the two compare transport and decoding, not the
-runtime; naive runs it as loaded, as a CompressAI user would.
+jpeg runs it as the engine does on a CPU (the model's int8 classifier,
+fermodels.quantize, where it has one; else fermodels.bundle.for_inference:
+BatchNorm folded, channels-last), so the two compare transport and decoding,
+not the runtime; naive runs it as loaded, as a CompressAI user would.
 
     python scripts/bench_baselines.py naive|jpeg --port P [--threads N] [--max-batch B] [--max-wait-ms W]
 
@@ -197,11 +198,12 @@ def pick_jpeg_quality(faces: np.ndarray, labels: np.ndarray, candidates=JPEG_CAN
 
 class _Classify:
     """The image codec's classifier as ferserver's engine applies it: [0,1] pixels, mirror average, the card's prior correction and temperature;
-    with `serving`, also folded and channels-last as the engine runs it (for_inference)."""
+    with `serving`, run as the engine runs it on a CPU (int8 where the model has it, else folded and channels-last)."""
 
     def __init__(self, card, threads: int, serving: bool):
         import torch
 
+        from fermodels import quantize
         from fermodels.bundle import for_inference, keep_freed_memory, load_classifier
 
         keep_freed_memory()
@@ -210,7 +212,7 @@ class _Classify:
         self.card, self.torch = card, torch
         self.clf = load_classifier(card.file("classifier.pt"))
         if serving:
-            self.clf = for_inference(self.clf)
+            self.clf = quantize.load(card) or for_inference(self.clf)
 
     def __call__(self, x) -> np.ndarray:
         return self.card.served(self.clf.probabilities(x).cpu().numpy())

@@ -11,6 +11,7 @@ classifies its latent directly (fermodels.expression) and has no image to return
 from __future__ import annotations
 
 import io
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from ferwire.entropy import EntropyTables
 from .decoding import DecodePool, auto_workers, decode_batch
 
 POOL_MIN_FACES = 8  # smaller batches decode in-thread: a round trip to the workers costs about what 1-2 faces do
+
+log = logging.getLogger("ferserver")
 
 
 @dataclass
@@ -48,8 +51,9 @@ class FaceJob:
 class _Model:
     """One loaded model directory: its tables and networks."""
 
-    def __init__(self, card: ModelCard, device: str):
+    def __init__(self, card: ModelCard, device: str, precision: str = "fp32"):
         self.card = card
+        self.precision = None  # the classifier's: "int8" or "fp32" (image models)
         self.tables = EntropyTables.load(card.file("tables.npz"))
         # for_inference: BatchNorm folded, channels-last (about 1.3x faster on a CPU)
         if card.kind == "expression":
@@ -57,15 +61,32 @@ class _Model:
         else:
             self.expression = None
             self.codec, classifier = load_torch_models(card, device)
-            self.classifier = for_inference(classifier)
+            self.classifier = _int8(card, device, precision) or for_inference(classifier)
+            self.precision = getattr(self.classifier, "precision", "fp32")
         for q in range(self.tables.num_qualities):
             self.tables.plan(q)  # build the coding plans now, not on the first request
+
+
+def _int8(card: ModelCard, device: str, precision: str):
+    """The model's int8 classifier where --classifier-precision and the device ask for it, else None (float)."""
+    from fermodels import quantize
+
+    if precision == "fp32" or (precision == "auto" and device != "cpu"):
+        return None
+    if device != "cpu":
+        raise ValueError(f"--classifier-precision int8 runs on a CPU only, and the device is {device}")
+    found = quantize.load(card, log.warning if precision == "auto" else None)
+    if found is None and precision == "int8":
+        raise ValueError(f"{card.model_id} has no usable int8 classifier (python -m fermodels.quantize {card.path}); "
+                         "serve it with --classifier-precision fp32 or auto")
+    return found
 
 
 class Engine:
     """Loads the model directories once; `run` turns FaceJobs into FaceOutputs or BitstreamErrors."""
 
-    def __init__(self, cards: ModelCard | list[ModelCard], device: str = "auto", threads: int = 0, metrics=None, decode_workers: int = -1):
+    def __init__(self, cards: ModelCard | list[ModelCard], device: str = "auto", threads: int = 0, metrics=None, decode_workers: int = -1,
+                 precision: str = "fp32"):
         import torch
 
         self.device = pick_device(device)
@@ -84,7 +105,7 @@ class Engine:
         for card in cards:
             if card.model_tag in self.models:
                 raise ValueError(f"models {self.models[card.model_tag].card.model_id} and {card.model_id} share tag {card.model_tag:#06x}: serve one of them")
-            self.models[card.model_tag] = _Model(card, self.device)
+            self.models[card.model_tag] = _Model(card, self.device, precision)
         self.card = cards[0]  # what GetModelInfo leads with
         self._tables = {tag: m.tables for tag, m in self.models.items()}
         self.metrics = metrics

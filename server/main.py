@@ -36,7 +36,7 @@ async def serve(cfg: config_mod.Config) -> None:
     cards = config_mod.model_cards(cfg)
     card = cards[0]
     metrics = Metrics()
-    engine = Engine(cards, cfg.device, cfg.threads, metrics, cfg.decode_workers)
+    engine = Engine(cards, cfg.device, cfg.threads, metrics, cfg.decode_workers, cfg.classifier_precision)
     metrics.model.info({"model_id": ",".join(c.model_id for c in cards), "model_tag": ",".join(f"{c.model_tag:#06x}" for c in cards), "version": card.version, "device": engine.device})
     batcher = Batcher(engine.run, config_mod.max_batch(cfg, engine.device), cfg.max_wait_ms / 1000.0, on_batch=metrics.batch_size.observe, max_queue=cfg.max_queue_faces, metrics=metrics)
 
@@ -86,7 +86,7 @@ async def serve(cfg: config_mod.Config) -> None:
     auth = f"{len(tokens)} bearer tokens" if tokens else "no auth"
     hinfo = f"; health only :{hport}" if health_only else ""
     log.info("ferserver ready on %s:%d (%s, %s; metrics %s:%s/metrics%s), models %s on %s", cfg.host, port, tls, auth, cfg.metrics_host, mport,
-             hinfo, ", ".join(c.model_id for c in cards), engine.device)
+             hinfo, ", ".join(c.model_id + (f" (classifier {m.precision})" if m.precision else "") for c, m in zip(cards, engine.models.values())), engine.device)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -116,3 +116,24 @@ def test_a_killed_decode_worker_is_replaced_and_the_batch_answered(bitstreams):
         assert victim not in pooled._pool._pool._processes
     finally:
         pooled.close()
+
+
+def test_classifier_precision_picks_int8_on_cpu_and_refuses_int8_without_a_file(tmp_path, fer_test):
+    """auto serves the model's int8 classifier on a CPU; fp32 the float one; int8 on a model without it does not start."""
+    import json
+    import shutil
+
+    from ferserver.engine import Engine
+    from ferwire.card import DEFAULT_MODEL_DIR, ModelCard
+
+    card = ModelCard.load(DEFAULT_MODEL_DIR)
+    auto, fp32 = Engine(card, "cpu", decode_workers=0, precision="auto"), Engine(card, "cpu", decode_workers=0, precision="fp32")
+    assert next(iter(auto.models.values())).precision == "int8" and next(iter(fp32.models.values())).precision == "fp32"
+    bare = tmp_path / "no-int8"
+    shutil.copytree(card.path, bare)
+    meta = json.loads((bare / "model.json").read_text())
+    del meta["int8"]
+    (bare / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="no usable int8 classifier"):
+        Engine(ModelCard.load(bare), "cpu", decode_workers=0, precision="int8")
+    assert next(iter(Engine(ModelCard.load(bare), "cpu", decode_workers=0, precision="auto").models.values())).precision == "fp32"
