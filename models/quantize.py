@@ -1,6 +1,7 @@
 """An int8 copy of an image model's classifier, for serving on a CPU.
 
-    python -m fermodels.quantize [MODEL_DIR ...]     # default: the bundled fercodec-v1
+    python -m fermodels.quantize [MODEL_DIR ...]           # default: the bundled fercodec-v1
+    python -m fermodels.quantize --check [MODEL_DIR ...]   # writes nothing: int8 against float on val, and their speed
 
 writes MODEL_DIR/classifier.int8.pt and records it in model.json ("int8"). ferserver on a CPU then classifies with
 it (`--classifier-precision auto`, the default; `fp32` keeps the float network).
@@ -184,16 +185,71 @@ class Int8Classifier:
         return self.module(x.contiguous())
 
 
+def check(model_dir, data: str | None = None, batch: int = 32, repeats: int = 30) -> dict:
+    """The int8 classifier against the float one (as ferserver runs it: folded, channels-last) on FER2013 val
+    (PublicTest): uncompressed and decoded at the default quality, the same label and accuracy; and milliseconds per
+    face at `batch` (median of `repeats` timed calls after warm-up, this process's torch threads)."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from ferwire.card import ModelCard
+    from ferwire.entropy import EntropyTables
+
+    from .bundle import decoded_faces, for_inference, load_classifier, load_torch_models
+    from .data import load_split, to_tensor
+
+    card = ModelCard.load(model_dir)
+    int8 = load(card, lambda m: print(m, file=sys.stderr))
+    if int8 is None:
+        raise ValueError(f"{card.path} has no usable int8 classifier")
+    fp32 = for_inference(load_classifier(card.path))
+    x, y = load_split("val", data)
+    x = to_tensor(x)
+    codec, _ = load_torch_models(card)
+    views = {"uncompressed": x, f"q{card.default_quality}": decoded_faces(codec, EntropyTables.load(card.file("tables.npz")), x, card.default_quality)}
+    out = {"model": card.model_id, "faces": len(x), "threads": torch.get_num_threads()}
+    with torch.no_grad():
+        for name, v in views.items():
+            p32 = torch.cat([fp32.probabilities(v[i : i + 256]) for i in range(0, len(v), 256)]).numpy()
+            p8 = torch.cat([int8.probabilities(v[i : i + 256]) for i in range(0, len(v), 256)]).numpy()
+            out[name] = {"same_label": float((p8.argmax(1) == p32.argmax(1)).mean()), "accuracy_fp32": float((p32.argmax(1) == y).mean()),
+                         "accuracy_int8": float((p8.argmax(1) == y).mean()), "mean_abs_diff": float(np.abs(p8 - p32).mean())}
+        b = x[:batch]
+        for name, f in (("fp32", fp32.probabilities), ("int8", int8.probabilities)):
+            for _ in range(5):
+                f(b)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                f(b)
+                times.append(time.perf_counter() - t0)
+            out[f"ms_per_face_{name}"] = 1000 * float(np.median(times)) / batch
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fermodels.quantize", description=__doc__.splitlines()[0])
     p.add_argument("model_dirs", nargs="*", default=["fercodec-v1"], help="image model directories or bundled names (default fercodec-v1)")
     p.add_argument("--data", default=None, help="FER2013 npz (default ../shared or $FERCODEC_DATA)")
+    p.add_argument("--check", action="store_true", help="write nothing: compare the int8 classifier with the float one on val, and time both")
     args = p.parse_args(argv)
     from ferwire.card import ModelCard
 
     for d in args.model_dirs:
         try:
             card = ModelCard.load(d)
+            if args.check:
+                r = check(card.path, args.data)
+                print(f"{r['model']}: {r['faces']} val faces, {r['threads']} torch threads")
+                for name in [k for k, v in r.items() if isinstance(v, dict)]:
+                    v = r[name]
+                    print(f"  {name}: same label {100 * v['same_label']:.2f} %, accuracy float {100 * v['accuracy_fp32']:.2f} % / int8 "
+                          f"{100 * v['accuracy_int8']:.2f} %, mean |dp| {v['mean_abs_diff']:.4f}")
+                print(f"  ms per face at batch 32 (face and mirror, every member): float {r['ms_per_face_fp32']:.2f}, int8 {r['ms_per_face_int8']:.2f} "
+                      f"({r['ms_per_face_fp32'] / r['ms_per_face_int8']:.1f}x)")
+                continue
             record = write(card.path, args.data)
         except (OSError, ValueError, RuntimeError) as e:
             print(f"fermodels.quantize: {d}: {e}", file=sys.stderr)

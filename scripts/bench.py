@@ -195,6 +195,7 @@ PATHS = [
     ("fercodec", "fercodec", "image", "fercodec, image codec q{q}"),
     ("fercodec_expr", "fercodec", "expression", "fercodec, expression layer"),
     ("fercodec_unbatched", "fercodec_unbatched", "image", "fercodec, image codec q{q}, --max-batch 1"),
+    ("fercodec_fp32", "fercodec_fp32", "image", "fercodec, image codec q{q}, float classifier (--classifier-precision fp32)"),
     ("naive", "naive", "naive", "(b) naive CompressAI, q{q}, 1 face at a time"),
     ("jpeg", "jpeg", "jpeg", "(c) JPEG q{jq} upload, batched"),
 ]
@@ -306,6 +307,8 @@ def start_servers(args, stack: contextlib.ExitStack, meanwhile):
     starts = {"fercodec": lambda: ServerProcess(), "naive": lambda: bb.BaselineProcess("naive"), "jpeg": lambda: bb.BaselineProcess("jpeg")}
     if not args.no_unbatched:
         starts["fercodec_unbatched"] = lambda: ServerProcess("--max-batch", "1")
+    if not args.no_fp32:
+        starts["fercodec_fp32"] = lambda: ServerProcess("--classifier-precision", "fp32")
     say("starting " + ", ".join(starts) + " servers")
     pool = ThreadPoolExecutor(len(starts))
     futures = {k: pool.submit(f) for k, f in starts.items()}
@@ -421,7 +424,7 @@ def encoder_macs(model: str | None) -> int:
     return total
 
 
-QUICK = {"levels": [1, 32], "seconds": 1.0, "warmup": 0.3, "faces": 64, "runs": 0, "jpeg_faces": 200, "no_unbatched": True, "no_edge": True}
+QUICK = {"levels": [1, 32], "seconds": 1.0, "warmup": 0.3, "faces": 64, "runs": 0, "jpeg_faces": 200, "no_unbatched": True, "no_fp32": True, "no_edge": True}
 
 
 def main(argv=None) -> int:
@@ -436,6 +439,7 @@ def main(argv=None) -> int:
     p.add_argument("--jpeg-faces", type=int, default=None, help="PrivateTest faces the JPEG quality is measured on (default: all)")
     p.add_argument("--remeasure-jpeg", action="store_true", help="measure the JPEG quality even when --out holds a matching jpeg_quality.json")
     p.add_argument("--no-unbatched", action="store_true", help="skip the fercodec --max-batch 1 path")
+    p.add_argument("--no-fp32", action="store_true", help="skip the fercodec path with the float classifier (--classifier-precision fp32)")
     p.add_argument("--no-edge", action="store_true", help="skip the edge-encoding figures")
     p.add_argument("--out", default=str(ROOT / "docs" / "bench"), help="where serving.md and serving.json go")
     p.add_argument("--quick", action="store_true", help="a small run for tests: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
@@ -506,6 +510,11 @@ def other_figures(out: dict) -> list[str]:
         for i, level in enumerate(out["levels"]):
             b, u = rows["fercodec"]["levels"][i], rows["fercodec_unbatched"]["levels"][i]
             lines.append(f"batching speed-up, image codec, {level} in flight: {b['faces_per_s'] / u['faces_per_s']:.2f}x")
+    if "fercodec_fp32" in rows:
+        for i, level in enumerate(out["levels"]):
+            b, f = rows["fercodec"]["levels"][i], rows["fercodec_fp32"]["levels"][i]
+            lines.append(f"int8 classifier against the float one, image codec, {level} in flight: {b['faces_per_s'] / f['faces_per_s']:.2f}x faces/s, "
+                         f"p99 {b['p99_ms']:.1f} against {f['p99_ms']:.1f} ms")
     if "edge_encode_ms" in out:
         e, m = out["edge_encode_ms"], out["edge_encoder_macs"]
         lines.append(f"edge encode, one face, 1 ONNX Runtime thread: image codec {e['image']:.2f} ms, expression layer {e['expression']:.2f} ms ({e['expression'] / e['image']:.1f}x)")
