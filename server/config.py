@@ -42,7 +42,7 @@ _HELP = {
                    "(kubelet's grpc probe, the image's HEALTHCHECK); -1 = off, 0 picks a free one",
     "device": "cpu, cuda or auto",
     "classifier_precision": "auto, int8 or fp32: auto classifies with a model's int8 classifier (python -m fermodels.quantize) "
-                            "on a CPU, about 4x faster with the same accuracy within noise (docs/int8), and with the float one "
+                            "on a CPU (the classifier several times faster, the same accuracy within noise: docs/int8), and with the float one "
                             "on cuda or where a model has none; int8 refuses to start without one",
     "model_dir": "comma-separated model directories or bundled names, the first leading GetModelInfo "
                  "(default: the bundled fercodec-v1 and fercodec-v1-expr)",
