@@ -23,9 +23,10 @@ SKIPPED_COLOUR = (110, 110, 110)  # faces below --min-face: found, not classifie
 SUFFIX = "_annotated.jpg"
 
 
-def output_path(src: str | Path, out_dir: str | Path) -> Path:
-    """Where the annotated copy of src goes: never src itself (its name gains SUFFIX), but photos sharing a stem share it."""
-    return Path(out_dir) / (Path(src).stem + SUFFIX)
+def output_path(stem: str, out_dir: str | Path) -> Path:
+    """Where the annotated copy of a photo goes, given the stem ferclient chose for it (unique within a run): never
+    the photo itself, whose name lacks SUFFIX."""
+    return Path(out_dir) / (stem + SUFFIX)
 
 
 def _font(size: int):

@@ -150,7 +150,8 @@ def send(args) -> int:
             except OSError as e:
                 _err(f"cannot create {folder}: {e.strerror or e}")
                 return 2
-    state = {"encoder": encoder, "swap": {}}  # swap: the server's encoder, pulled when it refuses ours (or why that failed)
+    # swap: the server's encoder, pulled when it refuses ours (or why that failed); stems: output names given out so far
+    state = {"encoder": encoder, "swap": {}, "stems": {}}
     paths = _expand(args.images)
     progress = Progress(len(paths))
     failed = 0
@@ -203,6 +204,7 @@ def _answer(entry, args, state, channel, stub, detector) -> bool:
             return False
     card = state["encoder"].card
     names, (h, w) = card.class_names, card.face_size
+    stem = _stem(path, state["stems"]) if args.reconstruct or args.annotate else None
     latency_ms = (done.get("t", time.perf_counter()) - t0) * 1000.0
     for k, (face, stream, r) in enumerate(zip(faces, streams, reply.results)):
         box = None if face is None else face.box
@@ -219,13 +221,24 @@ def _answer(entry, args, state, channel, stub, detector) -> bool:
             "model": r.model_id,
         }
         if args.reconstruct:
-            (Path(args.reconstruct) / f"{Path(path).stem}_face{k}.png").write_bytes(r.reconstruction_png)
+            (Path(args.reconstruct) / f"{stem}_face{k}.png").write_bytes(r.reconstruction_png)
         if args.json:
             print(json.dumps(row), flush=True)
         else:
             box_s = "whole image" if box is None else "box=[{},{},{},{}] face {:.2f}".format(*box, face.score)
             print(f"{path}  {box_s}  {r.label} {r.confidence:.2f}  {row['bytes']} B  {row['bpp']:.3f} bpp  {latency_ms:.1f} ms", flush=True)
-    return _annotate(path, args, faces, reply.results, skipped) if args.annotate else True
+    return _annotate(path, stem, args, faces, reply.results, skipped) if args.annotate else True
+
+
+def _stem(path: str, stems: dict) -> str:
+    """The name a file's --reconstruct and --annotate outputs start with: its stem, or stem-2, stem-3, ... for a later
+    file of the same stem in this run (photos/a.jpg and more/a.png must not overwrite each other)."""
+    stem = Path(path).stem
+    taken = stems.setdefault(stem, [])
+    if path not in taken:
+        taken.append(path)
+    k = taken.index(path)
+    return stem if k == 0 else f"{stem}-{k + 1}"
 
 
 class Progress:
@@ -249,13 +262,13 @@ class Progress:
             self.shown = False
 
 
-def _annotate(path, args, faces, results, skipped) -> bool:
+def _annotate(path, stem, args, faces, results, skipped) -> bool:
     """Write path's annotated copy into --annotate; False (after one line on stderr) when that fails."""
     from .annotate import annotate, marks_for, output_path
     from .faces import ImageError
 
     try:
-        out = output_path(path, args.annotate)
+        out = output_path(stem, args.annotate)
         annotate(path, out, marks_for(faces, [r.label for r in results], [r.confidence for r in results], skipped, args.min_face))
     except (ImageError, OSError, ValueError) as e:
         _err(f"{path}: cannot write the annotated copy: {e}")

@@ -49,10 +49,10 @@ def test_skipped_faces_are_grey_and_whole_image_answers_frame_the_photo():
 def test_annotate_writes_a_jpeg_beside_never_onto_its_input(tmp_path):
     src = tmp_path / "photo.png"
     Image.new("RGB", (64, 48), (10, 20, 30)).save(src)
-    out = output_path(src, tmp_path / "out")
+    out = output_path(src.stem, tmp_path / "out")
     assert out == tmp_path / "out" / ("photo" + SUFFIX)
     out.parent.mkdir()
     annotate(src, out, marks_for([_face((8, 8, 30, 30))], ["fear"], [0.6]))
     with Image.open(out) as im:
         assert im.format == "JPEG" and im.size == (64, 48)
-    assert output_path(out, out.parent) != out  # an annotated copy sent again gets its own name
+    assert output_path(out.stem, out.parent) != out  # an annotated copy sent again gets its own name

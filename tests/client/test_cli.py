@@ -1,4 +1,4 @@
-"""ferclient send's progress line: on a terminal only, redrawn in place, cleared before anything else is printed."""
+"""ferclient send's progress line (on a terminal only, redrawn in place, cleared before anything else is printed) and its output names."""
 
 from __future__ import annotations
 
@@ -33,3 +33,10 @@ def test_no_progress_for_a_pipe_or_a_single_file():
     q = Progress(1, _Terminal())
     q.show(0)
     assert pipe.getvalue() == "" and not q.on
+
+
+def test_outputs_of_files_sharing_a_stem_get_their_own_names():
+    from ferclient.cli import _stem
+
+    stems = {}
+    assert [_stem(p, stems) for p in ("photos/a.jpg", "more/a.png", "b.jpg", "photos/a.jpg", "x/a.gif")] == ["a", "a-2", "b", "a", "a-3"]
