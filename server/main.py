@@ -37,7 +37,9 @@ async def serve(cfg: config_mod.Config) -> None:
     card = cards[0]
     metrics = Metrics()
     engine = Engine(cards, cfg.device, cfg.threads, metrics, cfg.decode_workers, cfg.classifier_precision)
-    metrics.model.info({"model_id": ",".join(c.model_id for c in cards), "model_tag": ",".join(f"{c.model_tag:#06x}" for c in cards), "version": card.version, "device": engine.device})
+    precisions = {m.card.model_id: m.precision or "" for m in engine.models.values()}
+    metrics.model.info({"model_id": ",".join(c.model_id for c in cards), "model_tag": ",".join(f"{c.model_tag:#06x}" for c in cards), "version": card.version, "device": engine.device,
+                        "classifier_precision": ",".join(precisions[c.model_id] or "-" for c in cards)})
     batcher = Batcher(engine.run, config_mod.max_batch(cfg, engine.device), cfg.max_wait_ms / 1000.0, on_batch=metrics.batch_size.observe, max_queue=cfg.max_queue_faces, metrics=metrics)
 
     server = grpc.aio.server(
@@ -51,7 +53,7 @@ async def serve(cfg: config_mod.Config) -> None:
            if cfg.max_connection_age_s > 0 else []),
         interceptors=[security.TokenAuth(tokens, metrics)] if tokens else None,
     )
-    pb_grpc.add_FerCodecServicer_to_server(FerCodecServicer(cards, batcher, metrics, engine.device, cfg.max_faces, cfg.stream_window, cfg.max_concurrent_rpcs), server)
+    pb_grpc.add_FerCodecServicer_to_server(FerCodecServicer(cards, batcher, metrics, engine.device, cfg.max_faces, cfg.stream_window, cfg.max_concurrent_rpcs, precisions), server)
     encoder_service = add_encoder_repository(server, cards, metrics)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -86,7 +88,7 @@ async def serve(cfg: config_mod.Config) -> None:
     auth = f"{len(tokens)} bearer tokens" if tokens else "no auth"
     hinfo = f"; health only :{hport}" if health_only else ""
     log.info("ferserver ready on %s:%d (%s, %s; metrics %s:%s/metrics%s), models %s on %s", cfg.host, port, tls, auth, cfg.metrics_host, mport,
-             hinfo, ", ".join(c.model_id + (f" (classifier {m.precision})" if m.precision else "") for c, m in zip(cards, engine.models.values())), engine.device)
+             hinfo, ", ".join(c.model_id + (f" (classifier {precisions[c.model_id]})" if precisions[c.model_id] else "") for c in cards), engine.device)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -19,7 +19,7 @@ from .rpc import RequestError, accounted
 _CODES = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "precondition": grpc.StatusCode.FAILED_PRECONDITION}
 
 
-def model_info(card, device: str) -> pb.ModelInfo:
+def model_info(card, device: str, classifier_precision: str = "") -> pb.ModelInfo:
     h, w = card.face_size
     bpp = card.metrics.get("bits_per_pixel", {})
     return pb.ModelInfo(
@@ -37,16 +37,19 @@ def model_info(card, device: str) -> pb.ModelInfo:
         temperature=card.temperature,
         prior_correction=card.prior_correction,
         train_prior=list(card.train_prior),
+        classifier_precision=classifier_precision,
     )
 
 
 class FerCodecServicer(pb_grpc.FerCodecServicer):
-    def __init__(self, cards, batcher, metrics, device: str, max_faces: int, stream_window: int = 32, max_concurrent_rpcs: int | None = None):
+    def __init__(self, cards, batcher, metrics, device: str, max_faces: int, stream_window: int = 32, max_concurrent_rpcs: int | None = None,
+                 precisions: dict | None = None):
         self.card, self.batcher, self.metrics, self.max_faces = cards[0], batcher, metrics, max_faces
         self.stream_window, self.max_concurrent_rpcs = stream_window, max_concurrent_rpcs
         self._active = 0  # Recognize and RecognizeStream calls admitted and not finished
-        self.info = model_info(cards[0], device)
-        self.info.other_models.extend(model_info(c, device) for c in cards[1:])
+        precisions = precisions or {}  # model id -> its classifier's precision (image models)
+        self.info = model_info(cards[0], device, precisions.get(cards[0].model_id, ""))
+        self.info.other_models.extend(model_info(c, device, precisions.get(c.model_id, "")) for c in cards[1:])
 
     @contextlib.contextmanager
     def _admitted(self):
