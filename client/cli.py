@@ -145,6 +145,9 @@ def send(args) -> int:
         return 2
     for folder in (args.reconstruct, args.annotate):
         if folder:
+            if Path(folder).exists() and not Path(folder).is_dir():
+                _err(f"{folder} is a file; --reconstruct and --annotate take a directory")
+                return 2
             try:
                 Path(folder).mkdir(parents=True, exist_ok=True)
             except OSError as e:

@@ -118,6 +118,8 @@ def test_a_folder_is_its_images_and_annotate_draws_each_answer(server, astronaut
     x, y, w, h = rows[0]["box"]
     edge = drawn[y + h // 4 : y + 3 * h // 4, x + 1]  # the box's left edge, a line a few px wide
     assert (np.abs(edge - CLASS_COLOURS["happy"]).max(-1) < 45).mean() > 0.9  # JPEG shifts a thin line's colour a little
+    r = run_client("send", str(astronaut), "--server", server.address, "--annotate", str(out / "astronaut_annotated.jpg"))
+    assert r.returncode == 2 and r.stdout == "" and "is a file; --reconstruct and --annotate take a directory" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_min_face_and_detect_threshold(server, astronaut):
