@@ -92,16 +92,15 @@ def _prepare(path: str, args, encoder, detector):
         return [None], encoder.encode(whole(gray, size)[None], args.quality), []
     found = detector.detect(rgb)
     shown = [f.rescaled(scale) for f in found]  # in the file's own pixels, which a large JPEG was not decoded at
-    for f in shown:
-        if f.size < args.min_face:
-            _err("{}: skipped a face at box=[{},{},{},{}]: {} px is below --min-face {}".format(path, *f.box, f.size, args.min_face))
+    skipped = [f for f in shown if f.size < args.min_face]
+    for f in skipped:
+        _err("{}: skipped a face at box=[{},{},{},{}]: {} px is below --min-face {}".format(path, *f.box, f.size, args.min_face))
     keep = [k for k, f in enumerate(shown) if f.size >= args.min_face]
     if not keep:
         if found:
             raise ValueError(f"no face of at least {args.min_face} px (lower --min-face to classify smaller ones)")
         raise ValueError("no face found (pass --no-detect if the image is already a face crop, or lower --detect-threshold)")
     cut = box_crop if args.no_align else align
-    skipped = [f for f in shown if f.size < args.min_face]
     return [shown[k] for k in keep], encoder.encode(np.stack([cut(gray, found[k], size) for k in keep]), args.quality), skipped
 
 

@@ -18,12 +18,7 @@ SPLITS = ("train", "val", "test")
 
 def load_split(split: str, path: str | os.PathLike | None = None, limit: int | None = None):
     """Return (faces uint8 [N,48,48], labels int64 [N]) for train, val (PublicTest) or test (PrivateTest)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    path = Path(path or DEFAULT_DATA)
-    if not path.is_file():
-        raise FileNotFoundError(f"FER2013 archive not found at {path} (set --data or FERCODEC_DATA)")
-    with np.load(path) as d:
+    with np.load(_archive(split, path)) as d:
         x, y = d[f"x_{split}"], d[f"y_{split}"].astype(np.int64)
     if limit is not None:
         idx = _subset(len(x), limit)
@@ -33,13 +28,18 @@ def load_split(split: str, path: str | os.PathLike | None = None, limit: int | N
 
 def load_labels(split: str, path: str | os.PathLike | None = None) -> np.ndarray:
     """A split's labels int64 [N] alone (the faces are not read): row counts, class shares."""
+    with np.load(_archive(split, path)) as d:
+        return d[f"y_{split}"].astype(np.int64)
+
+
+def _archive(split: str, path: str | os.PathLike | None) -> Path:
+    """The FER2013 npz to read `split` from, after checking both: a one-line error for a bad split or a missing file."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     path = Path(path or DEFAULT_DATA)
     if not path.is_file():
         raise FileNotFoundError(f"FER2013 archive not found at {path} (set --data or FERCODEC_DATA)")
-    with np.load(path) as d:
-        return d[f"y_{split}"].astype(np.int64)
+    return path
 
 
 def _subset(n: int, limit: int) -> np.ndarray:

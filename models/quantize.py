@@ -8,7 +8,7 @@ it (`--classifier-precision auto`, the default; `fp32` keeps the float network).
 
 Why: the classifier is most of the image codec's serving cost on a CPU (two networks, each on the face and its
 mirror image). Static post-training quantization (PyTorch FX, x86 backend: weights int8 per output channel,
-activations int8 per tensor) runs it 4x to 7x faster on 2 cores (docs/int8), with the same answers on about 99 %
+activations int8 per tensor) runs it several times faster on 2 cores (6.8x in `--check`'s run, docs/int8), with the same answers on about 99 %
 of faces and the same accuracy within noise.
 
 Calibration sees only FER2013 *train* faces, each decoded by the model's own codec at a quality drawn at random
