@@ -237,6 +237,9 @@ def test_server_and_client_containers_end_to_end(images, photos, astronaut, card
             stub = pb_grpc.FerCodecStub(ch)
             # wait_for_ready: a connection attempt that fails once (CI saw all 64 calls missing the server once) waits
             # for the channel instead of failing the calls; this test is about SIGTERM, not the first connect.
+            # The batcher skips its wait after a batch of one (the astronaut's call was one), so a lone caller pays none;
+            # a 16-face call first makes the last batch bigger than one, and the first of the 64 then waits for company.
+            assert len(stub.Recognize(pb.RecognizeRequest(faces=[stream] * 16), timeout=60, wait_for_ready=True).results) == 16
             futures = [stub.Recognize.future(pb.RecognizeRequest(faces=[stream]), timeout=60, wait_for_ready=True) for _ in range(64)]
             # The batcher holds them (up to 5 s from the first one's arrival, to fill a batch of 128): wait until all are
             # in flight or the count stops rising. Three scrapes, not ten: ten under CI's load once outlasted the 5 s.
