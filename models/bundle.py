@@ -24,6 +24,19 @@ def pick_device(name: str) -> str:
     return name
 
 
+def bf16_native() -> bool:
+    """Whether this CPU runs bfloat16 convolutions in hardware (AVX512-BF16 or AMX), as oneDNN reports it.
+
+    Why ask: where it is emulated, bfloat16 runs slower than float32, so ferserver's `--synthesis-precision auto`
+    uses it only where this is true."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return False
+
+
 def keep_freed_memory(limit: int = 1 << 30) -> bool:
     """Ask glibc to keep freed blocks up to `limit` bytes instead of returning them to the OS.
 

@@ -84,10 +84,18 @@ class FaceCodec(nn.Module):
         """Dequantised latent (gain domain) -> reconstruction in [0,1]."""
         return self.g_s(y_hat * self._inv_gain(q)).clamp_(0.0, 1.0)
 
-    def reconstruct(self, symbols: np.ndarray, tables, q: int) -> torch.Tensor:
-        """Integer symbols [N,M,h,w] of quality q -> faces [N,1,H,W]: the server's decoder after the range coder
-        (the tables' dequantization, ferwire.entropy, then synthesis), on this module's device."""
-        return self.synthesize(torch.from_numpy(tables.dequantize(symbols, q)).to(self.lambdas.device), q)
+    def reconstruct(self, symbols: np.ndarray, tables, q: int, bf16: bool = False) -> torch.Tensor:
+        """Integer symbols [N,M,h,w] of quality q -> faces [N,1,H,W] float32: the server's decoder after the range coder
+        (the tables' dequantization, ferwire.entropy, then synthesis), on this module's device.
+
+        bf16: synthesis in bfloat16, channels-last (ferserver's --synthesis-precision; docs/precision). On a CPU with
+        native bfloat16 about 3x faster than float32; pixels move by under 0.01 and labels agree on about 98.5 % of faces."""
+        y = torch.from_numpy(tables.dequantize(symbols, q)).to(self.lambdas.device)
+        if not bf16:
+            return self.synthesize(y, q)
+        with torch.autocast(y.device.type, dtype=torch.bfloat16):
+            x = self.synthesize(y.contiguous(memory_format=torch.channels_last), q)
+        return x.float().contiguous()
 
     @torch.no_grad()
     def start_from(self, src: "FaceCodec") -> None:

@@ -290,7 +290,7 @@ def main(argv=None) -> int:
         print(f"ferexport: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: model {meta['model_id']} (tag {meta['model_tag']:#06x})")
-    if not args.expression:  # the int8 copy is made from the classifier.pt just written, in its own step (docs/int8)
+    if not args.expression:  # the int8 copy is made from the classifier.pt just written, in its own step (docs/precision)
         print(f"next, for ferserver's int8 classifier on a CPU: python -m fermodels.quantize {args.out}")
     return 0
 

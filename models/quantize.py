@@ -1,14 +1,14 @@
 """An int8 copy of an image model's classifier, for serving on a CPU.
 
     python -m fermodels.quantize [MODEL_DIR ...]           # default: the bundled fercodec-v1
-    python -m fermodels.quantize --check [MODEL_DIR ...]   # writes nothing: int8 against float on val, and their speed
+    python -m fermodels.quantize --check [MODEL_DIR ...]   # writes nothing: int8 classifier and bf16 synthesis against float on val, and their speed
 
 writes MODEL_DIR/classifier.int8.pt and records it in model.json ("int8"). ferserver on a CPU then classifies with
 it (`--classifier-precision auto`, the default; `fp32` keeps the float network).
 
 Why: the classifier is most of the image codec's serving cost on a CPU (two networks, each on the face and its
 mirror image). Static post-training quantization (PyTorch FX, x86 backend: weights int8 per output channel,
-activations int8 per tensor) runs it several times faster on 2 cores (6.8x in `--check`'s run, docs/int8), with the same answers on about 99 %
+activations int8 per tensor) runs it several times faster on 2 cores (6.8x in `--check`'s run, docs/precision), with the same answers on about 99 %
 of faces and the same accuracy within noise.
 
 Calibration sees only FER2013 *train* faces, each decoded by the model's own codec at a quality drawn at random
@@ -185,19 +185,35 @@ class Int8Classifier:
         return self.module(x.contiguous())
 
 
-def check(model_dir, data: str | None = None, batch: int = 32, repeats: int = 30) -> dict:
-    """The int8 classifier against the float one (as ferserver runs it: folded, channels-last) on FER2013 val
-    (PublicTest): uncompressed and decoded at the default quality, the same label and accuracy; and milliseconds per
-    face at `batch` (median of `repeats` timed calls after warm-up, this process's torch threads)."""
+def _ms_per_face(f, x, repeats: int) -> float:
+    """Median milliseconds per face of f(x) over `repeats` timed calls, after warm-up."""
     import time
 
+    import numpy as np
+
+    for _ in range(5):
+        f(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(x)
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times)) / len(x)
+
+
+def check(model_dir, data: str | None = None, batch: int = 32, repeats: int = 30) -> dict:
+    """ferserver's reduced precisions on a CPU against float, on FER2013 val (PublicTest), with milliseconds per face at
+    `batch` (median of `repeats` timed calls after warm-up, this process's torch threads):
+    - the int8 classifier against the float one (as ferserver runs it: folded, channels-last), uncompressed and decoded
+      at the default quality: the same label and accuracy;
+    - bfloat16 synthesis (--synthesis-precision) against float32, both read by the int8 classifier at the default quality."""
     import numpy as np
     import torch
 
     from ferwire.card import ModelCard
     from ferwire.entropy import EntropyTables
 
-    from .bundle import decoded_faces, for_inference, load_classifier, load_torch_models
+    from .bundle import bf16_native, for_inference, load_classifier, load_torch_models
     from .data import load_split, to_tensor
 
     card = ModelCard.load(model_dir)
@@ -208,24 +224,29 @@ def check(model_dir, data: str | None = None, batch: int = 32, repeats: int = 30
     x, y = load_split("val", data)
     x = to_tensor(x)
     codec, _ = load_torch_models(card)
-    views = {"uncompressed": x, f"q{card.default_quality}": decoded_faces(codec, EntropyTables.load(card.file("tables.npz")), x, card.default_quality)}
-    out = {"model": card.model_id, "faces": len(x), "threads": torch.get_num_threads()}
+    fast = for_inference(codec)  # as ferserver holds it for bf16 synthesis: channels-last
+    tables, q = EntropyTables.load(card.file("tables.npz")), card.default_quality
+    out = {"model": card.model_id, "faces": len(x), "threads": torch.get_num_threads(), "bf16_native": bf16_native()}
+
+    def run(f, v):
+        return torch.cat([f(v[i : i + 256]) for i in range(0, len(v), 256)])
+
     with torch.no_grad():
+        z = tables.symbols(run(codec.g_a, x).numpy(), q)
+        views = {"uncompressed": x, f"q{q}": run(lambda s: codec.reconstruct(s, tables, q), z)}
         for name, v in views.items():
-            p32 = torch.cat([fp32.probabilities(v[i : i + 256]) for i in range(0, len(v), 256)]).numpy()
-            p8 = torch.cat([int8.probabilities(v[i : i + 256]) for i in range(0, len(v), 256)]).numpy()
+            p32, p8 = run(fp32.probabilities, v).numpy(), run(int8.probabilities, v).numpy()
             out[name] = {"same_label": float((p8.argmax(1) == p32.argmax(1)).mean()), "accuracy_fp32": float((p32.argmax(1) == y).mean()),
                          "accuracy_int8": float((p8.argmax(1) == y).mean()), "mean_abs_diff": float(np.abs(p8 - p32).mean())}
+        r32, r16 = views[f"q{q}"], run(lambda s: fast.reconstruct(s, tables, q, bf16=True), z)
+        p32, p16 = run(int8.probabilities, r32).numpy(), run(int8.probabilities, r16).numpy()
+        out["synthesis"] = {"quality": q, "same_label": float((p16.argmax(1) == p32.argmax(1)).mean()), "accuracy_fp32": float((p32.argmax(1) == y).mean()),
+                            "accuracy_bf16": float((p16.argmax(1) == y).mean()), "max_abs_pixel_diff": float((r16 - r32).abs().max())}
         b = x[:batch]
-        for name, f in (("fp32", fp32.probabilities), ("int8", int8.probabilities)):
-            for _ in range(5):
-                f(b)
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                f(b)
-                times.append(time.perf_counter() - t0)
-            out[f"ms_per_face_{name}"] = 1000 * float(np.median(times)) / batch
+        out["ms_per_face_fp32"], out["ms_per_face_int8"] = _ms_per_face(fp32.probabilities, b, repeats), _ms_per_face(int8.probabilities, b, repeats)
+        zb = z[:batch]
+        out["synthesis"]["ms_per_face_fp32"] = _ms_per_face(lambda s: codec.reconstruct(s, tables, q), zb, repeats)
+        out["synthesis"]["ms_per_face_bf16"] = _ms_per_face(lambda s: fast.reconstruct(s, tables, q, bf16=True), zb, repeats)
     return out
 
 
@@ -233,7 +254,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fermodels.quantize", description=__doc__.splitlines()[0])
     p.add_argument("model_dirs", nargs="*", default=["fercodec-v1"], help="image model directories or bundled names (default fercodec-v1)")
     p.add_argument("--data", default=None, help="FER2013 npz (default ../shared or $FERCODEC_DATA)")
-    p.add_argument("--check", action="store_true", help="write nothing: compare the int8 classifier with the float one on val, and time both")
+    p.add_argument("--check", action="store_true", help="write nothing: compare the int8 classifier and bfloat16 synthesis with float on val, and time them")
     args = p.parse_args(argv)
     from ferwire.card import ModelCard
 
@@ -243,12 +264,17 @@ def main(argv=None) -> int:
             if args.check:
                 r = check(card.path, args.data)
                 print(f"{r['model']}: {r['faces']} val faces, {r['threads']} torch threads")
-                for name in [k for k, v in r.items() if isinstance(v, dict)]:
+                for name in [k for k, v in r.items() if isinstance(v, dict) and k != "synthesis"]:
                     v = r[name]
                     print(f"  {name}: same label {100 * v['same_label']:.2f} %, accuracy float {100 * v['accuracy_fp32']:.2f} % / int8 "
                           f"{100 * v['accuracy_int8']:.2f} %, mean |dp| {v['mean_abs_diff']:.4f}")
                 print(f"  ms per face at batch 32 (face and mirror, every member): float {r['ms_per_face_fp32']:.2f}, int8 {r['ms_per_face_int8']:.2f} "
                       f"({r['ms_per_face_fp32'] / r['ms_per_face_int8']:.1f}x)")
+                v = r["synthesis"]
+                print(f"  synthesis at q{v['quality']}, read by the int8 classifier: bfloat16 against float32: same label {100 * v['same_label']:.2f} %, "
+                      f"accuracy {100 * v['accuracy_fp32']:.2f} % / {100 * v['accuracy_bf16']:.2f} %, largest pixel difference {v['max_abs_pixel_diff']:.4f}")
+                print(f"  synthesis ms per face at batch 32: float32 {v['ms_per_face_fp32']:.3f}, bfloat16 {v['ms_per_face_bf16']:.3f} "
+                      f"({v['ms_per_face_fp32'] / v['ms_per_face_bf16']:.1f}x; this CPU's bfloat16 is {'native' if r['bf16_native'] else 'emulated'})")
                 continue
             record = write(card.path, args.data)
         except (OSError, ValueError, RuntimeError) as e:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fermodels.bundle import for_inference, keep_freed_memory, load_expression, load_torch_models, pick_device
+from fermodels.bundle import bf16_native, for_inference, keep_freed_memory, load_expression, load_torch_models, pick_device
 from ferwire.bitstream import BitstreamError, parse_header
 from ferwire.card import ModelCard
 from ferwire.entropy import EntropyTables
@@ -51,20 +51,45 @@ class FaceJob:
 class _Model:
     """One loaded model directory: its tables and networks."""
 
-    def __init__(self, card: ModelCard, device: str, precision: str = "fp32"):
+    def __init__(self, card: ModelCard, device: str, classifier_precision: str = "fp32", synthesis_precision: str = "fp32"):
         self.card = card
-        self.precision = None  # the classifier's: "int8" or "fp32" (image models)
+        # Image models: "int8" or "fp32" (the classifier), "bf16" or "fp32" (synthesis); None for the expression layer.
+        self.classifier_precision = self.synthesis_precision = None
         self.tables = EntropyTables.load(card.file("tables.npz"))
         # for_inference: BatchNorm folded, channels-last (about 1.3x faster on a CPU)
         if card.kind == "expression":
             self.expression, self.codec, self.classifier = for_inference(load_expression(card, device)), None, None
         else:
             self.expression = None
-            self.codec, classifier = load_torch_models(card, device)
-            self.classifier = _int8(card, device, precision) or for_inference(classifier)
-            self.precision = getattr(self.classifier, "precision", "fp32")
+            codec, classifier = load_torch_models(card, device)
+            self.classifier = _int8(card, device, classifier_precision) or for_inference(classifier)
+            self.classifier_precision = getattr(self.classifier, "precision", "fp32")
+            self.synthesis_precision = _synthesis(device, synthesis_precision)
+            self.codec = for_inference(codec) if self.synthesis_precision == "bf16" else codec
+            if self.synthesis_precision == "bf16":
+                import torch
+
+                with torch.inference_mode():  # oneDNN builds its bfloat16 kernels per batch shape: the common ones now
+                    for n in (1, 8):
+                        self.codec.reconstruct(np.zeros((n, *self.tables.latent_shape), np.int32), self.tables, 0, bf16=True)
         for q in range(self.tables.num_qualities):
             self.tables.plan(q)  # build the coding plans now, not on the first request
+
+
+    def precisions(self) -> dict[str, str]:
+        """What GetModelInfo and fercodec_model_info report of an image model (nothing of the expression layer)."""
+        if self.expression is not None:
+            return {}
+        return {"classifier_precision": self.classifier_precision, "synthesis_precision": self.synthesis_precision}
+
+
+def _synthesis(device: str, precision: str) -> str:
+    """--synthesis-precision resolved for the device: bf16 where asked, or (auto) on a CPU with bfloat16 in hardware."""
+    if precision == "bf16" and device != "cpu":
+        raise ValueError(f"--synthesis-precision bf16 runs on a CPU only, and the device is {device}")
+    if precision == "bf16" and not bf16_native():
+        log.warning("--synthesis-precision bf16 on a CPU without bfloat16 in hardware: slower than fp32 here")
+    return "bf16" if precision == "bf16" or (precision == "auto" and device == "cpu" and bf16_native()) else "fp32"
 
 
 def _int8(card: ModelCard, device: str, precision: str):
@@ -86,7 +111,7 @@ class Engine:
     """Loads the model directories once; `run` turns FaceJobs into FaceOutputs or BitstreamErrors."""
 
     def __init__(self, cards: ModelCard | list[ModelCard], device: str = "auto", threads: int = 0, metrics=None, decode_workers: int = -1,
-                 precision: str = "fp32"):
+                 classifier_precision: str = "fp32", synthesis_precision: str = "fp32"):
         import torch
 
         self.device = pick_device(device)
@@ -105,7 +130,7 @@ class Engine:
         for card in cards:
             if card.model_tag in self.models:
                 raise ValueError(f"models {self.models[card.model_tag].card.model_id} and {card.model_id} share tag {card.model_tag:#06x}: serve one of them")
-            self.models[card.model_tag] = _Model(card, self.device, precision)
+            self.models[card.model_tag] = _Model(card, self.device, classifier_precision, synthesis_precision)
         self.card = cards[0]  # what GetModelInfo leads with
         self._tables = {tag: m.tables for tag, m in self.models.items()}
         self.metrics = metrics
@@ -174,7 +199,7 @@ class Engine:
                     continue
                 recon, order = [], []
                 for q, items in mine:  # one synthesis call per quality, one classifier batch for all
-                    recon.append(model.codec.reconstruct(np.stack([z for _, z in items]), model.tables, q))
+                    recon.append(model.codec.reconstruct(np.stack([z for _, z in items]), model.tables, q, bf16=model.synthesis_precision == "bf16"))
                     order += [(i, q) for i, _ in items]
                 x_hat = torch.cat(recon)
                 t = self._observe("synthesis", t)

@@ -36,10 +36,10 @@ async def serve(cfg: config_mod.Config) -> None:
     cards = config_mod.model_cards(cfg)
     card = cards[0]
     metrics = Metrics()
-    engine = Engine(cards, cfg.device, cfg.threads, metrics, cfg.decode_workers, cfg.classifier_precision)
-    precisions = {m.card.model_id: m.precision or "" for m in engine.models.values()}
+    engine = Engine(cards, cfg.device, cfg.threads, metrics, cfg.decode_workers, cfg.classifier_precision, cfg.synthesis_precision)
+    precisions = {m.card.model_id: m.precisions() for m in engine.models.values()}
     metrics.model.info({"model_id": ",".join(c.model_id for c in cards), "model_tag": ",".join(f"{c.model_tag:#06x}" for c in cards), "version": card.version, "device": engine.device,
-                        "classifier_precision": ",".join(precisions[c.model_id] or "-" for c in cards)})
+                        **{k: ",".join(precisions[c.model_id].get(k, "-") for c in cards) for k in ("classifier_precision", "synthesis_precision")}})
     batcher = Batcher(engine.run, config_mod.max_batch(cfg, engine.device), cfg.max_wait_ms / 1000.0, on_batch=metrics.batch_size.observe, max_queue=cfg.max_queue_faces, metrics=metrics)
 
     server = grpc.aio.server(
@@ -88,7 +88,8 @@ async def serve(cfg: config_mod.Config) -> None:
     auth = f"{len(tokens)} bearer tokens" if tokens else "no auth"
     hinfo = f"; health only :{hport}" if health_only else ""
     log.info("ferserver ready on %s:%d (%s, %s; metrics %s:%s/metrics%s), models %s on %s", cfg.host, port, tls, auth, cfg.metrics_host, mport,
-             hinfo, ", ".join(c.model_id + (f" (classifier {precisions[c.model_id]})" if precisions[c.model_id] else "") for c in cards), engine.device)
+             hinfo, ", ".join(c.model_id + (" (classifier {classifier_precision}, synthesis {synthesis_precision})".format(**precisions[c.model_id])
+                                   if precisions[c.model_id] else "") for c in cards), engine.device)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

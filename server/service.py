@@ -19,7 +19,8 @@ from .rpc import RequestError, accounted
 _CODES = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "precondition": grpc.StatusCode.FAILED_PRECONDITION}
 
 
-def model_info(card, device: str, classifier_precision: str = "") -> pb.ModelInfo:
+def model_info(card, device: str, precisions: dict | None = None) -> pb.ModelInfo:
+    """precisions: an image model's classifier_precision and synthesis_precision as the engine runs them."""
     h, w = card.face_size
     bpp = card.metrics.get("bits_per_pixel", {})
     return pb.ModelInfo(
@@ -37,7 +38,7 @@ def model_info(card, device: str, classifier_precision: str = "") -> pb.ModelInf
         temperature=card.temperature,
         prior_correction=card.prior_correction,
         train_prior=list(card.train_prior),
-        classifier_precision=classifier_precision,
+        **(precisions or {}),
     )
 
 
@@ -47,9 +48,9 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
         self.card, self.batcher, self.metrics, self.max_faces = cards[0], batcher, metrics, max_faces
         self.stream_window, self.max_concurrent_rpcs = stream_window, max_concurrent_rpcs
         self._active = 0  # Recognize and RecognizeStream calls admitted and not finished
-        precisions = precisions or {}  # model id -> its classifier's precision (image models)
-        self.info = model_info(cards[0], device, precisions.get(cards[0].model_id, ""))
-        self.info.other_models.extend(model_info(c, device, precisions.get(c.model_id, "")) for c in cards[1:])
+        precisions = precisions or {}  # model id -> Engine's precisions() of it
+        self.info = model_info(cards[0], device, precisions.get(cards[0].model_id))
+        self.info.other_models.extend(model_info(c, device, precisions.get(c.model_id)) for c in cards[1:])
 
     @contextlib.contextmanager
     def _admitted(self):

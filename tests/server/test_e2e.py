@@ -28,6 +28,13 @@ def _counter(text: str, name: str, **labels) -> float:
     return total
 
 
+def _cpu_synthesis() -> str:
+    """What --synthesis-precision auto picks on this CPU."""
+    from fermodels.bundle import bf16_native
+
+    return "bf16" if bf16_native() else "fp32"
+
+
 def test_send_astronaut_finds_the_smiling_face(server, astronaut, tmp_path, card):
     before = server.metrics()
     r = run_client("send", str(astronaut), "--server", server.address, "--json", "--reconstruct", str(tmp_path))
@@ -50,7 +57,8 @@ def test_send_astronaut_finds_the_smiling_face(server, astronaut, tmp_path, card
     assert _counter(after, "fercodec_bitstream_bytes_count") > _counter(before, "fercodec_bitstream_bytes_count")
     for stage in ("entropy_decode", "synthesis", "classify"):
         assert _counter(after, "fercodec_stage_duration_seconds_count", stage=stage) > 0
-    assert 'classifier_precision="int8,-"' in after  # fercodec_model_info: the image model's classifier in int8; the expression layer has none
+    # fercodec_model_info: the image model's classifier in int8, its synthesis in bfloat16 where the CPU has it; the expression layer has neither
+    assert 'classifier_precision="int8,-"' in after and f'synthesis_precision="{_cpu_synthesis()},-"' in after
 
 
 def test_a_16_bit_grayscale_photo_is_read_as_its_8_bit_twin(server, astronaut, tmp_path):
@@ -209,7 +217,8 @@ def test_expression_layer_end_to_end(server, astronaut, tmp_path, card, expressi
         stub = pb_grpc.FerCodecStub(ch)
         info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
         assert info.kind == "image" and [(m.model_id, m.kind, len(m.qualities)) for m in info.other_models] == [(expression_card.model_id, "expression", 1)]
-        assert info.classifier_precision == "int8" and info.other_models[0].classifier_precision == ""  # a CPU server's default
+        assert info.classifier_precision == "int8" and info.other_models[0].classifier_precision == ""  # a CPU server's defaults
+        assert info.synthesis_precision == _cpu_synthesis() and info.other_models[0].synthesis_precision == ""
         mixed = stub.Recognize(pb.RecognizeRequest(faces=[expr[0], image[0], expr[1], image[1]]), timeout=10)
         assert [x.model_id for x in mixed.results] == [expression_card.model_id, card.model_id] * 2
         assert all(abs(sum(x.probabilities) - 1) < 1e-3 for x in mixed.results)

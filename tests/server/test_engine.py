@@ -127,13 +127,43 @@ def test_classifier_precision_picks_int8_on_cpu_and_refuses_int8_without_a_file(
     from ferwire.card import DEFAULT_MODEL_DIR, ModelCard
 
     card = ModelCard.load(DEFAULT_MODEL_DIR)
-    auto, fp32 = Engine(card, "cpu", decode_workers=0, precision="auto"), Engine(card, "cpu", decode_workers=0, precision="fp32")
-    assert next(iter(auto.models.values())).precision == "int8" and next(iter(fp32.models.values())).precision == "fp32"
+    auto, fp32 = Engine(card, "cpu", decode_workers=0, classifier_precision="auto"), Engine(card, "cpu", decode_workers=0, classifier_precision="fp32")
+    assert next(iter(auto.models.values())).classifier_precision == "int8" and next(iter(fp32.models.values())).classifier_precision == "fp32"
     bare = tmp_path / "no-int8"
     shutil.copytree(card.path, bare)
     meta = json.loads((bare / "model.json").read_text())
     del meta["int8"]
     (bare / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="no usable int8 classifier"):
-        Engine(ModelCard.load(bare), "cpu", decode_workers=0, precision="int8")
-    assert next(iter(Engine(ModelCard.load(bare), "cpu", decode_workers=0, precision="auto").models.values())).precision == "fp32"
+        Engine(ModelCard.load(bare), "cpu", decode_workers=0, classifier_precision="int8")
+    assert next(iter(Engine(ModelCard.load(bare), "cpu", decode_workers=0, classifier_precision="auto").models.values())).classifier_precision == "fp32"
+
+
+def test_bf16_synthesis_answers_as_float32_on_real_faces(fer_test):
+    """bfloat16 synthesis (auto's pick on a CPU with it in hardware) reconstructs 256 PrivateTest faces within a few grey
+    levels of float32, and the classifier labels them the same nearly always; auto follows the CPU; cuda refuses bf16."""
+    import io
+
+    from PIL import Image
+
+    from fermodels.bundle import bf16_native
+    from ferserver.engine import Engine, FaceJob, _synthesis
+    from ferwire.card import DEFAULT_MODEL_DIR, ModelCard
+
+    from ..conftest import encode_faces
+
+    card = ModelCard.load(DEFAULT_MODEL_DIR)
+    jobs = [FaceJob(s, want_reconstruction=True) for s in encode_faces(fer_test[0][:256], card.default_quality)]
+    runs = {}
+    for precision in ("bf16", "fp32"):
+        engine = Engine(card, "cpu", decode_workers=0, classifier_precision="fp32", synthesis_precision=precision)
+        assert next(iter(engine.models.values())).synthesis_precision == precision
+        runs[precision] = engine.run(jobs)
+    pixels = {k: np.stack([np.asarray(Image.open(io.BytesIO(o.reconstruction_png)), np.int16) for o in v]) for k, v in runs.items()}
+    assert 0 < np.abs(pixels["bf16"] - pixels["fp32"]).max() <= 4  # bfloat16 rounds: not bit-exact, a few levels of 255 at most
+    same = np.mean([a.label == b.label for a, b in zip(runs["bf16"], runs["fp32"])])
+    assert same >= 0.95, same
+    auto = Engine(card, "cpu", decode_workers=0, classifier_precision="fp32", synthesis_precision="auto")
+    assert next(iter(auto.models.values())).precisions() == {"classifier_precision": "fp32", "synthesis_precision": "bf16" if bf16_native() else "fp32"}
+    with pytest.raises(ValueError, match="CPU only"):
+        _synthesis("cuda", "bf16")

@@ -72,7 +72,7 @@ class Quality(_message.Message):
     def __init__(self, index: _Optional[int] = ..., mean_bits_per_pixel: _Optional[float] = ..., **kwargs) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_id", "model_tag", "version", "input_height", "input_width", "qualities", "default_quality", "class_names", "bitstream_version", "device", "kind", "other_models", "temperature", "prior_correction", "train_prior", "classifier_precision")
+    __slots__ = ("model_id", "model_tag", "version", "input_height", "input_width", "qualities", "default_quality", "class_names", "bitstream_version", "device", "kind", "other_models", "temperature", "prior_correction", "train_prior", "classifier_precision", "synthesis_precision")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_TAG_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,7 @@ class ModelInfo(_message.Message):
     PRIOR_CORRECTION_FIELD_NUMBER: _ClassVar[int]
     TRAIN_PRIOR_FIELD_NUMBER: _ClassVar[int]
     CLASSIFIER_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    SYNTHESIS_PRECISION_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     model_tag: int
     version: str
@@ -105,7 +106,8 @@ class ModelInfo(_message.Message):
     prior_correction: float
     train_prior: _containers.RepeatedScalarFieldContainer[float]
     classifier_precision: str
-    def __init__(self, model_id: _Optional[str] = ..., model_tag: _Optional[int] = ..., version: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., qualities: _Optional[_Iterable[_Union[Quality, _Mapping]]] = ..., default_quality: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., bitstream_version: _Optional[int] = ..., device: _Optional[str] = ..., kind: _Optional[str] = ..., other_models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., temperature: _Optional[float] = ..., prior_correction: _Optional[float] = ..., train_prior: _Optional[_Iterable[float]] = ..., classifier_precision: _Optional[str] = ...) -> None: ...
+    synthesis_precision: str
+    def __init__(self, model_id: _Optional[str] = ..., model_tag: _Optional[int] = ..., version: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., qualities: _Optional[_Iterable[_Union[Quality, _Mapping]]] = ..., default_quality: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., bitstream_version: _Optional[int] = ..., device: _Optional[str] = ..., kind: _Optional[str] = ..., other_models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., temperature: _Optional[float] = ..., prior_correction: _Optional[float] = ..., train_prior: _Optional[_Iterable[float]] = ..., classifier_precision: _Optional[str] = ..., synthesis_precision: _Optional[str] = ...) -> None: ...
 
 class GetEncoderRequest(_message.Message):
     __slots__ = ("model_id",)
