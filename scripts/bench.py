@@ -24,6 +24,10 @@
    server CPU is utime+stime (+ waited-for children) from /proc/<pid>/stat over
    it. The load generator shares the machine's cores with the server.
    Writes docs/bench/serving.md and serving.json (--out).
+   Then, since the table's paths run minutes apart and a shared VM's speed drifts
+   by more than the gaps being measured, each fercodec path and (c) take turns:
+   --rounds pairs of short windows per level, (c) first in odd rounds; each pair
+   gives a ratio, and the median of those is the head-to-head figure.
 3. Edge encoding, one face per call on one ONNX Runtime thread (what a small
    device does): the image codec at its default quality against the expression
    layer, whose encoder runs the classifier's front twice.
@@ -269,6 +273,20 @@ def serving_markdown(s: dict) -> str:
     for key, g in s["goals"].items():
         p99 = "not measured (no 32 in flight level)" if g["p99_at_32"] is None else ("met" if g["p99_at_32"] else "not met")
         lines.append(f"- {rows[key]['what']}: ≥ {GOAL_NAIVE:g}x (b) {_met(g['vs_naive'])}; ≥ {GOAL_JPEG:g}x (c) at fewer bytes {_met(g['vs_jpeg'])}; p99 ≤ {GOAL_P99_MS:g} ms at {GOAL_P99_AT}: {p99}")
+    if "head_to_head" in s:
+        h = s["head_to_head"]
+        levels = list(next(iter(h["ratios"].values())))
+        lines += ["", f"Head to head against (c): each path and (c) in alternating {h['seconds']:g} s windows, {h['rounds']} pairs per level "
+                  "((c) first in every other pair), so the VM's drift over minutes cancels; faces/s ratio, median of the pairs (lowest-highest):", "",
+                  "| path | " + " | ".join(f"{lv} in flight" for lv in levels) + " |", "|---|" + "---|" * len(levels)]
+        for key, by_level in h["ratios"].items():
+            cells = [f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})" for r in by_level.values()]
+            lines.append(f"| {rows[key]['what']} | " + " | ".join(cells) + " |")
+        for key, by_level in h["ratios"].items():
+            met = [str(lv) for lv, r in by_level.items() if statistics.median(r) >= GOAL_JPEG]
+            missed = [str(lv) for lv, r in by_level.items() if statistics.median(r) < GOAL_JPEG]
+            lines.append(f"- {rows[key]['what']}: ≥ {GOAL_JPEG:g}x (c) head to head " + "; ".join(
+                x for x in (f"met at {', '.join(met)}" if met else "", f"not met at {', '.join(missed)} in flight" if missed else "") if x))
     return "\n".join(lines) + "\n"
 
 
@@ -386,6 +404,27 @@ def serving(args, servers: dict, prep: dict, labels: np.ndarray) -> dict:
     return rows
 
 
+def head_to_head(servers: dict, prep: dict, levels: list[int], rounds: int, seconds: float, warmup: float) -> dict:
+    """{path key: {level: per-round faces/s ratios against (c)}}: the path and (c) in alternating windows (see the module doc)."""
+    pairs = [("fercodec", "image"), ("fercodec_expr", "expression")]
+    out: dict = {}
+    for key, kind in pairs:
+        out[key] = {}
+        for level in levels:
+            ratios = []
+            for r in range(rounds):
+                rates = {}
+                for side in (("jpeg", "ours") if r % 2 else ("ours", "jpeg")):
+                    server = servers["jpeg"] if side == "jpeg" else servers["fercodec"]
+                    payloads = prep["payloads"]["jpeg" if side == "jpeg" else kind]
+                    rates[side] = asyncio.run(_level(server.address, payloads, level, seconds, warmup, server.proc.pid, {}))["faces_per_s"]
+                ratios.append(rates["ours"] / rates["jpeg"])
+            out[key][level] = ratios
+            say(f"head to head, {key} against (c), {level} in flight: median {statistics.median(ratios):.2f}x over {rounds} rounds "
+                f"({min(ratios):.2f}-{max(ratios):.2f})")
+    return out
+
+
 def edge_encode_ms(faces: np.ndarray, model: str | None) -> float:
     """Median milliseconds to encode one face into a bitstream (ONNX Runtime, 1 thread), over `faces`."""
     from ferclient.encoder import FaceEncoder
@@ -424,7 +463,8 @@ def encoder_macs(model: str | None) -> int:
     return total
 
 
-QUICK = {"levels": [1, 32], "seconds": 1.0, "warmup": 0.3, "faces": 64, "runs": 0, "jpeg_faces": 200, "no_unbatched": True, "no_fp32": True, "no_edge": True}
+QUICK = {"levels": [1, 32], "seconds": 1.0, "warmup": 0.3, "faces": 64, "runs": 0, "jpeg_faces": 200, "no_unbatched": True, "no_fp32": True, "no_edge": True,
+         "rounds": 2, "h2h_seconds": 0.5}
 
 
 def main(argv=None) -> int:
@@ -441,6 +481,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-unbatched", action="store_true", help="skip the fercodec --max-batch 1 path")
     p.add_argument("--no-fp32", action="store_true", help="skip the fercodec path with float networks (--classifier-precision fp32 --synthesis-precision fp32)")
     p.add_argument("--no-edge", action="store_true", help="skip the edge-encoding figures")
+    p.add_argument("--rounds", type=int, default=6, help="alternating fercodec/(c) window pairs per level for the head-to-head ratios (0 skips them)")
+    p.add_argument("--h2h-seconds", type=float, default=2.0, help="measured seconds per head-to-head window")
     p.add_argument("--out", default=str(ROOT / "docs" / "bench"), help="where serving.md and serving.json go")
     p.add_argument("--quick", action="store_true", help="a small run for tests: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
     args = p.parse_args(argv)
@@ -474,6 +516,9 @@ def main(argv=None) -> int:
                           "astronaut_12mp.jpg (4032x3024), detect + align": [str(big)]}
                 out["cold_start"] = cold_start(servers["fercodec"].address, inputs, args.runs)
         out["rows"] = serving(args, servers, prep, labels)
+        if args.rounds:
+            out["head_to_head"] = {"rounds": args.rounds, "seconds": args.h2h_seconds,
+                                   "ratios": head_to_head(servers, prep, args.levels, args.rounds, args.h2h_seconds, min(args.warmup, 0.5))}
         with ThreadPoolExecutor(len(servers)) as pool:  # each takes seconds to drain and tear down: all at once
             list(pool.map(lambda s: s.stop(), servers.values()))
     out["quality"], out["jpeg_quality"] = prep["quality"], prep["jpeg_quality"]

@@ -65,16 +65,16 @@ class _Model:
             self.classifier = _int8(card, device, classifier_precision) or for_inference(classifier)
             self.classifier_precision = getattr(self.classifier, "precision", "fp32")
             self.synthesis_precision = _synthesis(device, synthesis_precision)
-            self.codec = for_inference(codec) if self.synthesis_precision == "bf16" else codec
+            self.codec = codec
             if self.synthesis_precision == "bf16":
                 import torch
 
+                self.codec = for_inference(codec)  # channels-last, the layout oneDNN's bfloat16 kernels want
                 with torch.inference_mode():  # oneDNN builds its bfloat16 kernels per batch shape: the common ones now
                     for n in (1, 8):
                         self.codec.reconstruct(np.zeros((n, *self.tables.latent_shape), np.int32), self.tables, 0, bf16=True)
         for q in range(self.tables.num_qualities):
             self.tables.plan(q)  # build the coding plans now, not on the first request
-
 
     def precisions(self) -> dict[str, str]:
         """What GetModelInfo and fercodec_model_info report of an image model (nothing of the expression layer)."""

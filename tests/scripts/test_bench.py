@@ -67,4 +67,10 @@ def test_quick_bench_bytes_order_and_report(quick):
             assert sum(line.startswith(f"| {what} | {level} | ") for line in table.splitlines()) == 1, (what, level)
         assert f"| {what} | {100 * s['rows'][key]['accuracy']:.1f} % |" in accuracy
     assert "Goals (issue 18)" in md
+    # head to head: each fercodec path and (c) in alternating windows, one ratio per pair, in the report
+    h = s["head_to_head"]
+    assert h["rounds"] == 2 and set(h["ratios"]) == {"fercodec", "fercodec_expr"}
+    for key, by_level in h["ratios"].items():
+        assert set(by_level) == {"1", "32"} and all(len(r) == 2 and all(0 < x < 100 for x in r) for r in by_level.values())
+        assert sum(line.startswith(f"| {s['rows'][key]['what']} | ") for line in md.split("Head to head against (c)", 1)[1].splitlines()) == 1
     assert not any(math.isnan(v) for v in b.values())
