@@ -202,9 +202,9 @@ def _ms_per_face(f, x, repeats: int) -> float:
     return 1000 * float(np.median(times)) / len(x)
 
 
-def check(model_dir, data: str | None = None, batch: int = 32, repeats: int = 30) -> dict:
+def check(model_dir, data: str | None = None, batch: int = 32, repeats: int = 30, limit: int | None = None) -> dict:
     """ferserver's reduced precisions on a CPU against float, on FER2013 val (PublicTest), with milliseconds per face at
-    `batch` (median of `repeats` timed calls after warm-up, this process's torch threads):
+    `batch` and for one face alone (median of `repeats` timed calls after warm-up, this process's torch threads):
     - the int8 classifier against the float one (as ferserver runs it: folded, channels-last), uncompressed and decoded
       at the default quality: the same label and accuracy;
     - bfloat16 synthesis (--synthesis-precision) against float32, both read by the int8 classifier at the default quality."""
@@ -222,7 +222,7 @@ def check(model_dir, data: str | None = None, batch: int = 32, repeats: int = 30
     if int8 is None:
         raise ValueError(f"{card.path} has no usable int8 classifier")
     fp32 = for_inference(load_classifier(card.path))
-    x, y = load_split("val", data)
+    x, y = load_split("val", data, limit=limit)
     x = to_tensor(x)
     codec, _ = load_torch_models(card)
     fast = for_inference(codec)  # as ferserver holds it for bf16 synthesis: channels-last
@@ -245,6 +245,7 @@ def check(model_dir, data: str | None = None, batch: int = 32, repeats: int = 30
                             "accuracy_bf16": float((p16.argmax(1) == y).mean()), "max_abs_pixel_diff": float((r16 - r32).abs().max())}
         b = x[:batch]
         out["ms_per_face_fp32"], out["ms_per_face_int8"] = _ms_per_face(fp32.probabilities, b, repeats), _ms_per_face(int8.probabilities, b, repeats)
+        out["ms_one_face_fp32"], out["ms_one_face_int8"] = _ms_per_face(fp32.probabilities, x[:1], repeats), _ms_per_face(int8.probabilities, x[:1], repeats)
         zb = z[:batch]
         out["synthesis"]["ms_per_face_fp32"] = _ms_per_face(lambda s: codec.reconstruct(s, tables, q), zb, repeats)
         out["synthesis"]["ms_per_face_bf16"] = _ms_per_face(lambda s: fast.reconstruct(s, tables, q, bf16=True), zb, repeats)
@@ -270,7 +271,8 @@ def main(argv=None) -> int:
                     print(f"  {name}: same label {100 * v['same_label']:.2f} %, accuracy float {100 * v['accuracy_fp32']:.2f} % / int8 "
                           f"{100 * v['accuracy_int8']:.2f} %, mean |dp| {v['mean_abs_diff']:.4f}")
                 print(f"  ms per face at batch 32 (face and mirror, every member): float {r['ms_per_face_fp32']:.2f}, int8 {r['ms_per_face_int8']:.2f} "
-                      f"({r['ms_per_face_fp32'] / r['ms_per_face_int8']:.1f}x)")
+                      f"({r['ms_per_face_fp32'] / r['ms_per_face_int8']:.1f}x); one face alone: float {r['ms_one_face_fp32']:.2f}, "
+                      f"int8 {r['ms_one_face_int8']:.2f}")
                 v = r["synthesis"]
                 print(f"  synthesis at q{v['quality']}, read by the int8 classifier: bfloat16 against float32: same label {100 * v['same_label']:.2f} %, "
                       f"accuracy {100 * v['accuracy_fp32']:.2f} % / {100 * v['accuracy_bf16']:.2f} %, largest pixel difference {v['max_abs_pixel_diff']:.4f}")

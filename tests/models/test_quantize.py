@@ -71,3 +71,16 @@ def test_the_shipped_record_names_its_classifier(card):
 def test_an_expression_model_has_nothing_to_quantize(expression_card):
     with pytest.raises(ValueError, match="only an image model"):
         quantize.write(expression_card.path)
+
+
+def test_check_measures_both_reduced_precisions_on_val(card):
+    """--check's figures on 256 val faces: the int8 classifier and bfloat16 synthesis each agree with float on most
+    faces, and every timing is a positive number of milliseconds."""
+    r = quantize.check(card.path, limit=256, repeats=3)
+    assert r["faces"] == 256
+    for name in ("uncompressed", f"q{card.default_quality}", "synthesis"):
+        assert 0.9 <= r[name]["same_label"] <= 1.0, (name, r[name])
+    assert 0 < r["synthesis"]["max_abs_pixel_diff"] < 0.05
+    for key in ("ms_per_face_fp32", "ms_per_face_int8", "ms_one_face_fp32", "ms_one_face_int8"):
+        assert 0 < r[key] < 1000
+    assert 0 < r["synthesis"]["ms_per_face_bf16"] < 1000 and 0 < r["synthesis"]["ms_per_face_fp32"] < 1000
