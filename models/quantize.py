@@ -8,7 +8,7 @@ it (`--classifier-precision auto`, the default; `fp32` keeps the float network).
 
 Why: the classifier is most of the image codec's serving cost on a CPU (two networks, each on the face and its
 mirror image). Static post-training quantization (PyTorch FX, x86 backend: weights int8 per output channel,
-activations int8 per tensor) runs it several times faster on 2 cores (6.8x in `--check`'s run, docs/precision), with the same answers on about 99 %
+activations int8 per tensor) runs it several times faster on 2 cores (6.8x to 9.8x in `--check`'s runs, docs/precision), with the same answers on about 99 %
 of faces and the same accuracy within noise.
 
 Calibration sees only FER2013 *train* faces, each decoded by the model's own codec at a quality drawn at random
@@ -48,7 +48,7 @@ def _mirror_ensemble(members):
 
         def forward(self, x):
             # The face and its mirror image in one call per member, split back by view(2, -1, 7) (N stays dynamic in the
-            # traced graph): a third less time per face at batch 1 than two calls, a sixth less at 32 (same answers).
+            # traced graph): about a third less time for one face than two calls, a tenth less per face at batch 32 (--check; same answers).
             both = torch.cat([x, x.flip(-1)])
             total = torch.zeros(x.shape[0], 7)
             for m in self.members:

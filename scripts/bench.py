@@ -283,10 +283,8 @@ def serving_markdown(s: dict) -> str:
             cells = [f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})" for r in by_level.values()]
             lines.append(f"| {rows[key]['what']} | " + " | ".join(cells) + " |")
         for key, by_level in h["ratios"].items():
-            met = [str(lv) for lv, r in by_level.items() if statistics.median(r) >= GOAL_JPEG]
-            missed = [str(lv) for lv, r in by_level.items() if statistics.median(r) < GOAL_JPEG]
-            lines.append(f"- {rows[key]['what']}: ≥ {GOAL_JPEG:g}x (c) head to head " + "; ".join(
-                x for x in (f"met at {', '.join(met)}" if met else "", f"not met at {', '.join(missed)} in flight" if missed else "") if x))
+            verdict = {lv: statistics.median(r) >= GOAL_JPEG for lv, r in by_level.items()}
+            lines.append(f"- {rows[key]['what']}: ≥ {GOAL_JPEG:g}x (c) head to head {_met(verdict)}")
     return "\n".join(lines) + "\n"
 
 

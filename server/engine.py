@@ -85,11 +85,14 @@ class _Model:
 
 def _synthesis(device: str, precision: str) -> str:
     """--synthesis-precision resolved for the device: bf16 where asked, or (auto) on a CPU with bfloat16 in hardware."""
-    if precision == "bf16" and device != "cpu":
-        raise ValueError(f"--synthesis-precision bf16 runs on a CPU only, and the device is {device}")
-    if precision == "bf16" and not bf16_native():
-        log.warning("--synthesis-precision bf16 on a CPU without bfloat16 in hardware: slower than fp32 here")
-    return "bf16" if precision == "bf16" or (precision == "auto" and device == "cpu" and bf16_native()) else "fp32"
+    native = device == "cpu" and bf16_native()
+    if precision == "bf16":
+        if device != "cpu":
+            raise ValueError(f"--synthesis-precision bf16 runs on a CPU only, and the device is {device}")
+        if not native:
+            log.warning("--synthesis-precision bf16 on a CPU without bfloat16 in hardware: slower than fp32 here")
+        return "bf16"
+    return "bf16" if precision == "auto" and native else "fp32"
 
 
 def _int8(card: ModelCard, device: str, precision: str):
