@@ -19,6 +19,34 @@ from .faces import DETECT_THRESHOLD, MIN_FACE
 from .models import PULL_TIMEOUT_S
 
 IN_FLIGHT = 64  # most requests one send keeps on the wire: a folder of thousands of photos must not trip the server's --max-concurrent-rpcs
+FACES_PER_REQUEST = 32  # a crowd photo goes as several requests: ferserver refuses more than --max-faces (64 by default) in one
+
+
+class _Reply:
+    """One file's faces sent as requests of at most FACES_PER_REQUEST, answered as one RecognizeResponse."""
+
+    def __init__(self, stub, streams: list[bytes], reconstruct: bool, timeout: float):
+        from fercodec.v1 import fercodec_pb2 as pb
+
+        self._futures = [stub.Recognize.future(pb.RecognizeRequest(faces=streams[i : i + FACES_PER_REQUEST], return_reconstruction=reconstruct), timeout=timeout)
+                         for i in range(0, max(len(streams), 1), FACES_PER_REQUEST)]
+        self.t0, self._ends = time.perf_counter(), []  # when each request was answered (callbacks run on gRPC's threads)
+        for f in self._futures:
+            f.add_done_callback(lambda _: self._ends.append(time.perf_counter()))
+
+    def done(self) -> bool:
+        return all(f.done() for f in self._futures)
+
+    def result(self):
+        """The replies' results in the faces' order (raises the first failed request's grpc.RpcError)."""
+        first, *rest = [f.result() for f in self._futures]
+        for r in rest:
+            first.results.extend(r.results)
+        return first
+
+    def latency_ms(self) -> float:
+        ends = list(self._ends)
+        return ((max(ends) if len(ends) == len(self._futures) else time.perf_counter()) - self.t0) * 1000.0
 
 
 def _pixels(text: str) -> int:
@@ -124,7 +152,6 @@ def _expand(paths: list[str]) -> list[tuple[str, str | None]]:
 def send(args) -> int:
     import grpc
 
-    from fercodec.v1 import fercodec_pb2 as pb
     from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 
     from .faces import FaceDetector, ImageError
@@ -157,7 +184,7 @@ def send(args) -> int:
     paths = _expand(args.images)
     progress = Progress(len(paths))
     failed = 0
-    pending = collections.deque()  # (path, faces, bitstreams, skipped, future, t0, done-time holder), oldest first
+    pending = collections.deque()  # (path, faces, bitstreams, skipped, _Reply), oldest first
     with channel_mod.open_channel(args) as channel:
         stub = pb_grpc.FerCodecStub(channel)
         # Requests go on the wire as soon as each file is encoded, up to IN_FLIGHT at once; answers are printed in the
@@ -172,11 +199,7 @@ def send(args) -> int:
                 _err(f"{path}: {e}")
                 failed += 1
             else:
-                done = {}
-                t0 = time.perf_counter()
-                fut = stub.Recognize.future(pb.RecognizeRequest(faces=streams, return_reconstruction=bool(args.reconstruct)), timeout=args.timeout)
-                fut.add_done_callback(lambda f, d=done: d.setdefault("t", time.perf_counter()))
-                pending.append((path, faces, streams, skipped, fut, t0, done))
+                pending.append((path, faces, streams, skipped, _Reply(stub, streams, bool(args.reconstruct), args.timeout)))
             while pending and (pending[0][4].done() or len(pending) >= IN_FLIGHT):
                 failed += not _answer(pending.popleft(), args, state, channel, stub, detector)
             progress.show(n)
@@ -192,22 +215,23 @@ def _answer(entry, args, state, channel, stub, detector) -> bool:
     the file failed (one line on stderr). A refusal for an unknown model pulls the server's and sends the file again."""
     import grpc
 
-    path, faces, streams, skipped, fut, t0, done = entry
+    path, faces, streams, skipped, sent = entry
     try:
-        reply = fut.result()
+        reply = sent.result()
     except grpc.RpcError as e:
         if args.no_pull or not _unknown_model(e):
             _err(f"{path}: {channel_mod.rpc_error_message(e, args.server, args.timeout)}")
             return False
         try:
-            state["encoder"], faces, streams, skipped, reply, t0, done = _resend(path, args, state["swap"], state["encoder"], channel, stub, detector)
+            state["encoder"], faces, streams, skipped, sent = _resend(path, args, state["swap"], state["encoder"], channel, stub, detector)
+            reply = sent.result()
         except (grpc.RpcError, ValueError, OSError) as e2:
             _err(f"{path}: {channel_mod.rpc_error_message(e2, args.server, args.timeout) if isinstance(e2, grpc.RpcError) else e2}")
             return False
     card = state["encoder"].card
     names, (h, w) = card.class_names, card.face_size
     stem = _stem(path, state["stems"]) if args.reconstruct or args.annotate else None
-    latency_ms = (done.get("t", time.perf_counter()) - t0) * 1000.0
+    latency_ms = sent.latency_ms()
     for k, (face, stream, r) in enumerate(zip(faces, streams, reply.results)):
         box = None if face is None else face.box
         row = {
@@ -302,10 +326,8 @@ def _load_encoder(args):
 
 def _resend(path, args, swap, encoder, channel, stub, detector):
     """The server refused this file's faces as encoded for a model it does not run: pull its model of the same kind
-    (once per run), re-encode the file with it and send it once more. Returns (encoder, faces, streams, skipped, reply, t0, done)."""
+    (once per run), re-encode the file with it and send it once more. Returns (encoder, faces, streams, skipped, _Reply)."""
     import grpc
-
-    from fercodec.v1 import fercodec_pb2 as pb
 
     from . import models
     from .encoder import FaceEncoder
@@ -325,9 +347,7 @@ def _resend(path, args, swap, encoder, channel, stub, detector):
              f"({where}), re-encoding and sending again")
     encoder = swap["encoder"]
     faces, streams, skipped = _prepare(path, args, encoder, detector)
-    t0 = time.perf_counter()
-    reply = stub.Recognize(pb.RecognizeRequest(faces=streams, return_reconstruction=bool(args.reconstruct)), timeout=args.timeout)
-    return encoder, faces, streams, skipped, reply, t0, {"t": time.perf_counter()}
+    return encoder, faces, streams, skipped, _Reply(stub, streams, bool(args.reconstruct), args.timeout)
 
 
 def models_command(args) -> int:

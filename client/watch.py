@@ -226,7 +226,8 @@ def run(args, err) -> int:
     try:
         encoder = FaceEncoder(args.model_dir)
         encoder.check_quality(args.quality)
-        detector = FaceDetector(args.detect_threshold, fine_side=0)  # the first pass only: a frame's budget is a fifth of a second
+        # The first pass only, and no turned passes on a frame without a face: a frame's budget is a fifth of a second.
+        detector = FaceDetector(args.detect_threshold, fine_side=0, turned=False)
         cap, src_fps, total = open_source(args.video, args.camera)
     except (OSError, ValueError) as e:
         err(str(e))

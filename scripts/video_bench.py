@@ -67,7 +67,7 @@ def baselines(video: Path, webp_q: int) -> dict:
 
     cap = cv2.VideoCapture(str(video))
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    det, k, next_t = FaceDetector(), -1, 0.0
+    det, k, next_t = FaceDetector(turned=False), -1, 0.0  # as ferclient watch: no turned passes on faceless frames
     webp = jpeg = faces = frames = 0
     while True:
         ok, bgr = cap.read()

@@ -71,6 +71,16 @@ def _sides(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+def _tilts(text: str) -> tuple[float, ...]:
+    try:
+        tilts = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected degrees separated by commas, such as 0,10,20; got {text!r}") from None
+    if not all(0 <= t <= 180 for t in tilts):
+        raise argparse.ArgumentTypeError(f"each tilt must be 0 to 180 degrees, got {text!r}")
+    return tilts
+
+
 def _args(argv):
     p = argparse.ArgumentParser(prog="fereval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", default=None, help="model directory (default $FERCODEC_MODEL_DIR or the shipped fercodec-v1)")
@@ -109,13 +119,16 @@ def _args(argv):
     p.add_argument("--seed", type=int, default=0, help="with --photos: canvas seed (default 0)")
     p.add_argument("--photo-sides", type=_sides, default=None, metavar="LO-HI",
                    help="with --photos: the pasted face's side in px, drawn from LO to HI (default 64-192; 32-63 measures small faces)")
+    p.add_argument("--photo-tilts", type=_tilts, default=None, metavar="DEG[,DEG...]",
+                   help="with --photos: one row each, faces turned by up to DEG degrees either way (default 0,10,20; "
+                        "180 measures faces in any orientation)")
     args = p.parse_args(argv)
     if sum(map(bool, (args.photos, args.robustness, args.folder, args.compare))) > 1:
         p.error("--photos, --robustness, --folder and --compare are separate runs: give one")
     if (args.detect or args.group_by) and not args.folder:
         p.error("--detect and --group-by go with --folder")
-    if args.photo_sides and not args.photos:
-        p.error("--photo-sides goes with --photos")
+    if (args.photo_sides or args.photo_tilts) and not args.photos:
+        p.error("--photo-sides and --photo-tilts go with --photos")
     return args
 
 
@@ -155,13 +168,14 @@ def _server(args, models: dict):
 
 def run_photos(args, command: str) -> Path:
     """fereval --photos: write photos.json and photos.md in --out; returns the markdown's path."""
-    from .photos import SIDES, evaluate_photos, markdown
+    from .photos import SIDES, TILTS, evaluate_photos, markdown
 
     faces, labels = load_split(args.split, args.data, args.limit)
     t0 = time.perf_counter()
     models = _served_models(args)
     with _server(args, models) as address:
-        rows = evaluate_photos(address, faces, labels, models, seed=args.seed, sides=args.photo_sides or SIDES)
+        rows = evaluate_photos(address, faces, labels, models, seed=args.seed, tilts=args.photo_tilts or TILTS,
+                               sides=args.photo_sides or SIDES)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info("cpu")

@@ -177,6 +177,45 @@ def test_alignment_levels_the_eyes_and_undoes_tilt(detector):
     assert corr(upright, aligned) > corr(upright, unaligned) + 0.2
 
 
+def _turned_box(box, turns: int, shape) -> tuple[int, int, int, int]:
+    """box (x, y, w, h) of an image of shape (h, w), in that image turned `turns` quarter turns counter-clockwise (np.rot90)."""
+    x, y, w, h = box
+    for _ in range(turns):
+        x, y, w, h = y, shape[1] - x - w, h, w
+        shape = shape[1], shape[0]
+    return x, y, w, h
+
+
+def _centre_corr(a, b) -> float:
+    return float(np.corrcoef(a[8:40, 8:40].ravel().astype(float), b[8:40, 8:40].ravel().astype(float))[0, 1])
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3])
+def test_a_face_on_its_side_or_upside_down_is_cut_upright(detector, turns):
+    """YuNet finds the astronaut turned 90, 180 or 270 degrees but puts its landmarks as on an upright face;
+    upright() takes them from the quarter turn it scores best, so the aligned crop is the upright face's."""
+    rgb = skimage.data.astronaut()
+    upright = align(to_gray(rgb), detector.detect(rgb)[0])
+    turned = np.ascontiguousarray(np.rot90(rgb, turns))
+    faces = detector.detect(turned)
+    assert len(faces) == 1 and iou(faces[0].box, _turned_box(ASTRONAUT_FACE, turns, rgb.shape[:2])) >= 0.5
+    assert _centre_corr(upright, align(to_gray(turned), faces[0])) > 0.75  # 0.81-0.88 measured
+    as_found = FaceDetector.raw(detector, turned)[0]  # the landmarks before upright()
+    lying = align(to_gray(turned), Face(faces[0].box, faces[0].score, as_found[4:14].reshape(5, 2)))
+    assert _centre_corr(upright, lying) < 0.4  # -0.32 to 0.18 measured
+
+
+def test_a_photo_stored_upside_down_is_searched_turned(detector):
+    """A small astronaut upside down (no EXIF to say so): the upright pass finds nothing, the turned passes find her."""
+    small = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((179, 179), Image.Resampling.LANCZOS))
+    turned = np.ascontiguousarray(np.rot90(small, 2))
+    assert FaceDetector(turned=False).detect(turned) == []
+    faces = detector.detect(turned)
+    truth = _turned_box(tuple(round(v * 179 / 512) for v in ASTRONAUT_FACE), 2, small.shape[:2])
+    assert len(faces) == 1 and iou(faces[0].box, truth) >= 0.5 and faces[0].score >= 0.85
+    assert _centre_corr(align(to_gray(small), detector.detect(small)[0]), align(to_gray(turned), faces[0])) > 0.5  # 0.69 measured (a 31 px face)
+
+
 def test_box_crop_pads_at_the_border_and_whole_is_48():
     gray = to_gray(skimage.data.astronaut())
     corner = box_crop(gray, Face((0, 0, 40, 40), 0.9, np.zeros((5, 2), np.float32)))

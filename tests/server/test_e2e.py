@@ -101,6 +101,37 @@ def test_bad_files_fail_alone_with_one_line_each(server, astronaut, tmp_path):
     assert "flat.png: no face found" in errs[2]
 
 
+def test_a_crowd_photo_with_more_faces_than_one_request_takes_is_answered_whole(server, tmp_path):
+    """70 faces in one photo, more than ferserver's --max-faces (64): send splits them into requests, every face answered in order."""
+    import skimage.data
+
+    from ferclient.cli import FACES_PER_REQUEST
+
+    face = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((160, 160)))
+    path = tmp_path / "crowd.jpg"
+    Image.fromarray(np.vstack([np.hstack([face] * 10)] * 7)).save(path, quality=95)
+    r = run_client("send", str(path), "--server", server.address, "--json", timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(rows) == 70 > 2 * FACES_PER_REQUEST
+    assert sum(row["label"] == "happy" for row in rows) >= 65
+    centres = {(round((row["box"][0] + row["box"][2] / 2 - 80) / 160), round((row["box"][1] + row["box"][3] / 2 - 80) / 160)) for row in rows}
+    assert centres == {(i, j) for i in range(10) for j in range(7)}  # one answer per pasted face
+
+
+@pytest.mark.parametrize("turns", [1, 2])
+def test_a_photo_stored_on_its_side_or_upside_down_still_reads_the_smile(server, tmp_path, turns):
+    """No EXIF orientation to say so: the detector's quarter-turn look cuts the face upright (it was read as sad or angry)."""
+    import skimage.data
+
+    path = tmp_path / f"turned{turns}.png"
+    Image.fromarray(np.ascontiguousarray(np.rot90(skimage.data.astronaut(), turns))).save(path)
+    r = run_client("send", str(path), "--server", server.address, "--json")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(rows) == 1 and rows[0]["label"] == "happy"
+
+
 def test_a_folder_is_its_images_and_annotate_draws_each_answer(server, astronaut, tmp_path):
     """ferclient send DIR --annotate OUT: the folder's images are sent (other files ignored), a photo without a face
     fails alone, an empty folder is one error line, and OUT gets the photo with the face boxed in its class's colour."""
