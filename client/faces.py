@@ -45,6 +45,12 @@ TURNED_THRESHOLD = 0.85
 FER2013_LANDMARKS = np.array([[14.73, 18.10], [32.58, 18.10], [23.64, 27.51], [16.08, 35.43], [31.19, 35.37]], np.float32)
 # FER2013's frame around YuNet's box: the median box on those faces.
 FER2013_BOX = (4.67, 1.00, 37.67, 46.67)
+# Contrast and brightness of FER2013's training faces (the grey levels' standard deviation and mean over the crop's centre,
+# the middle two thirds each way): a crop flatter than FLAT_STD (their 2nd percentile) is stretched to TYPICAL_STD (their
+# median), its mean clipped to FER2013_MEANS (their 5th to 95th percentiles).
+FLAT_STD = 22.0
+TYPICAL_STD = 43.0
+FER2013_MEANS = (80.0, 191.0)
 
 
 class ImageError(ValueError):
@@ -414,7 +420,7 @@ def align(gray: np.ndarray, face: Face, size: int = 48) -> np.ndarray:
     big = warp(gray, m * up, size * up, lanczos=enlarged)
     if up > 1:
         big = big.reshape(size, up, size, up).mean(axis=(1, 3))
-    return np.clip(np.rint(big), 0, 255).astype(np.uint8)
+    return _flat_stretched(np.clip(np.rint(big), 0, 255).astype(np.uint8))
 
 
 def box_crop(gray: np.ndarray, face: Face, size: int = 48) -> np.ndarray:
@@ -426,14 +432,30 @@ def box_crop(gray: np.ndarray, face: Face, size: int = 48) -> np.ndarray:
     side = h * 48.0 / fh
     left = x + w / 2 - side * (fx + fw / 2) / 48.0
     top = y - side * fy / 48.0
-    return _resized(Image.fromarray(gray).crop(tuple(int(round(v)) for v in (left, top, left + side, top + side))), size)
+    return _flat_stretched(_resized(Image.fromarray(gray).crop(tuple(int(round(v)) for v in (left, top, left + side, top + side))), size))
 
 
 def whole(gray: np.ndarray, size: int = 48) -> np.ndarray:
     """The whole image resized to size x size: --no-detect, for photos that are already face crops."""
     from PIL import Image
 
-    return _resized(Image.fromarray(gray), size)
+    return _flat_stretched(_resized(Image.fromarray(gray), size))
+
+
+def _flat_stretched(face: np.ndarray) -> np.ndarray:
+    """A crop whose centre has less contrast than almost any FER2013 face (a backlit, dim or hazy face) stretched
+    to a typical FER2013 face's contrast, its brightness brought into FER2013's range; any other crop as it is.
+
+    Why: the classifier learned from FER2013's faces, and the codec spends its bits on contrast. On FER2013 val
+    faces at 0.3x contrast the classifier scored 61.3 %, stretched 68.8 %; darkened (gamma 3.5, x0.4) 45.8 %,
+    stretched 57.8 %; the untouched val faces 69.74 -> 69.80 % (docs/photos, "Dim and flat faces")."""
+    h, w = face.shape
+    centre = face[h // 6 : h - h // 6, w // 6 : w - w // 6].astype(np.float64)
+    mean, std = centre.mean(), centre.std()
+    if std >= FLAT_STD:
+        return face
+    out = (face - mean) * (TYPICAL_STD / max(std, 1.0)) + np.clip(mean, *FER2013_MEANS)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def _resized(im, size: int) -> np.ndarray:

@@ -11,8 +11,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from ferclient.faces import (DETECT_THRESHOLD, DETECTOR_FILE, FER2013_LANDMARKS, NMS_IOU, Face, FaceDetector, ImageError, _similarity, align, box_crop, warp,
-                             load_rgb, shrink, to_gray, whole)
+from ferclient.faces import (DETECT_THRESHOLD, DETECTOR_FILE, FER2013_LANDMARKS, NMS_IOU, Face, FaceDetector, ImageError, _flat_stretched, _similarity, align,
+                             box_crop, load_rgb, shrink, to_gray, warp, whole)
 from ferwire.card import WEIGHTS
 
 ASTRONAUT_FACE = (177, 66, 95, 110)  # x, y, w, h of Eileen Collins' face in skimage.data.astronaut(), hand-measured: brow to chin
@@ -214,6 +214,21 @@ def test_a_photo_stored_upside_down_is_searched_turned(detector):
     truth = _turned_box(tuple(round(v * 179 / 512) for v in ASTRONAUT_FACE), 2, small.shape[:2])
     assert len(faces) == 1 and iou(faces[0].box, truth) >= 0.5 and faces[0].score >= 0.85
     assert _centre_corr(align(to_gray(small), detector.detect(small)[0]), align(to_gray(turned), faces[0])) > 0.5  # 0.69 measured (a 31 px face)
+
+
+def test_a_flat_crop_is_stretched_and_a_normal_one_left_alone(detector):
+    """A dim, hazy face gets FER2013's typical contrast back on every crop path; a normally lit one is untouched."""
+    rgb = skimage.data.astronaut()
+    face = detector.detect(rgb)[0]
+    normal = align(to_gray(rgb), face)
+    assert _flat_stretched(normal) is normal
+    hazy = (0.45 + 0.15 * rgb / 255.0) * 255  # contrast x0.15, brighter
+    hazy_gray = to_gray(np.clip(np.rint(hazy), 0, 255).astype(np.uint8))
+    for crop in (align(hazy_gray, face), box_crop(hazy_gray, face), whole(hazy_gray[40:220, 150:300])):
+        centre = crop[8:40, 8:40].astype(float)
+        assert crop.dtype == np.uint8 and 35 <= centre.std() <= 50 and 80 <= centre.mean() <= 191
+    flat = np.full((48, 48), 3, np.uint8)  # a black square: no division by zero, and it stays flat
+    assert _flat_stretched(flat).std() == 0
 
 
 def test_box_crop_pads_at_the_border_and_whole_is_48():
