@@ -40,8 +40,8 @@ class _Reply:
     def result(self):
         """The replies' results in the faces' order (raises the first failed request's grpc.RpcError)."""
         first, *rest = [f.result() for f in self._futures]
-        for r in rest:
-            first.results.extend(r.results)
+        if rest:  # a new message: the first reply itself stays as received, so a second call gives the same answer
+            first = type(first)(request_id=first.request_id, model_id=first.model_id, results=[r for reply in (first, *rest) for r in reply.results])
         return first
 
     def latency_ms(self) -> float:

@@ -297,19 +297,24 @@ class FaceDetector:
             rows = rows[_nms(np.floor(rows[:, :4]), order, NMS_IOU)]
         return rows
 
-    def _turned(self, small: np.ndarray, scale: float) -> np.ndarray:
+    def _shrunk(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        """(rgb shrunk to max_side on its longer side, the scale) : what the first pass and the turned passes run on."""
+        h, w = rgb.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        return (rgb if scale == 1.0 else shrink(rgb, (max(1, round(w * scale)), max(1, round(h * scale))))), scale
+
+    def _turned(self, small: np.ndarray, scale: float, threshold: float | None = None) -> np.ndarray:
         """The photo as if stored on its side or upside down: raw() rows of the quarter turn of small (the photo shrunk by
         scale) whose best face scores highest, at TURNED_THRESHOLD at least, in the photo's pixels (none when no turn
-        finds one). No tiled pass: it would make a face-free photo cost four times as much."""
+        finds one; threshold: the benchmark's sweep). No tiled pass: it would make a face-free photo cost four times as much."""
         best = np.zeros((0, 15), np.float32)
         for turn in (1, 3, 2):
             turned = np.ascontiguousarray(np.rot90(small, turn))
-            rows = self.raw(turned, max(self.threshold, TURNED_THRESHOLD))
+            rows = self.raw(turned, max(self.threshold, TURNED_THRESHOLD) if threshold is None else threshold)
             if len(rows) and (not len(best) or rows[:, 14].max() > best[:, 14].max()):
-                a = _unturn(rows[:, :2], turn, turned.shape[:2])
-                b = _unturn(rows[:, :2] + rows[:, 2:4], turn, turned.shape[:2])
+                boxes = turn_boxes(rows[:, :4], 4 - turn, turned.shape[:2])
                 marks = _unturn(rows[:, 4:14].reshape(-1, 2), turn, turned.shape[:2]).reshape(-1, 10)
-                best = np.column_stack([np.minimum(a, b) / scale, np.abs(b - a) / scale, marks / scale, rows[:, 14]]).astype(np.float32)
+                best = np.column_stack([boxes / scale, marks / scale, rows[:, 14]]).astype(np.float32)
         return best
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
@@ -320,8 +325,7 @@ class FaceDetector:
         if rgb.ndim == 2:
             rgb = np.repeat(rgb[:, :, None], 3, axis=2)
         h, w = rgb.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
-        small = rgb if scale == 1.0 else shrink(rgb, (max(1, round(w * scale)), max(1, round(h * scale))))
+        small, scale = self._shrunk(rgb)
         rows = self._pass(rgb, small, scale)
         if not len(rows) and self.turned:
             rows = self._turned(small, scale)
@@ -342,6 +346,13 @@ def _unturn(points: np.ndarray, turns: int, shape: tuple[int, int]) -> np.ndarra
     for _ in range(turns):
         p, (h, w) = np.stack([h - p[:, 1], p[:, 0]], -1), (w, h)
     return p
+
+
+def turn_boxes(boxes: np.ndarray, turns: int, shape: tuple[int, int]) -> np.ndarray:
+    """Boxes [n, 4] (x, y, w, h) in an image of `shape` (h, w) -> the same boxes in np.rot90(image, turns)."""
+    back = (4 - turns) % 4  # the image is the turned one turned back that many times
+    a, b = _unturn(boxes[:, :2], back, shape), _unturn(boxes[:, :2] + boxes[:, 2:4], back, shape)
+    return np.column_stack([np.minimum(a, b), np.abs(b - a)])
 
 
 def _box_resize(rgb: np.ndarray, scale: float) -> np.ndarray:

@@ -215,18 +215,9 @@ def main(argv=None) -> int:
     return 0
 
 
-def turn_boxes(boxes: np.ndarray, turns: int, shape: tuple[int, int]) -> np.ndarray:
-    """Boxes [n, 4] (x, y, w, h) of an image of shape (h, w) -> the same boxes in np.rot90(image, turns)."""
-    b = boxes.copy()
-    for _ in range(turns):
-        b = np.column_stack([b[:, 1], shape[1] - b[:, 0] - b[:, 2], b[:, 3], b[:, 2]])
-        shape = shape[1], shape[0]
-    return b
-
-
 def turned_bench(args, photos, truth, nofaces, argv) -> int:
     """--turned: what the turned passes cost (false faces, time) and buy (faces found in photos stored turned)."""
-    from ferclient.faces import DETECT_THRESHOLD, MIN_FACE, TURNED_THRESHOLD, FaceDetector
+    from ferclient.faces import DETECT_THRESHOLD, MIN_FACE, TURNED_THRESHOLD, UPRIGHT_SURE, FaceDetector, turn_boxes
 
     # Each face photo turned by one quarter turn: 90, 270 and 180 degrees in turn.
     turns = [(1, 3, 2)[i % 3] for i in range(len(photos))]
@@ -244,12 +235,20 @@ def turned_bench(args, photos, truth, nofaces, argv) -> int:
         for name, imgs, gt in (("face_free", nofaces, None), ("upright", photos, truth), ("stored_turned", turned, turned_truth)):
             dets, ms = run(boxes, imgs)
             row[name] = {"photos": len(imgs), "ms_per_photo": ms, "photos_with_no_face": sum(not len(b) for b, _ in dets)}
+            scores = np.concatenate([s for _, s in dets] + [np.zeros(0)])
+            row[name]["share_at_upright_sure"] = float((scores >= UPRIGHT_SURE).mean()) if len(scores) else None
             if gt is None:
                 row[name]["false_faces_per_photo"] = sum(len(b) for b, _ in dets) / len(imgs)
             else:
                 s, tp, n = match(dets, gt, MIN_FACE)
                 row[name].update(dict(zip(("precision", "recall"), at_threshold(s, tp, n, 0.0)), faces=n))
         rows.append(row)
+    # The turned passes' threshold: face-free photos on which they would find a face, at each candidate (they run only on
+    # photos in which the upright pass found none).
+    det = FaceDetector(turned=False)
+    searched = [det._shrunk(rgb) for rgb in nofaces if not det.detect(rgb)]
+    sweep = {t: sum(bool(len(r) and (np.maximum(r[:, 2], r[:, 3]) >= MIN_FACE).any()) for r in (det._turned(sm, sc, t) for sm, sc in searched))
+             for t in (0.55, 0.65, 0.75, 0.85)}
     command = " ".join(["python", "scripts/detector_bench.py", *(argv if argv is not None else sys.argv[1:])])
     lines = [
         "# Photos stored turned: ferclient's detector without and with its turned passes",
@@ -267,9 +266,19 @@ def turned_bench(args, photos, truth, nofaces, argv) -> int:
         lines.append(f"| {'yes' if r['turned_passes'] else 'no'} | {f['false_faces_per_photo']:.3f} ({f['photos']}) | {f['ms_per_photo']:.0f} | "
                      f"{u['precision']:.3f} | {u['recall']:.3f} ({u['faces']}) | {u['ms_per_photo']:.0f} | {t['precision']:.3f} | {t['recall']:.3f} | "
                      f"{t['photos_with_no_face']} of {t['photos']} | {t['ms_per_photo']:.0f} |")
+    off = rows[0]
+    lines += [
+        "",
+        f"Faces found as they stand that score {UPRIGHT_SURE:g} or more (upright() takes them as upright without a look): "
+        f"{100 * off['upright']['share_at_upright_sure']:.0f} % in the face photos, {100 * off['stored_turned']['share_at_upright_sure']:.0f} % "
+        "in the photos stored turned (faces of --min-face or more).",
+        "",
+        f"The turned passes' threshold: of the {len(searched)} face-free photos with no face found as they stand, those on which the "
+        "turned passes would find one: " + ", ".join(f"{n} at {t:g}" for t, n in sweep.items()) + ".",
+    ]
     text = "\n".join(lines) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "turned.json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
+    (args.out / "turned.json").write_text(json.dumps({"command": command, "rows": rows, "threshold_sweep": sweep}, indent=1))
     (args.out / "turned.md").write_text(text)
     print(text)
     return 0

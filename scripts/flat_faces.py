@@ -63,8 +63,10 @@ def main(argv=None) -> int:
     print("|---|---|---|---|" + ("---|---|" if args.server else ""))
     for name, k, shift, gamma in LIGHTS:
         lit = relit(faces, k, shift, gamma)
-        stretched = np.stack([_flat_stretched(f) for f in lit])
-        flat = float(np.mean([(f[8:40, 8:40].std() < FLAT_STD) for f in lit])) * 100
+        views = list(lit)
+        each = [_flat_stretched(f) for f in views]
+        flat = 100.0 * float(np.mean([s is not f for s, f in zip(each, views)]))  # _flat_stretched returns any other crop itself
+        stretched = np.stack(each)
         row = f"| {name} | {flat:.1f} % | {accuracy(lit):.2f} % | {accuracy(stretched):.2f} % |"
         if args.server:
             for crops in (lit, stretched):

@@ -12,7 +12,7 @@ import skimage.data
 from PIL import Image
 
 from ferclient.faces import (DETECT_THRESHOLD, DETECTOR_FILE, FER2013_LANDMARKS, NMS_IOU, Face, FaceDetector, ImageError, _flat_stretched, _similarity, align,
-                             box_crop, load_rgb, shrink, to_gray, warp, whole)
+                             box_crop, load_rgb, shrink, to_gray, turn_boxes, warp, whole)
 from ferwire.card import WEIGHTS
 
 ASTRONAUT_FACE = (177, 66, 95, 110)  # x, y, w, h of Eileen Collins' face in skimage.data.astronaut(), hand-measured: brow to chin
@@ -177,15 +177,6 @@ def test_alignment_levels_the_eyes_and_undoes_tilt(detector):
     assert corr(upright, aligned) > corr(upright, unaligned) + 0.2
 
 
-def _turned_box(box, turns: int, shape) -> tuple[int, int, int, int]:
-    """box (x, y, w, h) of an image of shape (h, w), in that image turned `turns` quarter turns counter-clockwise (np.rot90)."""
-    x, y, w, h = box
-    for _ in range(turns):
-        x, y, w, h = y, shape[1] - x - w, h, w
-        shape = shape[1], shape[0]
-    return x, y, w, h
-
-
 def _centre_corr(a, b) -> float:
     return float(np.corrcoef(a[8:40, 8:40].ravel().astype(float), b[8:40, 8:40].ravel().astype(float))[0, 1])
 
@@ -198,7 +189,7 @@ def test_a_face_on_its_side_or_upside_down_is_cut_upright(detector, turns):
     upright = align(to_gray(rgb), detector.detect(rgb)[0])
     turned = np.ascontiguousarray(np.rot90(rgb, turns))
     faces = detector.detect(turned)
-    assert len(faces) == 1 and iou(faces[0].box, _turned_box(ASTRONAUT_FACE, turns, rgb.shape[:2])) >= 0.5
+    assert len(faces) == 1 and iou(faces[0].box, tuple(turn_boxes(np.array([ASTRONAUT_FACE], float), turns, rgb.shape[:2])[0])) >= 0.5
     assert _centre_corr(upright, align(to_gray(turned), faces[0])) > 0.75  # 0.81-0.88 measured
     as_found = FaceDetector.raw(detector, turned)[0]  # the landmarks before upright()
     lying = align(to_gray(turned), Face(faces[0].box, faces[0].score, as_found[4:14].reshape(5, 2)))
@@ -211,7 +202,7 @@ def test_a_photo_stored_upside_down_is_searched_turned(detector):
     turned = np.ascontiguousarray(np.rot90(small, 2))
     assert FaceDetector(turned=False).detect(turned) == []
     faces = detector.detect(turned)
-    truth = _turned_box(tuple(round(v * 179 / 512) for v in ASTRONAUT_FACE), 2, small.shape[:2])
+    truth = tuple(turn_boxes(np.array([[round(v * 179 / 512) for v in ASTRONAUT_FACE]], float), 2, small.shape[:2])[0])
     assert len(faces) == 1 and iou(faces[0].box, truth) >= 0.5 and faces[0].score >= 0.85
     assert _centre_corr(align(to_gray(small), detector.detect(small)[0]), align(to_gray(turned), faces[0])) > 0.5  # 0.69 measured (a 31 px face)
 
@@ -229,6 +220,15 @@ def test_a_flat_crop_is_stretched_and_a_normal_one_left_alone(detector):
         assert crop.dtype == np.uint8 and 35 <= centre.std() <= 50 and 80 <= centre.mean() <= 191
     flat = np.full((48, 48), 3, np.uint8)  # a black square: no division by zero, and it stays flat
     assert _flat_stretched(flat).std() == 0
+
+
+def test_turn_boxes_follows_np_rot90():
+    img = np.zeros((30, 50), bool)
+    img[5:9, 10:17] = True  # a 7 x 4 box at (10, 5)
+    for turns in range(4):
+        ys, xs = np.nonzero(np.rot90(img, turns))
+        box = turn_boxes(np.array([[10.0, 5.0, 7.0, 4.0]]), turns, img.shape)[0]
+        assert tuple(box) == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
 
 
 def test_box_crop_pads_at_the_border_and_whole_is_48():

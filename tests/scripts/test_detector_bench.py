@@ -1,4 +1,5 @@
-"""scripts/detector_bench.py on a small bench of the same layout: the turned-photo comparison finds the astronaut stored turned."""
+"""scripts/detector_bench.py on a small bench of the same layout: the turned-photo comparison finds the astronaut stored turned
+(ferclient.faces.turn_boxes, which it turns the truth with, is tested in tests/client/test_faces.py)."""
 
 from __future__ import annotations
 
@@ -7,25 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import skimage.data
 from PIL import Image
 
 from ..client.test_faces import ASTRONAUT_FACE
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from detector_bench import turn_boxes  # noqa: E402
-
-
-def test_turn_boxes_follows_np_rot90():
-    img = np.zeros((30, 50), bool)
-    img[5:9, 10:17] = True  # a 7 x 4 box at (10, 5)
-    for turns in range(4):
-        ys, xs = np.nonzero(np.rot90(img, turns))
-        box = turn_boxes(np.array([[10.0, 5.0, 7.0, 4.0]]), turns, img.shape)[0]
-        assert tuple(box) == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
 
 
 def test_turned_comparison_on_a_small_bench(tmp_path):
