@@ -67,7 +67,7 @@ def _args(argv):
     p = argparse.ArgumentParser(prog="ferclient", description="Send faces as learned bitstreams to a fercodec server.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("send", help="detect, encode and send the faces in images")
-    s.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything Pillow reads); a directory stands for the images directly inside it")
+    s.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything Pillow reads, and HEIC); a directory stands for the images directly inside it")
     channel_mod.add_arguments(s)
     s.add_argument("--quality", type=int, default=None, help="codec quality index (default: the model's default)")
     s.add_argument("--no-detect", action="store_true", help="each image is already a face crop")
@@ -137,7 +137,7 @@ def _expand(paths: list[str]) -> list[tuple[str, str | None]]:
     or for one error when it has none; anything else is sent as given (and fails alone if it is not an image)."""
     from PIL import Image
 
-    known = set(Image.registered_extensions())
+    known = set(Image.registered_extensions()) | {".heic", ".heif"}  # HEIF's opener registers on first need (faces.load_rgb)
     out = []
     for path in paths:
         p = Path(path)

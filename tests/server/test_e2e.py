@@ -145,13 +145,17 @@ def test_a_photo_stored_on_its_side_or_upside_down_still_reads_the_smile(server,
 
 
 def test_a_folder_is_its_images_and_annotate_draws_each_answer(server, astronaut, tmp_path):
-    """ferclient send DIR --annotate OUT: the folder's images are sent (other files ignored), a photo without a face
+    """ferclient send DIR --annotate OUT: the folder's images are sent (an iPhone's HEIC too; other files ignored), a photo without a face
     fails alone, an empty folder is one error line, and OUT gets the photo with the face boxed in its class's colour."""
     from ferclient.annotate import CLASS_COLOURS
 
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "astronaut.png").write_bytes(astronaut.read_bytes())
+    import pillow_heif  # a test-only encoder; ferclient reads HEIC with pi-heif
+
+    with Image.open(astronaut) as im:
+        pillow_heif.from_pillow(im.convert("RGB")).save(photos / "IMG_0003.HEIC", quality=90)
     Image.new("L", (200, 200), 128).save(photos / "flat.png")
     (photos / "notes.txt").write_text("not sent: not an image's name")
     (tmp_path / "empty").mkdir()
@@ -159,14 +163,15 @@ def test_a_folder_is_its_images_and_annotate_draws_each_answer(server, astronaut
     r = run_client("send", str(photos), str(tmp_path / "empty"), "--server", server.address, "--json", "--annotate", str(out))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
-    assert [row["file"] for row in rows] == [str(photos / "astronaut.png")] and rows[0]["label"] == "happy"
+    assert [row["file"] for row in rows] == [str(photos / "IMG_0003.HEIC"), str(photos / "astronaut.png")]
+    assert [row["label"] for row in rows] == ["happy", "happy"]
     errs = r.stderr.strip().splitlines()
     assert len(errs) == 2 and "flat.png: no face found" in errs[0] and "empty: a directory with no image files" in errs[1]
-    assert sorted(p.name for p in out.iterdir()) == ["astronaut_annotated.jpg"]
+    assert sorted(p.name for p in out.iterdir()) == ["IMG_0003_annotated.jpg", "astronaut_annotated.jpg"]
     with Image.open(out / "astronaut_annotated.jpg") as im, Image.open(astronaut) as src:
         assert im.size == src.size
         drawn = np.asarray(im.convert("RGB")).astype(int)
-    x, y, w, h = rows[0]["box"]
+    x, y, w, h = rows[1]["box"]
     edge = drawn[y + h // 4 : y + 3 * h // 4, x + 1]  # the box's left edge, a line a few px wide
     assert (np.abs(edge - CLASS_COLOURS["happy"]).max(-1) < 45).mean() > 0.9  # JPEG shifts a thin line's colour a little
     r = run_client("send", str(astronaut), "--server", server.address, "--annotate", str(out / "astronaut_annotated.jpg"))
