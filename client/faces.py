@@ -28,17 +28,22 @@ DETECT_MAX_SIDE = 640  # photos are shrunk to this longer side for detection (Yu
 DETECT_FINE_SIDE = 1280
 SMALL_FACE = 32
 FINE_THRESHOLD = 0.75
-# YuNet finds a face lying on its side or upside down, but puts its landmarks where an upright face's would be,
-# so alignment keeps the face as it lies (a smiling face turned 90 degrees was read as sad). Each face found is
-# looked at again in a patch around it, turned by each quarter turn; the turn that scores best gives the landmarks.
+# YuNet finds a face lying on its side, upside down or tilted 45 degrees, but puts its landmarks where an upright
+# face's would be, so alignment keeps the face as it lies (a smiling face turned 90 degrees was read as sad). Each
+# face found is looked at again in a patch around it, turned by each eighth of a turn; the best-scoring turn gives
+# the landmarks. The eight turned patches sit side by side in one mosaic: one detector run instead of eight.
 UPRIGHT_PATCH = 160  # px: the patch's side, twice the face's (YuNet's strongest sizes)
-UPRIGHT_MARGIN = 0.03  # a quarter turn must beat the face as found by this much, so upright faces keep their landmarks
+UPRIGHT_TURNS = tuple(range(0, 360, 45))  # degrees counter-clockwise
+UPRIGHT_MARGIN = 0.03  # a turn must beat the face as found by this much, so upright faces keep their landmarks
 # Faces found at this score are taken as upright without the look (on the detection benchmark's photos, half of the upright
 # faces of --min-face or more and 2 % of those on their side), and so are faces under MIN_FACE, which send skips: a crowd costs less.
 UPRIGHT_SURE = 0.9
-# A photo in which no face is found as it stands is searched again turned each quarter turn; those passes ask for
-# this score: on the detection benchmark's 121 face-free photos it adds no false face (0.75 added two; docs/detector).
+# A photo in which no face is found as it stands is searched again turned each quarter turn, then (none found still)
+# by 45 degrees each way; those passes ask for this score: on the detection benchmark's 121 face-free photos it adds
+# no false face (0.75 added four; docs/detector).
 TURNED_THRESHOLD = 0.85
+PHOTO_TURNS = (90, 270, 180)  # degrees counter-clockwise, in the order tried
+PHOTO_TILTS = (45, -45)
 
 # Where YuNet puts its five landmarks (right eye, left eye, nose tip, right and left mouth corner; x, y in
 # pixels of a 48x48 face) on 3,000 FER2013 training faces: the median. Measured by scripts/fer_landmarks.py.
@@ -294,11 +299,12 @@ class FaceDetector:
         return found
 
     def upright(self, rgb: np.ndarray, face: Face) -> Face:
-        """face with its landmarks from the quarter turn (0, 90, 180 or 270 degrees) in which YuNet scores it best
+        """face with its landmarks from the turn (UPRIGHT_TURNS: every 45 degrees) in which YuNet scores it best
         (faces at UPRIGHT_SURE or under MIN_FACE as they are).
 
-        A patch of twice the face's side around its box, at UPRIGHT_PATCH px, is run turned each way; the turn's best
-        detection near the patch's centre is its score. Box and score stay the face's own (what was found, where)."""
+        A patch of twice the face's side around its box, at UPRIGHT_PATCH px, is turned each way; the turns are laid
+        side by side in one mosaic and found in one run, each turn's best detection near its cell's centre giving
+        its score. Box and score stay the face's own (what was found, where)."""
         from PIL import Image
 
         if face.score >= UPRIGHT_SURE or face.size < MIN_FACE:
@@ -310,16 +316,27 @@ class FaceDetector:
         sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(rgb.shape[1], x0 + side), min(rgb.shape[0], y0 + side)
         patch[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
         resample = Image.Resampling.BOX if side > UPRIGHT_PATCH else Image.Resampling.BILINEAR
-        patch = np.asarray(Image.fromarray(patch).resize((UPRIGHT_PATCH, UPRIGHT_PATCH), resample))
+        im = Image.fromarray(patch).resize((UPRIGHT_PATCH, UPRIGHT_PATCH), resample)
+        n, cell = len(UPRIGHT_TURNS), UPRIGHT_PATCH
+        cols = (n + 1) // 2
+        mosaic = np.zeros((2 * cell, cols * cell, 3), np.uint8)
+        for i, deg in enumerate(UPRIGHT_TURNS):
+            mosaic[(i // cols) * cell : (i // cols + 1) * cell, (i % cols) * cell : (i % cols + 1) * cell] = im.rotate(deg, Image.Resampling.BILINEAR)
+        rows = self.raw(mosaic)
+        centre = rows[:, :2] + rows[:, 2:4] / 2
+        at = np.floor(centre / cell).astype(int)
+        near = np.hypot(*(centre - (at + 0.5) * cell).T) < cell / 4
         best, marks = face.score + UPRIGHT_MARGIN, None
-        for turn in range(4):  # np.rot90's turns: counter-clockwise
-            rows = self.raw(np.ascontiguousarray(np.rot90(patch, turn)))
-            centre = rows[:, :2] + rows[:, 2:4] / 2
-            rows = rows[np.hypot(*(centre - UPRIGHT_PATCH / 2).T) < UPRIGHT_PATCH / 4]
-            if turn == 0 and len(rows):
-                best = max(best, float(rows[0, 14]) + UPRIGHT_MARGIN)  # the upright patch's own score, on the same footing
-            elif turn and len(rows) and rows[0, 14] > best:
-                best, marks = float(rows[0, 14]), _unturn(rows[0, 4:14].reshape(5, 2), turn, (UPRIGHT_PATCH, UPRIGHT_PATCH))
+        for i, deg in enumerate(UPRIGHT_TURNS):  # rows are best first: each cell's first row near its centre is its best
+            mine = np.flatnonzero(near & (at[:, 1] * cols + at[:, 0] == i) & (at[:, 1] < 2) & (at[:, 0] < cols))
+            if not len(mine):
+                continue
+            r = rows[mine[0]]
+            if deg == 0:
+                best = max(best, float(r[14]) + UPRIGHT_MARGIN)  # the upright patch's own score, on the same footing
+            elif r[14] > best:
+                local = r[4:14].reshape(5, 2) - [(i % cols) * cell, (i // cols) * cell]
+                best, marks = float(r[14]), _unrotate(local, deg, (cell, cell), (cell, cell))
         if marks is None:
             return face
         return Face(face.box, face.score, (marks * (side / UPRIGHT_PATCH) + [x0, y0]).astype(np.float32))
@@ -341,24 +358,33 @@ class FaceDetector:
         return (rgb if scale == 1.0 else shrink(rgb, (max(1, round(w * scale)), max(1, round(h * scale))))), scale
 
     def _turned(self, small: np.ndarray, scale: float, threshold: float | None = None) -> np.ndarray:
-        """The photo as if stored on its side or upside down: raw() rows of the quarter turn of small (the photo shrunk by
-        scale) whose best face scores highest, at TURNED_THRESHOLD at least, in the photo's pixels (none when no turn
-        finds one; threshold: the benchmark's sweep). No tiled pass: it would make a face-free photo cost four times as much."""
+        """The photo as if stored on its side or upside down, or tilted: raw() rows of the turn of small (the photo
+        shrunk by scale) whose best face scores highest, at TURNED_THRESHOLD at least, in the photo's pixels (none when
+        no turn finds one; threshold: the benchmark's sweep). The quarter turns (PHOTO_TURNS) first, the 45-degree
+        tilts (PHOTO_TILTS) only when they find none. No tiled pass: it would make a face-free photo cost four times as much."""
+        from PIL import Image
+
+        im = Image.fromarray(small)
         best = np.zeros((0, 15), np.float32)
-        for turn in (1, 3, 2):
-            turned = np.ascontiguousarray(np.rot90(small, turn))
-            rows = self.raw(turned, max(self.threshold, TURNED_THRESHOLD) if threshold is None else threshold)
-            if len(rows) and (not len(best) or rows[:, 14].max() > best[:, 14].max()):
-                boxes = turn_boxes(rows[:, :4], 4 - turn, turned.shape[:2])
-                marks = _unturn(rows[:, 4:14].reshape(-1, 2), turn, turned.shape[:2]).reshape(-1, 10)
-                best = np.column_stack([boxes / scale, marks / scale, rows[:, 14]]).astype(np.float32)
+        for turns in (PHOTO_TURNS, PHOTO_TILTS):
+            for deg in turns:
+                turned = np.asarray(im.rotate(deg, Image.Resampling.BILINEAR, expand=True))  # a quarter turn is exact
+                rows = self.raw(turned, max(self.threshold, TURNED_THRESHOLD) if threshold is None else threshold)
+                if len(rows) and (not len(best) or rows[:, 14].max() > best[:, 14].max()):
+                    # a tilted face's box: its own size about its centre, as a box the photo's way up
+                    centres = _unrotate(rows[:, :2] + rows[:, 2:4] / 2, deg, turned.shape[:2], small.shape[:2])
+                    size = rows[:, 2:4] if deg % 180 == 0 else rows[:, 3:1:-1] if deg % 90 == 0 else rows[:, 2:4].mean(1, keepdims=True).repeat(2, 1)
+                    marks = _unrotate(rows[:, 4:14].reshape(-1, 2), deg, turned.shape[:2], small.shape[:2]).reshape(-1, 10)
+                    best = np.column_stack([(centres - size / 2) / scale, size / scale, marks / scale, rows[:, 14]]).astype(np.float32)
+            if len(best):
+                break
         return best
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Faces in an RGB (or gray) uint8 photo, largest first, each with its landmarks as it stands (upright()).
 
         A photo in which no face is found as it is gets searched turned by each quarter turn (a photo stored on its
-        side without an EXIF orientation), unless the detector was made with turned=False."""
+        side without an EXIF orientation), then tilted 45 degrees each way, unless the detector was made with turned=False."""
         if rgb.ndim == 2:
             rgb = np.repeat(rgb[:, :, None], 3, axis=2)
         h, w = rgb.shape[:2]
@@ -376,19 +402,18 @@ class FaceDetector:
         return sorted(faces, key=lambda f: -f.box[2] * f.box[3])
 
 
-def _unturn(points: np.ndarray, turns: int, shape: tuple[int, int]) -> np.ndarray:
-    """Points [n, 2] (x, y) in an image of `shape` (h, w) that is another image turned `turns` quarter turns
-    counter-clockwise (np.rot90) -> the same points in that other image. One turn takes (x, y) in a w0-wide image to (y, w0 - x)."""
-    p, (h, w) = points.astype(np.float64), shape
-    for _ in range(turns):
-        p, (h, w) = np.stack([h - p[:, 1], p[:, 0]], -1), (w, h)
-    return p
+def _unrotate(points: np.ndarray, deg: float, turned: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Points [n, 2] (x, y) in an image of shape `turned` (h, w) that is an image of `shape` rotated by deg
+    counter-clockwise about its centre (Pillow's rotate, with or without expand) -> the same points in that image."""
+    c, s = round(float(np.cos(np.radians(deg))), 12), round(float(np.sin(np.radians(deg))), 12)  # quarter turns exact
+    u, v = points[:, 0] - turned[1] / 2, points[:, 1] - turned[0] / 2
+    return np.stack([u * c - v * s + shape[1] / 2, u * s + v * c + shape[0] / 2], -1)
 
 
 def turn_boxes(boxes: np.ndarray, turns: int, shape: tuple[int, int]) -> np.ndarray:
     """Boxes [n, 4] (x, y, w, h) in an image of `shape` (h, w) -> the same boxes in np.rot90(image, turns)."""
-    back = (4 - turns) % 4  # the image is the turned one turned back that many times
-    a, b = _unturn(boxes[:, :2], back, shape), _unturn(boxes[:, :2] + boxes[:, 2:4], back, shape)
+    turned = shape if turns % 2 == 0 else shape[::-1]
+    a, b = _unrotate(boxes[:, :2], -90 * turns, shape, turned), _unrotate(boxes[:, :2] + boxes[:, 2:4], -90 * turns, shape, turned)
     return np.column_stack([np.minimum(a, b), np.abs(b - a)])
 
 
@@ -516,8 +541,8 @@ def _blur_sharpened(face: np.ndarray) -> np.ndarray:
     unsharp mask; any other crop as it is.
 
     Why: FER2013's faces are sharp, and a blurred face loses the edges of mouth and brows the classifier reads. On
-    FER2013 val faces blurred by a Gaussian of sigma 1 / 1.5 / 2 the classifier scored 64.7 / 58.3 / 48.9 %,
-    sharpened 67.1 / 61.6 / 53.8 %; the untouched val faces are unchanged (docs/photos, "Blurred faces")."""
+    FER2013 val faces blurred by a Gaussian of sigma 1 / 1.5 / 2, through the image codec, 63.3 / 56.2 / 47.6 %
+    as cut, 65.9 / 59.7 / 51.7 % sharpened; the untouched val faces 68.21 -> 68.24 % (docs/photos, "Blurred faces")."""
     f = face.astype(np.float32)
     p = np.pad(f, 1, mode="reflect")
     lap = p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4.0 * f
