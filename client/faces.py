@@ -8,6 +8,7 @@ faces, so a crop from a photo is framed like the faces the models were trained o
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,9 +108,9 @@ def load_rgb(path: str | Path) -> tuple[np.ndarray, float]:
         except UnidentifiedImageError:
             if not _heif_opener():
                 raise
-            return _decoded(p)  # HEIC/HEIF (an iPhone's photos), read once pi-heif's opener is in place
+            return _decoded(p)  # HEIC/HEIF (an iPhone's photos), read with pi-heif's opener in place
     except UnidentifiedImageError:
-        if p.suffix.lower() in (".heic", ".heif") and _HEIF != [True]:
+        if p.suffix.lower() in (".heic", ".heif") and not _heif_opener():
             raise ImageError("HEIC/HEIF photos need the pi-heif package (pip install pi-heif), or convert it to JPEG") from None
         raise ImageError("not an image Pillow can read") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
@@ -135,21 +136,15 @@ def _decoded(p: Path) -> tuple[np.ndarray, float]:
         return _rgb8(im), scale
 
 
-_HEIF: list[bool] = []  # whether pi-heif's opener is registered with Pillow, once tried
-
-
+@functools.cache
 def _heif_opener() -> bool:
-    """Register pi-heif's HEIF opener with Pillow the first time a file is not otherwise readable (True if it was newly
-    registered). Only then: the import costs 40 ms that a JPEG never needs."""
-    if _HEIF:
-        return False
+    """Whether pi-heif's HEIF opener is registered with Pillow: done the first time a file is not otherwise readable,
+    not at import, since it costs 40 ms that a JPEG never needs. False when pi-heif is not installed."""
     try:
         from pi_heif import register_heif_opener
     except ImportError:
-        _HEIF.append(False)
         return False
     register_heif_opener()
-    _HEIF.append(True)
     return True
 
 
@@ -313,7 +308,7 @@ class FaceDetector:
 
         if face.score >= UPRIGHT_SURE or face.size < MIN_FACE:
             return face
-        im, side, x0, y0 = _patch(rgb, face)
+        im, back = _patch(rgb, face)
         n, cell = len(UPRIGHT_TURNS), UPRIGHT_PATCH
         cols = (n + 1) // 2
         mosaic = np.zeros((2 * cell, cols * cell, 3), np.uint8)
@@ -334,9 +329,7 @@ class FaceDetector:
             elif r[14] > best:
                 local = r[4:14].reshape(5, 2) - [(i % cols) * cell, (i // cols) * cell]
                 best, marks = float(r[14]), _unrotate(local, deg, (cell, cell), (cell, cell))
-        if marks is None:
-            return face
-        return Face(face.box, face.score, (marks * (side / UPRIGHT_PATCH) + [x0, y0]).astype(np.float32))
+        return face if marks is None else back(marks)
 
     def levelled(self, rgb: np.ndarray, face: Face) -> Face:
         """face with its landmarks found again in its patch turned so its eyes are level, when they tilt by
@@ -344,21 +337,20 @@ class FaceDetector:
 
         Why: YuNet places the landmarks of a tilted face nearer to an upright face's than they are (the astronaut
         tilted 30 degrees: eye line 16), so alignment levelled about half of a tilt; found again with the face about
-        level, they follow it. On val faces in canvases tilted by 0 / 15 / 30 degrees, 0.5 to 1.1 points."""
+        level, they follow it. On val faces in canvases tilted 0 to 60 degrees, 0 to 2 points (scripts/tilted_faces.py)."""
         from PIL import Image
 
         (rx, ry), (lx, ly) = face.landmarks[0], face.landmarks[1]
         roll = float(np.degrees(np.arctan2(ly - ry, lx - rx)))
         if abs(roll) < LEVEL_MIN_ROLL or face.size < MIN_FACE:
             return face
-        im, side, x0, y0 = _patch(rgb, face)
+        im, back = _patch(rgb, face)
         rows = self.raw(np.asarray(im.rotate(roll, Image.Resampling.BILINEAR)), LEVEL_THRESHOLD)
         centre = rows[:, :2] + rows[:, 2:4] / 2
         rows = rows[np.hypot(*(centre - UPRIGHT_PATCH / 2).T) < UPRIGHT_PATCH / 4]
         if not len(rows):
             return face
-        marks = _unrotate(rows[0, 4:14].reshape(5, 2), roll, (UPRIGHT_PATCH,) * 2, (UPRIGHT_PATCH,) * 2)
-        return Face(face.box, face.score, (marks * (side / UPRIGHT_PATCH) + [x0, y0]).astype(np.float32))
+        return back(_unrotate(rows[0, 4:14].reshape(5, 2), roll, (UPRIGHT_PATCH,) * 2, (UPRIGHT_PATCH,) * 2))
 
     def _pass(self, rgb: np.ndarray, small: np.ndarray, scale: float) -> np.ndarray:
         """raw() rows in rgb's pixels: small (rgb shrunk by scale to max_side), then the tiled pass for small faces, merged."""
@@ -422,8 +414,9 @@ class FaceDetector:
 
 
 def _patch(rgb: np.ndarray, face: Face):
-    """(Pillow image UPRIGHT_PATCH px square, its side in the photo's pixels, its top-left x, y in them): the square of
-    twice the face's side about its box, zero-padded where it leaves the photo; what upright() and levelled() look at."""
+    """(Pillow image UPRIGHT_PATCH px square, the face with landmarks given in the patch's pixels as a Face in the photo's):
+    the square of twice the face's side about its box, zero-padded where it leaves the photo; what upright() and
+    levelled() look at. The face keeps its box and score (what was found, where)."""
     from PIL import Image
 
     x, y, w, h = face.box
@@ -433,7 +426,11 @@ def _patch(rgb: np.ndarray, face: Face):
     sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(rgb.shape[1], x0 + side), min(rgb.shape[0], y0 + side)
     patch[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
     resample = Image.Resampling.BOX if side > UPRIGHT_PATCH else Image.Resampling.BILINEAR
-    return Image.fromarray(patch).resize((UPRIGHT_PATCH, UPRIGHT_PATCH), resample), side, x0, y0
+
+    def back(marks: np.ndarray) -> Face:
+        return Face(face.box, face.score, (marks * (side / UPRIGHT_PATCH) + [x0, y0]).astype(np.float32))
+
+    return Image.fromarray(patch).resize((UPRIGHT_PATCH, UPRIGHT_PATCH), resample), back
 
 
 def _unrotate(points: np.ndarray, deg: float, turned: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
