@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import grpc
@@ -81,21 +82,37 @@ def test_pull_verifies_caches_and_encodes(served, cache):
 
 
 def test_pulling_a_cached_bundle_again_stops_after_the_manifest(cache, tmp_path):
-    reads = []
+    """The second pull reads the manifest, sees its cache hold the same bundle and cancels: the server stops reading.
+
+    No timing: while the second pull runs, the server's file reads wait at a gate, so none can finish before the
+    client cancels; the gate opens only once the server's handler has ended."""
+    reads, gate, ended = [], threading.Event(), threading.Event()
+    gate.set()
 
     class Counting(EncoderRepositoryServicer):
         def _read(self, path, offset, size):
+            assert gate.wait(30), "the test never opened the gate"
             reads.append(path.name)
             return super()._read(path, offset, size)
+
+        async def GetEncoder(self, request, context):
+            try:
+                async for msg in super().GetEncoder(request, context):
+                    yield msg
+            finally:
+                ended.set()
 
     copy = model_copy(tmp_path / "m")
     with InProcess([copy], Counting) as s, grpc.insecure_channel(s.address) as ch:
         first = models.pull(ch, copy.model_id)
         n, stamp = len(reads), (first / "encoder.onnx").stat().st_mtime_ns
         assert n > 0
+        gate.clear()
+        ended.clear()
         assert models.pull(ch, copy.model_id) == first and (first / "encoder.onnx").stat().st_mtime_ns == stamp
-        time.sleep(0.3)
-        assert len(reads) - n < n // 2  # the server stops once the client cancels (some chunks were already in flow-control buffers)
+        assert ended.wait(30), "the server kept streaming after the client cancelled"
+        gate.set()
+    assert len(reads) - n <= 1  # at most the read that was waiting at the gate when the client cancelled
 
 
 def test_a_download_corrupted_in_transit_is_refused_and_leaves_nothing(cache, tmp_path):
