@@ -300,13 +300,16 @@ def test_oversize_message_is_refused(server):
 
 
 def test_sigterm_drains_and_exits_zero(card, fer_test):
-    s = ServerProcess("--max-wait-ms", "200")
+    s = ServerProcess("--max-wait-ms", "3000")
     streams = encode_faces(fer_test[0][:2], 0)
     with grpc.insecure_channel(s.address) as ch:
         fut = pb_grpc.FerCodecStub(ch).Recognize.future(pb.RecognizeRequest(faces=streams), timeout=20)
         import time
 
-        time.sleep(0.05)  # the request is waiting in the batcher when the signal lands
+        deadline = time.monotonic() + 10
+        while "fercodec_inflight_requests 1.0" not in s.metrics():  # the request is in the server (its batch waits 3 s) when the signal lands
+            assert time.monotonic() < deadline, "the request never reached the server"
+            time.sleep(0.01)
         rc = s.stop()
         assert len(fut.result().results) == 2
     assert rc == 0
