@@ -43,6 +43,10 @@ UPRIGHT_SURE = 0.9
 # detection of this score near the patch's centre. Neither was searched.
 LEVEL_MIN_ROLL = 8.0  # degrees
 LEVEL_THRESHOLD = 0.3
+# levelled()'s patch, twice the face's side: the face at about 160 px, where YuNet's landmarks follow a tilt more faithfully
+# than at 80 px (a 160 px patch until 2026-12-06). 300 web photos turned 30 degrees each way: eye-line error 5.6 / 5.7 -> 3.6 / 4.0
+# degrees (mean absolute), 8.2 / 9.9 -> 6.5 / 7.0 with their faces shrunk to about 120 px (scripts/tilted_faces.py --folder).
+LEVEL_PATCH = 320  # px
 # A photo in which no face is found as it stands is searched again turned each quarter turn, then (none found still)
 # by 45 degrees each way; those passes ask for this score: on the detection benchmark's 121 face-free photos it adds
 # no false face (0.75 added four; docs/detector).
@@ -337,20 +341,21 @@ class FaceDetector:
 
         Why: YuNet places the landmarks of a tilted face nearer to an upright face's than they are (the astronaut
         tilted 30 degrees: eye line 16), so alignment levelled about half of a tilt; found again with the face about
-        level, they follow it. On val faces in canvases tilted 0 to 60 degrees, 0 to 2 points (scripts/tilted_faces.py)."""
+        level, they follow it. The patch is LEVEL_PATCH px, so the face is about 160 px in it: one 320 px run per such face.
+        On val faces in canvases tilted 0 to 60 degrees, 0 to 2 points (scripts/tilted_faces.py)."""
         from PIL import Image
 
         (rx, ry), (lx, ly) = face.landmarks[0], face.landmarks[1]
         roll = float(np.degrees(np.arctan2(ly - ry, lx - rx)))
         if abs(roll) < LEVEL_MIN_ROLL or face.size < MIN_FACE:
             return face
-        im, back = _patch(rgb, face)
+        im, back = _patch(rgb, face, LEVEL_PATCH)
         rows = self.raw(np.asarray(im.rotate(roll, Image.Resampling.BILINEAR)), LEVEL_THRESHOLD)
         centre = rows[:, :2] + rows[:, 2:4] / 2
-        rows = rows[np.hypot(*(centre - UPRIGHT_PATCH / 2).T) < UPRIGHT_PATCH / 4]
+        rows = rows[np.hypot(*(centre - LEVEL_PATCH / 2).T) < LEVEL_PATCH / 4]
         if not len(rows):
             return face
-        return back(_unrotate(rows[0, 4:14].reshape(5, 2), roll, (UPRIGHT_PATCH,) * 2, (UPRIGHT_PATCH,) * 2))
+        return back(_unrotate(rows[0, 4:14].reshape(5, 2), roll, (LEVEL_PATCH,) * 2, (LEVEL_PATCH,) * 2))
 
     def _pass(self, rgb: np.ndarray, small: np.ndarray, scale: float) -> np.ndarray:
         """raw() rows in rgb's pixels: small (rgb shrunk by scale to max_side), then the tiled pass for small faces, merged."""
@@ -413,8 +418,8 @@ class FaceDetector:
         return sorted(faces, key=lambda f: -f.box[2] * f.box[3])
 
 
-def _patch(rgb: np.ndarray, face: Face):
-    """(Pillow image UPRIGHT_PATCH px square, the face with landmarks given in the patch's pixels as a Face in the photo's):
+def _patch(rgb: np.ndarray, face: Face, size: int = UPRIGHT_PATCH):
+    """(Pillow image `size` px square, the face with landmarks given in the patch's pixels as a Face in the photo's):
     the square of twice the face's side about its box, zero-padded where it leaves the photo; what upright() and
     levelled() look at. The face keeps its box and score (what was found, where)."""
     from PIL import Image
@@ -425,12 +430,12 @@ def _patch(rgb: np.ndarray, face: Face):
     patch = np.zeros((side, side, 3), np.uint8)
     sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(rgb.shape[1], x0 + side), min(rgb.shape[0], y0 + side)
     patch[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
-    resample = Image.Resampling.BOX if side > UPRIGHT_PATCH else Image.Resampling.BILINEAR
+    resample = Image.Resampling.BOX if side > size else Image.Resampling.BILINEAR
 
     def back(marks: np.ndarray) -> Face:
-        return Face(face.box, face.score, (marks * (side / UPRIGHT_PATCH) + [x0, y0]).astype(np.float32))
+        return Face(face.box, face.score, (marks * (side / size) + [x0, y0]).astype(np.float32))
 
-    return Image.fromarray(patch).resize((UPRIGHT_PATCH, UPRIGHT_PATCH), resample), back
+    return Image.fromarray(patch).resize((size, size), resample), back
 
 
 def _unrotate(points: np.ndarray, deg: float, turned: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:

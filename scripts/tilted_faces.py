@@ -1,12 +1,25 @@
-"""Tilted faces: what ferclient's detector finds and how the classifier reads the crops, by exact tilt.
+"""Tilted faces: what ferclient's detector finds, how far alignment levels them, how the classifier reads the crops.
 
-    python scripts/tilted_faces.py [--split val] [--limit 300] [--tilts 0,15,30,45,60,-30]
+    python scripts/tilted_faces.py [--split val] [--limit 300] [--tilts 0,15,30,45,60,-30] [--sides 64-192]
+    python scripts/tilted_faces.py --folder DIR [--scale 0.35] [--tilts 15,-15,30,-30] [--limit 300]
+    ... [--also 'NAME:SETTING=VALUE[,SETTING=VALUE]']     # one more column, ferclient.faces settings changed
 
-Each face of the split is pasted at 64-192 px into a grey canvas twice its size and turned by exactly each
-tilt, then found by ferclient's detector three ways: as before 2026-12-05's second change (upright() by quarter
-turns, no 45-degree passes, no levelling), with eighth turns and the 45-degree passes, and as shipped (also
-levelled()). The deployed classifier reads the aligned crops uncompressed; a face not found counts as wrong.
-Chosen on val; docs/photos/README.md, "Faces at any angle", and docs/detector, "What alignment does to accuracy".
+FER2013 mode: each face of the split is pasted at --sides px into a grey canvas twice its size and turned by
+exactly each tilt, then found by ferclient's detector four ways: as before 2026-12-05's second change
+(upright() by quarter turns, no 45-degree passes, no levelling), with eighth turns and the 45-degree passes,
+also levelled() in a 160 px patch (2026-12-05), and as shipped (levelled in a LEVEL_PATCH px patch). The deployed
+classifier reads the aligned crops uncompressed; a face not found counts as wrong. Each cell also gives the
+median tilt of the eye line that alignment levels, over the faces found: at 0 degrees it is the faces' own
+(FER2013 faces are not level), and the closer a row's figure comes to that plus the row's tilt, the more of
+the tilt alignment takes out.
+
+Folder mode (real photos, no labels needed): each image under DIR (every --limit-th evenly, optionally shrunk by
+--scale to make its face smaller) is read as ferclient reads it; its largest face's eye line is measured untilted,
+then the image is turned by each tilt (Pillow, expanded, grey fill) and found again each way. The error is the
+eye line found minus (the untilted one + the tilt): how faithfully alignment follows a tilt on sharp photos.
+
+Chosen on val (and on photos of people never trained on); docs/photos/README.md, "Faces at any angle", and
+docs/detector, "What alignment does to accuracy".
 """
 
 from __future__ import annotations
@@ -17,60 +30,145 @@ import math
 # module settings of ferclient.faces per variant
 VARIANTS = (("quarter turns", {"UPRIGHT_TURNS": (0, 90, 180, 270), "PHOTO_TILTS": (), "LEVEL_MIN_ROLL": math.inf}),
             ("eighth turns, 45-degree passes", {"LEVEL_MIN_ROLL": math.inf}),
-            ("shipped (also levelled)", {}))
+            ("also levelled, 160 px patch", {"LEVEL_PATCH": 160}),
+            ("shipped (levelled, 320 px patch)", {}))
+FOLDER_VARIANTS = VARIANTS[1:]  # on photos of upright people, quarter turns and eighth turns differ only past 45 degrees
+
+
+def _variant(text: str) -> tuple[str, dict]:
+    """'NAME:SETTING=VALUE,SETTING=VALUE' -> (NAME, {SETTING: number})."""
+    name, _, settings = text.partition(":")
+    out = {}
+    for item in filter(None, settings.split(",")):
+        key, _, value = item.partition("=")
+        out[key.strip()] = float(value)
+    if not name or not out:
+        raise SystemExit(f"--also {text!r}: expected NAME:SETTING=VALUE[,SETTING=VALUE]")
+    return name, out
+
+
+def _roll(face) -> float:
+    """The eye line's tilt in degrees, counter-clockwise (as a tilt is given)."""
+    (rx, ry), (lx, ly) = face.landmarks[:2]
+    return math.degrees(math.atan2(ry - ly, lx - rx))
+
+
+def _apply(faces, settings: dict) -> None:
+    for k, v in settings.items():
+        if not hasattr(faces, k):
+            raise SystemExit(f"ferclient.faces has no setting {k}")
+        setattr(faces, k, v)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--split", default="val", choices=("val", "test"))
-    p.add_argument("--limit", type=int, default=300, help="evenly spaced faces of the split (0: all)")
-    p.add_argument("--tilts", default="0,15,30,45,60,-30", help="degrees, counter-clockwise")
+    p.add_argument("--limit", type=int, default=300, help="evenly spaced faces of the split, or images of --folder (0: all)")
+    p.add_argument("--tilts", default=None, help="degrees, counter-clockwise (default 0,15,30,45,60,-30; --folder: 15,-15,30,-30)")
+    p.add_argument("--sides", default="64-192", help="px, the pasted face's side: LO-HI, drawn evenly")
+    p.add_argument("--folder", help="real photos instead: how faithfully the eye line follows a tilt")
+    p.add_argument("--scale", type=float, default=1.0, help="--folder: shrink each image by this first (smaller faces)")
+    p.add_argument("--also", action="append", default=[], type=_variant, metavar="NAME:SETTING=VALUE", help="one more variant (repeatable)")
     args = p.parse_args(argv)
 
+    import ferclient.faces as faces
+
+    variants = (FOLDER_VARIANTS if args.folder else VARIANTS) + tuple(args.also)
+    shipped = {k: getattr(faces, k) for _, v in variants for k in v if hasattr(faces, k)}
+    try:
+        if args.folder:
+            _folder(args, faces, variants, shipped)
+        else:
+            _fer2013(args, faces, variants, shipped)
+    finally:
+        _apply(faces, shipped)
+    return 0
+
+
+def _fer2013(args, faces, variants, shipped) -> None:
     import cv2
     import numpy as np
     import torch
 
-    import ferclient.faces as faces
     from fermodels.bundle import keep_freed_memory, load_classifier
     from fermodels.data import load_split, to_tensor
     from fermodels.evaluation.photos import _hit
     from ferwire.card import ModelCard
 
+    lo, hi = (int(v) for v in args.sides.split("-"))
     keep_freed_memory()
     clf = load_classifier(ModelCard.load().file("classifier.pt"))
     crops48, labels = load_split(args.split, limit=args.limit or None)
-    shipped = {k: getattr(faces, k) for _, v in VARIANTS for k in v}
     det = faces.FaceDetector()
-    print(f"{len(crops48)} {args.split} faces; found / accuracy over all faces (the deployed classifier, uncompressed)")
-    print("| tilt | " + " | ".join(name for name, _ in VARIANTS) + " |")
-    print("|---|" + "---|" * len(VARIANTS))
-    for tilt in (float(t) for t in args.tilts.split(",")):
+    print(f"{len(crops48)} {args.split} faces at {lo}-{hi} px; found / accuracy over all faces (the deployed classifier, uncompressed) / "
+          "median eye-line tilt levelled")
+    print("| tilt | " + " | ".join(name for name, _ in variants) + " |")
+    print("|---|" + "---|" * len(variants))
+    for tilt in (float(t) for t in (args.tilts or "0,15,30,45,60,-30").split(",")):
         rng = np.random.default_rng(0)
         canvases = []
         for face in crops48:
-            side = int(rng.integers(64, 193))
+            side = int(rng.integers(lo, hi + 1))
             img = np.full((2 * side, 2 * side), 128, np.uint8)
-            img[side // 2 : side // 2 + side, side // 2 : side // 2 + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+            img[side // 2 : side // 2 + side, side // 2 : side // 2 + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC if side > 48 else cv2.INTER_AREA)
             centre = (side // 2 + side / 2, side // 2 + side / 2)
             m = cv2.getRotationMatrix2D(centre, tilt, 1.0)
             canvases.append((cv2.warpAffine(img, m, img.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT), centre, side))
         row = f"| {tilt:g} deg |"
-        for _, settings in VARIANTS:
-            for k, v in {**shipped, **settings}.items():
-                setattr(faces, k, v)
-            found, crops = np.zeros(len(crops48), bool), crops48 * 0
+        for _, settings in variants:
+            _apply(faces, {**shipped, **settings})
+            found, crops, rolls = np.zeros(len(crops48), bool), crops48 * 0, []
             for i, (img, centre, side) in enumerate(canvases):
                 hits = [f for f in det.detect(img) if f.size >= faces.MIN_FACE and _hit(f, centre, side)]
                 if hits:
-                    found[i], crops[i] = True, faces.align(img, max(hits, key=lambda f: f.score))
+                    face = max(hits, key=lambda f: f.score)
+                    found[i], crops[i] = True, faces.align(img, face)
+                    rolls.append(_roll(face))
             with torch.inference_mode():
                 right = (clf.probabilities(to_tensor(crops)).argmax(1).numpy() == labels) & found
-            row += f" {100 * found.mean():.1f} % / {100 * right.mean():.2f} % |"
+            row += f" {100 * found.mean():.1f} % / {100 * right.mean():.2f} % / {np.median(rolls) if rolls else math.nan:.1f} |"
         print(row, flush=True)
-    for k, v in shipped.items():
-        setattr(faces, k, v)
-    return 0
+
+
+def _folder(args, faces, variants, shipped) -> None:
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from fermodels.evaluation.folder import IMAGE_SUFFIXES
+
+    files = sorted(f for f in Path(args.folder).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    if args.limit and len(files) > args.limit:
+        files = [files[int(i)] for i in np.linspace(0, len(files) - 1, args.limit)]
+    tilts = [float(t) for t in (args.tilts or "15,-15,30,-30").split(",")]
+    det = faces.FaceDetector()
+    errors: dict = {}
+    sizes = []
+    for f in files:
+        _apply(faces, shipped)
+        im = Image.fromarray(faces.load_rgb(f)[0])
+        if args.scale != 1.0:
+            im = im.resize((max(1, round(im.width * args.scale)), max(1, round(im.height * args.scale))), Image.Resampling.LANCZOS)
+        found = [g for g in det.detect(np.asarray(im)) if g.size >= faces.MIN_FACE]
+        if not found:
+            continue
+        sizes.append(found[0].size)
+        upright = _roll(found[0])
+        for tilt in tilts:
+            turned = np.asarray(im.rotate(tilt, Image.Resampling.BILINEAR, expand=True, fillcolor=(90, 90, 90)))
+            for name, settings in variants:
+                _apply(faces, {**shipped, **settings})
+                again = [g for g in det.detect(turned) if g.size >= faces.MIN_FACE]
+                if again:
+                    errors.setdefault((tilt, name), []).append(_roll(again[0]) - upright - tilt)
+    print(f"{len(sizes)} of {len(files)} images of {args.folder} with a face found (scale {args.scale:g}; face side median "
+          f"{np.median(sizes) if sizes else math.nan:.0f} px); eye line found turned minus (untilted + tilt), degrees: median / mean absolute")
+    print("| tilt | " + " | ".join(name for name, _ in variants) + " |")
+    print("|---|" + "---|" * len(variants))
+    for tilt in tilts:
+        cells = [np.array(errors.get((tilt, name), [math.nan])) for name, _ in variants]
+        print(f"| {tilt:g} deg | " + " | ".join(f"{np.median(e):+.1f} / {np.mean(np.abs(e)):.1f}" for e in cells) + " |", flush=True)
 
 
 if __name__ == "__main__":
