@@ -43,10 +43,10 @@ UPRIGHT_SURE = 0.9
 # detection of this score near the patch's centre. Neither was searched.
 LEVEL_MIN_ROLL = 8.0  # degrees
 LEVEL_THRESHOLD = 0.3
-# levelled()'s patch, twice the face's side: the face at about 160 px, where YuNet's landmarks follow a tilt more faithfully
-# than at 80 px (a 160 px patch until 2026-12-06). 300 web photos turned 30 degrees each way: eye-line error 5.6 / 5.7 -> 3.6 / 4.0
-# degrees (mean absolute), 8.2 / 9.9 -> 6.5 / 7.0 with their faces shrunk to about 120 px (scripts/tilted_faces.py --folder).
-LEVEL_PATCH = 320  # px
+# levelled()'s patch, twice the face's side, at upright()'s size. 320 px (the face at about 160 px in it) was tried on
+# 2026-12-06 and not taken: on web photos turned 30 degrees the eye line followed the tilt more faithfully, but the
+# astronaut turned by quarter turns was cut worse, and accuracy did not move beyond noise (docs/detector, "Alignment").
+LEVEL_PATCH = UPRIGHT_PATCH  # px
 # A photo in which no face is found as it stands is searched again turned each quarter turn, then (none found still)
 # by 45 degrees each way; those passes ask for this score: on the detection benchmark's 121 face-free photos it adds
 # no false face (0.75 added four; docs/detector).
@@ -341,8 +341,7 @@ class FaceDetector:
 
         Why: YuNet places the landmarks of a tilted face nearer to an upright face's than they are (the astronaut
         tilted 30 degrees: eye line 16), so alignment levelled about half of a tilt; found again with the face about
-        level, they follow it. The patch is LEVEL_PATCH px, so the face is about 160 px in it: one 320 px run per such face.
-        On val faces in canvases tilted 0 to 60 degrees, 0 to 2 points (scripts/tilted_faces.py)."""
+        level, they follow it. On val faces in canvases tilted 0 to 60 degrees, 0 to 2 points (scripts/tilted_faces.py)."""
         from PIL import Image
 
         (rx, ry), (lx, ly) = face.landmarks[0], face.landmarks[1]

@@ -5,13 +5,12 @@
     ... [--also 'NAME:SETTING=VALUE[,SETTING=VALUE]']     # one more column, ferclient.faces settings changed
 
 FER2013 mode: each face of the split is pasted at --sides px into a grey canvas twice its size and turned by
-exactly each tilt, then found by ferclient's detector four ways: as before 2026-12-05's second change
+exactly each tilt, then found by ferclient's detector three ways: as before 2026-12-05's second change
 (upright() by quarter turns, no 45-degree passes, no levelling), with eighth turns and the 45-degree passes,
-also levelled() in a 160 px patch (2026-12-05), and as shipped (levelled in a LEVEL_PATCH px patch). The deployed
-classifier reads the aligned crops uncompressed; a face not found counts as wrong. Each cell also gives the
-median tilt of the eye line that alignment levels, over the faces found: at 0 degrees it is the faces' own
-(FER2013 faces are not level), and the closer a row's figure comes to that plus the row's tilt, the more of
-the tilt alignment takes out.
+and as shipped (also levelled()). The deployed classifier reads the aligned crops uncompressed; a face not
+found counts as wrong. Each cell also gives the median tilt of the eye line that alignment levels, over the
+faces found: at 0 degrees it is the faces' own (FER2013 faces are not level), and the closer a row's figure
+comes to that plus the row's tilt, the more of the tilt alignment takes out.
 
 Folder mode (real photos, no labels needed): each image under DIR (every --limit-th evenly, optionally shrunk by
 --scale to make its face smaller) is read as ferclient reads it; its largest face's eye line is measured untilted,
@@ -30,8 +29,7 @@ import math
 # module settings of ferclient.faces per variant
 VARIANTS = (("quarter turns", {"UPRIGHT_TURNS": (0, 90, 180, 270), "PHOTO_TILTS": (), "LEVEL_MIN_ROLL": math.inf}),
             ("eighth turns, 45-degree passes", {"LEVEL_MIN_ROLL": math.inf}),
-            ("also levelled, 160 px patch", {"LEVEL_PATCH": 160}),
-            ("shipped (levelled, 320 px patch)", {}))
+            ("shipped (also levelled)", {}))
 FOLDER_VARIANTS = VARIANTS[1:]  # on photos of upright people, quarter turns and eighth turns differ only past 45 degrees
 
 
@@ -41,7 +39,7 @@ def _variant(text: str) -> tuple[str, dict]:
     out = {}
     for item in filter(None, settings.split(",")):
         key, _, value = item.partition("=")
-        out[key.strip()] = float(value)
+        out[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
     if not name or not out:
         raise SystemExit(f"--also {text!r}: expected NAME:SETTING=VALUE[,SETTING=VALUE]")
     return name, out
