@@ -113,7 +113,7 @@ def _prepare(path: str, args, encoder, detector):
 
     from .faces import align, box_crop, load_rgb, to_gray, whole
 
-    rgb, scale = load_rgb(path)
+    rgb, scale = load_rgb(path, warn=lambda note: _err(f"{path}: {note}"))
     gray = to_gray(rgb)
     size = encoder.card.face_size[0]
     if args.no_detect:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -91,14 +92,16 @@ class Face:
         return self if k == 1.0 else Face(tuple(int(round(v * k)) for v in self.box), self.score, self.landmarks * k)
 
 
-def load_rgb(path: str | Path) -> tuple[np.ndarray, float]:
+def load_rgb(path: str | Path, warn: Callable[[str], None] | None = None) -> tuple[np.ndarray, float]:
     """(uint8 [H, W, 3], scale): a photo's pixels, upright as its EXIF orientation says, and how many of its own
     pixels one of them spans.
 
     A large JPEG is decoded at a reduced size (libjpeg's DCT scaling, Pillow's draft mode), keeping its
     longer side at least DECODE_MIN_SIDE: a 12-megapixel photo then costs a quarter of the memory and
     time, and a face still has more pixels than the 48x48 crop needs. HEIC/HEIF photos (what iPhones save) are read
-    with pi-heif. ImageError with a one-line reason."""
+    with pi-heif. A truncated file (a download or copy cut short) is read as far as it goes, as a browser shows it,
+    the rest filled by the decoder (JPEG grey, PNG black), and `warn` gets one line saying so. ImageError with a
+    one-line reason."""
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
@@ -113,6 +116,13 @@ def load_rgb(path: str | Path) -> tuple[np.ndarray, float]:
             if not _heif_opener():
                 raise
             return _decoded(p)  # HEIC/HEIF (an iPhone's photos), read with pi-heif's opener in place
+        except OSError as e:
+            if "truncated" not in str(e):
+                raise
+            out = _decoded(p, truncated=True)
+            if warn:
+                warn("the file is truncated: read the part that arrived, the rest is blank")
+            return out
     except UnidentifiedImageError:
         if p.suffix.lower() in (".heic", ".heif") and not _heif_opener():
             raise ImageError("HEIC/HEIF photos need the pi-heif package (pip install pi-heif), or convert it to JPEG") from None
@@ -121,16 +131,20 @@ def load_rgb(path: str | Path) -> tuple[np.ndarray, float]:
         raise ImageError(f"cannot read image ({e})") from None
 
 
-def _decoded(p: Path) -> tuple[np.ndarray, float]:
-    """load_rgb's work, for a file Pillow can open."""
-    from PIL import Image, ImageOps
+def _decoded(p: Path, truncated: bool = False) -> tuple[np.ndarray, float]:
+    """load_rgb's work, for a file Pillow can open (`truncated`: decode what there is of a file cut short)."""
+    from PIL import Image, ImageFile, ImageOps
 
     with Image.open(p) as im:
         full = im.size
         if im.format == "JPEG" and max(full) > DECODE_MIN_SIDE:
             k = DECODE_MIN_SIDE / max(full)
             im.draft("RGB", (max(1, int(full[0] * k)), max(1, int(full[1] * k))))
-        im.load()
+        before, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, truncated or ImageFile.LOAD_TRUNCATED_IMAGES
+        try:  # Pillow reads this module-wide flag only here; the client decodes one file at a time
+            im.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = before
         scale = full[0] / im.size[0]
         try:  # a phone's photo stores the sensor's pixels and how to turn them upright; faces are found upright
             if im.getexif().get(EXIF_ORIENTATION, 1) != 1:

@@ -144,6 +144,28 @@ def test_a_photo_stored_on_its_side_or_upside_down_still_reads_the_smile(server,
     assert len(rows) == 1 and rows[0]["label"] == "happy"
 
 
+def test_a_photo_cut_short_is_read_as_far_as_it_goes(server, astronaut, tmp_path):
+    """A JPEG or PNG whose last 40 % never arrived: the face in its top part is answered, with a one-line note that the
+    file is truncated; a truncated WebP, which Pillow cannot start to decode, is a one-line error."""
+    import io
+
+    with Image.open(astronaut) as im:
+        rgb = im.convert("RGB")
+    paths = []
+    for fmt in ("JPEG", "PNG", "WEBP"):
+        buf = io.BytesIO()
+        rgb.save(buf, fmt)
+        paths.append(tmp_path / f"cut.{fmt.lower()}")
+        paths[-1].write_bytes(buf.getvalue()[: int(0.6 * len(buf.getvalue()))])
+    r = run_client("send", *map(str, paths), "--server", server.address, "--json")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [(row["file"], row["label"]) for row in rows] == [(str(paths[0]), "happy"), (str(paths[1]), "happy")]
+    errs = r.stderr.strip().splitlines()
+    assert [e.split(": ")[2] for e in errs[:2]] == ["the file is truncated"] * 2
+    assert len(errs) == 3 and errs[2].startswith(f"ferclient: {paths[2]}: cannot read image")
+
+
 def test_a_folder_is_its_images_and_annotate_draws_each_answer(server, astronaut, tmp_path):
     """ferclient send DIR --annotate OUT: the folder's images are sent (an iPhone's HEIC too; other files ignored), a photo without a face
     fails alone, an empty folder is one error line, and OUT gets the photo with the face boxed in its class's colour."""
