@@ -88,6 +88,12 @@ class Face:
     def size(self) -> int:
         return max(self.box[2], self.box[3])
 
+    @property
+    def roll(self) -> float:
+        """The eye line's tilt in degrees, clockwise as the photo shows it (image y points down): what levelled() turns back."""
+        (rx, ry), (lx, ly) = self.landmarks[0], self.landmarks[1]
+        return float(np.degrees(np.arctan2(ly - ry, lx - rx)))
+
     def rescaled(self, k: float) -> "Face":
         return self if k == 1.0 else Face(tuple(int(round(v * k)) for v in self.box), self.score, self.landmarks * k)
 
@@ -140,7 +146,8 @@ def _decoded(p: Path, truncated: bool = False) -> tuple[np.ndarray, float]:
         if im.format == "JPEG" and max(full) > DECODE_MIN_SIDE:
             k = DECODE_MIN_SIDE / max(full)
             im.draft("RGB", (max(1, int(full[0] * k)), max(1, int(full[1] * k))))
-        before, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, truncated or ImageFile.LOAD_TRUNCATED_IMAGES
+        before = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = before or truncated
         try:  # Pillow reads this module-wide flag only here; the client decodes one file at a time
             im.load()
         finally:
@@ -358,8 +365,7 @@ class FaceDetector:
         level, they follow it. On val faces in canvases tilted 0 to 60 degrees, 0 to 2 points (scripts/tilted_faces.py)."""
         from PIL import Image
 
-        (rx, ry), (lx, ly) = face.landmarks[0], face.landmarks[1]
-        roll = float(np.degrees(np.arctan2(ly - ry, lx - rx)))
+        roll = face.roll
         if abs(roll) < LEVEL_MIN_ROLL or face.size < MIN_FACE:
             return face
         im, back = _patch(rgb, face, LEVEL_PATCH)

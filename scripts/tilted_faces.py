@@ -45,12 +45,6 @@ def _variant(text: str) -> tuple[str, dict]:
     return name, out
 
 
-def _roll(face) -> float:
-    """The eye line's tilt in degrees, counter-clockwise (as a tilt is given)."""
-    (rx, ry), (lx, ly) = face.landmarks[:2]
-    return math.degrees(math.atan2(ry - ly, lx - rx))
-
-
 def _apply(faces, settings: dict) -> None:
     for k, v in settings.items():
         if not hasattr(faces, k):
@@ -121,7 +115,7 @@ def _fer2013(args, faces, variants, shipped) -> None:
                 if hits:
                     face = max(hits, key=lambda f: f.score)
                     found[i], crops[i] = True, faces.align(img, face)
-                    rolls.append(_roll(face))
+                    rolls.append(-face.roll)  # counter-clockwise, as a tilt is given
             with torch.inference_mode():
                 right = (clf.probabilities(to_tensor(crops)).argmax(1).numpy() == labels) & found
             row += f" {100 * found.mean():.1f} % / {100 * right.mean():.2f} % / {np.median(rolls) if rolls else math.nan:.1f} |"
@@ -152,14 +146,14 @@ def _folder(args, faces, variants, shipped) -> None:
         if not found:
             continue
         sizes.append(found[0].size)
-        upright = _roll(found[0])
+        upright = -found[0].roll  # counter-clockwise, as a tilt is given
         for tilt in tilts:
             turned = np.asarray(im.rotate(tilt, Image.Resampling.BILINEAR, expand=True, fillcolor=(90, 90, 90)))
             for name, settings in variants:
                 _apply(faces, {**shipped, **settings})
                 again = [g for g in det.detect(turned) if g.size >= faces.MIN_FACE]
                 if again:
-                    errors.setdefault((tilt, name), []).append(_roll(again[0]) - upright - tilt)
+                    errors.setdefault((tilt, name), []).append(-again[0].roll - upright - tilt)
     print(f"{len(sizes)} of {len(files)} images of {args.folder} with a face found (scale {args.scale:g}; face side median "
           f"{np.median(sizes) if sizes else math.nan:.0f} px); eye line found turned minus (untilted + tilt), degrees: median / mean absolute")
     print("| tilt | " + " | ".join(name for name, _ in variants) + " |")

@@ -237,17 +237,13 @@ def test_a_tilted_face_is_levelled_further_than_yunets_landmarks_say(detector, m
     level, the landmarks follow the face further (20-23 measured)."""
     import ferclient.faces as faces
 
-    def roll(face):
-        (rx, ry), (lx, ly) = face.landmarks[0], face.landmarks[1]
-        return float(np.degrees(np.arctan2(ly - ry, lx - rx)))
-
     rgb = skimage.data.astronaut()
-    truth = roll(detector.detect(rgb)[0]) - degrees  # Pillow turns counter-clockwise; image y points down
+    truth = detector.detect(rgb)[0].roll - degrees  # Pillow turns counter-clockwise; Face.roll is clockwise
     tilted = np.asarray(Image.fromarray(rgb).rotate(degrees, Image.Resampling.BILINEAR, expand=True, fillcolor=(90, 90, 90)))
     levelled = detector.detect(tilted)[0]
     monkeypatch.setattr(faces, "LEVEL_MIN_ROLL", 360.0)  # levelled() off
     as_found = detector.detect(tilted)[0]
-    assert abs(roll(levelled) - truth) < abs(roll(as_found) - truth) - 4
+    assert abs(levelled.roll - truth) < abs(as_found.roll - truth) - 4
 
 
 @pytest.mark.parametrize("degrees", [45, -45, 90, 135, 180])
