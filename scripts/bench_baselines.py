@@ -18,7 +18,8 @@ fercodec-v1/classifier.pt), fed [0,1] pixels and mirror-averaged, its
 probabilities prior-corrected and tempered as the model card says, as ferserver's engine does.
 jpeg runs it as the engine does on a CPU (the model's int8 classifier,
 fermodels.quantize, where it has one; else fermodels.bundle.for_inference:
-BatchNorm folded, channels-last), so the two compare transport and decoding,
+BatchNorm folded, channels-last; one torch thread for a batch of one face,
+ferserver.engine.Threads), so the two compare transport and decoding,
 not the runtime; naive runs it as loaded, as a CompressAI user would.
 
     python scripts/bench_baselines.py naive|jpeg --port P [--threads N] [--max-batch B] [--max-wait-ms W]
@@ -207,7 +208,11 @@ class _Classify:
         from fermodels.bundle import for_inference, keep_freed_memory, load_classifier
 
         keep_freed_memory()
-        if threads:
+        if serving:
+            from ferserver.engine import Threads
+
+            self.threads = Threads(torch, threads)  # one thread for a lone face, as the engine
+        elif threads:
             torch.set_num_threads(threads)
         self.card, self.torch = card, torch
         self.clf = load_classifier(card.file("classifier.pt"))
@@ -268,6 +273,7 @@ async def serve(kind: str, args) -> None:
                 except ValueError as e:
                     out[i] = e
             if faces:
+                classify.threads.for_batch(len(faces))
                 with torch.inference_mode():
                     probs = classify(to_tensor(np.stack(faces)))
                 for k, i in enumerate(ok):

@@ -1,9 +1,9 @@
 """Dynamic batching: coroutines submit faces, one worker thread runs them in batches.
 
 The worker takes the first waiting face, then keeps collecting until it has
-max_batch faces or max_wait has passed since the first (after a batch of one,
-it takes only what is already queued, so a lone caller pays no wait), and runs
-the model function once for all of them. Results go back to each caller's event loop.
+as many faces as its last batch had or max_wait has passed since the first,
+takes what else is already queued (up to max_batch), and runs the model
+function once for all of them. Results go back to each caller's event loop.
 
 The queue is bounded twice, so overload is refused at once instead of piling
 up: by count (max_queue faces) and by time (a call whose deadline the queued
@@ -125,13 +125,15 @@ class Batcher:
         first = self._take(None)
         if first is _STOP:
             return [], True
-        # Wait for company only when faces have been arriving together: after a batch of one, a lone face runs at once
-        # (one call in flight would otherwise pay max_wait on every call); the next batch of two or more turns waiting back on.
-        wait = self._max_wait if self._last_batch > 1 else 0.0
-        batch, until = [first], time.monotonic() + wait
+        # Callers that were answered together come back together: wait for company (at most max_wait) only until the
+        # batch is as large as the last one, then take only what is already queued. With 8 calls in flight a batch runs
+        # once the 8th face is in, instead of waiting out max_wait for a 9th that no caller will send; after a batch of
+        # one, a lone face runs at once. A caller that went away costs one batch max_wait, then the count follows.
+        target, until = self._last_batch, time.monotonic() + self._max_wait
+        batch = [first]
         while len(batch) < self._max_batch:
             try:
-                entry = self._take(until - time.monotonic())
+                entry = self._take(until - time.monotonic() if len(batch) < target else 0)
             except queue.Empty:
                 break
             if entry is _STOP:

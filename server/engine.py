@@ -30,6 +30,25 @@ POOL_MIN_FACES = 8  # smaller batches decode in-thread: a round trip to the work
 log = logging.getLogger("ferserver")
 
 
+class Threads:
+    """torch's CPU threads per batch: one for a batch of one face, `threads` (0: torch's default, one per core) for more.
+
+    Why: a lone face's networks are too small to split. In a serving process, running them on both cores of a
+    2-core VM made each stage about twice as slow as on one (1 call in flight: 180 against 256 faces/s, p50 5.3
+    against 3.8 ms; scripts/bench.py), while batches of 8 and 32 gain from every core. Call `for_batch` on the
+    thread that runs the model work, before it."""
+
+    def __init__(self, torch, threads: int = 0):
+        if threads:
+            torch.set_num_threads(threads)
+        self._torch, self.threads = torch, torch.get_num_threads()
+
+    def for_batch(self, n: int) -> None:
+        want = 1 if n == 1 else self.threads
+        if self._torch.get_num_threads() != want:
+            self._torch.set_num_threads(want)
+
+
 @dataclass
 class FaceOutput:
     label: str
@@ -51,7 +70,7 @@ class FaceJob:
 class _Model:
     """One loaded model directory: its tables and networks."""
 
-    def __init__(self, card: ModelCard, device: str, classifier_precision: str = "fp32", synthesis_precision: str = "fp32"):
+    def __init__(self, card: ModelCard, device: str, threads: Threads, classifier_precision: str = "fp32", synthesis_precision: str = "fp32"):
         self.card = card
         # Image models: "int8" or "fp32" (the classifier), "bf16" or "fp32" (synthesis); None for the expression layer.
         self.classifier_precision = self.synthesis_precision = None
@@ -70,8 +89,9 @@ class _Model:
                 import torch
 
                 self.codec = for_inference(codec)  # channels-last, the layout oneDNN's bfloat16 kernels want
-                with torch.inference_mode():  # oneDNN builds its bfloat16 kernels per batch shape: the common ones now
+                with torch.inference_mode():  # oneDNN builds its bfloat16 kernels per batch shape and thread count: the common ones now
                     for n in (1, 8):
+                        threads.for_batch(n)
                         self.codec.reconstruct(np.zeros((n, *self.tables.latent_shape), np.int32), self.tables, 0, bf16=True)
         for q in range(self.tables.num_qualities):
             self.tables.plan(q)  # build the coding plans now, not on the first request
@@ -119,8 +139,7 @@ class Engine:
 
         self.device = pick_device(device)
         keep_freed_memory()
-        if threads:
-            torch.set_num_threads(threads)
+        self.threads = Threads(torch, threads)
         if self.device == "cuda":
             # Decoded symbols are exact whatever the device; these keep the
             # reconstruction and the label repeatable too.
@@ -133,7 +152,7 @@ class Engine:
         for card in cards:
             if card.model_tag in self.models:
                 raise ValueError(f"models {self.models[card.model_tag].card.model_id} and {card.model_id} share tag {card.model_tag:#06x}: serve one of them")
-            self.models[card.model_tag] = _Model(card, self.device, classifier_precision, synthesis_precision)
+            self.models[card.model_tag] = _Model(card, self.device, self.threads, classifier_precision, synthesis_precision)
         self.card = cards[0]  # what GetModelInfo leads with
         self._tables = {tag: m.tables for tag, m in self.models.items()}
         self.metrics = metrics
@@ -169,6 +188,7 @@ class Engine:
 
     def run(self, jobs: list[FaceJob]) -> list[FaceOutput | BitstreamError]:
         torch = self._torch
+        self.threads.for_batch(len(jobs))
         out: list[FaceOutput | BitstreamError | None] = [None] * len(jobs)
         t = time.perf_counter()
         groups: dict[int, dict[int, list[tuple[int, np.ndarray]]]] = {}  # model tag -> quality -> (job, symbols)

@@ -217,3 +217,43 @@ def test_a_deadline_too_short_for_the_faces_own_work_is_expired_not_busy():
         assert asyncio.run(b.submit([1], time.monotonic() + 10.0)) == [1]
     finally:
         b.close()
+
+
+def test_callers_answered_together_are_batched_again_without_waiting_out_max_wait():
+    """Four callers in a loop: after the first batch, each round's batch runs once the fourth face is in, not after max_wait
+    (one second here; the rounds would take at least five)."""
+    sizes = []
+    b = Batcher(lambda items: sizes.append(len(items)) or items, max_batch=32, max_wait_s=1.0)
+
+    async def caller(k):
+        for r in range(6):
+            assert await b.submit([(k, r)]) == [(k, r)]
+
+    async def main():
+        t = time.perf_counter()
+        await asyncio.gather(*(caller(k) for k in range(4)))
+        return time.perf_counter() - t
+
+    dt = _run(main())
+    b.close()
+    assert sizes == [4] * 6
+    assert dt < 3.0, f"six rounds took {dt:.1f} s: batches waited for faces no caller would send"
+
+
+def test_a_caller_that_went_away_costs_one_wait_then_the_batch_follows_the_callers():
+    sizes = []
+    b = Batcher(lambda items: sizes.append(len(items)) or items, max_batch=32, max_wait_s=0.3)
+
+    async def caller(k, rounds):
+        for r in range(rounds):
+            await b.submit([(k, r)])
+
+    async def main():
+        t = time.perf_counter()
+        await asyncio.gather(*(caller(k, 6 if k else 2) for k in range(3)))  # caller 0 leaves after two rounds
+        return time.perf_counter() - t
+
+    dt = _run(main())
+    b.close()
+    assert sizes == [3, 3, 2, 2, 2, 2]
+    assert dt < 0.3 * 2 + 0.9  # the first batch and the one after caller 0 left wait; the rest do not

@@ -167,3 +167,27 @@ def test_bf16_synthesis_answers_as_float32_on_real_faces(fer_test):
     assert next(iter(auto.models.values())).precisions() == {"classifier_precision": "fp32", "synthesis_precision": "bf16" if bf16_native() else "fp32"}
     with pytest.raises(ValueError, match="CPU only"):
         _synthesis("cuda", "bf16")
+
+
+def test_a_lone_face_runs_on_one_thread_and_is_answered_as_in_a_batch(bitstreams):
+    """Threads: a batch of one runs on one torch thread (a lone face's networks are too small to split), larger batches
+    on the configured count; the answers do not depend on it."""
+    import torch
+
+    from ferserver.engine import Engine, FaceJob
+    from ferwire.card import DEFAULT_MODEL_DIR, ModelCard
+
+    before = torch.get_num_threads()
+    try:
+        engine = Engine(ModelCard.load(DEFAULT_MODEL_DIR), "cpu", threads=2, decode_workers=0)
+        jobs = [FaceJob(b) for b in bitstreams[:8]]
+        together = engine.run(jobs)
+        assert torch.get_num_threads() == 2
+        alone = [engine.run([job])[0] for job in jobs]
+        assert torch.get_num_threads() == 1
+        engine.run(jobs[:2])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    # up to the rounding that on some CPUs depends on the batch (tests/server/test_fuzz.py)
+    np.testing.assert_allclose([o.probabilities for o in alone], [o.probabilities for o in together], atol=0.02)
