@@ -197,12 +197,13 @@ def test_server_and_client_containers_end_to_end(images, photos, astronaut, card
     port, metrics_port, health_port = free_port(), free_port(), free_port()
     name = f"fercodec-test-{uuid.uuid4().hex[:8]}"
     weights = ROOT / "models" / "weights"
-    # --max-wait-ms 5000 / --max-batch 128: the 64 calls below are all in flight when SIGTERM lands (drained within the 10 s grace).
+    # --max-wait-ms 5000 / --max-batch 128 (and --max-faces 128, for the call that sets the batch size): the 64 calls below
+    # are all in flight when SIGTERM lands (drained within the 10 s grace).
     _run("docker", "run", "-d", "--name", name, "--network", "host",
          "-v", f"{weights}:/models:ro", "-e", "FERCODEC_MODEL_DIR=/models/fercodec-v1,/models/fercodec-v1-expr",
          "-e", f"FERCODEC_PORT={port}", "-e", f"FERCODEC_METRICS_PORT={metrics_port}",
          "-e", f"FERCODEC_HEALTH_PORT={health_port}",  # the HEALTHCHECK asks the health-only port (what TLS deployments use)
-         "-e", "FERCODEC_MAX_BATCH=128", "-e", "FERCODEC_MAX_WAIT_MS=5000", "-e", "FERCODEC_DEVICE=cpu", SERVER)
+         "-e", "FERCODEC_MAX_BATCH=128", "-e", "FERCODEC_MAX_WAIT_MS=5000", "-e", "FERCODEC_MAX_FACES=128", "-e", "FERCODEC_DEVICE=cpu", SERVER)
     try:
         t0 = time.monotonic()
         while (state := _health(name)) != "running healthy":
@@ -237,9 +238,9 @@ def test_server_and_client_containers_end_to_end(images, photos, astronaut, card
             stub = pb_grpc.FerCodecStub(ch)
             # wait_for_ready: a connection attempt that fails once (CI saw all 64 calls missing the server once) waits
             # for the channel instead of failing the calls; this test is about SIGTERM, not the first connect.
-            # The batcher skips its wait after a batch of one (the astronaut's call was one), so a lone caller pays none;
-            # a 16-face call first makes the last batch bigger than one, and the first of the 64 then waits for company.
-            assert len(stub.Recognize(pb.RecognizeRequest(faces=[stream] * 16), timeout=60, wait_for_ready=True).results) == 16
+            # The batcher waits for company only until a batch is as large as the one before it (after the astronaut's
+            # call, one face): a 128-face call first makes the 64 below wait (up to 5 s) for a 128th face that never comes.
+            assert len(stub.Recognize(pb.RecognizeRequest(faces=[stream] * 128), timeout=60, wait_for_ready=True).results) == 128
             futures = [stub.Recognize.future(pb.RecognizeRequest(faces=[stream]), timeout=60, wait_for_ready=True) for _ in range(64)]
             # The batcher holds them (up to 5 s from the first one's arrival, to fill a batch of 128): wait until all are
             # in flight or the count stops rising. Three scrapes, not ten: ten under CI's load once outlasted the 5 s.
