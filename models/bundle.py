@@ -83,27 +83,10 @@ def load_torch_models(card: ModelCard, device: str = "cpu"):
     return codec.to(device).eval(), clf.to(device).eval()
 
 
-def frozen_gdn(net):
-    """net with every CompressAI GDN replaced, in place, by codec.FrozenGDN (its beta and gamma computed once); returns net."""
-    import sys
-
-    if "compressai" not in sys.modules:  # a network built without CompressAI holds no GDN (and the import costs seconds)
-        return net
-    from compressai.layers import GDN
-
-    from .codec import FrozenGDN
-
-    for parent in list(net.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, GDN):
-                setattr(parent, name, FrozenGDN(child))
-    return net
-
-
 def for_inference(net):
-    """A copy of net (a classifier, an ensemble, an expression codec, a face codec) to serve with fixed weights: every
-    BatchNorm folded into the convolution before it, GDN's parameters computed once (frozen_gdn), and the convolutions
-    run channels-last. The same answers within float rounding (tests/models/test_bundle.py).
+    """A copy of net (a classifier, an ensemble, an expression codec) to serve with fixed weights: every BatchNorm
+    folded into the convolution before it, and the convolutions run channels-last. The same answers within float
+    rounding (tests/models/test_bundle.py).
 
     Why: on 2 CPU cores oneDNN runs these small convolutions faster channels-last, and folding drops a pass over
     each activation. scripts/bench.py at 32 in flight, before and after, back to back on one VM: the image codec's
@@ -116,7 +99,7 @@ def for_inference(net):
     from torch import nn
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    out = frozen_gdn(copy.deepcopy(net).eval())
+    out = copy.deepcopy(net).eval()
     for seq in [m for m in out.modules() if isinstance(m, nn.Sequential)]:
         for i in range(len(seq) - 1):
             if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):

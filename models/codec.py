@@ -18,7 +18,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck
 from compressai.layers import GDN
 from torch import nn
@@ -34,26 +33,6 @@ def _conv(cin: int, cout: int) -> nn.Conv2d:
 
 def _deconv(cin: int, cout: int) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, 5, stride=2, padding=2, output_padding=1)
-
-
-class FrozenGDN(nn.Module):
-    """A trained GDN for serving: CompressAI's formula (x times the rsqrt, or for the inverse the sqrt, of
-    conv(x^2, gamma, beta)) on beta and gamma computed once from their parametrisation (bundle.frozen_gdn).
-
-    Why: GDN recomputes both on every call, about half of a lone face's synthesis time on a CPU (1.17 -> 0.59 ms,
-    one thread, /tmp timing on the shipped codec); the output is the same bit for bit. Not for training."""
-
-    def __init__(self, gdn: GDN):
-        super().__init__()
-        c = gdn.beta.numel()
-        with torch.no_grad():
-            self.register_buffer("beta", gdn.beta_reparam(gdn.beta).detach().clone())
-            self.register_buffer("gamma", gdn.gamma_reparam(gdn.gamma).detach().reshape(c, c, 1, 1).clone())
-        self.inverse = gdn.inverse
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm = F.conv2d(x**2, self.gamma, self.beta)
-        return x * (torch.sqrt(norm) if self.inverse else torch.rsqrt(norm))
 
 
 class Analysis(nn.Module):

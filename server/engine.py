@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fermodels.bundle import bf16_native, for_inference, frozen_gdn, keep_freed_memory, load_expression, load_torch_models, pick_device
+from fermodels.bundle import bf16_native, for_inference, keep_freed_memory, load_expression, load_torch_models, pick_device
 from ferwire.bitstream import BitstreamError, parse_header
 from ferwire.card import ModelCard
 from ferwire.entropy import EntropyTables
@@ -84,7 +84,7 @@ class _Model:
             self.classifier = _int8(card, device, classifier_precision) or for_inference(classifier)
             self.classifier_precision = getattr(self.classifier, "precision", "fp32")
             self.synthesis_precision = _synthesis(device, synthesis_precision)
-            self.codec = frozen_gdn(codec)  # GDN's parameters computed once, not per call
+            self.codec = codec
             if self.synthesis_precision == "bf16":
                 import torch
 

@@ -97,31 +97,3 @@ def test_for_inference_answers_as_the_loaded_networks(card, expression_card, fer
     with torch.inference_mode():
         p, q = expr.probabilities(z, tables), for_inference(expr).probabilities(z, tables)
     assert torch.allclose(p, q, atol=1e-5) and torch.equal(p.argmax(1), q.argmax(1))
-
-
-def test_frozen_gdn_reconstructs_bit_for_bit(card, fer_test):
-    """The server's codec, its GDN parameters computed once (frozen_gdn, also inside for_inference), reconstructs
-    exactly what the loaded codec does, in float32 and, channels-last, in bfloat16; the loaded codec keeps its GDN."""
-    import copy
-
-    import torch
-    from compressai.layers import GDN
-
-    from ferclient.encoder import FaceEncoder
-    from fermodels.bundle import for_inference, frozen_gdn, load_torch_models
-    from fermodels.codec import FrozenGDN
-    from ferwire.entropy import EntropyTables
-
-    codec, _ = load_torch_models(card)
-    tables = EntropyTables.load(card.file("tables.npz"))
-    q = card.default_quality
-    z = tables.symbols(FaceEncoder(str(card.path)).latents(fer_test[0][:64]), q)
-    plain, served = frozen_gdn(copy.deepcopy(codec)), for_inference(codec)
-    channels_last = copy.deepcopy(codec).to(memory_format=torch.channels_last)  # for_inference as it was, GDN unfrozen
-    assert sum(isinstance(m, GDN) for m in codec.modules()) == 4
-    for net in (plain, served):
-        assert not any(isinstance(m, GDN) for m in net.modules()) and sum(isinstance(m, FrozenGDN) for m in net.modules()) == 4
-    with torch.inference_mode():
-        for n in (1, 64):
-            assert torch.equal(plain.reconstruct(z[:n], tables, q), codec.reconstruct(z[:n], tables, q))
-            assert torch.equal(served.reconstruct(z[:n], tables, q, bf16=True), channels_last.reconstruct(z[:n], tables, q, bf16=True))
