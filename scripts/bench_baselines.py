@@ -206,14 +206,10 @@ class _Classify:
 
         from fermodels import quantize
         from fermodels.bundle import for_inference, keep_freed_memory, load_classifier
+        from ferserver.engine import Threads
 
         keep_freed_memory()
-        if serving:
-            from ferserver.engine import Threads
-
-            self.threads = Threads(torch, threads)  # one thread for a lone face, as the engine
-        elif threads:
-            torch.set_num_threads(threads)
+        self.threads = Threads(torch, threads)  # jpeg calls for_batch (one thread for a lone face, as the engine); naive does not
         self.card, self.torch = card, torch
         self.clf = load_classifier(card.file("classifier.pt"))
         if serving:

@@ -33,10 +33,10 @@ log = logging.getLogger("ferserver")
 class Threads:
     """torch's CPU threads per batch: one for a batch of one face, `threads` (0: torch's default, one per core) for more.
 
-    Why: a lone face's networks are too small to split. In a serving process, running them on both cores of a
-    2-core VM made each stage about twice as slow as on one (1 call in flight: 180 against 256 faces/s, p50 5.3
-    against 3.8 ms; scripts/bench.py), while batches of 8 and 32 gain from every core. Call `for_batch` on the
-    thread that runs the model work, before it."""
+    Why: a lone face's networks are too small to split. In a serving process on a 2-core VM, both cores made each
+    stage slower than one (README, Speed: with the batcher's change of the same commit, 1 call in flight went
+    220 -> 309 faces/s), while batches of 8 and 32 gain from every core. Call `for_batch` on the thread that runs
+    the model work, before it."""
 
     def __init__(self, torch, threads: int = 0):
         if threads:
