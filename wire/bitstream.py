@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .entropy import ACTIVITY_CAP, EntropyTables
+from .entropy import ACTIVITY_CAP, ConstantRun, EntropyTables
 
 FORMAT_VERSION = 2
 CRC_BYTES = 3
@@ -62,7 +62,9 @@ def _escape_value(code: int, length: int) -> int:
     return -(code + 1) // 2 if code % 2 else code // 2 + length
 
 
-def _range_code(z: np.ndarray, tables: EntropyTables, q: int) -> bytes:
+def _range_code(z: np.ndarray, tables: EntropyTables, q: int, merge_runs: bool = True) -> bytes:
+    """Symbols [M,h,w] of quality q -> the range coder's words. merge_runs=False codes group by group: the same bits
+    (tests/wire), in more calls."""
     import constriction
 
     categorical, uniform = constriction.stream.model.Categorical(perfect=False), constriction.stream.model.Uniform
@@ -70,15 +72,24 @@ def _range_code(z: np.ndarray, tables: EntropyTables, q: int) -> bytes:
     symbols = z.reshape(tables.channels, -1).astype(np.int64)
     activity = np.zeros(tables.positions, np.int64)
     escapes = []
-    for g in tables.plan(q):
-        zg = symbols[g.channels]
-        coded = zg - g.lo
-        out = (coded < 0) | (coded >= g.width)
-        if out.any():  # row-major within the group: the order the decoder meets them in
-            escapes += [_escape_code(v, n) for v, n in zip(coded[out].tolist(), np.broadcast_to(g.width, coded.shape)[out].tolist())]
-            coded = np.where(out, g.width, coded)
-        enc.encode(coded.ravel().astype(np.int32), categorical, tables.context_rows(g, activity))
-        activity += np.where(out, ACTIVITY_CAP, np.minimum(np.abs(zg), ACTIVITY_CAP)).sum(0)
+    for step in tables.steps(q) if merge_runs else tables.plan(q):
+        if isinstance(step, ConstantRun):
+            if (symbols[step.merged.channels] == step.merged.lo).all():  # nothing escapes: the whole run in one call
+                enc.encode(np.zeros(len(step.merged.channels) * tables.positions, np.int32), categorical, tables.context_rows(step.merged, activity))
+                activity += step.added
+                continue
+            groups = step.groups
+        else:
+            groups = (step,)
+        for g in groups:
+            zg = symbols[g.channels]
+            coded = zg - g.lo
+            out = (coded < 0) | (coded >= g.width)
+            if out.any():  # row-major within the group: the order the decoder meets them in
+                escapes += [_escape_code(v, n) for v, n in zip(coded[out].tolist(), np.broadcast_to(g.width, coded.shape)[out].tolist())]
+                coded = np.where(out, g.width, coded)
+            enc.encode(coded.ravel().astype(np.int32), categorical, tables.context_rows(g, activity))
+            activity += np.where(out, ACTIVITY_CAP, np.minimum(np.abs(zg), ACTIVITY_CAP)).sum(0)
     # Escaped values follow all channels, Elias-gamma style: bit count, then the bits.
     for code in escapes:
         k = (code + 1).bit_length()
@@ -88,11 +99,13 @@ def _range_code(z: np.ndarray, tables: EntropyTables, q: int) -> bytes:
     return enc.get_compressed().tobytes()
 
 
-def _range_decode_many(payloads: list[bytes], tables: EntropyTables, q: int) -> list[np.ndarray | Exception]:
+def _range_decode_many(payloads: list[bytes], tables: EntropyTables, q: int, merge_runs: bool = True) -> list[np.ndarray | Exception]:
     """Range-decode payloads of quality q -> symbols [M,h,w] per payload, or the exception its decoding raised.
 
     The faces step through the coding plan in lockstep: one context computation per step for all of them. Each face's
-    symbols are what decoding it alone gives; a payload that fails fails alone."""
+    symbols are what decoding it alone gives; a payload that fails fails alone. A constant run (ferwire.entropy.ConstantRun)
+    is decoded in one call on the guess that none of its symbols escapes; a face for which one does is decoded again,
+    group by group (merge_runs=False)."""
     import constriction
 
     categorical, uniform = constriction.stream.model.Categorical(perfect=False), constriction.stream.model.Uniform
@@ -102,25 +115,43 @@ def _range_decode_many(payloads: list[bytes], tables: EntropyTables, q: int) -> 
     activity = np.zeros((n, tables.positions), np.int64)
     escaped: list[list] = [[] for _ in range(n)]
     failed: dict[int, Exception] = {}  # a failed face decodes nothing more; its rows stay zero and are never returned
-    for g in tables.plan(q):
-        rows = tables.context_rows(g, activity)
-        coded = np.zeros((n, len(g.channels) * tables.positions), np.int64)
+    again: list[int] = []  # faces whose constant run escaped: decoded group by group below
+
+    def decode_each(rows: np.ndarray, symbols: int) -> np.ndarray:
+        coded = np.zeros((n, symbols), np.int64)
         for i, dec in enumerate(decoders):
             if i not in failed:
                 try:
                     coded[i] = dec.decode(categorical, rows[i])
                 except Exception as e:  # constriction refuses some corrupt payloads outright
                     failed[i] = e
-        coded = coded.reshape(n, len(g.channels), -1)
+        return coded
+
+    for step in tables.steps(q) if merge_runs else tables.plan(q):
+        if isinstance(step, ConstantRun):
+            coded = decode_each(tables.context_rows(step.merged, activity), len(step.merged.channels) * tables.positions)
+            for i in np.flatnonzero(coded.any(1)):
+                if i not in failed:
+                    again.append(int(i))
+                    failed[int(i)] = RuntimeError("decoded group by group")  # stops decoding it here
+            z[:, step.merged.channels] = step.merged.lo
+            activity += step.added
+            continue
+        g = step
+        coded = decode_each(tables.context_rows(g, activity), len(g.channels) * tables.positions).reshape(n, len(g.channels), -1)
         activity += g.contribution[np.arange(len(g.channels))[:, None], coded].sum(1)
         z[:, g.channels] = coded + g.lo
         esc = coded == g.width
         if esc.any():
             for i in np.flatnonzero(esc.any((1, 2))):
                 escaped[i].append((g, esc[i]))
+    redone = dict(zip(again, _range_decode_many([payloads[i] for i in again], tables, q, merge_runs=False))) if again else {}
     out: list = []
     for i, dec in enumerate(decoders):
         try:
+            if i in redone:
+                out.append(redone[i])
+                continue
             if i in failed:
                 raise failed[i]
             _decode_escapes(dec, z[i], escaped[i], uniform)

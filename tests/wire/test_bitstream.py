@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ferwire import bitstream as bs
+from ferwire.entropy import ConstantRun
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +144,27 @@ def test_encoder_refuses_an_unknown_quality(coded):
     card, tables, y, _ = coded
     with pytest.raises(bs.BitstreamError, match="out of range"):
         bs.encode(y[0], tables.num_qualities, tables, card.model_tag)
+
+
+def test_constant_runs_code_the_same_bits_as_group_by_group(coded):
+    """The constant groups are coded in one range-coder call (ferwire.entropy.ConstantRun) unless one of their symbols
+    escapes: the same bytes as coding group by group, at every quality, and a face whose run escapes (planted here in
+    the run's first and last channel) decodes right in a batch of faces whose runs do not."""
+    card, tables, y, _ = coded
+    for q in range(tables.num_qualities):
+        runs = [s for s in tables.steps(q) if isinstance(s, ConstantRun)]
+        assert len(runs) == 1 and len(runs[0].groups) >= 8  # the shipped codec: 64-72 of 96 channels constant
+        first, last = int(runs[0].merged.channels[0]), int(runs[0].merged.channels[-1])
+        planted = y[:4].copy()
+        planted[0, first, 2, 2] = 1e3
+        planted[1, last, 5, 0] = -1e3
+        planted[2, first, 0, 0] = planted[2, last, 3, 3] = 50.0
+        faces = np.concatenate([planted, y[4:12]])
+        for v in faces:
+            z = tables.symbols(v, q)
+            assert bs._range_code(z, tables, q) == bs._range_code(z, tables, q, merge_runs=False)
+        streams = [bs.encode(v, q, tables, card.model_tag) for v in faces]
+        for v, (header, z) in zip(faces, bs.decode_many(streams, tables, card.model_tag)):
+            np.testing.assert_array_equal(z, tables.symbols(v, q))
+        in_run = tables.symbols(planted[:3], q)[:, runs[0].merged.channels].reshape(3, len(runs[0].merged.channels), -1)
+        assert (in_run != runs[0].merged.lo).any((1, 2)).all()  # each planted face's run escapes
