@@ -84,9 +84,10 @@ def load_torch_models(card: ModelCard, device: str = "cpu"):
 
 
 def for_inference(net):
-    """A copy of net (a classifier, an ensemble, an expression codec) to serve with fixed weights: every BatchNorm
-    folded into the convolution before it, and the convolutions run channels-last. The same answers within float
-    rounding (tests/models/test_bundle.py).
+    """A copy of net (a classifier, an ensemble, an expression codec, the image codec for bfloat16 synthesis) to serve
+    with fixed weights: every BatchNorm folded into the convolution before it, the image codec's last synthesis layer
+    as the convolution it equals (fermodels.codec.SubPixelConv), and the convolutions run channels-last. The same
+    answers within float rounding (tests/models/test_bundle.py).
 
     Why: on 2 CPU cores oneDNN runs these small convolutions faster channels-last, and folding drops a pass over
     each activation. scripts/bench.py at 32 in flight, before and after, back to back on one VM: the image codec's
@@ -99,11 +100,15 @@ def for_inference(net):
     from torch import nn
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+    from .codec import FaceCodec, SubPixelConv
+
     out = copy.deepcopy(net).eval()
     for seq in [m for m in out.modules() if isinstance(m, nn.Sequential)]:
         for i in range(len(seq) - 1):
             if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
                 seq[i], seq[i + 1] = fuse_conv_bn_eval(seq[i], seq[i + 1]), nn.Identity()
+    if isinstance(out, FaceCodec):
+        out.g_s[-1] = SubPixelConv(out.g_s[-1])
     for m in out.modules():
         if hasattr(m, "memory_format"):  # the networks that turn their input channels-last themselves
             m.memory_format = torch.channels_last

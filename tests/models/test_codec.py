@@ -1,4 +1,4 @@
-"""FaceCodec.start_from: fertrain codec --init, with the same or a longer rate ladder."""
+"""FaceCodec: start_from (fertrain codec --init, with the same or a longer rate ladder), and the served synthesis' SubPixelConv."""
 
 from __future__ import annotations
 
@@ -40,3 +40,28 @@ def test_a_ladder_that_does_not_begin_with_the_source_is_refused(shipped):
         other.start_from(shipped)
     with pytest.raises(ValueError, match="cannot start"):
         FaceCodec(shipped.n, 32).start_from(shipped)
+
+
+def test_subpixel_conv_is_the_transposed_convolution(shipped, fer_test):
+    """SubPixelConv computes what the _deconv layer it is made from computes (every one of the shipped synthesis'
+    three, on real latents' activations and on noise), and the served codec (for_inference: it replaces the last)
+    reconstructs real faces as the loaded one does; any other transposed convolution is refused."""
+    from fermodels.bundle import for_inference
+    from fermodels.codec import SubPixelConv
+    from fermodels.data import to_tensor
+
+    x = to_tensor(fer_test[0][:64])
+    with torch.no_grad():
+        h = shipped.g_a(x) * shipped._gain(5)
+        for layer in shipped.g_s:
+            if isinstance(layer, torch.nn.ConvTranspose2d):
+                for v in (h, torch.randn(3, *h.shape[1:])):
+                    want = layer(v)
+                    assert torch.allclose(SubPixelConv(layer)(v), want, atol=1e-5 * float(want.abs().max()))
+            h = layer(h)
+        served = for_inference(shipped)
+        assert isinstance(served.g_s[-1], SubPixelConv) and not isinstance(shipped.g_s[-1], SubPixelConv)
+        y = shipped.g_a(x) * shipped._gain(5)
+        assert (served.synthesize(y.round(), 5) - shipped.synthesize(y.round(), 5)).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="5x5, stride 2"):
+        SubPixelConv(torch.nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1, output_padding=1))
