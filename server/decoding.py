@@ -34,10 +34,7 @@ def _load(paths: dict[int, str]) -> None:
     from ferwire.entropy import EntropyTables
 
     for tag, path in paths.items():
-        tables = EntropyTables.load(path)
-        for q in range(tables.num_qualities):
-            tables.plan(q)
-        _TABLES[tag] = tables
+        _TABLES[tag] = EntropyTables.load(path).prepare()
 
 
 def decode_batch(items: list[tuple[int, bytes]], tables: dict) -> list[tuple[int, np.ndarray] | BitstreamError]:

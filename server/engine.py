@@ -93,8 +93,7 @@ class _Model:
                     for n in (1, 8):
                         threads.for_batch(n)
                         self.codec.reconstruct(np.zeros((n, *self.tables.latent_shape), np.int32), self.tables, 0, bf16=True)
-        for q in range(self.tables.num_qualities):
-            self.tables.plan(q)  # build the coding plans now, not on the first request
+        self.tables.prepare()  # the coding plans now, not on the first request
 
     def precisions(self) -> dict[str, str]:
         """What GetModelInfo and fercodec_model_info report of an image model (nothing of the expression layer)."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ferwire import bitstream as bs
-from ferwire.entropy import ConstantRun
+from ferwire.entropy import ConstantRun, EntropyTables
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +168,32 @@ def test_constant_runs_code_the_same_bits_as_group_by_group(coded):
             np.testing.assert_array_equal(z, tables.symbols(v, q))
         in_run = tables.symbols(planted[:3], q)[:, runs[0].merged.channels].reshape(3, len(runs[0].merged.channels), -1)
         assert (in_run != runs[0].merged.lo).any((1, 2)).all()  # each planted face's run escapes
+
+
+# SHA-256 (first 16 hex digits) of _range_code's output on PINNED_SYMBOLS' faces, as the coder of commit 5a60621 wrote
+# them, before ConstantRun and first_rows: a change to how the coder is driven must keep every byte.
+PINNED = {"fercodec-v1": "a0dfc522b03652d5", "fercodec-v1-expr": "b3e69f79bb93abe6"}
+
+
+def _pinned_symbols(tables: EntropyTables, q: int, faces: int = 8) -> list[np.ndarray]:
+    """Seeded Laplace symbols, wide in the first-coded channels and narrow in the last; the first face escapes in the
+    first- and last-coded channel (so in a constant run, where there is one)."""
+    rng = np.random.default_rng(7)
+    spread = np.linspace(6, 0.05, tables.channels)[tables.order[q].argsort()][:, None, None]
+    out = [np.rint(rng.laplace(0, 1, tables.latent_shape) * spread).astype(np.int32) for _ in range(faces)]
+    out[0][tables.order[q][0], 0, 0], out[0][tables.order[q][-1], 1, 1] = 5000, -700
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_range_coder_bytes_are_pinned(name):
+    import hashlib
+
+    from ferwire.card import ModelCard
+
+    tables = EntropyTables.load(ModelCard.load(name).file("tables.npz"))
+    h = hashlib.sha256()
+    for q in range(tables.num_qualities):
+        for z in _pinned_symbols(tables, q):
+            h.update(bs._range_code(z, tables, q))
+    assert h.hexdigest()[:16] == PINNED[name]
