@@ -63,7 +63,8 @@ def _fraction(text: str) -> float:
     return v
 
 
-def _args(argv):
+def parser() -> argparse.ArgumentParser:
+    """ferclient's command line (tests/client/test_cli.py holds README's usage block to it)."""
     p = argparse.ArgumentParser(prog="ferclient", description="Send faces as learned bitstreams to a fercodec server.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("send", help="detect, encode and send the faces in images")
@@ -99,7 +100,7 @@ def _args(argv):
     ml.add_argument("--json", action="store_true", help="one JSON object per model per line")
     mr = msub.add_parser("remove", help="delete a cached encoder")
     mr.add_argument("model_id")
-    return p.parse_args(argv)
+    return p
 
 
 def _err(msg: str) -> None:
@@ -454,7 +455,7 @@ def watch(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = _args(argv)
+    args = parser().parse_args(argv)
     try:
         return {"send": send, "info": info, "models": models_command, "watch": watch}[args.command](args)
     except channel_mod.ChannelSettingError as e:

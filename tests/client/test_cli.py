@@ -1,4 +1,4 @@
-"""ferclient send's progress line (on a terminal only, redrawn in place, cleared before anything else is printed) and its output names."""
+"""ferclient send's progress line (on a terminal only, redrawn in place, cleared before anything else is printed), its output names, and README's usage block against the parser."""
 
 from __future__ import annotations
 
@@ -40,3 +40,50 @@ def test_outputs_of_files_sharing_a_stem_get_their_own_names():
 
     stems = {}
     assert [_stem(p, stems) for p in ("photos/a.jpg", "more/a.png", "b.jpg", "photos/a.jpg", "x/a.gif")] == ["a", "a-2", "b", "a", "a-3"]
+
+
+def _options(p) -> dict[str, list[list[str]]]:
+    """{command path: each option's flags} of an argparse parser and its subcommands ('send', 'models pull', ...)."""
+    import argparse
+
+    out = {}
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for name, sub in a.choices.items():
+                out.update({f"{name} {k}".strip(): v for k, v in _options(sub).items()})
+    out.setdefault("", [])
+    out[""] += [[s for s in a.option_strings if s.startswith("--")] for a in p._actions if a.option_strings and a.dest != "help"]
+    return out
+
+
+def test_readme_usage_is_the_parser():
+    """README's usage block (and the line on flags every networked command takes) names exactly the flags each
+    ferclient command takes: a flag added, renamed or dropped in one place fails here until the other follows."""
+    import re
+
+    from ferclient.cli import parser
+    from tests.conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    client = text[text.index("## The client"):]
+    usage = client[client.index("```\n") + 4:client.index("\n```", client.index("```\n") + 4)]
+    common = set(re.findall(r"`(--[a-z0-9-]+)", client[client.index("Every command that talks to a server"):client.index("([On a network]")]))
+    documented: dict[str, set[str]] = {}
+    command = ""
+    for line in usage.splitlines():
+        if line.startswith("ferclient "):
+            command = line.split()[1]
+        for part in line.split(" | ") if command == "models" else [line]:
+            sub = re.match(r"(?:ferclient models )?(pull|list|remove)\b", part.strip())
+            key = f"models {sub.group(1)}" if command == "models" and sub else command
+            documented.setdefault(key, set()).update(re.findall(r"(--[a-z0-9-]+)", part))
+    channel = {"--server", "--tls-ca", "--tls-cert", "--tls-key", "--token-file", "--timeout"}
+    assert common == channel, common
+    for command, options in _options(parser()).items():
+        if not options:
+            continue
+        listed = documented.get(command, set()) | common
+        for flags in options:
+            assert set(flags) & listed, f"ferclient {command}: {flags} is not in README's usage"
+        takes = {f for flags in options for f in flags}
+        assert documented.get(command, set()) <= takes, f"README lists {documented[command] - takes} for ferclient {command}"

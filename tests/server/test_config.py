@@ -1,4 +1,4 @@
-"""Flags, FERCODEC_<NAME> environment variables, and their precedence."""
+"""Flags, FERCODEC_<NAME> environment variables, their precedence, and README's flag table against them."""
 
 from __future__ import annotations
 
@@ -47,3 +47,29 @@ def test_max_batch_auto_follows_the_device():
     assert max_batch(parse([], env={}), "cpu") == 32
     assert max_batch(parse([], env={}), "cuda") == 256
     assert max_batch(parse(["--max-batch", "8"], env={}), "cuda") == 8
+
+
+def test_readme_flag_table_is_the_parser():
+    """README's ferserver table lists exactly the flags ferserver takes, each with the default the parser has
+    (`off` for a flag with none, a number or word in backticks otherwise)."""
+    import re
+
+    from tests.conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## The server"):text.index("gRPC API (")]
+    rows = {}
+    for first, default in re.findall(r"^\| (`--[^|]+) \| ([^|]*) \|", table, re.M):
+        for flag in re.findall(r"`(--[a-z0-9-]+)`", first):
+            rows[flag] = default.strip()
+    fields = {"--" + k.replace("_", "-"): v for k, v in Config().__dict__.items()}
+    assert set(rows) == set(fields), (set(rows) ^ set(fields))
+    for flag, value in fields.items():
+        cell = rows[flag]
+        if value is None:
+            assert cell.startswith(("off", "the bundled")), (flag, cell)
+        elif cell.startswith("`"):
+            shown = cell[1:cell.index("`", 1)]
+            assert (float(shown) == value) if isinstance(value, (int, float)) else shown == value, (flag, cell, value)
+        else:
+            assert flag == "--threads" and value == 0 and cell.startswith("torch default"), (flag, cell)
