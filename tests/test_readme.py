@@ -1,0 +1,48 @@
+"""README's commands against the tools' own --help: every flag README gives a fercodec command is one it takes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+
+from tests.conftest import ROOT
+
+SUBCOMMANDS = {"fertrain": ("classifier", "codec", "expression"), "ferclient": ("send", "info", "watch", "models")}
+
+
+def _tools():
+    from ferclient.cli import main as ferclient
+    from fermodels.evaluation.cli import main as fereval
+    from fermodels.export import main as ferexport
+    from fermodels.train import main as fertrain
+    from ferserver.main import main as ferserver
+
+    return {"fereval": fereval, "ferexport": ferexport, "fertrain": fertrain, "ferserver": ferserver, "ferclient": ferclient}
+
+
+def _help(main, argv: list[str]) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        main([*argv, "--help"])
+    return out.getvalue()
+
+
+def test_every_flag_readme_gives_a_command_is_in_its_help():
+    tools, helps, checked, unknown = _tools(), {}, 0, []
+    text = (ROOT / "README.md").read_text()
+    # A command as README writes it: the tool, then words up to the end of the line, code span, table cell or shell operator.
+    for m in re.finditer(r"\b(fereval|ferexport|fertrain|ferserver|ferclient)((?: +[^\s`|;&)]+)*)", text):
+        tool, words = m.group(1), m.group(2).split()
+        sub = []
+        if words and words[0] in SUBCOMMANDS.get(tool, ()):
+            sub = words[:2] if words[0] == "models" and len(words) > 1 and words[1] in ("pull", "list", "remove") else words[:1]
+        key = (tool, *sub)
+        if key not in helps:
+            helps[key] = set(re.findall(r"--[a-z0-9-]+", _help(tools[tool], sub)))
+        for flag in re.findall(r"(?<![\w-])--[a-z0-9][a-z0-9-]*", " ".join(words)):
+            checked += 1
+            if flag not in helps[key]:
+                unknown.append(f"{' '.join(key)} {flag}: {m.group(0)[:80]!r}")
+    assert not unknown, unknown
+    assert checked > 60 and len(helps) > 8, (checked, sorted(helps))  # the scan finds README's commands
