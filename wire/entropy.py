@@ -22,8 +22,8 @@ the shipped classifier's saliency).
 Numpy only: the edge client imports this.
 
 Per quality q the channels are coded in a fixed order (largest symbol spread
-first), GROUP channels per range-coder call. For channel c at position p the
-context is
+first), GROUP channels per range-coder call (consecutive constant groups share one: ConstantRun).
+For channel c at position p the context is
 
     activity[p] = sum over the groups coded before c's of min(|z|, ACTIVITY_CAP)
                   (an escaped symbol counts ACTIVITY_CAP)
