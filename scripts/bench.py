@@ -23,7 +23,8 @@
    calls that ended in that window, latency the calls that started in it, and
    server CPU is utime+stime (+ waited-for children) from /proc/<pid>/stat over
    it. The load generator shares the machine's cores with the server.
-   Writes docs/bench/serving.md and serving.json (--out).
+   Writes docs/bench/serving.md and serving.json (--out), and draws serving.png from them
+   (with matplotlib; --replot draws it again from serving.json, measuring nothing).
    Then, since the table's paths run minutes apart and a shared VM's speed drifts
    by more than the gaps being measured, each fercodec path and (c) take turns:
    --rounds pairs of short windows per level, (c) first in odd rounds; each pair
@@ -483,7 +484,16 @@ def main(argv=None) -> int:
     p.add_argument("--h2h-seconds", type=float, default=2.0, help="measured seconds per head-to-head window")
     p.add_argument("--out", default=str(ROOT / "docs" / "bench"), help="where serving.md and serving.json go")
     p.add_argument("--quick", action="store_true", help="a small run for tests: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
+    p.add_argument("--replot", action="store_true", help="measure nothing: draw --out's serving.png again from its serving.json")
     args = p.parse_args(argv)
+    if args.replot:
+        src = Path(args.out) / "serving.json"
+        if not src.is_file():
+            raise SystemExit(f"bench: --replot needs {src}, which a measuring run writes")
+        if not plot_serving(json.loads(src.read_text()), Path(args.out) / "serving.png"):
+            raise SystemExit("bench: --replot needs matplotlib (pip install matplotlib, or the [train] extra)")
+        say(f"wrote {Path(args.out) / 'serving.png'}")
+        return 0
     if args.quick:
         p.set_defaults(**QUICK)
         args = p.parse_args(argv)  # flags given explicitly still win
@@ -536,8 +546,67 @@ def main(argv=None) -> int:
     (dest / "serving.md").write_text(md)
     (dest / "serving.json").write_text(json.dumps(out, indent=2) + "\n")
     print(md)
-    say(f"wrote {dest / 'serving.md'} and serving.json")
+    say(f"wrote {dest / 'serving.md'} and serving.json" + (", serving.png" if plot_serving(out, dest / "serving.png") else " (no serving.png: matplotlib is missing)"))
     return 0
+
+
+# Curves drawn in serving.png: the paths a reader compares (the --max-batch 1 and float-network rows stay in the table).
+PLOTTED = {"fercodec": ("image codec", "C0", "o-"), "fercodec_expr": ("expression layer", "C2", "s-"),
+           "jpeg": ("(c) JPEG upload, batched", "C1", "^--"), "naive": ("(b) naive CompressAI", "C7", "v:")}
+
+
+def plot_serving(out: dict, path: Path) -> bool:
+    """serving.png: faces/s and p99 against calls in flight for each compared path, and the head-to-head ratios against
+    (c) with the issue's goals drawn in; False (and nothing written) where matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows, levels = out["rows"], out["levels"]
+    h2h = (out.get("head_to_head") or {}).get("ratios", {})
+    fig, axes = plt.subplots(1, 3 if h2h else 2, figsize=(15 if h2h else 10, 4.2))
+    for key, (label, colour, style) in PLOTTED.items():
+        if key not in rows:
+            continue
+        lv = rows[key]["levels"]
+        x = [r["in_flight"] for r in lv]
+        axes[0].plot(x, [r["faces_per_s"] for r in lv], style, color=colour, label=label)
+        axes[1].plot(x, [r["p99_ms"] for r in lv], style, color=colour, label=label)
+    if "naive" in rows:
+        lv = rows["naive"]["levels"]
+        axes[0].plot([r["in_flight"] for r in lv], [GOAL_NAIVE * r["faces_per_s"] for r in lv], color="grey", lw=0.8, ls="--",
+                     label=f"goal: {GOAL_NAIVE:g}x (b)")
+    axes[0].set(ylabel="faces/s", title="throughput")
+    axes[1].set(ylabel="p99 latency, ms", yscale="log", title="p99 latency")
+    axes[1].axhline(GOAL_P99_MS, color="grey", lw=0.8, ls="--")
+    axes[1].annotate(f"goal {GOAL_P99_MS:g} ms at {GOAL_P99_AT} in flight", (GOAL_P99_AT, GOAL_P99_MS), textcoords="offset points", xytext=(-10, 6), fontsize=8, ha="right")
+    if h2h:
+        for key, (label, colour, style) in PLOTTED.items():
+            if key in h2h:
+                by_level = {int(k): v for k, v in h2h[key].items()}  # int keys when measured, str once read back from serving.json
+                x = sorted(by_level)
+                ratios = [by_level[k] for k in x]
+                med = [statistics.median(r) for r in ratios]
+                axes[2].errorbar(x, med, yerr=[[m - min(r) for m, r in zip(med, ratios)], [max(r) - m for m, r in zip(med, ratios)]],
+                                 fmt=style, color=colour, capsize=3, label=label)
+        axes[2].axhline(GOAL_JPEG, color="grey", lw=0.8, ls="--")
+        axes[2].annotate(f"goal {GOAL_JPEG:g}x", (levels[-1], GOAL_JPEG), textcoords="offset points", xytext=(0, 6), fontsize=8, ha="right")
+        axes[2].set(ylabel="faces/s against (c)", title=f"head to head (median and range of {out['head_to_head']['rounds']} window pairs)")
+    for ax in axes:
+        ax.set(xscale="log", xlabel="calls in flight (one face per call)")
+        ax.set_xticks(levels, [str(v) for v in levels])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"scripts/bench.py, commit {out['commit']}{' (with uncommitted changes)' if out.get('dirty') else ''}, {out['date'][:10]}: "
+                 f"{out['machine'].split(', ', 1)[-1]}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def other_figures(out: dict) -> list[str]:

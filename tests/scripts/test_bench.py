@@ -19,12 +19,12 @@ def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--out", str(out)], capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads((out / "serving.json").read_text()), (out / "serving.md").read_text(), r
+    return json.loads((out / "serving.json").read_text()), (out / "serving.md").read_text(), r, out
 
 
 @pytest.mark.slow
 def test_quick_bench_measures_every_path_at_every_level(quick):
-    s, md, r = quick
+    s, md, r, _ = quick
     assert set(s["rows"]) == set(PATHS)
     assert s["levels"] == [1, 32]
     for key in PATHS:
@@ -43,7 +43,7 @@ def test_quick_bench_measures_every_path_at_every_level(quick):
 
 @pytest.mark.slow
 def test_quick_bench_bytes_order_and_report(quick):
-    s, md, _ = quick
+    s, md, _, _ = quick
     b = {k: s["rows"][k]["levels"][0]["bytes_per_face"] for k in PATHS}
     # the expression layer's latent < the image codec's bitstream < CompressAI's strings of the same latent < the JPEG file
     assert b["fercodec_expr"] < b["fercodec"] < b["naive"] < b["jpeg"], b
@@ -74,3 +74,24 @@ def test_quick_bench_bytes_order_and_report(quick):
         assert set(by_level) == {"1", "32"} and all(len(r) == 2 and all(0 < x < 100 for x in r) for r in by_level.values())
         assert sum(line.startswith(f"| {s['rows'][key]['what']} | ") for line in md.split("Head to head against (c)", 1)[1].splitlines()) == 1
     assert not any(math.isnan(v) for v in b.values())
+
+
+@pytest.mark.slow
+def test_quick_bench_draws_its_figure_and_replot_draws_it_again(quick):
+    """serving.png beside the table (throughput, p99 and head-to-head panels); --replot draws it from serving.json
+    alone, measuring nothing, and says what is missing when there is no serving.json."""
+    from PIL import Image
+
+    _, _, r, out = quick
+    png = out / "serving.png"
+    first = Image.open(png)
+    assert first.format == "PNG" and first.size[0] > 2.5 * first.size[1]  # three panels side by side
+    png.unlink()
+    again = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--replot", "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and Image.open(png).size == first.size, again.stderr[-2000:]
+    (out / "serving.json").rename(out / "moved.json")
+    try:
+        missing = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--replot", "--out", str(out)], capture_output=True, text=True, timeout=60)
+    finally:
+        (out / "moved.json").rename(out / "serving.json")
+    assert missing.returncode != 0 and "--replot needs" in missing.stderr and "Traceback" not in missing.stderr
