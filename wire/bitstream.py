@@ -232,9 +232,11 @@ def _checked(data: bytes, z: np.ndarray) -> np.ndarray:
 def decode_many(items: list[bytes], tables: EntropyTables, model_tag: int) -> list[tuple[Header, np.ndarray] | BitstreamError]:
     """decode() of each bitstream, in order: (header, symbols) or the BitstreamError decode() would raise.
 
-    Why: what costs in decoding a face is Python and numpy work per coding step, not the range coder (profiled:
-    0.8 ms per image-codec face, a quarter of it in constriction). Faces of one quality step through the
-    coding plan together, so that work is paid once per batch; the server's batches are the use.
+    Why: decoding a face was mostly Python and numpy work per coding step, not the range coder (profiled when this
+    was written: 0.8 ms per image-codec face, a quarter of it in constriction). Faces of one quality step through the
+    coding plan together, so that work is paid once per batch; the server's batches are the use. Since constant runs
+    and shared first rows (ferwire.entropy), about 0.14 ms per face in batches of 32 is left, two thirds of it in
+    constriction (docs/bitstream.md).
     """
     out: list = [None] * len(items)
     by_quality: dict[int, list[int]] = {}
