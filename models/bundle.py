@@ -83,11 +83,12 @@ def load_torch_models(card: ModelCard, device: str = "cpu"):
     return codec.to(device).eval(), clf.to(device).eval()
 
 
-def for_inference(net):
-    """A copy of net (a classifier, an ensemble, an expression codec, the image codec for bfloat16 synthesis) to serve
+def for_inference(net, channels_last: bool = True):
+    """A copy of net (a classifier, an ensemble, an expression codec, the image codec for synthesis on a CPU) to serve
     with fixed weights: every BatchNorm folded into the convolution before it, the image codec's last synthesis layer
     as the convolution it equals (fermodels.codec.SubPixelConv), and the convolutions run channels-last. The same
-    answers within float rounding (tests/models/test_bundle.py).
+    answers within float rounding (tests/models/test_bundle.py). channels_last=False keeps the memory layout: what the
+    image codec's float32 synthesis wants on a CPU.
 
     Why: on 2 CPU cores oneDNN runs these small convolutions faster channels-last, and folding drops a pass over
     each activation. scripts/bench.py at 32 in flight, before and after, back to back on one VM: the image codec's
@@ -109,6 +110,8 @@ def for_inference(net):
                 seq[i], seq[i + 1] = fuse_conv_bn_eval(seq[i], seq[i + 1]), nn.Identity()
     if isinstance(out, FaceCodec):
         out.g_s[-1] = SubPixelConv(out.g_s[-1])
+    if not channels_last:
+        return out
     for m in out.modules():
         if hasattr(m, "memory_format"):  # the networks that turn their input channels-last themselves
             m.memory_format = torch.channels_last

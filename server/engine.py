@@ -84,11 +84,13 @@ class _Model:
             self.classifier = _int8(card, device, classifier_precision) or for_inference(classifier)
             self.classifier_precision = getattr(self.classifier, "precision", "fp32")
             self.synthesis_precision = _synthesis(device, synthesis_precision)
-            self.codec = codec
+            # On a CPU the synthesis' last layer runs as a sub-pixel convolution (fermodels.codec.SubPixelConv), channels-last
+            # for bfloat16 (the layout oneDNN's bfloat16 kernels want), contiguous for float32 (channels-last float32 GDN was
+            # several times slower); on CUDA the network as loaded.
+            self.codec = codec if device != "cpu" else for_inference(codec, channels_last=self.synthesis_precision == "bf16")
             if self.synthesis_precision == "bf16":
                 import torch
 
-                self.codec = for_inference(codec)  # channels-last, the layout oneDNN's bfloat16 kernels want
                 with torch.inference_mode():  # oneDNN builds its bfloat16 kernels per batch shape and thread count: the common ones now
                     for n in (1, 8):
                         threads.for_batch(n)

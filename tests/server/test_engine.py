@@ -167,6 +167,20 @@ def test_bf16_synthesis_answers_as_float32_on_real_faces(fer_test):
     assert next(iter(auto.models.values())).precisions() == {"classifier_precision": "fp32", "synthesis_precision": "bf16" if bf16_native() else "fp32"}
     with pytest.raises(ValueError, match="CPU only"):
         _synthesis("cuda", "bf16")
+    # float32 synthesis on a CPU: the sub-pixel last layer, in the loaded layout; the loaded codec's pixels to the grey level
+    import torch
+
+    from fermodels.bundle import load_torch_models
+    from fermodels.codec import SubPixelConv
+    from ferserver.decoding import decode_batch
+
+    served = next(iter(engine.models.values())).codec
+    assert isinstance(served.g_s[-1], SubPixelConv) and served.g_s[0].weight.is_contiguous()
+    loaded, _ = load_torch_models(card)
+    symbols = [z for _, z in decode_batch([(card.model_tag, j.bitstream) for j in jobs[:64]], engine._tables)]
+    with torch.inference_mode():
+        want = loaded.reconstruct(np.stack(symbols), engine._tables[card.model_tag], card.default_quality)
+    assert np.abs((want[:, 0] * 255).round().numpy() - pixels["fp32"][:64]).max() <= 1
 
 
 def test_a_lone_face_runs_on_one_thread_and_is_answered_as_in_a_batch(bitstreams):
