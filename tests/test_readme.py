@@ -1,4 +1,4 @@
-"""README's commands against the tools' own --help: every flag README gives a fercodec command is one it takes."""
+"""README's commands against the tools' own --help, and its make targets against the Makefile."""
 
 from __future__ import annotations
 
@@ -46,3 +46,11 @@ def test_every_flag_readme_gives_a_command_is_in_its_help():
                 unknown.append(f"{' '.join(key)} {flag}: {m.group(0)[:80]!r}")
     assert not unknown, unknown
     assert checked > 60 and len(helps) > 8, (checked, sorted(helps))  # the scan finds README's commands
+
+
+def test_every_make_target_readme_names_exists():
+    """`make X` in README is a target of the Makefile (the word after `make ` in a code span or a code block)."""
+    targets = set(re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), re.M))
+    named = set(re.findall(r"(?:`|^|\n)make ([a-z][a-z-]*)", (ROOT / "README.md").read_text()))
+    assert named and named <= targets, named - targets
+    assert {"test", "bench", "eval"} <= named
