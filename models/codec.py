@@ -42,8 +42,8 @@ class SubPixelConv(nn.Module):
     taps 4, 2, 0 for an even row (column) and -, 3, 1 for an odd one (- a zero tap): one 3x3 kernel per output phase,
     so the same output within float rounding, for 36 multiply-adds per channel pair and pixel where the transposed
     one needs 25. Why: oneDNN runs the synthesis' last layer (64 -> 1 channel, 24x24 -> 48x48) far better as a
-    convolution; in bfloat16, channels-last, at batch 32 on the 2-core AMD EPYC the whole synthesis went 3.55 ->
-    2.78 ms (median of 5 alternating /tmp timings). The wider layers before it ran slower this way, and keep theirs."""
+    convolution: bfloat16 synthesis 0.121 -> 0.097 ms per face at batch 32 (python -m fermodels.quantize --check,
+    2-core AMD EPYC, docs/precision). The wider layers before it ran slower this way, and keep theirs."""
 
     TAPS = ((4, 2, 0), (None, 3, 1))  # [output phase][input offset -1, 0, +1] -> the transposed kernel's tap
 

@@ -72,7 +72,6 @@ def _range_code(z: np.ndarray, tables: EntropyTables, q: int, merge_runs: bool =
     symbols = z.reshape(tables.channels, -1).astype(np.int64)
     activity = np.zeros(tables.positions, np.int64)
     escapes = []
-    first = tables.plan(q)[0]  # its rows are the same for every face (EntropyTables.first_rows)
     for step in tables.steps(q) if merge_runs else tables.plan(q):
         if isinstance(step, ConstantRun):
             if (symbols[step.merged.channels] == step.merged.lo).all():  # nothing escapes: the whole run in one call
@@ -89,7 +88,7 @@ def _range_code(z: np.ndarray, tables: EntropyTables, q: int, merge_runs: bool =
             if out.any():  # row-major within the group: the order the decoder meets them in
                 escapes += [_escape_code(v, n) for v, n in zip(coded[out].tolist(), np.broadcast_to(g.width, coded.shape)[out].tolist())]
                 coded = np.where(out, g.width, coded)
-            enc.encode(coded.ravel().astype(np.int32), categorical, tables.first_rows(q) if g is first else tables.context_rows(g, activity))
+            enc.encode(coded.ravel().astype(np.int32), categorical, tables.context_rows(g, activity))
             activity += np.where(out, ACTIVITY_CAP, np.minimum(np.abs(zg), ACTIVITY_CAP)).sum(0)
     # Escaped values follow all channels, Elias-gamma style: bit count, then the bits.
     for code in escapes:
@@ -117,7 +116,6 @@ def _range_decode_many(payloads: list[bytes], tables: EntropyTables, q: int, mer
     escaped: list[list] = [[] for _ in range(n)]
     failed: dict[int, Exception] = {}  # a failed face decodes nothing more; its rows stay zero and are never returned
     again: list[int] = []  # faces whose constant run escaped: decoded group by group below
-    first = tables.plan(q)[0]  # its rows are the same for every face (EntropyTables.first_rows)
 
     def decode_each(rows: np.ndarray, symbols: int) -> np.ndarray:
         """rows: [faces, symbols, bins], or [symbols, bins] the same for every face."""
@@ -141,8 +139,7 @@ def _range_decode_many(payloads: list[bytes], tables: EntropyTables, q: int, mer
             activity += step.added
             continue
         g = step
-        rows = tables.first_rows(q) if g is first else tables.context_rows(g, activity)
-        coded = decode_each(rows, len(g.channels) * tables.positions).reshape(n, len(g.channels), -1)
+        coded = decode_each(tables.context_rows(g, activity), len(g.channels) * tables.positions).reshape(n, len(g.channels), -1)
         activity += g.contribution[np.arange(len(g.channels))[:, None], coded].sum(1)
         z[:, g.channels] = coded + g.lo
         esc = coded == g.width
@@ -235,8 +232,8 @@ def decode_many(items: list[bytes], tables: EntropyTables, model_tag: int) -> li
     Why: decoding a face was mostly Python and numpy work per coding step, not the range coder (profiled when this
     was written: 0.8 ms per image-codec face, a quarter of it in constriction). Faces of one quality step through the
     coding plan together, so that work is paid once per batch; the server's batches are the use. Since constant runs
-    and shared first rows (ferwire.entropy), about 0.14 ms per face in batches of 32 is left, two thirds of it in
-    constriction (docs/bitstream.md).
+    and shared first rows (ferwire.entropy), ferserver's entropy decoding takes 0.18 ms per face at 32 calls in flight
+    (docs/bench/serving.md), most of it inside constriction.
     """
     out: list = [None] * len(items)
     by_quality: dict[int, list[int]] = {}

@@ -38,7 +38,7 @@ so a dense array would be 20 times larger to load.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -71,7 +71,6 @@ class EntropyTables:
         self.positions = self.latent_shape[1] * self.latent_shape[2]
         self._plans: dict[int, list[GroupPlan]] = {}
         self._steps: dict[int, list[GroupPlan | ConstantRun]] = {}
-        self._first_rows: dict[int, np.ndarray] = {}
         self._row_base = np.arange(self.positions) * CONTEXTS  # row of context 0 at each position
 
     @classmethod
@@ -105,26 +104,23 @@ class EntropyTables:
         return self.pmf[start : start + self.positions * CONTEXTS * bins].reshape(self.positions, CONTEXTS, bins)
 
     def plan(self, q: int) -> list["GroupPlan"]:
-        """The channel groups of quality q in coding order, with what coding each needs precomputed (built once)."""
+        """The channel groups of quality q in coding order, with what coding each needs precomputed (built once).
+
+        No group is coded before the first, so its activity is zero for every face and its rows are the same for every
+        face: kept in the plan (start_rows) and given once, not gathered per face. It is the widest group (165 bins at
+        q5, 328 at q7): 380 kB a face at q5."""
         if q not in self._plans:
             order = [int(c) for c in self.order[q]]
-            self._plans[q] = [self._group_plan(q, order[i : i + GROUP]) for i in range(0, len(order), GROUP)]
+            plans = [self._group_plan(q, order[i : i + GROUP]) for i in range(0, len(order), GROUP)]
+            plans[0] = replace(plans[0], start_rows=self.context_rows(plans[0], np.zeros(self.positions, np.int64)))
+            self._plans[q] = plans
         return self._plans[q]
 
     def prepare(self) -> "EntropyTables":
-        """Build every quality's plan, steps and first rows now (a server, before its first request), not when first used."""
+        """Build every quality's plan and steps now (a server, before its first request), not when first used."""
         for q in range(self.num_qualities):
             self.steps(q)
-            self.first_rows(q)
         return self
-
-    def first_rows(self, q: int) -> np.ndarray:
-        """context_rows of quality q's first group, [channels * positions, bins]: no group is coded before it, so every
-        face's activity there is zero and its rows are the same for every face; taken once, not per face. It is the
-        widest group (165 bins at q5, 328 at q7): per face at q5 that saves gathering 380 kB that the coder then reads."""
-        if q not in self._first_rows:
-            self._first_rows[q] = self.context_rows(self.plan(q)[0], np.zeros(self.positions, np.int64))
-        return self._first_rows[q]
 
     def steps(self, q: int) -> list["GroupPlan | ConstantRun"]:
         """plan(q) with each stretch of two or more consecutive constant groups (every channel one regular symbol)
@@ -172,7 +168,10 @@ class EntropyTables:
 
     def context_rows(self, plan: "GroupPlan", activity: np.ndarray) -> np.ndarray:
         """One pmf row per symbol of the group, [channels * positions, bins], in the contexts `activity` [positions] selects;
-        for activity [faces, positions], the rows of every face at once: [faces, channels * positions, bins]."""
+        for activity [faces, positions], the rows of every face at once: [faces, channels * positions, bins]. The first
+        group's rows are the same for every face: [channels * positions, bins] whatever activity's shape."""
+        if plan.start_rows is not None:
+            return plan.start_rows
         g, rows, bins = len(plan.channels), plan.rows.shape[1], plan.rows.shape[2]
         ch = np.arange(g)[:, None]
         k = plan.context[ch, activity[..., None, :]]
@@ -232,6 +231,7 @@ class GroupPlan:
     context: np.ndarray  # uint8 [g, channels * ACTIVITY_CAP + 1]: activity -> context (how many of the channel's edges it reaches)
     rows: np.ndarray  # float64 [g, positions * CONTEXTS, bins]: row p * CONTEXTS + k, zero-padded
     contribution: np.ndarray  # [g, bins] coded symbol (z - lo, or the escape) -> its share of the activity
+    start_rows: np.ndarray | None = None  # the first group's rows, the same for every face (EntropyTables.plan)
 
     @property
     def constant(self) -> bool:

@@ -171,7 +171,7 @@ def test_constant_runs_code_the_same_bits_as_group_by_group(coded):
 
 
 # SHA-256 (first 16 hex digits) of _range_code's output on PINNED_SYMBOLS' faces, as the coder of commit 5a60621 wrote
-# them, before ConstantRun and first_rows: a change to how the coder is driven must keep every byte.
+# them, before ConstantRun and the shared first rows: a change to how the coder is driven must keep every byte.
 PINNED = {"fercodec-v1": "a0dfc522b03652d5", "fercodec-v1-expr": "b3e69f79bb93abe6"}
 
 
