@@ -83,12 +83,15 @@ def load_torch_models(card: ModelCard, device: str = "cpu"):
     return codec.to(device).eval(), clf.to(device).eval()
 
 
-def for_inference(net, channels_last: bool = True):
+def for_inference(net, channels_last: bool = True, bf16: bool = False):
     """A copy of net (a classifier, an ensemble, an expression codec, the image codec for synthesis on a CPU) to serve
-    with fixed weights: every BatchNorm folded into the convolution before it, the image codec's last synthesis layer
-    as the convolution it equals (fermodels.codec.SubPixelConv), and the convolutions run channels-last. The same
-    answers within float rounding (tests/models/test_bundle.py). channels_last=False keeps the memory layout: what the
-    image codec's float32 synthesis wants on a CPU.
+    with fixed weights: every BatchNorm folded into the convolution before it, the image codec's synthesis with its
+    GDN parameters computed once (fermodels.codec.FixedGDN) and its last layer as the convolution it equals
+    (fermodels.codec.SubPixelConv), and the convolutions run channels-last. The same answers within float rounding
+    (tests/models/test_bundle.py). channels_last=False keeps the memory layout: what the image codec's float32
+    synthesis wants on a CPU. bf16: the image codec's synthesis weights in bfloat16, once, rather than cast on every
+    call as autocast would (ferserver's --synthesis-precision bf16; channels-last, the layout oneDNN's bfloat16
+    kernels want).
 
     Why: on 2 CPU cores oneDNN runs these small convolutions faster channels-last, and folding drops a pass over
     each activation. scripts/bench.py at 32 in flight, before and after, back to back on one VM: the image codec's
@@ -101,7 +104,9 @@ def for_inference(net, channels_last: bool = True):
     from torch import nn
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    from .codec import FaceCodec, SubPixelConv
+    from compressai.layers import GDN
+
+    from .codec import FaceCodec, FixedGDN, SubPixelConv
 
     out = copy.deepcopy(net).eval()
     for seq in [m for m in out.modules() if isinstance(m, nn.Sequential)]:
@@ -109,7 +114,12 @@ def for_inference(net, channels_last: bool = True):
             if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
                 seq[i], seq[i + 1] = fuse_conv_bn_eval(seq[i], seq[i + 1]), nn.Identity()
     if isinstance(out, FaceCodec):
+        out.g_s = nn.Sequential(*(FixedGDN(m) if isinstance(m, GDN) else m for m in out.g_s))
         out.g_s[-1] = SubPixelConv(out.g_s[-1])
+        if bf16:
+            out.g_s.to(torch.bfloat16)
+    elif bf16:
+        raise ValueError(f"bf16 is for the image codec's synthesis, not a {type(net).__name__}")
     if not channels_last:
         return out
     for m in out.modules():

@@ -68,6 +68,26 @@ class SubPixelConv(nn.Module):
         return nn.functional.pixel_shuffle(self.conv(x), 2)
 
 
+class FixedGDN(nn.Module):
+    """A trained GDN (or inverse GDN) layer with its parameters fixed: x * rsqrt (sqrt) of beta + gamma * x^2, as a 1x1
+    convolution whose weights are the reparametrized gamma and beta, computed once. The same arithmetic as CompressAI's
+    GDN, bit for bit. Why: GDN re-derives gamma and beta from their training parametrization on every call (eight small
+    tensor ops a layer), which at the server's batch of one face cost about a fifth of the synthesis transform."""
+
+    def __init__(self, gdn: GDN):
+        super().__init__()
+        c = gdn.beta.numel()
+        self.inverse = gdn.inverse
+        self.conv = nn.Conv2d(c, c, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(gdn.gamma_reparam(gdn.gamma).reshape(c, c, 1, 1))
+            self.conv.bias.copy_(gdn.beta_reparam(gdn.beta))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = self.conv(x**2)
+        return x * (torch.sqrt(norm) if self.inverse else torch.rsqrt(norm))
+
+
 class Analysis(nn.Module):
     """x [N,1,H,W] in [0,1] -> y [N,M,H/8,W/8]. This half is exported to ONNX for the edge."""
 
@@ -114,21 +134,22 @@ class FaceCodec(nn.Module):
         return {"x_hat": self.synthesize(y_hat, q), "likelihoods": likelihoods, "y_hat": y_hat}
 
     def synthesize(self, y_hat: torch.Tensor, q: int) -> torch.Tensor:
-        """Dequantised latent (gain domain) -> reconstruction in [0,1]."""
-        return self.g_s(y_hat * self._inv_gain(q)).clamp_(0.0, 1.0)
+        """Dequantised latent (gain domain) -> reconstruction in [0,1], in the synthesis transform's dtype: float32, or
+        bfloat16 (channels-last) where fermodels.bundle.for_inference made it so."""
+        y = y_hat * self._inv_gain(q)
+        dtype = self.g_s[0].weight.dtype
+        if dtype != y.dtype:
+            y = y.to(dtype, memory_format=torch.channels_last)
+        return self.g_s(y).clamp_(0.0, 1.0)
 
-    def reconstruct(self, symbols: np.ndarray, tables, q: int, bf16: bool = False) -> torch.Tensor:
+    def reconstruct(self, symbols: np.ndarray, tables, q: int) -> torch.Tensor:
         """Integer symbols [N,M,h,w] of quality q -> faces [N,1,H,W] float32: the server's decoder after the range coder
         (the tables' dequantization, ferwire.entropy, then synthesis), on this module's device.
 
-        bf16: synthesis in bfloat16, channels-last (ferserver's --synthesis-precision; docs/precision). On a CPU with
-        native bfloat16 about 3x faster than float32; pixels move by under 0.01 and labels agree on about 98.5 % of faces."""
+        A bfloat16 synthesis (ferserver's --synthesis-precision bf16; docs/precision) is on a CPU with native bfloat16
+        about 3x faster than float32; pixels move by under 0.01 and labels agree on about 98.5 % of faces."""
         y = torch.from_numpy(tables.dequantize(symbols, q)).to(self.lambdas.device)
-        if not bf16:
-            return self.synthesize(y, q)
-        with torch.autocast(y.device.type, dtype=torch.bfloat16):
-            x = self.synthesize(y.contiguous(memory_format=torch.channels_last), q)
-        return x.float().contiguous()
+        return self.synthesize(y, q).float().contiguous()
 
     @torch.no_grad()
     def start_from(self, src: "FaceCodec") -> None:

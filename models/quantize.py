@@ -226,7 +226,7 @@ def check(model_dir, data: str | None = None, batch: int = 32, repeats: int = 30
     x, y = load_split("val", data, limit=limit)
     x = to_tensor(x)
     codec, _ = load_torch_models(card)
-    fast = for_inference(codec)  # as ferserver holds it for bf16 synthesis: channels-last
+    fast = for_inference(codec, bf16=True)  # as ferserver holds it for bf16 synthesis: bfloat16 weights, channels-last
     served32 = for_inference(codec, channels_last=False)  # and for float32 synthesis on a CPU
     tables, q = EntropyTables.load(card.file("tables.npz")), card.default_quality
     out = {"model": card.model_id, "faces": len(x), "threads": torch.get_num_threads(), "bf16_native": bf16_native()}
@@ -241,7 +241,7 @@ def check(model_dir, data: str | None = None, batch: int = 32, repeats: int = 30
             p32, p8 = run(fp32.probabilities, v).numpy(), run(int8.probabilities, v).numpy()
             out[name] = {"same_label": float((p8.argmax(1) == p32.argmax(1)).mean()), "accuracy_fp32": float((p32.argmax(1) == y).mean()),
                          "accuracy_int8": float((p8.argmax(1) == y).mean()), "mean_abs_diff": float(np.abs(p8 - p32).mean())}
-        r32, r16 = views[f"q{q}"], run(lambda s: fast.reconstruct(s, tables, q, bf16=True), z)
+        r32, r16 = views[f"q{q}"], run(lambda s: fast.reconstruct(s, tables, q), z)
         p32, p16 = run(int8.probabilities, r32).numpy(), run(int8.probabilities, r16).numpy()
         out["synthesis"] = {"quality": q, "same_label": float((p16.argmax(1) == p32.argmax(1)).mean()), "accuracy_fp32": float((p32.argmax(1) == y).mean()),
                             "accuracy_bf16": float((p16.argmax(1) == y).mean()), "max_abs_pixel_diff": float((r16 - r32).abs().max())}
@@ -250,7 +250,9 @@ def check(model_dir, data: str | None = None, batch: int = 32, repeats: int = 30
         out["ms_one_face_fp32"], out["ms_one_face_int8"] = _ms_per_face(fp32.probabilities, x[:1], repeats), _ms_per_face(int8.probabilities, x[:1], repeats)
         zb = z[:batch]
         out["synthesis"]["ms_per_face_fp32"] = _ms_per_face(lambda s: served32.reconstruct(s, tables, q), zb, repeats)
-        out["synthesis"]["ms_per_face_bf16"] = _ms_per_face(lambda s: fast.reconstruct(s, tables, q, bf16=True), zb, repeats)
+        out["synthesis"]["ms_per_face_bf16"] = _ms_per_face(lambda s: fast.reconstruct(s, tables, q), zb, repeats)
+        out["synthesis"]["ms_one_face_fp32"] = _ms_per_face(lambda s: served32.reconstruct(s, tables, q), z[:1], repeats)
+        out["synthesis"]["ms_one_face_bf16"] = _ms_per_face(lambda s: fast.reconstruct(s, tables, q), z[:1], repeats)
     return out
 
 
@@ -279,7 +281,8 @@ def main(argv=None) -> int:
                 print(f"  synthesis at q{v['quality']}, read by the int8 classifier: bfloat16 against float32: same label {100 * v['same_label']:.2f} %, "
                       f"accuracy {100 * v['accuracy_fp32']:.2f} % / {100 * v['accuracy_bf16']:.2f} %, largest pixel difference {v['max_abs_pixel_diff']:.4f}")
                 print(f"  synthesis ms per face at batch 32, as ferserver runs it: float32 {v['ms_per_face_fp32']:.3f}, bfloat16 {v['ms_per_face_bf16']:.3f} "
-                      f"({v['ms_per_face_fp32'] / v['ms_per_face_bf16']:.1f}x; this CPU's bfloat16 is {'native' if r['bf16_native'] else 'emulated'})")
+                      f"({v['ms_per_face_fp32'] / v['ms_per_face_bf16']:.1f}x; this CPU's bfloat16 is {'native' if r['bf16_native'] else 'emulated'}); "
+                      f"one face alone: float32 {v['ms_one_face_fp32']:.3f}, bfloat16 {v['ms_one_face_bf16']:.3f}")
                 continue
             record = write(card.path, args.data)
         except (OSError, ValueError, RuntimeError) as e:

@@ -87,14 +87,15 @@ class _Model:
             # On a CPU the synthesis' last layer runs as a sub-pixel convolution (fermodels.codec.SubPixelConv), channels-last
             # for bfloat16 (the layout oneDNN's bfloat16 kernels want), contiguous for float32 (channels-last float32 GDN was
             # several times slower); on CUDA the network as loaded.
-            self.codec = codec if device != "cpu" else for_inference(codec, channels_last=self.synthesis_precision == "bf16")
-            if self.synthesis_precision == "bf16":
+            bf16 = self.synthesis_precision == "bf16"
+            self.codec = codec if device != "cpu" else for_inference(codec, channels_last=bf16, bf16=bf16)
+            if bf16:
                 import torch
 
                 with torch.inference_mode():  # oneDNN builds its bfloat16 kernels per batch shape and thread count: the common ones now
                     for n in (1, 8):
                         threads.for_batch(n)
-                        self.codec.reconstruct(np.zeros((n, *self.tables.latent_shape), np.int32), self.tables, 0, bf16=True)
+                        self.codec.reconstruct(np.zeros((n, *self.tables.latent_shape), np.int32), self.tables, 0)
         self.tables.prepare()  # the coding plans now, not on the first request
 
     def precisions(self) -> dict[str, str]:
@@ -223,7 +224,7 @@ class Engine:
                     continue
                 recon, order = [], []
                 for q, items in mine:  # one synthesis call per quality, one classifier batch for all
-                    recon.append(model.codec.reconstruct(np.stack([z for _, z in items]), model.tables, q, bf16=model.synthesis_precision == "bf16"))
+                    recon.append(model.codec.reconstruct(np.stack([z for _, z in items]), model.tables, q))
                     order += [(i, q) for i, _ in items]
                 x_hat = torch.cat(recon)
                 t = self._observe("synthesis", t)

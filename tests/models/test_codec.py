@@ -1,4 +1,4 @@
-"""FaceCodec: start_from (fertrain codec --init, with the same or a longer rate ladder), and the served synthesis' SubPixelConv."""
+"""FaceCodec: start_from (fertrain codec --init, with the same or a longer rate ladder), and the served synthesis' SubPixelConv and FixedGDN."""
 
 from __future__ import annotations
 
@@ -65,3 +65,37 @@ def test_subpixel_conv_is_the_transposed_convolution(shipped, fer_test):
         assert (served.synthesize(y.round(), 5) - shipped.synthesize(y.round(), 5)).abs().max() < 1e-5
     with pytest.raises(ValueError, match="5x5, stride 2"):
         SubPixelConv(torch.nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1, output_padding=1))
+
+
+def test_fixed_gdn_is_the_gdn(shipped, fer_test):
+    """FixedGDN answers as the trained GDN it is made from, bit for bit (both synthesis layers on real activations, and
+    the analysis' forward GDN); the served codec has one in place of each synthesis GDN, and its bfloat16 copy
+    (for_inference(..., bf16=True), what ferserver runs on a CPU with bfloat16) reconstructs within a few grey levels."""
+    from compressai.layers import GDN
+
+    from fermodels.bundle import for_inference
+    from fermodels.codec import FixedGDN
+    from fermodels.data import to_tensor
+
+    x = to_tensor(fer_test[0][:64])
+    with torch.no_grad():
+        h = x
+        for layer in shipped.g_a.net:
+            if isinstance(layer, GDN):
+                assert not layer.inverse and torch.equal(FixedGDN(layer)(h), layer(h))
+            h = layer(h)
+        y = (h * shipped._gain(5)).round()
+        h = y * shipped._inv_gain(5)
+        for layer in shipped.g_s:
+            if isinstance(layer, GDN):
+                assert layer.inverse and torch.equal(FixedGDN(layer)(h), layer(h))
+            h = layer(h)
+        served, bf16 = for_inference(shipped, channels_last=False), for_inference(shipped, bf16=True)
+        assert sum(isinstance(m, FixedGDN) for m in served.g_s) == 2 and not any(isinstance(m, GDN) for m in served.g_s)
+        assert bf16.g_s[0].weight.dtype == torch.bfloat16 and shipped.g_s[0].weight.dtype == torch.float32
+        want = shipped.synthesize(y, 5)
+        assert (served.synthesize(y, 5) - want).abs().max() < 1e-5
+        got = bf16.synthesize(y, 5)
+        assert got.dtype == torch.bfloat16 and 0 < (got.float() - want).abs().max() < 4 / 255
+    with pytest.raises(ValueError, match="image codec"):
+        for_inference(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1)), bf16=True)
