@@ -4,7 +4,8 @@
 #   bash scripts/gpu_check.sh --device cpu --faces 200 --seconds 0.5   # the same path on a CPU
 # 1. nvidia-smi and torch's view of CUDA; 2. pytest -m gpu; 3. scripts/gpu_check.py
 # (CUDA vs CPU agreement, throughput sweep, ferserver's footprint), whose
-# arguments are this script's. Results: $OUT (when set) else docs/gpu.
+# arguments are this script's. Results: $OUT (when set), else docs/gpu, else (with --device cpu, a dry run
+# that must not overwrite the recorded GPU run) /tmp/gpu_check_cpu.
 #
 # Python: scripts/gpu_env.sh. Fetch the wheels a bare GPU machine lacks beforehand,
 # where PyPI is reachable, with
@@ -25,7 +26,13 @@ if [[ "${1:-}" == "--fetch-wheels" ]]; then
   exit 0
 fi
 
-OUT_DIR=${OUT:-$ROOT/docs/gpu}
+default_out=$ROOT/docs/gpu
+prev=
+for a in "$@"; do
+  [[ "$prev" == "--device" && "$a" != cuda* || "$a" == --device=cpu* ]] && default_out=/tmp/gpu_check_cpu
+  prev=$a
+done
+OUT_DIR=${OUT:-$default_out}
 mkdir -p "$OUT_DIR"
 export PYTHONUNBUFFERED=1
 
