@@ -18,6 +18,8 @@ from . import channel as channel_mod
 from .faces import DETECT_THRESHOLD, MIN_FACE
 from .models import PULL_TIMEOUT_S
 
+# Refusals every later file would meet as well: no server to reach, a token it does not take. The run stops at the first.
+FATAL_CODES = ("UNAVAILABLE", "UNAUTHENTICATED", "PERMISSION_DENIED")
 IN_FLIGHT = 64  # most requests one send keeps on the wire: a folder of thousands of photos must not trip the server's --max-concurrent-rpcs
 FACES_PER_REQUEST = 32  # a crowd photo goes as several requests: ferserver refuses more than --max-faces (64 by default) in one
 
@@ -153,9 +155,7 @@ def _expand(paths: list[str]) -> list[tuple[str, str | None]]:
 def send(args) -> int:
     import grpc
 
-    from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
-
-    from .faces import FaceDetector, ImageError
+    from .faces import FaceDetector
 
     try:
         encoder = _load_encoder(args)
@@ -183,11 +183,21 @@ def send(args) -> int:
     # swap: the server's encoder, pulled when it refuses ours (or why that failed); stems: output names given out so far
     state = {"encoder": encoder, "swap": {}, "stems": {}}
     paths = _expand(args.images)
-    progress = Progress(len(paths))
-    failed = 0
-    pending = collections.deque()  # (path, faces, bitstreams, skipped, _Reply), oldest first
     with channel_mod.open_channel(args) as channel:
-        stub = pb_grpc.FerCodecStub(channel)
+        return _send_paths(paths, args, state, channel, detector)
+
+
+def _send_paths(paths, args, state, channel, detector) -> int:
+    """Send every file's faces over one channel and print the answers; the exit status."""
+    from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
+
+    from .faces import ImageError
+
+    progress = Progress(len(paths))
+    failed = settled = 0
+    pending = collections.deque()  # (path, faces, bitstreams, skipped, _Reply), oldest first
+    stub = pb_grpc.FerCodecStub(channel)
+    try:
         # Requests go on the wire as soon as each file is encoded, up to IN_FLIGHT at once; answers are printed in the
         # files' order as they arrive, so a folder of photos streams results instead of waiting for its last file.
         for n, (path, why) in enumerate(paths, 1):
@@ -198,17 +208,26 @@ def send(args) -> int:
                 faces, streams, skipped = _prepare(path, args, state["encoder"], detector)
             except (ImageError, ValueError) as e:
                 _err(f"{path}: {e}")
-                failed += 1
+                failed, settled = failed + 1, settled + 1
             else:
                 pending.append((path, faces, streams, skipped, _Reply(stub, streams, bool(args.reconstruct), args.timeout)))
             while pending and (pending[0][4].done() or len(pending) >= IN_FLIGHT):
-                failed += not _answer(pending.popleft(), args, state, channel, stub, detector)
+                failed, settled = failed + (not _answer(pending.popleft(), args, state, channel, stub, detector)), settled + 1
             progress.show(n)
         while pending:
             progress.clear()
-            failed += not _answer(pending.popleft(), args, state, channel, stub, detector)
+            failed, settled = failed + (not _answer(pending.popleft(), args, state, channel, stub, detector)), settled + 1
+    except _Stop as e:
+        progress.clear()
+        left = len(paths) - settled - 1
+        _err(f"{e}" + (f"; stopped, {left} more image{'s' if left != 1 else ''} not answered" if left else ""))
+        return 1
     progress.clear()
     return 1 if failed else 0
+
+
+class _Stop(Exception):
+    """A file's call failed in a way every later file's would (FATAL_CODES): the run stops with this one line."""
 
 
 def _answer(entry, args, state, channel, stub, detector) -> bool:
@@ -221,6 +240,8 @@ def _answer(entry, args, state, channel, stub, detector) -> bool:
         reply = sent.result()
     except grpc.RpcError as e:
         if args.no_pull or not _unknown_model(e):
+            if e.code().name in FATAL_CODES:
+                raise _Stop(f"{path}: {channel_mod.rpc_error_message(e, args.server, args.timeout)}") from None
             _err(f"{path}: {channel_mod.rpc_error_message(e, args.server, args.timeout)}")
             return False
         try:

@@ -223,6 +223,17 @@ def test_unreachable_server_and_bad_quality(astronaut):
     assert r.returncode == 2 and "quality 99 out of range" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_unreachable_server_stops_a_folder_at_once(astronaut, tmp_path):
+    """A folder of photos and no server: one line for the first file the server could not answer, not one per file."""
+    import shutil
+
+    for k in range(4):
+        shutil.copy(astronaut, tmp_path / f"photo{k}.png")
+    r = run_client("send", str(tmp_path), "--server", f"127.0.0.1:{free_port()}", "--timeout", "5")
+    assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and "photo0.png: cannot reach server" in r.stderr and "stopped, 3 more images not answered" in r.stderr
+
+
 def test_deadline_exceeded_is_one_line(server, astronaut):
     r = run_client("send", str(astronaut), "--server", server.address, "--timeout", "0.0001")
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "deadline exceeded" in r.stderr and "Traceback" not in r.stderr
