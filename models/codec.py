@@ -15,12 +15,16 @@ train, ship and load. The shipped coding tables are counted, not learned
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
-from compressai.entropy_models import EntropyBottleneck
-from compressai.layers import GDN
 from torch import nn
+
+with warnings.catch_warnings():  # CompressAI 1.2.8 calls torch.jit.script on import, which torch 2.14 deprecates: noise in every tool's output
+    warnings.simplefilter("ignore", FutureWarning)
+    from compressai.entropy_models import EntropyBottleneck
+    from compressai.layers import GDN
 
 # Rate-distortion weights per quality, CompressAI's convention:
 # loss = bpp + lambda * 255^2 * MSE. Low index = fewer bits.

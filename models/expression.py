@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from compressai.entropy_models import EntropyBottleneck
 from torch import nn
 
 from .classifier import FERClassifier
+from .codec import EntropyBottleneck  # CompressAI's, imported there without its import-time warning
 
 # The classifier's blocks that run on the edge, for a config that records none (every layer before --front-blocks):
 # three, 48x48 -> 128 x 6 x 6. Four ends at 256 x 3 x 3, before the head.
