@@ -1,4 +1,4 @@
-"""README's commands against the tools' own --help, and its make targets against the Makefile."""
+"""README's commands against the tools' own --help, its make targets against the Makefile, and its and docs' links against the tree."""
 
 from __future__ import annotations
 
@@ -54,3 +54,15 @@ def test_every_make_target_readme_names_exists():
     named = set(re.findall(r"(?:`|^|\n)make ([a-z][a-z-]*)", (ROOT / "README.md").read_text()))
     assert named and named <= targets, named - targets
     assert {"test", "bench", "eval"} <= named
+
+
+def test_every_relative_link_in_readme_and_docs_resolves():
+    """A Markdown link to a file in this tree (README.md and docs/**/*.md, relative to the linking file) names one that
+    exists: moving or renaming a doc must not leave dead links behind."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    dead = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)", page.read_text()):
+            if not re.match(r"[a-z]+:", target) and not (page.parent / target).exists():
+                dead.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert len(pages) > 20 and not dead, dead
