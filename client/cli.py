@@ -194,7 +194,7 @@ def _send_paths(paths, args, state, channel, detector) -> int:
     from .faces import ImageError
 
     progress = Progress(len(paths))
-    failed = settled = 0
+    failed = n = 0
     pending = collections.deque()  # (path, faces, bitstreams, skipped, _Reply), oldest first
     stub = pb_grpc.FerCodecStub(channel)
     try:
@@ -208,18 +208,18 @@ def _send_paths(paths, args, state, channel, detector) -> int:
                 faces, streams, skipped = _prepare(path, args, state["encoder"], detector)
             except (ImageError, ValueError) as e:
                 _err(f"{path}: {e}")
-                failed, settled = failed + 1, settled + 1
+                failed += 1
             else:
                 pending.append((path, faces, streams, skipped, _Reply(stub, streams, bool(args.reconstruct), args.timeout)))
             while pending and (pending[0][4].done() or len(pending) >= IN_FLIGHT):
-                failed, settled = failed + (not _answer(pending.popleft(), args, state, channel, stub, detector)), settled + 1
+                failed += not _answer(pending.popleft(), args, state, channel, stub, detector)
             progress.show(n)
         while pending:
             progress.clear()
-            failed, settled = failed + (not _answer(pending.popleft(), args, state, channel, stub, detector)), settled + 1
+            failed += not _answer(pending.popleft(), args, state, channel, stub, detector)
     except _Stop as e:
         progress.clear()
-        left = len(paths) - settled - 1
+        left = len(paths) - n + len(pending)  # files not read yet, and those sent and not answered
         _err(f"{e}" + (f"; stopped, {left} more image{'s' if left != 1 else ''} not answered" if left else ""))
         return 1
     progress.clear()
