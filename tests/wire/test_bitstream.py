@@ -170,6 +170,31 @@ def test_constant_runs_code_the_same_bits_as_group_by_group(coded):
         assert (in_run != runs[0].merged.lo).any((1, 2)).all()  # each planted face's run escapes
 
 
+def test_final_run_guess_is_checked_and_decoded_again_when_wrong(coded):
+    """decode_many takes a final constant run to be all regular symbols when no escape came before it
+    (_range_decode_many's guess_final_run): on real faces that is what full decoding gives, at every quality. A face
+    whose run escapes (planted) gets a wrong guess, which its checksum catches; decode_many then decodes it in full."""
+    card, tables, y, _ = coded
+    for q in range(tables.num_qualities):
+        assert isinstance(tables.steps(q)[-1], ConstantRun)
+        payloads = [bs.encode(v, q, tables, card.model_tag)[bs.HEADER_BYTES:] for v in y[:12]]
+        for full, guessed in zip(bs._range_decode_many(payloads, tables, q), bs._range_decode_many(payloads, tables, q, guess_final_run=True)):
+            np.testing.assert_array_equal(guessed, full)
+    q = card.default_quality
+    *groups, run = tables.steps(q)
+    planted = y[:6].copy()
+    planted[:, int(run.merged.channels[-1]), 4, 4] = 1e3
+    truth = [tables.symbols(v, q).reshape(tables.channels, -1) for v in planted]
+    early = [any(((z[g.channels] - g.lo < 0) | (z[g.channels] - g.lo >= g.width)).any() for g in groups) for z in truth]
+    assert not all(early)  # some face's first escape is the planted one in the run
+    streams = [bs.encode(v, q, tables, card.model_tag) for v in planted]
+    guess = bs._range_decode_many([s[bs.HEADER_BYTES:] for s in streams], tables, q, guess_final_run=True)
+    for g, z, e in zip(guess, truth, early):  # guessed (and wrong) exactly where nothing escaped before the run
+        assert np.array_equal(g.reshape(z.shape), z) == e
+    for v, (_, z) in zip(planted, bs.decode_many(streams, tables, card.model_tag)):
+        np.testing.assert_array_equal(z, tables.symbols(v, q))
+
+
 # SHA-256 (first 16 hex digits) of _range_code's output on PINNED_SYMBOLS' faces, as the coder of commit 5a60621 wrote
 # them, before ConstantRun and the shared first rows: a change to how the coder is driven must keep every byte.
 PINNED = {"fercodec-v1": "a0dfc522b03652d5", "fercodec-v1-expr": "b3e69f79bb93abe6"}

@@ -1,0 +1,95 @@
+"""A/B two revisions of ferserver on this machine: python scripts/bench_ab.py --before REV [--after REV] [ferserver flags]
+
+Why: a change worth a few percent is smaller than how much a shared VM's speed drifts between two runs of make bench.
+So both servers run at once and take turns in short windows (the order flips every pair), and each pair gives a
+ratio; the median of the ratios is the figure (scripts/bench.py's head-to-head, applied to two versions of ferserver).
+
+Each revision is checked out with `git worktree` into a temporary folder and served from it (the packages mapped as
+pyproject.toml maps them), with the models that revision ships. The working tree itself is --after's default
+("WORKTREE": what is installed, uncommitted changes included). Both get the same flags after `--`, and the same
+PrivateTest faces, encoded by the working tree's client (so the bitstream format must be one both read).
+
+    python scripts/bench_ab.py --before HEAD                    # the uncommitted change against the last commit
+    python scripts/bench_ab.py --before 5faa47d --levels 1,32 -- --max-batch 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+PACKAGES = {"ferclient": "client", "ferserver": "server", "ferwire": "wire", "fermodels": "models", "fercodec": "protos/fercodec"}  # pyproject's package-dir
+
+
+@contextlib.contextmanager
+def checkout(rev: str):
+    """-> the env that serves `rev` (PYTHONPATH to its packages), or {} for the working tree."""
+    if rev == "WORKTREE":
+        yield {}
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
+        tree, links = Path(tmp) / "tree", Path(tmp) / "packages"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), rev], check=True)
+        try:
+            links.mkdir()
+            for name, folder in PACKAGES.items():
+                (links / name).symlink_to(tree / folder)
+            yield {"PYTHONPATH": str(links)}
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--before", required=True, help="git revision served as A")
+    p.add_argument("--after", default="WORKTREE", help="git revision served as B (default: the working tree, as installed)")
+    p.add_argument("--levels", default="1,8,32,128", help="calls in flight, comma-separated")
+    p.add_argument("--rounds", type=int, default=6, help="window pairs per level")
+    p.add_argument("--seconds", type=float, default=2.0, help="measured seconds per window")
+    p.add_argument("--faces", type=int, default=512, help="PrivateTest faces sent, round robin")
+    p.add_argument("--quality", type=int, default=None, help="image codec quality (default: the model's)")
+    p.add_argument("flags", nargs="*", help="ferserver flags for both servers (after --)")
+    args = p.parse_args(argv)
+    for rev in {args.before, args.after} - {"WORKTREE"}:
+        if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "-q", f"{rev}^{{commit}}"], capture_output=True).returncode:
+            p.error(f"{rev} is not a revision of this repository")
+
+    import bench
+    from ferclient.encoder import FaceEncoder
+    from fermodels.data import load_split
+    from ferserver.process import ServerProcess
+
+    levels = [int(v) for v in args.levels.split(",")]
+    faces, _ = load_split("test", limit=args.faces)
+    payloads = FaceEncoder().encode(faces, args.quality)
+    with contextlib.ExitStack() as stack:
+        env_a, env_b = stack.enter_context(checkout(args.before)), stack.enter_context(checkout(args.after))
+        servers = {"A": stack.enter_context(ServerProcess(*args.flags, env=env_a)), "B": stack.enter_context(ServerProcess(*args.flags, env=env_b))}
+        for s in servers.values():  # warm both: oneDNN kernels, caches, the batcher's estimate
+            asyncio.run(bench._level(s.address, payloads, 32, 2.0, 0.0, s.proc.pid, {}))
+        print(f"A = {args.before}, B = {args.after}; {bench.machine()}; {args.rounds} pairs of {args.seconds:g} s windows per level")
+        print("| in flight | B/A faces/s, median (range) | A faces/s | B faces/s | A p99 ms | B p99 ms |\n|---|---|---|---|---|---|")
+        for level in levels:
+            got: dict[str, list[dict]] = {"A": [], "B": []}
+            for r in range(args.rounds):
+                for side in ("A", "B") if r % 2 else ("B", "A"):
+                    s = servers[side]
+                    got[side].append(asyncio.run(bench._level(s.address, payloads, level, args.seconds, 0.5, s.proc.pid, {})))
+            ratios = [b["faces_per_s"] / a["faces_per_s"] for a, b in zip(got["A"], got["B"])]
+            med = {side: {k: statistics.median(x[k] for x in rows) for k in ("faces_per_s", "p99_ms")} for side, rows in got.items()}
+            print(f"| {level} | {statistics.median(ratios):.3f}x ({min(ratios):.2f}-{max(ratios):.2f}) | {med['A']['faces_per_s']:.0f} | "
+                  f"{med['B']['faces_per_s']:.0f} | {med['A']['p99_ms']:.1f} | {med['B']['p99_ms']:.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""scripts/bench_ab.py end to end: a committed revision against the working tree, two real servers, one table row per level."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_ab_serves_a_revision_beside_the_working_tree_and_cleans_up():
+    before = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True, check=True).stdout
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_ab.py"), "--before", "HEAD", "--levels", "1,4", "--rounds", "2",
+                        "--seconds", "0.3", "--faces", "16"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = re.findall(r"^\| (\d+) \| ([\d.]+)x \(([\d.]+)-([\d.]+)\) \| (\d+) \| (\d+) \|", r.stdout, re.M)
+    assert [row[0] for row in rows] == ["1", "4"], r.stdout
+    for _, ratio, lo, hi, a, b in rows:
+        assert int(a) > 0 and int(b) > 0 and float(lo) <= float(ratio) <= float(hi)
+    after = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True, check=True).stdout
+    assert after == before  # the revision's checkout is gone
+
+
+def test_ab_refuses_an_unknown_revision():
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_ab.py"), "--before", "no-such-rev-1234", "--levels", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "no-such-rev-1234" in r.stderr
