@@ -245,8 +245,9 @@ def decode_many(items: list[bytes], tables: EntropyTables, model_tag: int) -> li
     Why: decoding a face was mostly Python and numpy work per coding step, not the range coder (profiled when this
     was written: 0.8 ms per image-codec face, a quarter of it in constriction). Faces of one quality step through the
     coding plan together, so that work is paid once per batch; the server's batches are the use. Since constant runs
-    and shared first rows (ferwire.entropy), ferserver's entropy decoding takes 0.18 ms per face at 32 calls in flight
-    (docs/bench/serving.md), most of it inside constriction.
+    and shared first rows (ferwire.entropy), most of what is left is inside constriction; a final constant run is guessed,
+    not decoded, and checked by the checksum (_range_decode_many; scripts/entropy_stats.py: 0.148 -> 0.083 ms per face
+    in a batch of 32 at q5).
     """
     out: list = [None] * len(items)
     by_quality: dict[int, list[int]] = {}
