@@ -145,15 +145,16 @@ class Batcher:
 
     def _drop_dead(self, batch: list[_Entry]) -> list[_Entry]:
         """The entries still worth model work: not cancelled by their caller, deadline not passed."""
-        now, live = time.monotonic(), []
+        now, live, expired = time.monotonic(), [], []
         for e in batch:
             if e.future.cancelled():  # a read from another thread: at worst stale, and then the face is merely run
                 self._shed("cancelled", 1)
             elif e.deadline is not None and e.deadline <= now:
                 self._shed("expired", 1)
-                e.loop.call_soon_threadsafe(_resolve, e.future, Expired("deadline passed while the face waited for the model"))
+                expired.append((e, Expired("deadline passed while the face waited for the model")))
             else:
                 live.append(e)
+        _answer(expired)
         return live
 
     def _work(self) -> None:
@@ -174,12 +175,22 @@ class Batcher:
                 else:
                     # Small batches cost more per face, but only under load (full batches) does the estimate refuse anything.
                     self.s_per_face += _EWMA * ((time.perf_counter() - t0) / len(live) - self.s_per_face)
-                for e, res in zip(live, results):
-                    e.loop.call_soon_threadsafe(_resolve, e.future, res)
+                _answer([(e, res) for e, res in zip(live, results)])
             with self._lock:
                 self._running = 0
 
 
-def _resolve(fut: asyncio.Future, res: Any) -> None:
-    if not fut.done():  # the caller may have been cancelled meanwhile
-        fut.set_result(res)
+def _answer(answers: list[tuple[_Entry, Any]]) -> None:
+    """Hand results to their callers' event loops: one wake-up per loop, not one per face (a batch of 32 woke the
+    server's loop 32 times)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
+    for e, res in answers:
+        by_loop.setdefault(e.loop, []).append((e.future, res))
+    for loop, pairs in by_loop.items():
+        loop.call_soon_threadsafe(_resolve, pairs)
+
+
+def _resolve(pairs: list[tuple[asyncio.Future, Any]]) -> None:
+    for fut, res in pairs:
+        if not fut.done():  # the caller may have been cancelled meanwhile
+            fut.set_result(res)
