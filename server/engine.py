@@ -218,7 +218,7 @@ class Engine:
                 mine = sorted(by_quality.items())
                 if model.expression is not None:
                     for q, items in mine:
-                        probs = model.expression.probabilities(np.stack([z for _, z in items]), model.tables).cpu().numpy()
+                        probs = model.card.served(model.expression.probabilities(np.stack([z for _, z in items]), model.tables).cpu().numpy())
                         results += [(i, q, model, probs[k], None) for k, (i, _) in enumerate(items)]
                     t = self._observe("classify", t)
                     continue
@@ -228,12 +228,11 @@ class Engine:
                     order += [(i, q) for i, _ in items]
                 x_hat = torch.cat(recon)
                 t = self._observe("synthesis", t)
-                probs = model.classifier.probabilities(x_hat).cpu().numpy()
+                probs = model.card.served(model.classifier.probabilities(x_hat).cpu().numpy())  # the whole batch at once
                 t = self._observe("classify", t)
                 pixels = (x_hat[:, 0] * 255.0).round_().to(torch.uint8).cpu().numpy() if any(jobs[i].want_reconstruction for i, _ in order) else None
                 results += [(i, q, model, probs[k], pixels[k] if pixels is not None else None) for k, (i, q) in enumerate(order)]
         for i, q, model, p, pix in results:
-            p = model.card.served(p)
             names = model.card.class_names
             h, w = model.card.face_size
             best = int(p.argmax())
