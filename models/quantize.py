@@ -186,7 +186,7 @@ class Int8Classifier:
         return self.module(x.contiguous())
 
 
-def _ms_per_face(f, x, repeats: int) -> float:
+def ms_per_face(f, x, repeats: int) -> float:
     """Median milliseconds per face of f(x) over `repeats` timed calls, after warm-up."""
     import time
 
@@ -246,13 +246,13 @@ def check(model_dir, data: str | None = None, batch: int = 32, repeats: int = 30
         out["synthesis"] = {"quality": q, "same_label": float((p16.argmax(1) == p32.argmax(1)).mean()), "accuracy_fp32": float((p32.argmax(1) == y).mean()),
                             "accuracy_bf16": float((p16.argmax(1) == y).mean()), "max_abs_pixel_diff": float((r16 - r32).abs().max())}
         b = x[:batch]
-        out["ms_per_face_fp32"], out["ms_per_face_int8"] = _ms_per_face(fp32.probabilities, b, repeats), _ms_per_face(int8.probabilities, b, repeats)
-        out["ms_one_face_fp32"], out["ms_one_face_int8"] = _ms_per_face(fp32.probabilities, x[:1], repeats), _ms_per_face(int8.probabilities, x[:1], repeats)
+        out["ms_per_face_fp32"], out["ms_per_face_int8"] = ms_per_face(fp32.probabilities, b, repeats), ms_per_face(int8.probabilities, b, repeats)
+        out["ms_one_face_fp32"], out["ms_one_face_int8"] = ms_per_face(fp32.probabilities, x[:1], repeats), ms_per_face(int8.probabilities, x[:1], repeats)
         zb = z[:batch]
-        out["synthesis"]["ms_per_face_fp32"] = _ms_per_face(lambda s: served32.reconstruct(s, tables, q), zb, repeats)
-        out["synthesis"]["ms_per_face_bf16"] = _ms_per_face(lambda s: fast.reconstruct(s, tables, q), zb, repeats)
-        out["synthesis"]["ms_one_face_fp32"] = _ms_per_face(lambda s: served32.reconstruct(s, tables, q), z[:1], repeats)
-        out["synthesis"]["ms_one_face_bf16"] = _ms_per_face(lambda s: fast.reconstruct(s, tables, q), z[:1], repeats)
+        out["synthesis"]["ms_per_face_fp32"] = ms_per_face(lambda s: served32.reconstruct(s, tables, q), zb, repeats)
+        out["synthesis"]["ms_per_face_bf16"] = ms_per_face(lambda s: fast.reconstruct(s, tables, q), zb, repeats)
+        out["synthesis"]["ms_one_face_fp32"] = ms_per_face(lambda s: served32.reconstruct(s, tables, q), z[:1], repeats)
+        out["synthesis"]["ms_one_face_bf16"] = ms_per_face(lambda s: fast.reconstruct(s, tables, q), z[:1], repeats)
     return out
 
 

@@ -9,21 +9,9 @@ escape); and the range decoder's milliseconds per face (ferwire.bitstream's lock
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import numpy as np
-
-
-def _ms_per_face(fn, payloads: list[bytes], repeats: int) -> float:
-    fn(payloads)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn(payloads)
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times) / len(payloads)
 
 
 def main(argv=None) -> int:
@@ -36,6 +24,7 @@ def main(argv=None) -> int:
     from ferclient.encoder import FaceEncoder
     from fermodels.data import load_split
     from ferwire import bitstream as bs
+    from fermodels.quantize import ms_per_face
     from ferwire.entropy import ConstantRun
 
     enc = FaceEncoder(args.model)
@@ -63,7 +52,7 @@ def main(argv=None) -> int:
                 rows = tables.context_rows(run.merged, activity)
                 bits.append(-np.log2(rows[:, 0] / rows.sum(1)).sum())
             cells = [str(run.merged.channels.size * tables.positions), f"{np.mean(bits):.3f}", f"{int(escaped.sum())}"]
-        timings = [_ms_per_face(lambda b, g=g: bs._range_decode_many(b, tables, q, guess_final_run=g), payloads[:n], args.repeats)
+        timings = [ms_per_face(lambda b, g=g: bs._range_decode_many(b, tables, q, guess_final_run=g), payloads[:n], args.repeats)
                    for n in (1, 32) for g in (False, True)]
         print(f"| q{q} | {np.mean([len(s) for s in streams]):.1f} | {' | '.join(cells)} | " + " | ".join(f"{t:.3f}" for t in timings) + " |", flush=True)
     return 0
