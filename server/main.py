@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -81,6 +82,12 @@ async def serve(cfg: config_mod.Config) -> None:
     if cfg.metrics_port >= 0:
         httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=metrics.registry)
     await server.start()
+    # Everything loaded so far (torch, the models, grpc) lives as long as the server: out of the collector's sight, a
+    # full collection walks only what calls create. Before, one took a quarter of a second every ~10 s under load,
+    # and every call in flight waited for it.
+    gc.collect()
+    gc.freeze()
+    metrics.gc_frozen.set(gc.get_freeze_count())
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     mport = httpd.server_port if httpd else "off"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, Info, ProcessCollector
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -24,3 +24,7 @@ class Metrics:
         self.streams_active = Gauge("fercodec_streams_active", "RecognizeStream calls open now (ferclient watch holds one per video)", registry=r)
         self.inflight = Gauge("fercodec_inflight_requests", "RPCs being handled now", registry=r)
         self.model = Info("fercodec_model", "The models this server runs (comma-separated, first leads)", registry=r)
+        self.gc_frozen = Gauge("fercodec_gc_frozen_objects", "Objects loaded at start (torch, the models, grpc) that the garbage collector no longer walks (gc.freeze)", registry=r)
+        # What the default registry would give: process_* (CPU seconds, resident memory, open files) and python_gc_*.
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)

@@ -57,6 +57,9 @@ def test_send_astronaut_finds_the_smiling_face(server, astronaut, tmp_path, card
     assert _counter(after, "fercodec_bitstream_bytes_count") > _counter(before, "fercodec_bitstream_bytes_count")
     for stage in ("entropy_decode", "synthesis", "classify"):
         assert _counter(after, "fercodec_stage_duration_seconds_count", stage=stage) > 0
+    # torch, the models and grpc are out of the collector's sight (a full collection took ~220 ms under load before)
+    assert _counter(after, "fercodec_gc_frozen_objects") > 100_000
+    assert _counter(after, "process_resident_memory_bytes") > 50e6 and 'python_gc_collections_total{generation="2"}' in after
     # fercodec_model_info: the image model's classifier in int8, its synthesis in bfloat16 where the CPU has it; the expression layer has neither
     assert 'classifier_precision="int8,-"' in after and f'synthesis_precision="{_cpu_synthesis()},-"' in after
 
