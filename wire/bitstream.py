@@ -111,8 +111,9 @@ def _range_decode_many(payloads: list[bytes], tables: EntropyTables, q: int, mer
     guess_final_run: where the plan ends with a constant run, a face with no escape before it is not decoded further:
     its run is taken to be all regular symbols. Nothing follows the run in such a stream but what the coder flushed,
     so only the checksum can tell a wrong guess; the caller must check it and decode again without the guess
-    (decode_many does). Why: the run is 2,304 of a face's 3,456 symbols at q5 and carries 0.05 bits on average; no val
-    face's run escaped at q0-q6, one of 2,000 at q7; decoding it was about 40 % of constriction's time per face."""
+    (decode_many does). Why: the run is 2,304 of a face's 3,456 symbols at q5 and carries 0.05 bits on average, and no
+    run of 2,000 val faces escaped at any quality (scripts/entropy_stats.py); decoding it was about 40 % of the range
+    decoder's time per face."""
     import constriction
 
     categorical, uniform = constriction.stream.model.Categorical(perfect=False), constriction.stream.model.Uniform
