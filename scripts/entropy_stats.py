@@ -1,6 +1,6 @@
 """Where a bitstream's bits and its decoding time go, per quality: python scripts/entropy_stats.py [--faces N] [--model NAME|DIR]
 
-For N FER2013 val faces, encoded as ferclient encodes them: bytes per face; the final constant run's share (how many
+For N FER2013 val faces (evenly spaced), encoded as ferclient encodes them: bytes per face; the final constant run's share (how many
 of a face's symbols it holds, its mean cost in bits on faces where it does not escape, and how many faces' runs
 escape); and the range decoder's milliseconds per face (ferwire.bitstream's lockstep decoder, one face and a batch of
 32, median of --repeats) with the run decoded and with it guessed (what decode_many does; docs/bitstream.md).
@@ -16,7 +16,7 @@ import numpy as np
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--faces", type=int, default=2000, help="val faces (first N)")
+    p.add_argument("--faces", type=int, default=2000, help="val faces, evenly spaced (fermodels.data.load_split)")
     p.add_argument("--model", default=None, help="model name or directory (default: the image codec)")
     p.add_argument("--repeats", type=int, default=30, help="timed decodes per figure")
     args = p.parse_args(argv)
