@@ -29,4 +29,7 @@ def exported_series() -> dict[str, set[str] | None]:
         for suffix in _SUFFIXES[family.type]:
             labels = set(collector._labelnames) | TARGET_LABELS | ({"le"} if suffix == "_bucket" else set())
             out[family.name + suffix] = None if family.type == "info" else labels
+    for family in m.registry.collect():  # the process_* and python_gc_* collectors: their series exist from the start
+        for sample in family.samples:
+            out.setdefault(sample.name, set(sample.labels) | TARGET_LABELS)
     return out
