@@ -172,7 +172,7 @@ async def _level(address: str, payloads: list[bytes], in_flight: int, seconds: f
                   "ms_per_face": {k: 1000 * v / batched for k, v in d.items() if batched and v > 0}}
     return {
         "in_flight": in_flight, "seconds": tb - ta, "faces": faces, "faces_per_s": faces / (tb - ta),
-        "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+        "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(np.max(lat)),
         "bytes_per_face": float(np.mean([c[3] for c in done])) if done else float("nan"),
         "payload_bytes_per_face": float(np.mean([c[2] for c in done])) if done else float("nan"),
         "server_cpu_s": cb - ca, "server_cpu_s_per_face": (cb - ca) / faces if faces else float("nan"),

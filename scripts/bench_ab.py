@@ -3,6 +3,7 @@
 Why: a change worth a few percent is smaller than how much a shared VM's speed drifts between two runs of make bench.
 So both servers run at once and take turns in short windows (the order flips every pair), and each pair gives a
 ratio; the median of the ratios is the figure (scripts/bench.py's head-to-head, applied to two versions of ferserver).
+Each side's p99 is the median over its windows; its max, the slowest call in any window.
 
 Each revision is checked out with `git worktree` into a temporary folder and served from it (the packages mapped as
 pyproject.toml maps them), with the models that revision ships. The working tree itself is --after's default
@@ -77,7 +78,8 @@ def main(argv=None) -> int:
         for s in servers.values():  # warm both: oneDNN kernels, caches, the batcher's estimate
             asyncio.run(bench._level(s.address, payloads, 32, 2.0, 0.0, s.proc.pid, {}))
         print(f"A = {args.before}, B = {args.after}; {bench.machine()}; {args.rounds} pairs of {args.seconds:g} s windows per level")
-        print("| in flight | B/A faces/s, median (range) | A faces/s | B faces/s | A p99 ms | B p99 ms |\n|---|---|---|---|---|---|")
+        print("| in flight | B/A faces/s, median (range) | A faces/s | B faces/s | A p99 ms | B p99 ms | A max ms | B max ms |\n"
+              "|---|---|---|---|---|---|---|---|")
         for level in levels:
             got: dict[str, list[dict]] = {"A": [], "B": []}
             for r in range(args.rounds):
@@ -86,8 +88,9 @@ def main(argv=None) -> int:
                     got[side].append(asyncio.run(bench._level(s.address, payloads, level, args.seconds, 0.5, s.proc.pid, {})))
             ratios = [b["faces_per_s"] / a["faces_per_s"] for a, b in zip(got["A"], got["B"])]
             med = {side: {k: statistics.median(x[k] for x in rows) for k in ("faces_per_s", "p99_ms")} for side, rows in got.items()}
+            worst = {side: max(x["max_ms"] for x in rows) for side, rows in got.items()}  # the slowest call in any window: a stall shows here
             print(f"| {level} | {statistics.median(ratios):.3f}x ({min(ratios):.2f}-{max(ratios):.2f}) | {med['A']['faces_per_s']:.0f} | "
-                  f"{med['B']['faces_per_s']:.0f} | {med['A']['p99_ms']:.1f} | {med['B']['p99_ms']:.1f} |", flush=True)
+                  f"{med['B']['faces_per_s']:.0f} | {med['A']['p99_ms']:.1f} | {med['B']['p99_ms']:.1f} | {worst['A']:.0f} | {worst['B']:.0f} |", flush=True)
     return 0
 
 

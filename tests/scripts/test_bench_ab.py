@@ -18,10 +18,11 @@ def test_ab_serves_a_revision_beside_the_working_tree_and_cleans_up():
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_ab.py"), "--before", "HEAD", "--levels", "1,4", "--rounds", "2",
                         "--seconds", "0.3", "--faces", "16"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    rows = re.findall(r"^\| (\d+) \| ([\d.]+)x \(([\d.]+)-([\d.]+)\) \| (\d+) \| (\d+) \|", r.stdout, re.M)
+    rows = re.findall(r"^\| (\d+) \| ([\d.]+)x \(([\d.]+)-([\d.]+)\) \| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| (\d+) \| (\d+) \|$", r.stdout, re.M)
     assert [row[0] for row in rows] == ["1", "4"], r.stdout
-    for _, ratio, lo, hi, a, b in rows:
+    for _, ratio, lo, hi, a, b, p99_a, p99_b, max_a, max_b in rows:
         assert int(a) > 0 and int(b) > 0 and float(lo) <= float(ratio) <= float(hi)
+        assert 0 < float(p99_a) <= int(max_a) + 1 and 0 < float(p99_b) <= int(max_b) + 1
     after = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True, check=True).stdout
     assert after == before  # the revision's checkout is gone
 
