@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 
@@ -32,7 +33,7 @@ class ChannelSettingError(ValueError):
 
 def add_arguments(p: argparse.ArgumentParser, timeout: float = 10.0, timeout_help: str = "seconds per request") -> None:
     env = os.environ.get
-    p.add_argument("--server", default=env("FERCODEC_SERVER", DEFAULT_SERVER),
+    p.add_argument("--server", type=_address, default=env("FERCODEC_SERVER", DEFAULT_SERVER),
                    help=f"host:port, or dns:///name:port to spread calls over every replica (env FERCODEC_SERVER, default {DEFAULT_SERVER})")
     p.add_argument("--tls-ca", default=env("FERCODEC_TLS_CA"), metavar="PEM",
                    help="connect with TLS, trusting this CA bundle (env FERCODEC_TLS_CA; default: plaintext unless --tls-cert is given)")
@@ -40,7 +41,24 @@ def add_arguments(p: argparse.ArgumentParser, timeout: float = 10.0, timeout_hel
     p.add_argument("--tls-key", default=env("FERCODEC_TLS_KEY"), metavar="PEM", help="private key of --tls-cert (env FERCODEC_TLS_KEY)")
     p.add_argument("--token-file", default=env("FERCODEC_TOKEN_FILE"), metavar="FILE",
                    help="send the bearer token in FILE (env FERCODEC_TOKEN_FILE; or put the token itself in FERCODEC_TOKEN)")
-    p.add_argument("--timeout", type=float, default=timeout, help=f"{timeout_help} (default {timeout:g})")
+    p.add_argument("--timeout", type=_seconds, default=timeout, help=f"{timeout_help} (default {timeout:g})")
+
+
+def _address(text: str) -> str:
+    """--server as grpc takes it, with its port checked: grpc would wrap 99999 to 34463 and report a refused connection there."""
+    port = text.rsplit(":", 1)[1] if ":" in text.rsplit("]", 1)[-1] else ""
+    if port.isdigit() and not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"port {port} of {text} is not a TCP port (1-65535)")
+    if not text.strip() or text.endswith(":"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not host:port or dns:///name:port")
+    return text
+
+
+def _seconds(text: str) -> float:
+    v = float(text)
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return v
 
 
 def _read(path: str, what: str) -> bytes:

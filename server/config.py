@@ -98,6 +98,13 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> C
         p.error("--max-batch must be 0 (auto) or a number of faces")
     if min(cfg.max_faces, cfg.max_concurrent_rpcs, cfg.max_queue_faces, cfg.stream_window) < 1 or cfg.max_wait_ms < 0:
         p.error("--max-faces, --max-concurrent-rpcs, --max-queue-faces and --stream-window must be >= 1 and --max-wait-ms >= 0")
+    if not 0 <= cfg.port <= 65535:
+        p.error(f"--port must be a TCP port (0-65535; 0 picks a free one), not {cfg.port}")
+    for flag, port in (("--metrics-port", cfg.metrics_port), ("--health-port", cfg.health_port)):
+        if not -1 <= port <= 65535:
+            p.error(f"{flag} must be a TCP port (0-65535; 0 picks a free one) or -1 (off), not {port}")
+    if not (cfg.grace_s >= 0 and cfg.max_connection_age_s >= 0):  # also refuses nan
+        p.error("--grace-s and --max-connection-age-s must be >= 0 seconds")
     if cfg.decode_workers < -1:
         p.error("--decode-workers must be -1 (auto), 0 (decode in the model worker's thread) or a number of processes")
     if bool(cfg.tls_cert) != bool(cfg.tls_key):

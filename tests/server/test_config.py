@@ -18,12 +18,20 @@ def test_env_then_flags_win():
     assert parse(["--port", "7000"], env=env).port == 7000
 
 
-@pytest.mark.parametrize("argv, env", [(["--device", "tpu"], {}), ([], {"FERCODEC_PORT": "abc"}), (["--max-batch", "-1"], {}), (["--decode-workers", "-2"], {})])
+@pytest.mark.parametrize("argv, env", [(["--device", "tpu"], {}), ([], {"FERCODEC_PORT": "abc"}), (["--max-batch", "-1"], {}), (["--decode-workers", "-2"], {}),
+                                        # grpc would wrap 99999 to 34463 and serve there; the metrics server raised OverflowError
+                                        (["--port", "99999"], {}), (["--port", "-5"], {}), ([], {"FERCODEC_PORT": "65536"}), (["--metrics-port", "70000"], {}),
+                                        (["--health-port", "-2"], {}), (["--grace-s", "-1"], {}), (["--grace-s", "nan"], {}), (["--max-connection-age-s", "-3"], {})])
 def test_bad_settings_exit_2_with_a_message(argv, env, capsys):
     with pytest.raises(SystemExit) as e:
         parse(argv, env=env)
     assert e.value.code == 2
     assert "ferserver: error:" in capsys.readouterr().err
+
+
+def test_ports_take_their_whole_range_and_the_off_values():
+    c = parse(["--port", "0", "--metrics-port", "-1", "--health-port", "65535", "--grace-s", "0"], env={})
+    assert (c.port, c.metrics_port, c.health_port, c.grace_s) == (0, -1, 65535, 0)
 
 
 def test_concurrency_limit_must_be_positive(capsys):

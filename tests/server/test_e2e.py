@@ -224,6 +224,11 @@ def test_unreachable_server_and_bad_quality(astronaut):
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "cannot reach server" in r.stderr and "Traceback" not in r.stderr
     r = run_client("send", str(astronaut), "--quality", "99")
     assert r.returncode == 2 and "quality 99 out of range" in r.stderr and "Traceback" not in r.stderr
+    # grpc would wrap port 99999 to 34463 and report a refused connection there; a zero timeout could never be met
+    for bad, says in ((["--server", "localhost:99999"], "port 99999 of localhost:99999 is not a TCP port"), (["--server", "localhost:"], "is not host:port"),
+                      (["--timeout", "0"], "must be a positive number of seconds"), (["--timeout", "nan"], "must be a positive number of seconds")):
+        r = run_client("send", str(astronaut), *bad)
+        assert r.returncode == 2 and says in r.stderr and bad[0] in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_unreachable_server_stops_a_folder_at_once(astronaut, tmp_path):
