@@ -80,7 +80,10 @@ async def serve(cfg: config_mod.Config) -> None:
         await health_only.start()
     httpd = None
     if cfg.metrics_port >= 0:
-        httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=metrics.registry)
+        try:
+            httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=metrics.registry)
+        except OSError as e:
+            raise OSError(f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port} (--metrics-host, --metrics-port): {e.strerror or e}") from None
     await server.start()
     # Everything loaded so far (torch, the models, grpc) lives as long as the server: out of the collector's sight, a
     # full collection walks only what calls create. Before, one took a quarter of a second every ~10 s under load,

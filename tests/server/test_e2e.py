@@ -367,3 +367,22 @@ def test_overload_gets_resource_exhausted_not_a_queue(card, fer_test):
         assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
         assert 1 <= codes.count(grpc.StatusCode.OK) <= 8
         assert len(stub.Recognize(pb.RecognizeRequest(faces=streams), timeout=20).results) == 1
+
+
+@pytest.mark.slow
+def test_taken_ports_stop_the_server_with_one_line():
+    """A port another process holds, for gRPC or for /metrics: one line naming the address (and the flags), exit 2, no traceback."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        for flags, says in ((["--port", str(taken)], f"cannot listen on 127.0.0.1:{taken}"),
+                            (["--port", str(free_port()), "--metrics-port", str(taken)], f"cannot serve metrics on 127.0.0.1:{taken} (--metrics-host, --metrics-port)")):
+            r = subprocess.run([sys.executable, "-m", "ferserver.main", "--host", "127.0.0.1", "--metrics-host", "127.0.0.1", *flags],
+                               capture_output=True, text=True, timeout=120)
+            errors = [line for line in r.stderr.splitlines() if line.startswith("ferserver:")]
+            assert r.returncode == 2 and len(errors) == 1 and says in errors[0] and "Traceback" not in r.stderr, r.stderr[-2000:]
