@@ -43,19 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _at_least_1(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return v
-
-
-def _positive(text: str) -> float:
-    v = float(text)
-    if not v > 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return v
+from . import argtypes
 
 
 def _args(argv):
@@ -65,14 +53,14 @@ def _args(argv):
         s = sub.add_parser(name, help=f"train the {name}" + (" layer (feature codec)" if name == "expression" else ""))
         s.add_argument("--data", default=None, help="path to fer2013.npz (default ../shared/data/fer2013/fer2013.npz or $FERCODEC_DATA)")
         s.add_argument("--out", required=True, help="run directory for checkpoints and log.jsonl")
-        s.add_argument("--epochs", type=_at_least_1, default=30, help="length of the schedule")
-        s.add_argument("--until-epoch", type=_at_least_1, default=None, help="stop after this epoch (resume later with the same command)")
-        s.add_argument("--batch-size", type=_at_least_1, default=64)
-        s.add_argument("--lr", type=_positive, default=1e-3)
+        s.add_argument("--epochs", type=argtypes.count, default=30, help="length of the schedule")
+        s.add_argument("--until-epoch", type=argtypes.count, default=None, help="stop after this epoch (resume later with the same command)")
+        s.add_argument("--batch-size", type=argtypes.count, default=64)
+        s.add_argument("--lr", type=argtypes.rate, default=1e-3)
         s.add_argument("--seed", type=int, default=0)
-        s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+        s.add_argument("--threads", type=argtypes.threads, default=0, help="torch CPU threads (0 = torch default)")
         s.add_argument("--device", default="auto", help="cpu, cuda or auto")
-        s.add_argument("--limit", type=_at_least_1, default=None, help="use only the first N train and val faces (smoke tests)")
+        s.add_argument("--limit", type=argtypes.count, default=None, help="use only the first N train and val faces (smoke tests)")
         s.add_argument("--fresh", action="store_true", help="ignore an existing last.pt instead of resuming")
         s.add_argument("--warmup", type=float, default=0.05, help="fraction of all steps spent warming the learning rate up")
         s.add_argument("--weight-decay", type=float, default=0.0, help="decoupled weight decay (AdamW) when > 0; 0 keeps plain Adam, as every shipped run used")

@@ -98,6 +98,8 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> C
         p.error("--max-batch must be 0 (auto) or a number of faces")
     if min(cfg.max_faces, cfg.max_concurrent_rpcs, cfg.max_queue_faces, cfg.stream_window) < 1 or cfg.max_wait_ms < 0:
         p.error("--max-faces, --max-concurrent-rpcs, --max-queue-faces and --stream-window must be >= 1 and --max-wait-ms >= 0")
+    if cfg.threads < 0:
+        p.error(f"--threads must be 0 (torch's default, one per core) or a number of threads, not {cfg.threads}")
     if not 0 <= cfg.port <= 65535:
         p.error(f"--port must be a TCP port (0-65535; 0 picks a free one), not {cfg.port}")
     for flag, port in (("--metrics-port", cfg.metrics_port), ("--health-port", cfg.health_port)):

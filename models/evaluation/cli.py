@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from .. import argtypes
 from ..bundle import load_classifier
 from ..data import DEFAULT_DATA, SPLITS, load_split
 from .baselines import BASELINES, available_baselines, evaluate_baseline
@@ -52,13 +53,6 @@ def _extra_classifier(text: str) -> tuple[str, str]:
     if not sep or not name or not path or "/" in name or name == DEPLOYED:
         raise argparse.ArgumentTypeError(f"expected NAME=PATH with a NAME other than {DEPLOYED!r} and without '/', got {text!r}")
     return name, path
-
-
-def _positive(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
 
 
 def _sides(text: str) -> tuple[int, int]:
@@ -87,13 +81,13 @@ def _args(argv):
     p.add_argument("--expression-dir", default=None, help="expression-layer model directory to measure too (default: the bundled fercodec-v1-expr; none skips it)")
     p.add_argument("--data", default=None, help=f"FER2013 npz (default {DEFAULT_DATA} or $FERCODEC_DATA)")
     p.add_argument("--split", choices=SPLITS, default="test", help="test = PrivateTest (default), val = PublicTest")
-    p.add_argument("--limit", type=_positive, default=None, help="evaluate N evenly spaced faces of the split")
+    p.add_argument("--limit", type=argtypes.count, default=None, help="evaluate N evenly spaced faces of the split")
     p.add_argument("--out", default="docs/results", help="directory for results.json, results.md and the plots")
     p.add_argument("--baselines", type=_baseline_names, default=list(BASELINES), help=f"comma-separated subset of {','.join(BASELINES)}, or none (default all)")
     p.add_argument("--extra-classifier", type=_extra_classifier, action="append", default=[], metavar="NAME=PATH", help="also classify every decoded face with this checkpoint (repeatable)")
     p.add_argument("--update-card", action="store_true", help="write our metrics into the model directory's model.json and MODEL_CARD.md")
-    p.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads (0 = torch's default)")
-    p.add_argument("--batch-size", type=_positive, default=256, help="faces per synthesis / classifier batch")
+    p.add_argument("--threads", type=argtypes.threads, default=0, help="torch and ONNX Runtime threads (0 = torch's default)")
+    p.add_argument("--batch-size", type=argtypes.count, default=256, help="faces per synthesis / classifier batch")
     p.add_argument("--device", default="cpu", help="torch device for synthesis and classifiers (cpu, cuda, auto)")
     p.add_argument("--compare", action="append", default=[], metavar="NAME=RESULTS_JSON", type=_extra_classifier,
                    help="instead of evaluating, compare earlier runs' results.json against the first one given; writes compare.md in --out")

@@ -243,9 +243,9 @@ def test_missing_data_is_one_line(tmp_path, capsys):
     assert "FER2013 archive not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--batch-size", "0"), ("--lr", "-1e-3"), ("--lr", "nan"), ("--limit", "0"), ("--until-epoch", "0")])
+@pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--batch-size", "0"), ("--lr", "-1e-3"), ("--lr", "nan"), ("--limit", "0"), ("--until-epoch", "0"), ("--threads", "-1")])
 def test_counts_and_rates_are_checked_before_training(tmp_path, capsys, flag, value):
-    """--epochs 0 died deep in the schedule with ZeroDivisionError; each such setting is now argparse's one line, exit 2."""
+    """--epochs 0 died deep in the schedule with ZeroDivisionError, --threads -1 in torch; each such setting is now argparse's one line, exit 2."""
     with pytest.raises(SystemExit) as e:
         train.main(["classifier", "--out", str(tmp_path / "run"), flag, value])
     assert e.value.code == 2 and f"argument {flag}" in capsys.readouterr().err and not (tmp_path / "run").exists()

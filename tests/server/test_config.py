@@ -21,7 +21,8 @@ def test_env_then_flags_win():
 @pytest.mark.parametrize("argv, env", [(["--device", "tpu"], {}), ([], {"FERCODEC_PORT": "abc"}), (["--max-batch", "-1"], {}), (["--decode-workers", "-2"], {}),
                                         # grpc would wrap 99999 to 34463 and serve there; the metrics server raised OverflowError
                                         (["--port", "99999"], {}), (["--port", "-5"], {}), ([], {"FERCODEC_PORT": "65536"}), (["--metrics-port", "70000"], {}),
-                                        (["--health-port", "-2"], {}), (["--grace-s", "-1"], {}), (["--grace-s", "nan"], {}), (["--max-connection-age-s", "-3"], {})])
+                                        (["--health-port", "-2"], {}), (["--grace-s", "-1"], {}), (["--grace-s", "nan"], {}), (["--max-connection-age-s", "-3"], {}),
+                                        (["--threads", "-1"], {})])  # torch raised RuntimeError
 def test_bad_settings_exit_2_with_a_message(argv, env, capsys):
     with pytest.raises(SystemExit) as e:
         parse(argv, env=env)
