@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from pathlib import Path
+
+from fermodels import argtypes
 
 DEFAULT_SERVER = "localhost:50051"
 
@@ -41,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser, timeout: float = 10.0, timeout_hel
     p.add_argument("--tls-key", default=env("FERCODEC_TLS_KEY"), metavar="PEM", help="private key of --tls-cert (env FERCODEC_TLS_KEY)")
     p.add_argument("--token-file", default=env("FERCODEC_TOKEN_FILE"), metavar="FILE",
                    help="send the bearer token in FILE (env FERCODEC_TOKEN_FILE; or put the token itself in FERCODEC_TOKEN)")
-    p.add_argument("--timeout", type=_seconds, default=timeout, help=f"{timeout_help} (default {timeout:g})")
+    p.add_argument("--timeout", type=argtypes.positive("seconds"), default=timeout, help=f"{timeout_help} (default {timeout:g})")
 
 
 def _address(text: str) -> str:
@@ -52,13 +53,6 @@ def _address(text: str) -> str:
     if not text.strip() or text.endswith(":"):
         raise argparse.ArgumentTypeError(f"{text!r} is not host:port or dns:///name:port")
     return text
-
-
-def _seconds(text: str) -> float:
-    v = float(text)
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return v
 
 
 def _read(path: str, what: str) -> bytes:

@@ -14,12 +14,16 @@ import sys
 import time
 from pathlib import Path
 
+from fermodels import argtypes
+
 from . import channel as channel_mod
 from .faces import DETECT_THRESHOLD, MIN_FACE
 from .models import PULL_TIMEOUT_S
 
 # Refusals every later file would meet as well: no server to reach, a token it does not take. The run stops at the first.
 FATAL_CODES = ("UNAVAILABLE", "UNAUTHENTICATED", "PERMISSION_DENIED")
+FRACTION = argtypes.checked(float, lambda v: 0.0 < v < 1.0, "between 0 and 1")  # --detect-threshold
+SMOOTHING = argtypes.checked(float, lambda v: 0.0 < v <= 1.0, "in (0, 1]")  # watch --smooth
 IN_FLIGHT = 64  # most requests one send keeps on the wire: a folder of thousands of photos must not trip the server's --max-concurrent-rpcs
 FACES_PER_REQUEST = 32  # a crowd photo goes as several requests: ferserver refuses more than --max-faces (64 by default) in one
 
@@ -51,20 +55,6 @@ class _Reply:
         return ((max(ends) if len(ends) == len(self._futures) else time.perf_counter()) - self.t0) * 1000.0
 
 
-def _pixels(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive number of pixels, got {text}")
-    return v
-
-
-def _fraction(text: str) -> float:
-    v = float(text)
-    if not 0.0 < v < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return v
-
-
 def parser() -> argparse.ArgumentParser:
     """ferclient's command line (tests/client/test_cli.py holds README's usage block to it)."""
     p = argparse.ArgumentParser(prog="ferclient", description="Send faces as learned bitstreams to a fercodec server.")
@@ -74,9 +64,9 @@ def parser() -> argparse.ArgumentParser:
     channel_mod.add_arguments(s)
     s.add_argument("--quality", type=int, default=None, help="codec quality index (default: the model's default)")
     s.add_argument("--no-detect", action="store_true", help="each image is already a face crop")
-    s.add_argument("--min-face", type=_pixels, default=MIN_FACE, metavar="PX",
+    s.add_argument("--min-face", type=argtypes.positive("pixels", int), default=MIN_FACE, metavar="PX",
                    help=f"skip faces whose box is smaller than PX on its longer side, with a note (default {MIN_FACE})")
-    s.add_argument("--detect-threshold", type=_fraction, default=DETECT_THRESHOLD, metavar="T",
+    s.add_argument("--detect-threshold", type=FRACTION, default=DETECT_THRESHOLD, metavar="T",
                    help=f"face detector confidence needed to count as a face, 0..1 (default {DETECT_THRESHOLD:g})")
     s.add_argument("--no-align", action="store_true", help="crop the detector's box as it is instead of levelling the eyes on FER2013's landmarks")
     s.add_argument("--reconstruct", metavar="DIR", default=None, help="save the server's reconstructions as PNG in DIR")
@@ -438,35 +428,21 @@ def _watch_parser(sub) -> None:
     src = w.add_mutually_exclusive_group(required=True)
     src.add_argument("video", nargs="?", default=None, help="video file (anything OpenCV decodes)")
     src.add_argument("--camera", type=int, default=None, metavar="N", help="camera index (0 = the first camera); Ctrl-C stops")
-    w.add_argument("--fps", type=_positive, default=DEFAULT_FPS, help=f"frames sampled per second of video (default {DEFAULT_FPS:g})")
-    w.add_argument("--max-frames", type=_pixels, default=None, metavar="N", help="stop after N sampled frames")
+    w.add_argument("--fps", type=argtypes.rate, default=DEFAULT_FPS, help=f"frames sampled per second of video (default {DEFAULT_FPS:g})")
+    w.add_argument("--max-frames", type=argtypes.positive("frames", int), default=None, metavar="N", help="stop after N sampled frames")
     w.add_argument("--skip-threshold", type=float, default=SKIP_THRESHOLD, metavar="R",
                    help=f"send a tracked face only when its latent changed by at least R (relative L2) since it was last sent; "
                         f"0 sends every face (default {SKIP_THRESHOLD:g})")
-    w.add_argument("--smooth", type=_smoothing, default=1.0, metavar="A",
+    w.add_argument("--smooth", type=SMOOTHING, default=1.0, metavar="A",
                    help="exponential moving average of each track's probabilities: weight A of the newest answer, 0 < A <= 1 (default 1: off)")
     w.add_argument("--quality", type=int, default=None, help="codec quality index (default: the model's default)")
     w.add_argument("--model", "--model-dir", dest="model_dir", default=None, help="model directory or bundled name (default fercodec-v1)")
-    w.add_argument("--min-face", type=_pixels, default=MIN_FACE, metavar="PX", help=f"ignore faces smaller than PX (default {MIN_FACE})")
-    w.add_argument("--detect-threshold", type=_fraction, default=DETECT_THRESHOLD, metavar="T", help=f"face detector confidence (default {DETECT_THRESHOLD:g})")
+    w.add_argument("--min-face", type=argtypes.positive("pixels", int), default=MIN_FACE, metavar="PX", help=f"ignore faces smaller than PX (default {MIN_FACE})")
+    w.add_argument("--detect-threshold", type=FRACTION, default=DETECT_THRESHOLD, metavar="T", help=f"face detector confidence (default {DETECT_THRESHOLD:g})")
     w.add_argument("--json", action="store_true", help="one JSON object per face per sampled frame")
     w.add_argument("--timeline", metavar="CSV", default=None, help="write every row to CSV (track, frame, t, box, label, probabilities, bytes, sent)")
     w.add_argument("--plot", metavar="PNG", default=None, help="plot probabilities over time, one panel per track (needs matplotlib)")
     channel_mod.add_arguments(w, timeout_help="seconds to reach the server before the stream starts")
-
-
-def _positive(text: str) -> float:
-    v = float(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return v
-
-
-def _smoothing(text: str) -> float:
-    v = float(text)
-    if not 0.0 < v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return v
 
 
 def watch(args) -> int:

@@ -1,31 +1,35 @@
-"""argparse types that fertrain and fereval share: a bad number is argparse's one line and exit 2, not a traceback
-from deep in a schedule (--epochs 0 divided by zero) or from torch (--threads -1)."""
+"""argparse types for the command lines (fertrain, fereval, ferclient): a bad number is argparse's one line and exit 2,
+not a traceback from deep in a schedule (--epochs 0 divided by zero) or from torch (--threads -1), nor a silently
+wrapped port. Import-light, as fermodels is: the edge client uses these too."""
 
 from __future__ import annotations
 
 import argparse
 import math
+from typing import Callable
 
 
-def count(text: str) -> int:
-    """An integer of at least 1 (epochs, faces, a batch)."""
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return n
+def checked(convert: Callable[[str], float], ok: Callable[[float], bool], need: str) -> Callable[[str], float]:
+    """An argparse type: convert(text), refused with "must be {need}, got {text}" unless ok(value)."""
+
+    def parse(text: str):
+        v = convert(text)
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"must be {need}, got {text}")
+        return v
+
+    return parse
 
 
-def rate(text: str) -> float:
-    """A positive, finite number (a learning rate)."""
-    v = float(text)
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return v
+def _positive(v: float) -> bool:
+    return math.isfinite(v) and v > 0  # refuses nan and inf too
 
 
-def threads(text: str) -> int:
-    """torch's CPU threads: 0 for torch's default (one per core), or a number."""
-    n = int(text)
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (torch's default) or a number of threads, got {text}")
-    return n
+count = checked(int, lambda n: n >= 1, "at least 1")  # epochs, faces, a batch
+rate = checked(float, _positive, "positive")  # a learning rate, frames per second
+threads = checked(int, lambda n: n >= 0, "0 (torch's default) or a number of threads")  # torch's CPU threads
+
+
+def positive(unit: str, convert: Callable[[str], float] = float) -> Callable[[str], float]:
+    """A positive number of `unit` (seconds, pixels, frames)."""
+    return checked(convert, _positive, f"a positive number of {unit}")

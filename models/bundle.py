@@ -104,9 +104,7 @@ def for_inference(net, channels_last: bool = True, bf16: bool = False):
     from torch import nn
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    from compressai.layers import GDN
-
-    from .codec import FaceCodec, FixedGDN, SubPixelConv
+    from .codec import GDN, FaceCodec, FixedGDN, SubPixelConv  # CompressAI's GDN, imported there without its import-time warning
 
     out = copy.deepcopy(net).eval()
     for seq in [m for m in out.modules() if isinstance(m, nn.Sequential)]:

@@ -6,7 +6,7 @@ ratio; the median of the ratios is the figure (scripts/bench.py's head-to-head, 
 Each side's p99 is the median over its windows; its max, the slowest call in any window.
 
 Each revision is checked out with `git worktree` into a temporary folder and served from it (the packages mapped as
-pyproject.toml maps them), with the models that revision ships. The working tree itself is --after's default
+its pyproject.toml maps them), with the models that revision ships. The working tree itself is --after's default
 ("WORKTREE": what is installed, uncommitted changes included). Both get the same flags after `--`, and the same
 PrivateTest faces, encoded by the working tree's client (so the bitstream format must be one both read).
 
@@ -23,12 +23,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-PACKAGES = {"ferclient": "client", "ferserver": "server", "ferwire": "wire", "fermodels": "models", "fercodec": "protos/fercodec"}  # pyproject's package-dir
 
 
 @contextlib.contextmanager
@@ -42,7 +42,8 @@ def checkout(rev: str):
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), rev], check=True)
         try:
             links.mkdir()
-            for name, folder in PACKAGES.items():
+            packages = tomllib.loads((tree / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]  # import name -> folder, as rev maps them
+            for name, folder in packages.items():
                 (links / name).symlink_to(tree / folder)
             yield {"PYTHONPATH": str(links)}
         finally:

@@ -1,4 +1,4 @@
-"""The argparse types fertrain and fereval share: good values pass through, bad ones are argparse's errors."""
+"""The argparse types fertrain, fereval and ferclient share: good values pass through, bad ones are argparse's errors."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from fermodels import argtypes
 
 def test_good_values_pass_through():
     assert (argtypes.count("1"), argtypes.rate("3e-4"), argtypes.threads("0"), argtypes.threads("2")) == (1, 3e-4, 0, 2)
+    assert argtypes.positive("seconds")("0.5") == 0.5 and argtypes.positive("pixels", int)("24") == 24
 
 
 @pytest.mark.parametrize("kind, text", [(argtypes.count, "0"), (argtypes.count, "-2"), (argtypes.rate, "0"), (argtypes.rate, "-1"),
-                                        (argtypes.rate, "nan"), (argtypes.rate, "inf"), (argtypes.threads, "-1")])
+                                        (argtypes.rate, "nan"), (argtypes.rate, "inf"), (argtypes.threads, "-1"),
+                                        (argtypes.positive("seconds"), "0"), (argtypes.positive("pixels", int), "0")])
 def test_bad_values_are_argparse_errors(kind, text):
     with pytest.raises(argparse.ArgumentTypeError, match=f"got {text}"):
         kind(text)
