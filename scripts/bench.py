@@ -181,6 +181,53 @@ async def _level(address: str, payloads: list[bytes], in_flight: int, seconds: f
     }
 
 
+async def _arrivals(address: str, payloads: list[bytes], rate: float, seconds: float, warmup: float, channels: int = 16, seed: int = 0) -> dict:
+    """Open-loop load: one-face calls arriving at `rate` per second at random (Poisson) for warmup + seconds, whether or
+    not earlier ones were answered, as from many edge devices at once; over `channels` channels. Latency of the calls
+    started in the measured window.
+
+    Why beside _level: there every caller waits for its answer before its next call (a closed loop), so the callers
+    answered together come back together; devices that each send now and then do not, and a batcher's wait for
+    company shows in their latency instead."""
+    import grpc
+
+    from fercodec.v1 import fercodec_pb2 as pb
+    from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
+
+    rng = np.random.default_rng(seed)
+    requests = [pb.RecognizeRequest(faces=[p]) for p in payloads]
+    chans = [grpc.aio.insecure_channel(address) for _ in range(channels)]
+    stubs = [pb_grpc.FerCodecStub(ch) for ch in chans]
+    lat: list[float] = []
+    errors: list[str] = []
+    t0 = time.perf_counter()
+    w0, w1 = t0 + warmup, t0 + warmup + seconds
+
+    async def call(k: int, start: float) -> None:
+        try:
+            await stubs[k % channels].Recognize(requests[k % len(requests)], timeout=60)
+        except grpc.aio.AioRpcError as e:
+            errors.append(f"{e.code().name}: {e.details()}")
+            return
+        if w0 <= start <= w1:
+            lat.append(time.perf_counter() - start)
+
+    tasks, k, due = [], 0, t0
+    try:
+        while due < w1:
+            due += rng.exponential(1.0 / rate)
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            tasks.append(asyncio.ensure_future(call(k, time.perf_counter())))
+            k += 1
+        await asyncio.gather(*tasks)
+    finally:
+        for ch in chans:
+            await ch.close()
+    ms = np.array(lat) * 1000 if lat else np.array([np.nan])
+    return {"rate": rate, "calls": len(lat), "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+            "max_ms": float(np.max(ms)), "errors": len(errors), "first_error": errors[0] if errors else None}
+
+
 def drive(server, payloads: list[bytes], levels: list[int], seconds: float, warmup: float, label: str) -> tuple[list[dict], dict]:
     """Every level in turn against one server (after one warm-up), and each pool face's last answer."""
     answers: dict[int, str] = {}

@@ -1,11 +1,9 @@
 """Dynamic batching: coroutines submit faces, one worker thread runs them in batches.
 
 The worker takes the first waiting face, then keeps collecting until it has
-as many faces as it expects or max_wait has passed since the first, takes what
-else is already queued (up to max_batch), and runs the model function once for
-all of them. Results go back to each caller's event loop. It expects the faces
-that came in while the last batch ran, and as many again as that batch answered:
-callers answered together come back together.
+as many faces as its last batch had or max_wait has passed since the first,
+takes what else is already queued (up to max_batch), and runs the model
+function once for all of them. Results go back to each caller's event loop.
 
 The queue is bounded twice, so overload is refused at once instead of piling
 up: by count (max_queue faces) and by time (a call whose deadline the queued
@@ -56,7 +54,7 @@ class Batcher:
         if max_batch < 1:  # 0 means auto only to ferserver's config (config.max_batch resolves it); here it would mean batches of one
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self._fn, self._max_batch, self._max_wait = fn, max_batch, max_wait_s
-        self._expect = max_batch  # faces the next batch waits for (at most max_wait); start out batching
+        self._last_batch = max_batch  # start out batching
         self._on_batch, self._max_queue, self._metrics = on_batch, max_queue, metrics
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
@@ -127,11 +125,11 @@ class Batcher:
         first = self._take(None)
         if first is _STOP:
             return [], True
-        # Wait for company (at most max_wait) only until the batch holds the faces expected (_work sets it), then take
-        # only what is already queued. With 8 calls in flight a batch runs once the 8th face is in, instead of waiting
-        # out max_wait for a 9th that no caller will send; after a batch of one, a lone face runs at once. A caller that
-        # went away costs one batch max_wait, then the count follows.
-        target, until = self._expect, time.monotonic() + self._max_wait
+        # Callers that were answered together come back together: wait for company (at most max_wait) only until the
+        # batch is as large as the last one, then take only what is already queued. With 8 calls in flight a batch runs
+        # once the 8th face is in, instead of waiting out max_wait for a 9th that no caller will send; after a batch of
+        # one, a lone face runs at once. A caller that went away costs one batch max_wait, then the count follows.
+        target, until = self._last_batch, time.monotonic() + self._max_wait
         batch = [first]
         while len(batch) < self._max_batch:
             try:
@@ -142,6 +140,7 @@ class Batcher:
                 self._queue.put(_STOP)  # stop after this batch
                 break
             batch.append(entry)
+        self._last_batch = len(batch)
         return batch, False
 
     def _drop_dead(self, batch: list[_Entry]) -> list[_Entry]:
@@ -164,28 +163,21 @@ class Batcher:
             if stop:
                 return
             live = self._drop_dead(batch)
-            results = self._run(live) if live else []
+            if live:
+                if self._on_batch:
+                    self._on_batch(len(live))
+                t0 = time.perf_counter()
+                try:
+                    results = self._fn([e.item for e in live])
+                except Exception as e:  # a bug in model code must fail these faces, not kill the worker
+                    log.exception("model batch failed")
+                    results = [e] * len(live)
+                else:
+                    # Small batches cost more per face, but only under load (full batches) does the estimate refuse anything.
+                    self.s_per_face += _EWMA * ((time.perf_counter() - t0) / len(live) - self.s_per_face)
+                _answer([(e, res) for e, res in zip(live, results)])
             with self._lock:
-                # The next batch expects the faces that came in meanwhile and the callers answered now, who come back
-                # together. Why not just "as many as this batch" (as before): two groups of 4 among 8 callers took turns
-                # in batches of 4 for good, each group arriving while the other's batch ran; counting both merges them.
-                self._expect = self._queued + len(live)
                 self._running = 0
-            _answer([(e, res) for e, res in zip(live, results)])
-
-    def _run(self, live: list[_Entry]) -> list[Any]:
-        """The model function's results for these entries (its exception for each, if it raised)."""
-        if self._on_batch:
-            self._on_batch(len(live))
-        t0 = time.perf_counter()
-        try:
-            results = self._fn([e.item for e in live])
-        except Exception as e:  # a bug in model code must fail these faces, not kill the worker
-            log.exception("model batch failed")
-            return [e] * len(live)
-        # Small batches cost more per face, but only under load (full batches) does the estimate refuse anything.
-        self.s_per_face += _EWMA * ((time.perf_counter() - t0) / len(live) - self.s_per_face)
-        return results
 
 
 def _answer(answers: list[tuple[_Entry, Any]]) -> None:

@@ -52,7 +52,7 @@ _HELP = {
                  "(default: the bundled fercodec-v1 and fercodec-v1-expr)",
     "max_batch": "most faces decoded and classified in one batch (0 = auto: 256 on cuda, where batch 32 reached half the "
                  "throughput of 256, docs/gpu; 32 on cpu)",
-    "max_wait_ms": "how long the batcher waits for more faces once it has one (it stops once it has the faces it expects: those that came in while the last batch ran and those it answered)",
+    "max_wait_ms": "how long the batcher waits for more faces once it has one (it stops once it has as many as its last batch)",
     "threads": "torch CPU threads for model work (0 = torch default, one per core); a batch of one face runs on one",
     "decode_workers": "processes that entropy-decode bitstreams beside the model worker (-1 = auto: on cuda one per CPU core "
                       "but one, at most 16; on cpu none, since the classifier already uses every core)",

@@ -240,40 +240,6 @@ def test_callers_answered_together_are_batched_again_without_waiting_out_max_wai
     assert dt < 3.0, f"six rounds took {dt:.1f} s: batches waited for faces no caller would send"
 
 
-def test_two_groups_of_callers_taking_turns_are_merged_into_one_batch():
-    """Eight callers in a loop, four of them starting while the first four's batch runs: the next batch holds all eight
-    and so does every one after (the rule of "as many as the last batch" kept the groups apart, in batches of 4 for
-    good: a stream's window of 8 was seen served so in tests/server/test_overload.py)."""
-    sizes, started, loop = [], threading.Event(), None
-
-    def fn(items):
-        sizes.append(len(items))
-        if not started.is_set():
-            started.set()
-            loop.call_soon_threadsafe(lambda: [asyncio.ensure_future(caller(k)) for k in range(4, 8)])
-        time.sleep(0.05)
-        return items
-
-    b = Batcher(fn, max_batch=32, max_wait_s=0.2)
-    done: list[int] = []
-
-    async def caller(k):
-        for r in range(6):
-            assert await b.submit([(k, r)]) == [(k, r)]
-        done.append(k)
-
-    async def main():
-        nonlocal loop
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(caller(k) for k in range(4)))
-        while len(done) < 8:
-            await asyncio.sleep(0.01)
-
-    _run(main())
-    b.close()
-    assert sizes == [4, 8, 8, 8, 8, 8, 4], sizes
-
-
 def test_a_caller_that_went_away_costs_one_wait_then_the_batch_follows_the_callers():
     sizes = []
     b = Batcher(lambda items: sizes.append(len(items)) or items, max_batch=32, max_wait_s=0.3)
