@@ -20,7 +20,8 @@ DETECT_THRESHOLD = 0.55  # YuNet score: the best F0.5 on the detection benchmark
 NMS_IOU = 0.3
 MIN_FACE = 24  # px, the box's longer side in the original photo; smaller faces are skipped, not classified
 EXIF_ORIENTATION = 0x0112
-DECODE_MIN_SIDE = 1600  # px: large JPEGs are decoded at the smallest DCT scale that keeps the longer side at least this
+DECODE_MIN_SIDE = 1600  # px: large JPEGs are decoded at the smallest DCT scale that keeps the longer side at least this, others reduced so
+REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "RGBa", "PA", "La", "I", "F", "CMYK", "YCbCr")  # what Pillow's Image.reduce takes
 SHRINK_TAP_BYTES = 4 << 20  # shrink works in column bands whose float32 tap is at most this (peak memory)
 DETECT_MAX_SIDE = 640  # photos are shrunk to this longer side for detection (YuNet's training size; peak RSS), crops come from full resolution
 # A second, finer pass finds the small faces the shrink loses: the photo at up to this longer side, in tiles of
@@ -110,7 +111,9 @@ def load_rgb(path: str | Path, warn: Callable[[str], None] | None = None) -> tup
 
     A large JPEG is decoded at a reduced size (libjpeg's DCT scaling, Pillow's draft mode), keeping its
     longer side at least DECODE_MIN_SIDE: a 12-megapixel photo then costs a quarter of the memory and
-    time, and a face still has more pixels than the 48x48 crop needs. HEIC/HEIF photos (what iPhones save) are read
+    time, and a face still has more pixels than the 48x48 crop needs. Other formats cannot be decoded so; a large one
+    is averaged over k x k blocks once decoded (Image.reduce) to a longer side of DECODE_MIN_SIDE up to 2x that, before
+    the copies that follow would each hold the whole photo. HEIC/HEIF photos (what iPhones save) are read
     with pi-heif. A truncated file (a download or copy cut short) is read as far as it goes, as a browser shows it,
     the rest filled by the decoder (JPEG grey, PNG black), and `warn` gets one line saying so. ImageError with a
     one-line reason."""
@@ -158,6 +161,11 @@ def _decoded(p: Path, truncated: bool = False) -> tuple[np.ndarray, float]:
             im.load()
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = before
+        k = max(im.size) // DECODE_MIN_SIDE
+        if k >= 2 and im.mode in ("P", "1"):  # modes Image.reduce refuses; _rgb8 would make them RGB anyway
+            im = im.convert("RGB")
+        if k >= 2 and im.mode in REDUCIBLE_MODES:  # any other large photo: k x k box averages, as libjpeg's scaling gives
+            im = im.reduce(k)
         scale = full[0] / im.size[0]
         try:  # a phone's photo stores the sensor's pixels and how to turn them upright; faces are found upright
             if im.getexif().get(EXIF_ORIENTATION, 1) != 1:

@@ -447,6 +447,21 @@ def test_gray_palette_and_high_bit_depth_images_load_as_their_8_bit_pixels(detec
         assert im.mode.startswith("I;16")  # what the test is about: Pillow opens it as 16-bit
 
 
+@pytest.mark.parametrize("mode", ["RGB", "P", "L"])
+def test_a_large_photo_in_a_format_without_reduced_decoding_is_reduced_once_read(detector, tmp_path, mode):
+    """A large PNG (no DCT scaling to decode it smaller, as a JPEG has) comes back k x k box-averaged, its longer side
+    between DECODE_MIN_SIDE and twice that, with the scale that maps its boxes back to the file's pixels; the face is
+    found where it is in the file."""
+    from ferclient.faces import DECODE_MIN_SIDE
+
+    side = 4 * DECODE_MIN_SIDE + 100
+    Image.fromarray(skimage.data.astronaut()).resize((side, side), Image.Resampling.BILINEAR).convert(mode).save(tmp_path / "large.png", compress_level=1)
+    rgb, scale = load_rgb(tmp_path / "large.png")
+    assert rgb.shape == (1625, 1625, 3) and rgb.dtype == np.uint8 and scale == 4.0
+    faces = detector.detect(rgb)
+    assert len(faces) == 1 and iou(np.asarray(faces[0].box) * scale, np.array(ASTRONAUT_FACE) * side / 512) >= 0.5
+
+
 def test_a_fixed_size_detector_file_is_refused_with_the_fix(tmp_path):
     """Upstream YuNet files declare 640x640; run as they are, ONNX Runtime would refuse every other photo size."""
     onnx = pytest.importorskip("onnx")
