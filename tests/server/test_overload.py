@@ -177,7 +177,10 @@ def test_a_stream_that_writes_without_reading_is_held_to_the_window(busy_server,
     assert replies[250].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "face 0" in replies[250].error.message
     assert all(len(r.results) == 1 and not r.HasField("error") for k, r in enumerate(replies) if k != 250)
     assert batches["8.0"] == batches["all"]  # never more than WINDOW faces in the model at once: the server read no further
-    assert batches["4.0"] < batches["all"]  # yet it did pipeline: some batches held more than 4 messages
+    # Yet it read ahead: 3 or more messages a batch on average, where one at a time would take 500 batches. (Not "some
+    # batch held more than 4": the batcher's "as many as the last batch" rule can split a window of 8 into batches of 4
+    # for good, 8 messages still being read ahead; docs/bench/changes.md says why that rule stays.)
+    assert batches["all"] <= messages / 3
     assert rss.peak <= idle + 150
 
 
