@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 
@@ -93,12 +94,11 @@ async def serve(cfg: config_mod.Config) -> None:
     metrics.gc_frozen.set(gc.get_freeze_count())
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    mport = httpd.server_port if httpd else "off"
+    where = f"{cfg.metrics_host}:{httpd.server_port}/metrics" if httpd else "off"
     tls = "mutual TLS" if cfg.tls_client_ca else "TLS" if creds else "plaintext"
     auth = f"{len(tokens)} bearer tokens" if tokens else "no auth"
     hinfo = f"; health only :{hport}" if health_only else ""
-    log.info("ferserver ready on %s:%d (%s, %s; metrics %s:%s/metrics%s), models %s on %s", cfg.host, port, tls, auth, cfg.metrics_host, mport,
-             hinfo, ", ".join(c.model_id + (" (classifier {classifier_precision}, synthesis {synthesis_precision})".format(**precisions[c.model_id])
+    log.info("ferserver ready on %s:%d (%s, %s; metrics %s%s), models %s on %s", cfg.host, port, tls, auth, where, hinfo, ", ".join(c.model_id + (" (classifier {classifier_precision}, synthesis {synthesis_precision})".format(**precisions[c.model_id])
                                    if precisions[c.model_id] else "") for c in cards), engine.device)
 
     stop = asyncio.Event()
@@ -122,6 +122,10 @@ async def serve(cfg: config_mod.Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = config_mod.parse(argv)
+    # torch's C++ warnings go straight to stderr, not through Python's warnings or logging: at every start a deprecation
+    # notice for the int8 classifier's quantized tensors (quantize.load already falls back to the float one, with a log
+    # line, if a torch can no longer run it). Read when torch loads, which is later; TORCH_CPP_LOG_LEVEL=WARNING shows them.
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         asyncio.run(serve(cfg))

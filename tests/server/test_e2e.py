@@ -355,6 +355,7 @@ def test_sigterm_drains_and_exits_zero(card, fer_test):
         assert len(fut.result().results) == 2
     assert rc == 0
     assert "ready on" in s.ready_line and "stopped" in s.output()
+    assert "Warning:" not in s.output(), s.output()  # torch's C++ notices (TORCH_CPP_LOG_LEVEL) stay out of the log
 
 
 def test_overload_gets_resource_exhausted_not_a_queue(card, fer_test):
