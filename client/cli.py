@@ -417,7 +417,8 @@ def info(args) -> int:
         except grpc.RpcError as e:
             _err(channel_mod.rpc_error_message(e, args.server, args.timeout))
             return 1
-    print(json.dumps(json_format.MessageToDict(reply, preserving_proto_field_name=True), indent=2))
+    # every field, zeros too: quality 0's "index" and the expression layer's "default_quality" were missing
+    print(json.dumps(json_format.MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True), indent=2))
     return 0
 
 

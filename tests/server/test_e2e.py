@@ -285,6 +285,11 @@ def test_grpc_api_info_health_reflection_stream(server, card, fer_test):
         assert replies[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "face 0" in replies[1].error.message
         assert [r.label for r in [*replies[0].results, *replies[2].results]] == [r.label for r in one.results]
         np.testing.assert_allclose([p for r in replies[2].results for p in r.probabilities], [p for r in one.results[2:] for p in r.probabilities], rtol=1e-5)
+    r = run_client("info", "--server", server.address)  # the same, as JSON: every field, zeros included
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert shown["model_id"] == card.model_id and [q["index"] for q in shown["qualities"]] == list(range(card.num_qualities))
+    assert [m["default_quality"] for m in shown["other_models"]] == [0]  # the expression layer's one quality
 
 
 def test_expression_layer_end_to_end(server, astronaut, tmp_path, card, expression_card, fer_test):
