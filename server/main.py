@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 
 import grpc
@@ -32,7 +33,13 @@ async def serve(cfg: config_mod.Config) -> None:
     from .repository import add_to_server as add_encoder_repository  # the edge encoders, for `ferclient models pull`
     from .service import FerCodecServicer
 
-    # Credentials first: a bad certificate or token file fails in a second, not after the models load.
+    # Ports and credentials first: a taken port, a bad certificate or token file fails in a second, not after the models load.
+    for port, flag, what in ((cfg.port, "", "listen on"), (cfg.health_port, " (--health-port)", "listen on"),
+                             (cfg.metrics_port, " (--metrics-host, --metrics-port)", "serve metrics on")):
+        host = cfg.metrics_host if "metrics" in flag else cfg.host
+        why = _unbindable(host, port)
+        if why:
+            raise OSError(f"cannot {what} {host}:{port}{flag}: {why}")
     creds = security.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None
     tokens = security.TokenStore(cfg.auth_token_file) if cfg.auth_token_file else None
     cards = config_mod.model_cards(cfg)
@@ -118,6 +125,29 @@ async def serve(cfg: config_mod.Config) -> None:
     if httpd:
         httpd.shutdown()
     log.info("ferserver stopped")
+
+
+def _unbindable(host: str, port: int) -> str | None:
+    """Why a server could not bind host:port (taken, an address not of this machine), or None. -1 (off) and 0 (any
+    free port) bind. Why check before grpc does: grpc's own failure comes after the models load, and its C core
+    prints a line of its own before ours. A port taken between this check and the bind still fails, as before."""
+    if port <= 0:
+        return None
+    try:
+        found = socket.getaddrinfo(None if host in ("", "0.0.0.0", "::", "[::]") else host.strip("[]"), port,
+                                   type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        return f"cannot resolve {host} ({e.strerror})"
+    errors = []
+    for family, kind, proto, _, addr in found:  # grpc serves if any of them binds (a host without IPv6 serves IPv4)
+        try:
+            with socket.socket(family, kind, proto) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds: a port in TIME_WAIT is free
+                s.bind(addr)
+                return None
+        except OSError as e:
+            errors.append(e.strerror or str(e))
+    return errors[0] if errors else None
 
 
 def main(argv: list[str] | None = None) -> int:

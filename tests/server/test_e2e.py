@@ -377,7 +377,7 @@ def test_overload_gets_resource_exhausted_not_a_queue(card, fer_test):
 
 @pytest.mark.slow
 def test_taken_ports_stop_the_server_with_one_line():
-    """A port another process holds, for gRPC or for /metrics: one line naming the address (and the flags), exit 2, no traceback."""
+    """A port another process holds, for gRPC, /metrics or health: one line naming the address (and the flags), exit 2, no traceback."""
     import socket
     import subprocess
     import sys
@@ -387,8 +387,11 @@ def test_taken_ports_stop_the_server_with_one_line():
         held.listen()
         taken = held.getsockname()[1]
         for flags, says in ((["--port", str(taken)], f"cannot listen on 127.0.0.1:{taken}"),
-                            (["--port", str(free_port()), "--metrics-port", str(taken)], f"cannot serve metrics on 127.0.0.1:{taken} (--metrics-host, --metrics-port)")):
+                            (["--port", str(free_port()), "--metrics-port", str(taken)], f"cannot serve metrics on 127.0.0.1:{taken} (--metrics-host, --metrics-port)"),
+                            (["--port", str(free_port()), "--health-port", str(taken)], f"cannot listen on 127.0.0.1:{taken} (--health-port)")):
             r = subprocess.run([sys.executable, "-m", "ferserver.main", "--host", "127.0.0.1", "--metrics-host", "127.0.0.1", *flags],
                                capture_output=True, text=True, timeout=120)
             errors = [line for line in r.stderr.splitlines() if line.startswith("ferserver:")]
             assert r.returncode == 2 and len(errors) == 1 and says in errors[0] and "Traceback" not in r.stderr, r.stderr[-2000:]
+            # Nothing else on stderr: no line of grpc's C core, and none of the models' loading (checked before it).
+            assert r.stderr.strip() == errors[0] and "Address already in use" in errors[0], r.stderr[-2000:]
