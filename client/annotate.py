@@ -66,8 +66,9 @@ def draw(rgb, marks, scale: float = 1.0):
     return im
 
 
-def annotate(src: str | Path, out: Path, marks) -> None:
-    """Read src again (upright, as ferclient read it), draw marks, save out as JPEG. ImageError/OSError on failure."""
+def annotate(src: str | Path | bytes, out: Path, marks) -> None:
+    """Read src (a path, or the bytes read from standard input) again (upright, as ferclient read it), draw marks, save
+    out as JPEG. ImageError/OSError on failure."""
     from .faces import load_rgb
 
     rgb, scale = load_rgb(src)

@@ -60,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ferclient", description="Send faces as learned bitstreams to a fercodec server.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("send", help="detect, encode and send the faces in images")
-    s.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything Pillow reads, and HEIC); a directory stands for the images directly inside it")
+    s.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything Pillow reads, and HEIC); a directory stands for the images directly inside it; - for one image read from standard input")
     channel_mod.add_arguments(s)
     s.add_argument("--quality", type=int, default=None, help="codec quality index (default: the model's default)")
     s.add_argument("--no-detect", action="store_true", help="each image is already a face crop")
@@ -106,7 +106,7 @@ def _prepare(path: str, args, encoder, detector):
 
     from .faces import align, box_crop, load_rgb, to_gray, whole
 
-    rgb, scale = load_rgb(path, warn=lambda note: _err(f"{path}: {note}"))
+    rgb, scale = load_rgb(_source(path, args), warn=lambda note: _err(f"{path}: {note}"))
     gray = to_gray(rgb)
     size = encoder.card.face_size[0]
     if args.no_detect:
@@ -123,6 +123,15 @@ def _prepare(path: str, args, encoder, detector):
         raise ValueError("no face found (pass --no-detect if the image is already a face crop, or lower --detect-threshold)")
     cut = box_crop if args.no_align else align
     return [shown[k] for k in keep], encoder.encode(np.stack([cut(gray, found[k], size) for k in keep]), args.quality), skipped
+
+
+STDIN = "-"  # the IMAGE that stands for one image read from standard input
+
+
+def _source(path: str, args) -> str | bytes:
+    """What faces.load_rgb reads for an IMAGE: its path, or for STDIN the bytes send() read from standard input once
+    (the file is read again for --annotate, and when a pulled encoder re-encodes it)."""
+    return args.stdin if path == STDIN else path
 
 
 def _expand(paths: list[str]) -> list[tuple[str, str | None]]:
@@ -170,6 +179,15 @@ def send(args) -> int:
             except OSError as e:
                 _err(f"cannot create {folder}: {e.strerror or e}")
                 return 2
+    args.stdin = b""
+    if STDIN in args.images:
+        if args.images.count(STDIN) > 1:
+            _err("- (standard input) can be given once")
+            return 2
+        if sys.stdin is None or sys.stdin.isatty():
+            _err("- reads an image from standard input, which is a terminal here: pipe one in (ferclient send - < photo.jpg)")
+            return 2
+        args.stdin = sys.stdin.buffer.read()
     # swap: the server's encoder, pulled when it refuses ours (or why that failed); stems: output names given out so far
     state = {"encoder": encoder, "swap": {}, "stems": {}}
     paths = _expand(args.images)
@@ -271,7 +289,7 @@ def _answer(entry, args, state, channel, stub, detector) -> bool:
 def _stem(path: str, stems: dict) -> str:
     """The name a file's --reconstruct and --annotate outputs start with: its stem, or stem-2, stem-3, ... for a later
     file of the same stem in this run (photos/a.jpg and more/a.png must not overwrite each other)."""
-    stem = Path(path).stem
+    stem = "stdin" if path == STDIN else Path(path).stem
     taken = stems.setdefault(stem, [])
     if path not in taken:
         taken.append(path)
@@ -307,7 +325,7 @@ def _annotate(path, stem, args, faces, results, skipped) -> bool:
 
     try:
         out = output_path(stem, args.annotate)
-        annotate(path, out, marks_for(faces, [r.label for r in results], [r.confidence for r in results], skipped, args.min_face))
+        annotate(_source(path, args), out, marks_for(faces, [r.label for r in results], [r.confidence for r in results], skipped, args.min_face))
     except (ImageError, OSError, ValueError) as e:
         _err(f"{path}: cannot write the annotated copy: {e}")
         return False

@@ -9,6 +9,7 @@ faces, so a crop from a photo is framed like the faces the models were trained o
 from __future__ import annotations
 
 import functools
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -105,7 +106,7 @@ class Face:
         return self if k == 1.0 else Face(tuple(int(round(v * k)) for v in self.box), self.score, self.landmarks * k)
 
 
-def load_rgb(path: str | Path, warn: Callable[[str], None] | None = None) -> tuple[np.ndarray, float]:
+def load_rgb(path: str | Path | bytes, warn: Callable[[str], None] | None = None) -> tuple[np.ndarray, float]:
     """(uint8 [H, W, 3], scale): a photo's pixels, upright as its EXIF orientation says, and how many of its own
     pixels one of them spans.
 
@@ -116,14 +117,19 @@ def load_rgb(path: str | Path, warn: Callable[[str], None] | None = None) -> tup
     the copies that follow would each hold the whole photo. HEIC/HEIF photos (what iPhones save) are read
     with pi-heif. A truncated file (a download or copy cut short) is read as far as it goes, as a browser shows it,
     the rest filled by the decoder (JPEG grey, PNG black), and `warn` gets one line saying so. ImageError with a
-    one-line reason."""
+    one-line reason. `path` may be the file's bytes instead (what `ferclient send -` reads from standard input)."""
     from PIL import Image, UnidentifiedImageError
 
-    p = Path(path)
-    if not p.exists():
-        raise ImageError("no such file")
-    if p.is_dir():
-        raise ImageError("is a directory, not an image")
+    if isinstance(path, bytes):
+        if not path:
+            raise ImageError("empty: no image arrived")
+        p = _Bytes(path)
+    else:
+        p = Path(path)
+        if not p.exists():
+            raise ImageError("no such file")
+        if p.is_dir():
+            raise ImageError("is a directory, not an image")
     try:
         try:
             return _decoded(p)
@@ -146,11 +152,20 @@ def load_rgb(path: str | Path, warn: Callable[[str], None] | None = None) -> tup
         raise ImageError(f"cannot read image ({e})") from None
 
 
-def _decoded(p: Path, truncated: bool = False) -> tuple[np.ndarray, float]:
+class _Bytes(bytes):
+    """An image's bytes where load_rgb expects a path: no file name, so no suffix; opened afresh for each try."""
+
+    suffix = ""
+
+    def open(self) -> io.BytesIO:
+        return io.BytesIO(self)
+
+
+def _decoded(p: Path | _Bytes, truncated: bool = False) -> tuple[np.ndarray, float]:
     """load_rgb's work, for a file Pillow can open (`truncated`: decode what there is of a file cut short)."""
     from PIL import Image, ImageFile, ImageOps
 
-    with Image.open(p) as im:
+    with Image.open(p.open() if isinstance(p, _Bytes) else p) as im:
         full = im.size
         if im.format == "JPEG" and max(full) > DECODE_MIN_SIDE:
             k = DECODE_MIN_SIDE / max(full)

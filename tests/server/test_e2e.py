@@ -64,6 +64,39 @@ def test_send_astronaut_finds_the_smiling_face(server, astronaut, tmp_path, card
     assert 'classifier_precision="int8,-"' in after and f'synthesis_precision="{_cpu_synthesis()},-"' in after
 
 
+def test_an_image_piped_to_standard_input(server, astronaut, tmp_path):
+    """`ferclient send -` reads one image from standard input (read once: --annotate draws on the same bytes), beside
+    files; an empty pipe, a terminal and a second - are one line each."""
+    import subprocess
+
+    from ..conftest import BIN
+
+    def send(*args, stdin=None):
+        return subprocess.run([str(BIN / "ferclient"), "send", *args, "--server", server.address], input=stdin, capture_output=True, timeout=60,
+                              **({} if stdin is not None else {"stdin": subprocess.DEVNULL}))
+
+    r = send("-", str(astronaut), "--json", "--annotate", str(tmp_path), stdin=astronaut.read_bytes())
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    rows = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    assert [row["file"] for row in rows] == ["-", str(astronaut)] and [row["label"] for row in rows] == ["happy", "happy"]
+    assert rows[0]["box"] == rows[1]["box"] and iou(rows[0]["box"], ASTRONAUT_FACE) >= 0.5
+    assert Image.open(tmp_path / "stdin_annotated.jpg").size == Image.open(astronaut).size
+    r = send("-", stdin=b"")
+    assert r.returncode == 1 and r.stderr.decode().strip() == "ferclient: -: empty: no image arrived"
+    r = send("-", "-", stdin=astronaut.read_bytes())
+    assert r.returncode == 2 and r.stderr.decode().strip() == "ferclient: - (standard input) can be given once"
+    import os
+    import pty
+
+    tty, other = pty.openpty()
+    try:
+        r = subprocess.run([str(BIN / "ferclient"), "send", "-", "--server", server.address], stdin=other, capture_output=True, timeout=60)
+    finally:
+        os.close(tty)
+        os.close(other)
+    assert r.returncode == 2 and "standard input, which is a terminal" in r.stderr.decode() and len(r.stderr.decode().splitlines()) == 1
+
+
 def test_a_16_bit_grayscale_photo_is_read_as_its_8_bit_twin(server, astronaut, tmp_path):
     """ferclient send on a 16-bit PNG finds the face and answers as for the same photo in 8 bits."""
     with Image.open(astronaut) as im:
