@@ -144,7 +144,8 @@ def _expand(paths: list[str]) -> list[tuple[str, str | None]]:
     for path in paths:
         p = Path(path)
         if not p.is_dir():
-            out.append((path, None))
+            url = "://" in path and not p.exists()
+            out.append((path, "a URL: ferclient reads files; pipe it in instead (curl -s URL | ferclient send -)" if url else None))
             continue
         files = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in known)
         out += [(f, None) for f in files] or [(path, "a directory with no image files directly inside it")]

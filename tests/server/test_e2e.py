@@ -66,7 +66,7 @@ def test_send_astronaut_finds_the_smiling_face(server, astronaut, tmp_path, card
 
 def test_an_image_piped_to_standard_input(server, astronaut, tmp_path):
     """`ferclient send -` reads one image from standard input (read once: --annotate draws on the same bytes), beside
-    files; an empty pipe, a terminal and a second - are one line each."""
+    files; an empty pipe, a terminal and a second - are one line each, and so is a URL given as a file."""
     import subprocess
 
     from ..conftest import BIN
@@ -81,6 +81,9 @@ def test_an_image_piped_to_standard_input(server, astronaut, tmp_path):
     assert [row["file"] for row in rows] == ["-", str(astronaut)] and [row["label"] for row in rows] == ["happy", "happy"]
     assert rows[0]["box"] == rows[1]["box"] and iou(rows[0]["box"], ASTRONAUT_FACE) >= 0.5
     assert Image.open(tmp_path / "stdin_annotated.jpg").size == Image.open(astronaut).size
+    r = send("https://example.com/face.jpg")  # a URL is not fetched: one line saying how to send it
+    assert r.returncode == 1 and r.stderr.decode().strip() == ("ferclient: https://example.com/face.jpg: a URL: ferclient reads files; "
+                                                              "pipe it in instead (curl -s URL | ferclient send -)")
     r = send("-", stdin=b"")
     assert r.returncode == 1 and r.stderr.decode().strip() == "ferclient: -: empty: no image arrived"
     r = send("-", "-", stdin=astronaut.read_bytes())
