@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import threading
 import time
@@ -33,16 +34,24 @@ class SourceError(ValueError):
     """The video or camera cannot be opened or read."""
 
 
-def open_camera(index: int):
-    """The camera's cv2.VideoCapture (a function of its own, so tests can put a fake source in its place)."""
+def _cv2():
+    """OpenCV, its own log silenced: a camera that cannot be opened printed two lines of OpenCV's (a WARN and an ERROR)
+    before ferclient's one line saying so, and a video it cannot decode may print more."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own log (AV_LOG_QUIET), read when it first decodes
     import cv2
 
-    return cv2.VideoCapture(index)
+    cv2.setLogLevel(0)  # silent
+    return cv2
+
+
+def open_camera(index: int):
+    """The camera's cv2.VideoCapture (a function of its own, so tests can put a fake source in its place)."""
+    return _cv2().VideoCapture(index)
 
 
 def open_source(video: str | None, camera: int | None):
     """(capture, frames per second, frame count or None for a live source)."""
-    import cv2
+    cv2 = _cv2()
 
     if video is not None:
         if not Path(video).is_file():
@@ -333,6 +342,9 @@ def run(args, err) -> int:
         err(f"{w.frames} frames sampled in {elapsed:.1f} s, {tracks} tracks, faces sent {w.faces_sent} of {w.faces_seen} "
             f"({100.0 * (w.faces_seen - w.faces_sent) / max(1, w.faces_seen):.0f} % unchanged, not sent), {w.bytes_sent} B"
             + (f" ({w.bytes_sent / duration / max(1, tracks):.0f} B/s per track)" if duration > 0 else ""))
+    if not w.frames and not status:  # nothing decoded: say so, rather than end without a word
+        err(f"{args.video}: no frame could be decoded" if args.video is not None else f"camera {args.camera} gave no frame")
+        return 1
     if args.timeline:
         write_timeline(w.rows, args.timeline, w.names)
     if args.plot:

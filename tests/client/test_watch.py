@@ -142,10 +142,27 @@ def test_bad_sources_are_one_line_exit_2(tmp_path):
     for source, message in ((str(tmp_path / "missing.mp4"), "no such file"), (str(tmp_path / "notes.txt"), "not a video")):
         r = run_client("watch", source)
         assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    r = run_client("watch", "--camera", "97")  # no such camera: OpenCV's own WARN and ERROR lines stay out
+    assert r.returncode == 2 and r.stderr == "ferclient: camera 97 cannot be opened\n", r.stderr
     r = run_client("watch", "x.mp4", "--smooth", "0")
     assert r.returncode == 2 and "must be in (0, 1]" in r.stderr
     r = run_client("watch")
     assert r.returncode == 2 and "one of the arguments" in r.stderr
+
+
+def test_a_video_with_no_frame_to_decode_is_one_line_exit_1(server, video, tmp_path):
+    """A file OpenCV opens but reads no frame from (here an image cut short, which FFmpeg takes for a one-image video):
+    one line saying so, where it ended silently with exit 0, and none of FFmpeg's own ("[png @ 0x...] chunk too big")."""
+    import io
+
+    import skimage.data
+
+    png = io.BytesIO()
+    Image.fromarray(skimage.data.astronaut()).save(png, format="PNG")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(png.getvalue()[:3000])
+    r = run_client("watch", str(cut), "--server", server.address)
+    assert r.returncode == 1 and r.stderr == f"ferclient: {cut}: no frame could be decoded\n" and not r.stdout, r.stderr
 
 
 def test_without_opencv_watch_says_what_to_install(video):
