@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
 
 from fermodels import argtypes
 
@@ -55,11 +54,22 @@ def _address(text: str) -> str:
     return text
 
 
-def _read(path: str, what: str) -> bytes:
+def _pem(path: str, what: str, kind: str) -> bytes:
+    from ferwire.credentials import read_pem
+
     try:
-        return Path(path).read_bytes()
+        return read_pem(path, what, kind)
+    except (OSError, ValueError) as e:
+        raise ChannelSettingError(str(e)) from None
+
+
+def _read(path: str, what: str) -> bytes:
+    from ferwire.credentials import read
+
+    try:
+        return read(path, what)
     except OSError as e:
-        raise ChannelSettingError(f"cannot read {what} {path}: {e.strerror or e}") from None
+        raise ChannelSettingError(str(e)) from None
 
 
 def token(args) -> str | None:
@@ -83,9 +93,9 @@ def open_channel(args):
     options = [("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1)]
     if args.tls_ca or args.tls_cert:
         creds = grpc.ssl_channel_credentials(
-            root_certificates=_read(args.tls_ca, "CA bundle") if args.tls_ca else None,
-            private_key=_read(args.tls_key, "TLS key") if args.tls_key else None,
-            certificate_chain=_read(args.tls_cert, "TLS certificate") if args.tls_cert else None,
+            root_certificates=_pem(args.tls_ca, "CA bundle", "certificate") if args.tls_ca else None,
+            private_key=_pem(args.tls_key, "TLS key", "key") if args.tls_key else None,
+            certificate_chain=_pem(args.tls_cert, "TLS certificate", "certificate") if args.tls_cert else None,
         )
         channel = grpc.secure_channel(args.server, creds, options=options)
     else:

@@ -11,28 +11,19 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-from pathlib import Path
 
 import grpc
+
+from ferwire.credentials import read, read_pem
 
 log = logging.getLogger("ferserver")
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)  # orchestrators probe health without credentials
 
 
-def _read(path: str, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise OSError(f"cannot read {what} {path}: {e.strerror or e}") from None
-
-
 def server_credentials(cert: str, key: str, client_ca: str | None) -> grpc.ServerCredentials:
     """TLS with cert/key; with client_ca, every client must present a certificate it signed (mTLS)."""
-    pair = (_read(key, "TLS key"), _read(cert, "TLS certificate"))
-    for blob, what, path in ((pair[0], "TLS key", key), (pair[1], "TLS certificate", cert)):
-        if b"-----BEGIN" not in blob:
-            raise ValueError(f"{what} {path} is not PEM")
-    ca = _read(client_ca, "client CA bundle") if client_ca else None
+    pair = (read_pem(key, "TLS key", "key"), read_pem(cert, "TLS certificate", "certificate"))
+    ca = read_pem(client_ca, "client CA bundle", "certificate") if client_ca else None
     return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
 
 
@@ -57,7 +48,7 @@ class TokenStore:
         self._digests = self._load()
 
     def _load(self) -> list[bytes]:
-        lines = _read(self.path, "token file").decode(errors="replace").splitlines()
+        lines = read(self.path, "token file").decode(errors="replace").splitlines()
         tokens = [t.strip() for t in lines if t.strip() and not t.strip().startswith("#")]
         if not tokens:
             raise ValueError(f"token file {self.path} holds no tokens")

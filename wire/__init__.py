@@ -4,6 +4,7 @@
     entropy     the context-adaptive entropy tables (tables.npz) and their fitting
     card        a model directory's model.json (ModelCard) and the bundled models' location
     edge_bundle the encoder bundle servers hand to edge devices: its files and their SHA-256s
+    credentials TLS's PEM files and bearer-token files, read and checked the same way on both sides
 
 Numpy, zlib and constriction only: importing ferwire never pulls torch or CompressAI.
 """

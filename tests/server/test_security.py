@@ -216,13 +216,16 @@ def test_bad_credentials_stop_the_server_at_once_with_one_line(pki, tmp_path):
     (tmp_path / "junk.pem").write_text("not a certificate")
     for extra, message in ((["--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(pki / "server.key")], "cannot read TLS certificate"),
                            (["--tls-cert", str(tmp_path / "junk.pem"), "--tls-key", str(pki / "server.key")], "is not PEM"),
+                           (["--tls-cert", str(pki / "server.key"), "--tls-key", str(pki / "server.key")], "is not PEM: no -----BEGIN CERTIFICATE----- line"),
+                           (["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"), "--tls-client-ca", str(tmp_path / "junk.pem")],
+                            f"client CA bundle {tmp_path / 'junk.pem'} is not PEM"),
                            (["--auth-token-file", str(tmp_path / "empty")], "holds no tokens")):
         with pytest.raises(RuntimeError, match="exited with 2") as e:
             ServerProcess(*extra, timeout=60)
         assert "ferserver: " in str(e.value) and message in str(e.value) and "Traceback" not in str(e.value)
 
 
-def test_client_setting_errors_are_one_line_exit_2(tmp_path, astronaut):
+def test_client_setting_errors_are_one_line_exit_2(tmp_path, astronaut, pki):
     r = run_client("info", "--tls-ca", str(tmp_path / "missing.pem"))
     assert r.returncode == 2 and r.stderr.startswith("ferclient: cannot read CA bundle") and r.stderr.count("\n") == 1
     (tmp_path / "empty").write_text("\n")
@@ -230,6 +233,15 @@ def test_client_setting_errors_are_one_line_exit_2(tmp_path, astronaut):
     assert r.returncode == 2 and "holds no token" in r.stderr and "Traceback" not in r.stderr
     r = run_client("info", "--tls-cert", str(tmp_path / "c.pem"))
     assert r.returncode == 2 and "--tls-cert and --tls-key go together" in r.stderr
+    # A file that is not the PEM it should be: one line naming it, not grpc's C-core lines and an "unreachable" server.
+    (tmp_path / "photo.pem").write_bytes(astronaut.read_bytes())
+    for flags, says in ((["--tls-ca", str(tmp_path / "photo.pem")], f"CA bundle {tmp_path / 'photo.pem'} is not PEM: no -----BEGIN CERTIFICATE----- line"),
+                        (["--tls-ca", str(pki / "ca.pem"), "--tls-cert", str(pki / "client.key"), "--tls-key", str(pki / "client.key")],
+                         f"TLS certificate {pki / 'client.key'} is not PEM"),
+                        (["--tls-ca", str(pki / "ca.pem"), "--tls-cert", str(pki / "client.pem"), "--tls-key", str(pki / "client.pem")],
+                         f"TLS key {pki / 'client.pem'} is not PEM: no -----BEGIN ... PRIVATE KEY----- line")):
+        r = run_client("send", str(astronaut), *flags)
+        assert r.returncode == 2 and r.stderr.startswith(f"ferclient: {says}") and r.stderr.count("\n") == 1, r.stderr
 
 
 def test_token_store_and_loopback(tmp_path):
