@@ -22,6 +22,7 @@ NMS_IOU = 0.3
 MIN_FACE = 24  # px, the box's longer side in the original photo; smaller faces are skipped, not classified
 EXIF_ORIENTATION = 0x0112
 DECODE_MIN_SIDE = 1600  # px: large JPEGs are decoded at the smallest DCT scale that keeps the longer side at least this, others reduced so
+DITHER_BLUR_PX = 1.5  # Gaussian sigma that turns a 1-bit photo's dither back into greys (the astronaut: face 0.93, as in colour)
 REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "RGBa", "PA", "La", "I", "F", "CMYK", "YCbCr")  # what Pillow's Image.reduce takes
 SHRINK_TAP_BYTES = 4 << 20  # shrink works in column bands whose float32 tap is at most this (peak memory)
 DETECT_MAX_SIDE = 640  # photos are shrunk to this longer side for detection (YuNet's training size; peak RSS), crops come from full resolution
@@ -163,7 +164,7 @@ class _Bytes(bytes):
 
 def _decoded(p: Path | _Bytes, truncated: bool = False) -> tuple[np.ndarray, float]:
     """load_rgb's work, for a file Pillow can open (`truncated`: decode what there is of a file cut short)."""
-    from PIL import Image, ImageFile, ImageOps
+    from PIL import Image, ImageFile, ImageFilter, ImageOps
 
     with Image.open(p.open() if isinstance(p, _Bytes) else p) as im:
         full = im.size
@@ -176,8 +177,10 @@ def _decoded(p: Path | _Bytes, truncated: bool = False) -> tuple[np.ndarray, flo
             im.load()
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = before
+        if im.mode == "1":  # a dithered black-and-white photo: in pure black and white dots the detector found no face
+            im = im.convert("L").filter(ImageFilter.GaussianBlur(DITHER_BLUR_PX))
         k = max(im.size) // DECODE_MIN_SIDE
-        if k >= 2 and im.mode in ("P", "1"):  # modes Image.reduce refuses; _rgb8 would make them RGB anyway
+        if k >= 2 and im.mode == "P":  # a mode Image.reduce refuses; _rgb8 would make it RGB anyway
             im = im.convert("RGB")
         if k >= 2 and im.mode in REDUCIBLE_MODES:  # any other large photo: k x k box averages, as libjpeg's scaling gives
             im = im.reduce(k)

@@ -430,16 +430,20 @@ def test_a_phone_photo_is_turned_upright_by_its_exif_orientation(detector, tmp_p
 
 def test_gray_palette_and_high_bit_depth_images_load_as_their_8_bit_pixels(detector, tmp_path):
     """A 16-bit grayscale PNG, a 32-bit integer TIFF holding 16-bit values and float TIFFs (0..1 and 0..255) load as
-    the 8-bit photo they hold (Pillow's own convert clips them: white or black, and no face), and the face is found."""
+    the 8-bit photo they hold (Pillow's own convert clips them: white or black, and no face), and the face is found;
+    in a dithered 1-bit PNG too."""
     gray = np.asarray(Image.fromarray(skimage.data.astronaut()).convert("L"))
     images = {"L.png": Image.fromarray(gray), "P.png": Image.fromarray(gray).convert("P"), "I16.png": Image.fromarray(gray.astype(np.uint16) * 257),
               "I32.tiff": Image.fromarray(gray.astype(np.int32) * 257), "F1.tiff": Image.fromarray(gray.astype(np.float32) / 255),
               "F255.tiff": Image.fromarray(gray.astype(np.float32))}
+    images["1.png"] = Image.fromarray(gray).convert("1")  # dithered black and white, blurred back into greys
     for name, im in images.items():
         im.save(tmp_path / name)
         rgb, scale = load_rgb(tmp_path / name)
         assert rgb.shape == (512, 512, 3) and rgb.dtype == np.uint8 and scale == 1.0
-        if name != "P.png":  # a palette of 256 grays may merge a few levels
+        if name == "1.png":  # only the shape of the photo comes back from its dots
+            assert np.abs(rgb.astype(int) - gray[..., None]).mean() < 40, name
+        elif name != "P.png":  # a palette of 256 grays may merge a few levels
             assert np.abs(rgb.astype(int) - gray[..., None]).max() <= 1, name
         faces = detector.detect(rgb)
         assert len(faces) == 1 and iou(faces[0].box, ASTRONAUT_FACE) >= 0.5, name
