@@ -28,7 +28,9 @@
    Then, since the table's paths run minutes apart and a shared VM's speed drifts
    by more than the gaps being measured, each fercodec path and (c) take turns:
    --rounds pairs of short windows per level, (c) first in odd rounds; each pair
-   gives a ratio, and the median of those is the head-to-head figure.
+   gives a ratio, and the median of those is the head-to-head figure. The same
+   alternation under open-loop load (--rates: one-face calls arriving at random,
+   as from many devices, answered or not) gives each path's and (c)'s latency.
 3. Edge encoding, one face per call on one ONNX Runtime thread (what a small
    device does): the image codec at its default quality against the expression
    layer, whose encoder runs the classifier's front twice.
@@ -333,6 +335,19 @@ def serving_markdown(s: dict) -> str:
         for key, by_level in h["ratios"].items():
             verdict = {lv: statistics.median(r) >= GOAL_JPEG for lv, r in by_level.items()}
             lines.append(f"- {rows[key]['what']}: ≥ {GOAL_JPEG:g}x (c) head to head {_met(verdict)}")
+    if s.get("open_loop"):
+        o = s["open_loop"]
+        lines += ["", f"Open loop: one-face calls arriving at random (Poisson) at a fixed rate over 16 channels, as from many devices, "
+                  f"whether or not earlier calls were answered (the tables above are closed loops: each caller waits for its answer). "
+                  f"Each path and (c) in alternating {o['seconds']:g} s windows, {o['rounds']} pairs per rate; latency ms, median "
+                  "over the windows (`scripts/bench_ab.py --rates` compares two revisions of ferserver the same way):", "",
+                  "| path | arrivals/s | p50 ms | p99 ms | (c) p50 ms | (c) p99 ms | errors |", "|---|---|---|---|---|---|---|"]
+        for key, by_rate in o["windows"].items():
+            for rate, got in by_rate.items():
+                med = {side: {q: statistics.median(w[q] for w in ws) for q in ("p50_ms", "p99_ms")} for side, ws in got.items()}
+                errors = sum(w["errors"] for ws in got.values() for w in ws)
+                lines.append(f"| {rows[key]['what']} | {float(rate):g} | {med['ours']['p50_ms']:.1f} | {med['ours']['p99_ms']:.1f} | "
+                             f"{med['jpeg']['p50_ms']:.1f} | {med['jpeg']['p99_ms']:.1f} | {errors} |")
     return "\n".join(lines) + "\n"
 
 
@@ -450,6 +465,24 @@ def serving(args, servers: dict, prep: dict, labels: np.ndarray) -> dict:
     return rows
 
 
+def open_loop(servers: dict, prep: dict, rates: list[float], rounds: int, seconds: float) -> dict:
+    """{path key: {rate: {"ours": [window], "jpeg": [window]}}}: the path and (c) in alternating open-loop windows
+    (_arrivals: one-face calls at random, as from many devices), each window's p50/p99 latency."""
+    out: dict = {}
+    for key, kind in (("fercodec", "image"), ("fercodec_expr", "expression")):
+        out[key] = {}
+        for rate in rates:
+            got: dict = {"ours": [], "jpeg": []}
+            for r in range(rounds):
+                for side in (("jpeg", "ours") if r % 2 else ("ours", "jpeg")):
+                    server = servers["jpeg"] if side == "jpeg" else servers["fercodec"]
+                    got[side].append(asyncio.run(_arrivals(server.address, prep["payloads"]["jpeg" if side == "jpeg" else kind], rate, seconds, 0.5, seed=r)))
+            out[key][rate] = got
+            med = {side: statistics.median(w["p50_ms"] for w in ws) for side, ws in got.items()}
+            say(f"open loop, {key} and (c) at {rate:g} faces/s: p50 {med['ours']:.1f} and {med['jpeg']:.1f} ms")
+    return out
+
+
 def head_to_head(servers: dict, prep: dict, levels: list[int], rounds: int, seconds: float, warmup: float) -> dict:
     """{path key: {level: per-round faces/s ratios against (c)}}: the path and (c) in alternating windows (see the module doc)."""
     pairs = [("fercodec", "image"), ("fercodec_expr", "expression")]
@@ -510,7 +543,7 @@ def encoder_macs(model: str | None) -> int:
 
 
 QUICK = {"levels": [1, 32], "seconds": 1.0, "warmup": 0.3, "faces": 64, "runs": 0, "jpeg_faces": 200, "no_unbatched": True, "no_fp32": True, "no_edge": True,
-         "rounds": 2, "h2h_seconds": 0.5}
+         "rounds": 2, "h2h_seconds": 0.5, "rates": [50.0]}
 
 
 def main(argv=None) -> int:
@@ -529,6 +562,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-edge", action="store_true", help="skip the edge-encoding figures")
     p.add_argument("--rounds", type=int, default=6, help="alternating fercodec/(c) window pairs per level for the head-to-head ratios (0 skips them)")
     p.add_argument("--h2h-seconds", type=float, default=2.0, help="measured seconds per head-to-head window")
+    p.add_argument("--rates", type=lambda v: [float(x) for x in v.split(",") if x], default=[100.0, 300.0, 600.0],
+                   help="open-loop arrival rates, faces/s, comma-separated, for the open-loop table (default 100,300,600; '' skips it); "
+                        "--rounds window pairs each, of --h2h-seconds")
     p.add_argument("--out", default=str(ROOT / "docs" / "bench"), help="where serving.md and serving.json go")
     p.add_argument("--quick", action="store_true", help="a small run for tests: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
     p.add_argument("--replot", action="store_true", help="measure nothing: draw --out's serving.png again from its serving.json")
@@ -574,6 +610,9 @@ def main(argv=None) -> int:
         if args.rounds:
             out["head_to_head"] = {"rounds": args.rounds, "seconds": args.h2h_seconds,
                                    "ratios": head_to_head(servers, prep, args.levels, args.rounds, args.h2h_seconds, min(args.warmup, 0.5))}
+        if args.rounds and args.rates:
+            out["open_loop"] = {"rounds": args.rounds, "seconds": args.h2h_seconds,
+                                "windows": open_loop(servers, prep, args.rates, args.rounds, args.h2h_seconds)}
         with ThreadPoolExecutor(len(servers)) as pool:  # each takes seconds to drain and tear down: all at once
             list(pool.map(lambda s: s.stop(), servers.values()))
     out["quality"], out["jpeg_quality"] = prep["quality"], prep["jpeg_quality"]

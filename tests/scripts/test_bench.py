@@ -72,7 +72,17 @@ def test_quick_bench_bytes_order_and_report(quick):
     assert h["rounds"] == 2 and set(h["ratios"]) == {"fercodec", "fercodec_expr"}
     for key, by_level in h["ratios"].items():
         assert set(by_level) == {"1", "32"} and all(len(r) == 2 and all(0 < x < 100 for x in r) for r in by_level.values())
-        assert sum(line.startswith(f"| {s['rows'][key]['what']} | ") for line in md.split("Head to head against (c)", 1)[1].splitlines()) == 1
+        h2h = md.split("Head to head against (c)", 1)[1].split("Open loop:", 1)[0]
+        assert sum(line.startswith(f"| {s['rows'][key]['what']} | ") for line in h2h.splitlines()) == 1
+    # open loop: each fercodec path and (c) in alternating windows of random arrivals, a row per path and rate
+    o = s["open_loop"]
+    assert o["rounds"] == 2 and set(o["windows"]) == {"fercodec", "fercodec_expr"}
+    for key, by_rate in o["windows"].items():
+        assert list(by_rate) == ["50.0"]
+        for side in ("ours", "jpeg"):
+            assert len(by_rate["50.0"][side]) == 2 and all(w["errors"] == 0 and 0 < w["p50_ms"] <= w["p99_ms"] < 1000 for w in by_rate["50.0"][side])
+        rows = [line for line in md.split("Open loop:", 1)[1].splitlines() if line.startswith(f"| {s['rows'][key]['what']} | 50 | ")]
+        assert len(rows) == 1 and rows[0].endswith("| 0 |"), rows
     assert not any(math.isnan(v) for v in b.values())
 
 
