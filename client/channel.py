@@ -54,21 +54,13 @@ def _address(text: str) -> str:
     return text
 
 
-def _pem(path: str, what: str, kind: str) -> bytes:
-    from ferwire.credentials import read_pem
+def _read(path: str, what: str, kind: str | None = None) -> bytes:
+    """The file's bytes (kind "certificate" or "key": checked to be that PEM), or ChannelSettingError with one line."""
+    from ferwire.credentials import read, read_pem
 
     try:
-        return read_pem(path, what, kind)
+        return read_pem(path, what, kind) if kind else read(path, what)
     except (OSError, ValueError) as e:
-        raise ChannelSettingError(str(e)) from None
-
-
-def _read(path: str, what: str) -> bytes:
-    from ferwire.credentials import read
-
-    try:
-        return read(path, what)
-    except OSError as e:
         raise ChannelSettingError(str(e)) from None
 
 
@@ -93,9 +85,9 @@ def open_channel(args):
     options = [("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1)]
     if args.tls_ca or args.tls_cert:
         creds = grpc.ssl_channel_credentials(
-            root_certificates=_pem(args.tls_ca, "CA bundle", "certificate") if args.tls_ca else None,
-            private_key=_pem(args.tls_key, "TLS key", "key") if args.tls_key else None,
-            certificate_chain=_pem(args.tls_cert, "TLS certificate", "certificate") if args.tls_cert else None,
+            root_certificates=_read(args.tls_ca, "CA bundle", "certificate") if args.tls_ca else None,
+            private_key=_read(args.tls_key, "TLS key", "key") if args.tls_key else None,
+            certificate_chain=_read(args.tls_cert, "TLS certificate", "certificate") if args.tls_cert else None,
         )
         channel = grpc.secure_channel(args.server, creds, options=options)
     else:

@@ -465,6 +465,21 @@ def serving(args, servers: dict, prep: dict, labels: np.ndarray) -> dict:
     return rows
 
 
+def alternate(sides: tuple[str, str], rounds: int, window) -> dict[str, list[dict]]:
+    """{side: window(side, round) per round}: the two sides take turns, the second first in every other round, so a
+    shared VM's drift over minutes falls on both alike (head_to_head, open_loop, scripts/bench_ab.py)."""
+    got: dict[str, list[dict]] = {side: [] for side in sides}
+    for r in range(rounds):
+        for side in (sides[::-1] if r % 2 else sides):
+            got[side].append(window(side, r))
+    return got
+
+
+def _against_jpeg(servers: dict, prep: dict, kind: str, side: str):
+    """(server, payloads) of one side of a comparison with (c): "ours" (ferserver, `kind`'s bitstreams) or "jpeg"."""
+    return (servers["jpeg"], prep["payloads"]["jpeg"]) if side == "jpeg" else (servers["fercodec"], prep["payloads"][kind])
+
+
 def open_loop(servers: dict, prep: dict, rates: list[float], rounds: int, seconds: float) -> dict:
     """{path key: {rate: {"ours": [window], "jpeg": [window]}}}: the path and (c) in alternating open-loop windows
     (_arrivals: one-face calls at random, as from many devices), each window's p50/p99 latency."""
@@ -472,12 +487,11 @@ def open_loop(servers: dict, prep: dict, rates: list[float], rounds: int, second
     for key, kind in (("fercodec", "image"), ("fercodec_expr", "expression")):
         out[key] = {}
         for rate in rates:
-            got: dict = {"ours": [], "jpeg": []}
-            for r in range(rounds):
-                for side in (("jpeg", "ours") if r % 2 else ("ours", "jpeg")):
-                    server = servers["jpeg"] if side == "jpeg" else servers["fercodec"]
-                    got[side].append(asyncio.run(_arrivals(server.address, prep["payloads"]["jpeg" if side == "jpeg" else kind], rate, seconds, 0.5, seed=r)))
-            out[key][rate] = got
+            def window(side, r):
+                server, payloads = _against_jpeg(servers, prep, kind, side)
+                return asyncio.run(_arrivals(server.address, payloads, rate, seconds, 0.5, seed=r))
+
+            got = out[key][rate] = alternate(("ours", "jpeg"), rounds, window)
             med = {side: statistics.median(w["p50_ms"] for w in ws) for side, ws in got.items()}
             say(f"open loop, {key} and (c) at {rate:g} faces/s: p50 {med['ours']:.1f} and {med['jpeg']:.1f} ms")
     return out
@@ -485,20 +499,16 @@ def open_loop(servers: dict, prep: dict, rates: list[float], rounds: int, second
 
 def head_to_head(servers: dict, prep: dict, levels: list[int], rounds: int, seconds: float, warmup: float) -> dict:
     """{path key: {level: per-round faces/s ratios against (c)}}: the path and (c) in alternating windows (see the module doc)."""
-    pairs = [("fercodec", "image"), ("fercodec_expr", "expression")]
     out: dict = {}
-    for key, kind in pairs:
+    for key, kind in (("fercodec", "image"), ("fercodec_expr", "expression")):
         out[key] = {}
         for level in levels:
-            ratios = []
-            for r in range(rounds):
-                rates = {}
-                for side in (("jpeg", "ours") if r % 2 else ("ours", "jpeg")):
-                    server = servers["jpeg"] if side == "jpeg" else servers["fercodec"]
-                    payloads = prep["payloads"]["jpeg" if side == "jpeg" else kind]
-                    rates[side] = asyncio.run(_level(server.address, payloads, level, seconds, warmup, server.proc.pid, {}))["faces_per_s"]
-                ratios.append(rates["ours"] / rates["jpeg"])
-            out[key][level] = ratios
+            def window(side, r):
+                server, payloads = _against_jpeg(servers, prep, kind, side)
+                return asyncio.run(_level(server.address, payloads, level, seconds, warmup, server.proc.pid, {}))
+
+            got = alternate(("ours", "jpeg"), rounds, window)
+            ratios = out[key][level] = [o["faces_per_s"] / j["faces_per_s"] for o, j in zip(got["ours"], got["jpeg"])]
             say(f"head to head, {key} against (c), {level} in flight: median {statistics.median(ratios):.2f}x over {rounds} rounds "
                 f"({min(ratios):.2f}-{max(ratios):.2f})")
     return out

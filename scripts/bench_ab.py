@@ -97,11 +97,8 @@ def main(argv=None) -> int:
             print("| in flight | B/A faces/s, median (range) | A faces/s | B faces/s | A p99 ms | B p99 ms | A max ms | B max ms |\n"
                   "|---|---|---|---|---|---|---|---|")
         for level in levels:
-            got: dict[str, list[dict]] = {"A": [], "B": []}
-            for r in range(args.rounds):
-                for side in ("A", "B") if r % 2 else ("B", "A"):
-                    s = servers[side]
-                    got[side].append(asyncio.run(bench._level(s.address, payloads, level, args.seconds, 0.5, s.proc.pid, {})))
+            got = bench.alternate(("B", "A"), args.rounds, lambda side, r: asyncio.run(
+                bench._level(servers[side].address, payloads, level, args.seconds, 0.5, servers[side].proc.pid, {})))
             ratios = [b["faces_per_s"] / a["faces_per_s"] for a, b in zip(got["A"], got["B"])]
             med = {side: {k: statistics.median(x[k] for x in rows) for k in ("faces_per_s", "p99_ms")} for side, rows in got.items()}
             worst = {side: max(x["max_ms"] for x in rows) for side, rows in got.items()}  # the slowest call in any window: a stall shows here
@@ -111,10 +108,8 @@ def main(argv=None) -> int:
             print("\n| arrivals/s | B/A p50, median (range) | A p50 ms | B p50 ms | A p99 ms | B p99 ms | A max ms | B max ms |\n"
                   "|---|---|---|---|---|---|---|---|")
         for rate in rates:
-            got = {"A": [], "B": []}
-            for r in range(args.rounds):
-                for side in ("A", "B") if r % 2 else ("B", "A"):
-                    got[side].append(asyncio.run(bench._arrivals(servers[side].address, payloads, rate, args.seconds, 0.5, seed=r)))
+            got = bench.alternate(("B", "A"), args.rounds, lambda side, r: asyncio.run(
+                bench._arrivals(servers[side].address, payloads, rate, args.seconds, 0.5, seed=r)))
             errors = {side: sum(x["errors"] for x in rows) for side, rows in got.items()}
             if any(errors.values()):
                 print(f"errors at {rate:g}/s: A {errors['A']}, B {errors['B']}; first: {next(x['first_error'] for rows in got.values() for x in rows if x['errors'])}")

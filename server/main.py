@@ -34,9 +34,8 @@ async def serve(cfg: config_mod.Config) -> None:
     from .service import FerCodecServicer
 
     # Ports and credentials first: a taken port, a bad certificate or token file fails in a second, not after the models load.
-    for port, flag, what in ((cfg.port, "", "listen on"), (cfg.health_port, " (--health-port)", "listen on"),
-                             (cfg.metrics_port, " (--metrics-host, --metrics-port)", "serve metrics on")):
-        host = cfg.metrics_host if "metrics" in flag else cfg.host
+    for host, port, flag, what in ((cfg.host, cfg.port, "", "listen on"), (cfg.host, cfg.health_port, " (--health-port)", "listen on"),
+                                   (cfg.metrics_host, cfg.metrics_port, " (--metrics-host, --metrics-port)", "serve metrics on")):
         why = _unbindable(host, port)
         if why:
             raise OSError(f"cannot {what} {host}:{port}{flag}: {why}")
