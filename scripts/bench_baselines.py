@@ -18,9 +18,12 @@ fercodec-v1/classifier.pt), fed [0,1] pixels and mirror-averaged, its
 probabilities prior-corrected and tempered as the model card says, as ferserver's engine does.
 jpeg runs it as the engine does on a CPU (the model's int8 classifier,
 fermodels.quantize, where it has one; else fermodels.bundle.for_inference:
-BatchNorm folded, channels-last; one torch thread for a batch of one face,
-ferserver.engine.Threads), so the two compare transport and decoding,
-not the runtime; naive runs it as loaded, as a CompressAI user would.
+BatchNorm folded, channels-last; one torch thread for a small batch after
+a pause, ferserver.engine.Threads), so the two compare transport and decoding,
+not the runtime; naive runs it as loaded, as a CompressAI user would. Both
+load their networks on a passing thread and take ferserver's OpenMP settings
+(ferserver.engine.on_passing_thread, ferserver.config.runtime_defaults): a
+trap in the runtime is not what either baseline stands for.
 
     python scripts/bench_baselines.py naive|jpeg --port P [--threads N] [--max-batch B] [--max-wait-ms W]
 
@@ -210,7 +213,7 @@ class _Classify:
         from ferserver.engine import Threads
 
         keep_freed_memory()
-        self.threads = Threads(torch, threads)  # jpeg calls for_batch (one thread for a lone face, as the engine); naive does not
+        self.threads = Threads(torch, threads)  # jpeg runs each batch in threads.batch(), as the engine does; naive does not
         self.card, self.torch = card, torch
         self.clf = load_classifier(card.file("classifier.pt"))
         if serving:
@@ -237,12 +240,14 @@ async def serve(kind: str, args) -> None:
     from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
     from fermodels.data import to_tensor
 
+    from ferserver.engine import on_passing_thread
+
     card = image_card()
-    classify = _Classify(card, args.threads, serving=kind == "jpeg")
+    classify = on_passing_thread(lambda: _Classify(card, args.threads, serving=kind == "jpeg"))
     torch = classify.torch
 
     if kind == "naive":
-        model = compressai_model(card)
+        model = on_passing_thread(lambda: compressai_model(card))
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="naive-model")  # one face at a time
 
         def work(data: bytes) -> np.ndarray:
@@ -270,8 +275,7 @@ async def serve(kind: str, args) -> None:
                 except ValueError as e:
                     out[i] = e
             if faces:
-                classify.threads.for_batch(len(faces))
-                with torch.inference_mode():
+                with classify.threads.batch(len(faces)), torch.inference_mode():
                     probs = classify(to_tensor(np.stack(faces)))
                 for k, i in enumerate(ok):
                     out[i] = probs[k]
@@ -332,8 +336,9 @@ class BaselineProcess(ServerProcess):
 
 
 def main(argv=None) -> int:
-    from ferserver.config import Config, max_batch
+    from ferserver.config import Config, max_batch, runtime_defaults
 
+    runtime_defaults()  # as ferserver: before torch loads
     d = Config()
     auto_batch = max_batch(d, "cpu")  # the baselines run on the CPU; ferserver's 0 means auto
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

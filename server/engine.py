@@ -13,8 +13,11 @@ from __future__ import annotations
 import io
 import logging
 import os
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -25,28 +28,78 @@ from ferwire.entropy import EntropyTables
 
 from .decoding import DecodePool, auto_workers, decode_batch
 
+WARM_S = 0.002  # a batch ending less than this before the next one leaves OpenMP's threads awake for it (Threads)
+SMALL_BATCH = 4  # faces; a batch this small runs on one thread after a pause (Threads)
+BUSY_STREAK = 3  # batches back to back that make a busy server (Threads)
 POOL_MIN_FACES = 8  # smaller batches decode in-thread: a round trip to the workers costs about what 1-2 faces do
 
 log = logging.getLogger("ferserver")
+T = TypeVar("T")
+
+
+def on_passing_thread(make: Callable[[], T]) -> T:
+    """make() run on a thread of its own that ends when make returns; its result, or its exception re-raised.
+
+    Why: libgomp, torch's OpenMP runtime on Linux, keeps a pool of threads for every thread that ran a parallel region,
+    until that thread ends, and once the pools hold more threads than there are cores its threads stop spinning between
+    regions and sleep instead, so each of a network's regions pays a wake-up. Loading the models runs such regions;
+    done on the event loop's thread, that pool stayed beside the model worker's. One face on two threads took 3.5 ms
+    on the worker then, 1.4 ms with the loading thread gone, 2.0 on one thread (`python scripts/openmp_threads.py`,
+    2-core VM). Build whatever runs torch here (Engine, the baselines' networks), then run it on one worker thread."""
+    box: list = []
+
+    def target() -> None:
+        try:
+            box.append((True, make()))
+        except BaseException as e:  # re-raised on the caller's thread, where it means something
+            box.append((False, e))
+
+    t = threading.Thread(target=target, name="fercodec-load")
+    t.start()
+    t.join()
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
 
 
 class Threads:
-    """torch's CPU threads per batch: one for a batch of one face, `threads` (0: torch's default, one per core) for more.
+    """torch's CPU threads for each batch: `threads` (0: torch's default, one per core), but one for a batch of at most
+    SMALL_BATCH faces unless batches are coming back to back (BUSY_STREAK in a row, each within WARM_S of the last
+    one's end) or the last batch run on every thread ended within WARM_S.
 
-    Why: a lone face's networks are too small to split. In a serving process on a 2-core VM, both cores made each
-    stage slower than one (README, Speed: with the batcher's change of the same commit, 1 call in flight went
-    220 -> 309 faces/s), while batches of 8 and 32 gain from every core. Call `for_batch` on the thread that runs
-    the model work, before it."""
+    Why: on both cores of the 2-core VM one face took 1.4 ms against 2.0 on one, a batch of 8 faces 6.2 against 10.0,
+    while OpenMP's second thread is awake. libgomp spins for it between parallel regions (GOMP_SPINCOUNT,
+    ferserver.config.runtime_defaults), then puts it to sleep, and waking it after 5 ms or more of sleep cost about
+    5 ms on this VM: one face after a 5 ms pause took 7.0 ms on two threads (`python scripts/openmp_threads.py`).
+    A small batch after a pause has too little work to be worth that; a larger one or a busy server is.
+    Use `with threads.batch(n):` around the model work, on the thread that runs it."""
 
-    def __init__(self, torch, threads: int = 0):
+    def __init__(self, torch, threads: int = 0, clock: Callable[[], float] = time.monotonic):
         if threads:
             torch.set_num_threads(threads)
-        self._torch, self.threads = torch, torch.get_num_threads()
+        self._torch, self.threads, self._clock = torch, torch.get_num_threads(), clock
+        self._ended = self._ended_parallel = float("-inf")  # when the last batch, and the last one on every thread, ended
+        self._streak = 0  # batches in a row that began within WARM_S of the last one's end
 
-    def for_batch(self, n: int) -> None:
-        want = 1 if n == 1 else self.threads
-        if self._torch.get_num_threads() != want:
-            self._torch.set_num_threads(want)
+    def use(self, n: int) -> None:
+        """n threads from now on this thread."""
+        if self._torch.get_num_threads() != n:
+            self._torch.set_num_threads(n)
+
+    @contextmanager
+    def batch(self, n: int):
+        """n faces' model work on the threads they should get."""
+        now = self._clock()
+        self._streak = self._streak + 1 if now - self._ended < WARM_S else 0
+        parallel = n > SMALL_BATCH or self._streak >= BUSY_STREAK or now - self._ended_parallel < WARM_S
+        self.use(self.threads if parallel else 1)
+        try:
+            yield
+        finally:
+            self._ended = self._clock()
+            if parallel:
+                self._ended_parallel = self._ended
 
 
 @dataclass
@@ -94,8 +147,9 @@ class _Model:
 
                 with torch.inference_mode():  # oneDNN builds its bfloat16 kernels per batch shape and thread count: the common ones now
                     for n in (1, 8):
-                        threads.for_batch(n)
-                        self.codec.reconstruct(np.zeros((n, *self.tables.latent_shape), np.int32), self.tables, 0)
+                        for k in sorted({1, threads.threads}):
+                            threads.use(k)
+                            self.codec.reconstruct(np.zeros((n, *self.tables.latent_shape), np.int32), self.tables, 0)
         self.tables.prepare()  # the coding plans now, not on the first request
 
     def precisions(self) -> dict[str, str]:
@@ -189,8 +243,11 @@ class Engine:
         return t1
 
     def run(self, jobs: list[FaceJob]) -> list[FaceOutput | BitstreamError]:
+        with self.threads.batch(len(jobs)):
+            return self._run(jobs)
+
+    def _run(self, jobs: list[FaceJob]) -> list[FaceOutput | BitstreamError]:
         torch = self._torch
-        self.threads.for_batch(len(jobs))
         out: list[FaceOutput | BitstreamError | None] = [None] * len(jobs)
         t = time.perf_counter()
         groups: dict[int, dict[int, list[tuple[int, np.ndarray]]]] = {}  # model tag -> quality -> (job, symbols)

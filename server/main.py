@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import signal
 import socket
 import sys
@@ -29,7 +28,7 @@ SERVICE = pb.DESCRIPTOR.services_by_name["FerCodec"].full_name
 async def serve(cfg: config_mod.Config) -> None:
     from prometheus_client import start_http_server
 
-    from .engine import Engine
+    from .engine import Engine, on_passing_thread
     from .repository import add_to_server as add_encoder_repository  # the edge encoders, for `ferclient models pull`
     from .service import FerCodecServicer
 
@@ -44,7 +43,7 @@ async def serve(cfg: config_mod.Config) -> None:
     cards = config_mod.model_cards(cfg)
     card = cards[0]
     metrics = Metrics()
-    engine = Engine(cards, cfg.device, cfg.threads, metrics, cfg.decode_workers, cfg.classifier_precision, cfg.synthesis_precision)
+    engine = on_passing_thread(lambda: Engine(cards, cfg.device, cfg.threads, metrics, cfg.decode_workers, cfg.classifier_precision, cfg.synthesis_precision))
     precisions = {m.card.model_id: m.precisions() for m in engine.models.values()}
     metrics.model.info({"model_id": ",".join(c.model_id for c in cards), "model_tag": ",".join(f"{c.model_tag:#06x}" for c in cards), "version": card.version, "device": engine.device,
                         **{k: ",".join(precisions[c.model_id].get(k, "-") for c in cards) for k in ("classifier_precision", "synthesis_precision")}})
@@ -151,10 +150,7 @@ def _unbindable(host: str, port: int) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = config_mod.parse(argv)
-    # torch's C++ warnings go straight to stderr, not through Python's warnings or logging: at every start a deprecation
-    # notice for the int8 classifier's quantized tensors (quantize.load already falls back to the float one, with a log
-    # line, if a torch can no longer run it). Read when torch loads, which is later; TORCH_CPP_LOG_LEVEL=WARNING shows them.
-    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    config_mod.runtime_defaults()  # torch loads later, with the models
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         asyncio.run(serve(cfg))

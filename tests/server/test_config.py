@@ -82,3 +82,17 @@ def test_readme_flag_table_is_the_parser():
             assert (float(shown) == value) if isinstance(value, (int, float)) else shown == value, (flag, cell, value)
         else:
             assert flag == "--threads" and value == 0 and cell.startswith("torch default"), (flag, cell)
+
+
+def test_runtime_defaults_leave_an_operators_settings_alone():
+    from ferserver.config import GOMP_SPINCOUNT, runtime_defaults
+
+    env: dict[str, str] = {}
+    runtime_defaults(env)
+    assert env == {"TORCH_CPP_LOG_LEVEL": "ERROR", "GOMP_SPINCOUNT": str(GOMP_SPINCOUNT)}
+    env = {"TORCH_CPP_LOG_LEVEL": "WARNING", "GOMP_SPINCOUNT": "50"}
+    runtime_defaults(env)
+    assert env == {"TORCH_CPP_LOG_LEVEL": "WARNING", "GOMP_SPINCOUNT": "50"}
+    env = {"OMP_WAIT_POLICY": "PASSIVE"}  # a wait policy of their own: no spin count imposed on it
+    runtime_defaults(env)
+    assert "GOMP_SPINCOUNT" not in env

@@ -183,25 +183,84 @@ def test_bf16_synthesis_answers_as_float32_on_real_faces(fer_test):
     assert np.abs((want[:, 0] * 255).round().numpy() - pixels["fp32"][:64]).max() <= 1
 
 
-def test_a_lone_face_runs_on_one_thread_and_is_answered_as_in_a_batch(bitstreams):
-    """Threads: a batch of one runs on one torch thread (a lone face's networks are too small to split), larger batches
-    on the configured count; the answers do not depend on it."""
+def test_a_small_batch_after_a_pause_runs_on_one_thread_and_is_answered_as_in_a_batch(bitstreams):
+    """Threads in the engine: a lone face after a pause runs on one torch thread, a batch of 8 on the configured count,
+    and a lone face right after it on every thread too; the answers do not depend on it."""
     import torch
 
-    from ferserver.engine import Engine, FaceJob
+    from ferserver.engine import WARM_S, Engine, FaceJob, on_passing_thread
     from ferwire.card import DEFAULT_MODEL_DIR, ModelCard
 
     before = torch.get_num_threads()
     try:
-        engine = Engine(ModelCard.load(DEFAULT_MODEL_DIR), "cpu", threads=2, decode_workers=0)
+        engine = on_passing_thread(lambda: Engine(ModelCard.load(DEFAULT_MODEL_DIR), "cpu", threads=2, decode_workers=0))
         jobs = [FaceJob(b) for b in bitstreams[:8]]
+        alone = []
+        for job in jobs:
+            time.sleep(2 * WARM_S)
+            alone.append(engine.run([job])[0])
+            assert torch.get_num_threads() == 1
         together = engine.run(jobs)
         assert torch.get_num_threads() == 2
-        alone = [engine.run([job])[0] for job in jobs]
-        assert torch.get_num_threads() == 1
-        engine.run(jobs[:2])
+        engine.run(jobs[:1])
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
     # up to the rounding that on some CPUs depends on the batch (tests/server/test_fuzz.py)
     np.testing.assert_allclose([o.probabilities for o in alone], [o.probabilities for o in together], atol=0.02)
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class _Torch:
+    """torch's two thread calls, counted: enough for Threads."""
+
+    def __init__(self, n: int = 2):
+        self.n = n
+
+    def get_num_threads(self) -> int:
+        return self.n
+
+    def set_num_threads(self, n: int) -> None:
+        self.n = n
+
+
+def test_threads_split_a_small_batch_only_when_the_server_is_busy():
+    """Threads.batch: one thread for a small batch after a pause; every thread for a large batch, for the batch after
+    BUSY_STREAK back-to-back ones, and within WARM_S of the last batch run on every thread."""
+    from ferserver.engine import BUSY_STREAK, SMALL_BATCH, WARM_S, Threads
+
+    clock, torch = _Clock(), _Torch(2)
+    threads = Threads(torch, clock=clock)
+
+    def run(n: int, pause: float) -> int:
+        clock.t += pause
+        with threads.batch(n):
+            return torch.get_num_threads()
+
+    assert run(1, 1.0) == 1
+    assert run(SMALL_BATCH, 1.0) == 1
+    assert run(SMALL_BATCH + 1, 1.0) == 2  # enough work to be worth waking the second thread
+    assert run(1, WARM_S / 2) == 2  # it is still awake
+    assert run(1, 2 * WARM_S) == 1  # asleep again
+    seen = [run(1, WARM_S / 2) for _ in range(BUSY_STREAK)]
+    assert seen == [1] * (BUSY_STREAK - 1) + [2]  # a busy server: back-to-back batches
+    assert run(1, 2 * WARM_S) == 1
+
+
+def test_on_passing_thread_returns_or_raises_what_make_did():
+    import threading
+
+    from ferserver.engine import on_passing_thread
+
+    names = []
+    assert on_passing_thread(lambda: names.append(threading.current_thread().name) or 7) == 7
+    assert names == ["fercodec-load"]
+    with pytest.raises(ValueError, match="no such model"):
+        on_passing_thread(lambda: (_ for _ in ()).throw(ValueError("no such model")))
