@@ -6,7 +6,8 @@
    (512x512 PNG) and the same photo blown up to a 12-megapixel JPEG (4032x3024).
 2. Serving against what users would run instead (issue 18), on the same
    PrivateTest faces, each path's server a child process on loopback, at
-   --levels calls in flight (one face per call, one channel per caller):
+   --levels calls in flight (one face per call, one grpc channel per caller, all
+   sharing one TCP connection, as grpc shares it between channels to one address):
    faces/s, p50/p99 latency, bytes per face on the wire and server CPU seconds
    per face, for
    - fercodec (ferserver, default flags, both bundled models): the image codec
@@ -289,7 +290,7 @@ def serving_markdown(s: dict) -> str:
         f"- Command: `{s['command']}`",
         f"- Machine: {s['machine']}; load average {s['loadavg_start'][0]:.2f} at the start, {s['loadavg_end'][0]:.2f} at the end",
         f"- Faces: {s['faces']} FER2013 PrivateTest faces (evenly spaced), each path's own client encoding done before the load; "
-        f"{s['seconds']:g} s measured per level after {s['warmup']:g} s warm-up; one face per call, one channel per caller, loopback",
+        f"{s['seconds']:g} s measured per level after {s['warmup']:g} s warm-up; one face per call, one grpc channel per caller (grpc carries all of them over one TCP connection), loopback",
         "- bytes/face: the serialized RecognizeRequest per face (the face's bytes plus 2-3 bytes of protobuf); gRPC and HTTP/2 framing, "
         "the same for every path, not counted. Server CPU: utime+stime of the server process from /proc over the measured window.",
         "- (b) naive: the image codec's networks as a CompressAI model (`model.compress` on the client, sent as 2 bytes of latent shape + "
@@ -337,7 +338,7 @@ def serving_markdown(s: dict) -> str:
             lines.append(f"- {rows[key]['what']}: ≥ {GOAL_JPEG:g}x (c) head to head {_met(verdict)}")
     if s.get("open_loop"):
         o = s["open_loop"]
-        lines += ["", f"Open loop: one-face calls arriving at random (Poisson) at a fixed rate over 16 channels, as from many devices, "
+        lines += ["", f"Open loop: one-face calls arriving at random (Poisson) at a fixed rate over 16 grpc channels (one TCP connection), as from many devices, "
                   f"whether or not earlier calls were answered (the tables above are closed loops: each caller waits for its answer). "
                   f"Each path and (c) in alternating {o['seconds']:g} s windows, {o['rounds']} pairs per rate; latency ms, median "
                   "over the windows (`scripts/bench_ab.py --rates` compares two revisions of ferserver the same way):", "",
