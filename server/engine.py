@@ -64,15 +64,16 @@ def on_passing_thread(make: Callable[[], T]) -> T:
 
 
 class Threads:
-    """torch's CPU threads for each batch: `threads` (0: torch's default, one per core), but one for a batch of at most
-    SMALL_BATCH faces unless batches are coming back to back (BUSY_STREAK in a row, each within WARM_S of the last
-    one's end) or the last batch run on every thread ended within WARM_S.
+    """torch's CPU threads for each batch: `threads` (0: torch's default, one per core) for more than SMALL_BATCH faces;
+    for fewer, two while batches are coming back to back (BUSY_STREAK in a row, each within WARM_S of the last one's
+    end) or within WARM_S of the last batch run on several threads, else one.
 
     Why: on both cores of the 2-core VM one face took 1.4 ms against 2.0 on one, a batch of 8 faces 6.2 against 10.0,
     while OpenMP's second thread is awake. libgomp spins for it between parallel regions (GOMP_SPINCOUNT,
     ferserver.config.runtime_defaults), then puts it to sleep, and waking it after 5 ms or more of sleep cost about
     5 ms on this VM: one face after a 5 ms pause took 7.0 ms on two threads (`python scripts/openmp_threads.py`).
-    A small batch after a pause has too little work to be worth that; a larger one or a busy server is.
+    A small batch after a pause has too little work to be worth that; a larger one or a busy server is. Two, not
+    every core, for a small batch: a lone face has little to split, and more cores than two were never measured.
     Use `with threads.batch(n):` around the model work, on the thread that runs it."""
 
     def __init__(self, torch, threads: int = 0, clock: Callable[[], float] = time.monotonic):
@@ -92,8 +93,9 @@ class Threads:
         """n faces' model work on the threads they should get."""
         now = self._clock()
         self._streak = self._streak + 1 if now - self._ended < WARM_S else 0
-        parallel = n > SMALL_BATCH or self._streak >= BUSY_STREAK or now - self._ended_parallel < WARM_S
-        self.use(self.threads if parallel else 1)
+        small = n <= SMALL_BATCH
+        parallel = not small or self._streak >= BUSY_STREAK or now - self._ended_parallel < WARM_S
+        self.use(1 if not parallel else min(self.threads, 2) if small else self.threads)
         try:
             yield
         finally:

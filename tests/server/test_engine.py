@@ -232,8 +232,8 @@ class _Torch:
 
 
 def test_threads_split_a_small_batch_only_when_the_server_is_busy():
-    """Threads.batch: one thread for a small batch after a pause; every thread for a large batch, for the batch after
-    BUSY_STREAK back-to-back ones, and within WARM_S of the last batch run on every thread."""
+    """Threads.batch: one thread for a small batch after a pause; two for the batch after BUSY_STREAK back-to-back ones
+    and within WARM_S of the last batch run on several threads; every thread for a large batch."""
     from ferserver.engine import BUSY_STREAK, SMALL_BATCH, WARM_S, Threads
 
     clock, torch = _Clock(), _Torch(2)
@@ -251,6 +251,11 @@ def test_threads_split_a_small_batch_only_when_the_server_is_busy():
     assert run(1, 2 * WARM_S) == 1  # asleep again
     seen = [run(1, WARM_S / 2) for _ in range(BUSY_STREAK)]
     assert seen == [1] * (BUSY_STREAK - 1) + [2]  # a busy server: back-to-back batches
+    assert run(1, 2 * WARM_S) == 1
+
+    clock, torch = _Clock(), _Torch(8)  # more cores: a small batch gets two of them at most
+    threads = Threads(torch, clock=clock)
+    assert [run(n, WARM_S / 2) for n in (8, 1, SMALL_BATCH, SMALL_BATCH + 1)] == [8, 2, 2, 8]
     assert run(1, 2 * WARM_S) == 1
 
 
