@@ -80,7 +80,7 @@ class Threads:
         if threads:
             torch.set_num_threads(threads)
         self._torch, self.threads, self._clock = torch, torch.get_num_threads(), clock
-        self._ended = self._ended_parallel = float("-inf")  # when the last batch, and the last one on every thread, ended
+        self._ended = self._ended_parallel = float("-inf")  # when the last batch, and the last one on several threads, ended
         self._streak = 0  # batches in a row that began within WARM_S of the last one's end
 
     def use(self, n: int) -> None:
@@ -149,7 +149,7 @@ class _Model:
 
                 with torch.inference_mode():  # oneDNN builds its bfloat16 kernels per batch shape and thread count: the common ones now
                     for n in (1, 8):
-                        for k in sorted({1, threads.threads}):
+                        for k in sorted({1, min(threads.threads, 2), threads.threads}):  # the counts Threads.batch uses
                             threads.use(k)
                             self.codec.reconstruct(np.zeros((n, *self.tables.latent_shape), np.int32), self.tables, 0)
         self.tables.prepare()  # the coding plans now, not on the first request
