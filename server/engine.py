@@ -93,9 +93,12 @@ class Threads:
         """n faces' model work on the threads they should get."""
         now = self._clock()
         self._streak = self._streak + 1 if now - self._ended < WARM_S else 0
-        small = n <= SMALL_BATCH
-        parallel = not small or self._streak >= BUSY_STREAK or now - self._ended_parallel < WARM_S
-        self.use(1 if not parallel else min(self.threads, 2) if small else self.threads)
+        if n > SMALL_BATCH:
+            parallel, want = True, self.threads
+        else:
+            parallel = self._streak >= BUSY_STREAK or now - self._ended_parallel < WARM_S
+            want = min(self.threads, 2) if parallel else 1
+        self.use(want)
         try:
             yield
         finally:
