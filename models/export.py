@@ -252,7 +252,8 @@ def export_expression(src: str, out: str | Path, name: str = "fercodec-v1-expr",
         "class_names": list(CLASS_NAMES),
         "lambdas": [float(codec.lambdas[0])],
         "default_quality": 0,
-        "sources": {"expression": str(src), "classifier": args["classifier"], **({"teacher": args["teacher"]} if args.get("teacher") else {})},
+        "sources": {"expression": str(src), "classifier": args["classifier"], **({"member": args["member"]} if args.get("member") else {}),
+                    **({"teacher": args["teacher"]} if args.get("teacher") else {})},
         "metrics": {},
     }
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -28,6 +28,7 @@ models): every quality it had keeps its bitstream and reconstruction (docs/ceili
 layer (fermodels.expression): a feature codec on the classifier's frozen front,
 distilled from its mirror-pair answer on uncompressed faces (docs/expression),
 or with --teacher MODEL from another classifier's (a shipped ensemble's) answer on the same views.
+Where MODEL_DIR ships an ensemble, --member K splits its network K (default 0, the first).
 With --cache DIR the front's features (most of ten minutes to compute) are
 kept on disk and reused by the next run with the same classifier, split, views and seed;
 runs reading the same cache at once share its pages (memory-mapped).
@@ -64,6 +65,8 @@ def _args(argv):
         s.add_argument("--fresh", action="store_true", help="ignore an existing last.pt instead of resuming")
         s.add_argument("--warmup", type=float, default=0.05, help="fraction of all steps spent warming the learning rate up")
         s.add_argument("--weight-decay", type=float, default=0.0, help="decoupled weight decay (AdamW) when > 0; 0 keeps plain Adam, as every shipped run used")
+        s.add_argument("--member", type=int, default=0, metavar="K",
+                       help="where a classifier given (--init, --classifier) ships an ensemble: which of its networks to take, from 0 (default: the first)")
     c = sub.choices["classifier"]
     c.add_argument("--width", type=int, default=32)
     c.add_argument("--label-smoothing", type=float, default=0.1)
@@ -239,15 +242,21 @@ def _with_folder(faces, labels, folder):
     return np.concatenate([faces, extra[keep]]), np.concatenate([labels, extra_labels[keep].astype(labels.dtype)])
 
 
-def _one_classifier(src):
-    """The one network a recipe trains from: src's classifier, or an ensemble's first member (with a note saying so)."""
+def _one_classifier(src, member: int = 0):
+    """The one network a recipe trains from: src's classifier, or member `member` of an ensemble (with a note saying so)."""
     from .bundle import load_classifier
-    from .classifier import ClassifierEnsemble, first_member
+    from .classifier import ClassifierEnsemble
 
     clf = load_classifier(src)
-    if isinstance(clf, ClassifierEnsemble):
-        print(f"fertrain: {src} ships an ensemble of {len(clf.members)} classifiers; using its first member", file=sys.stderr)
-    return first_member(clf)
+    if not isinstance(clf, ClassifierEnsemble):
+        if member:
+            raise ValueError(f"--member {member}: {src} holds one classifier, not an ensemble (its only member is 0)")
+        return clf
+    if not 0 <= member < len(clf.members):
+        raise ValueError(f"--member {member}: {src} ships an ensemble of {len(clf.members)} classifiers (members 0 to {len(clf.members) - 1})")
+    which = "its first member" if member == 0 else f"its member {member}"
+    print(f"fertrain: {src} ships an ensemble of {len(clf.members)} classifiers; using {which}", file=sys.stderr)
+    return clf.members[member]
 
 
 def train_classifier(args):
@@ -260,7 +269,7 @@ def train_classifier(args):
 
     dev = pick_device(args.device)  # where the decoded views and the teacher's answers are computed too
     if args.init:
-        model = _one_classifier(args.init).train()
+        model = _one_classifier(args.init, args.member).train()
         args.width = model.width
     else:
         model = FERClassifier(width=args.width)
@@ -422,7 +431,7 @@ def train_codec(args):
     if args.lambda_c > 0:
         if not args.classifier:
             raise SystemExit("fertrain: --lambda-c > 0 needs --classifier CHECKPOINT")
-        clf = _one_classifier(args.classifier).train()
+        clf = _one_classifier(args.classifier, args.member).train()
         args.width = clf.width  # a joint checkpoint carries the classifier; ferexport rebuilds it from this
         if args.strategy == "joint":
             parts["classifier"] = clf
@@ -580,7 +589,7 @@ def train_expression(args):
 
     from .expression import ExpressionCodec
 
-    clf = _one_classifier(args.classifier)
+    clf = _one_classifier(args.classifier, args.member)
     args.width = clf.width
     codec = ExpressionCodec.from_classifier(clf, args.channels, args.beta, args.hidden, args.front_blocks)
     frozen = (codec.encoder.front, codec.decoder.tail, codec.decoder.head)  # the classifier's own layers

@@ -77,7 +77,8 @@ def _tilts(text: str) -> tuple[float, ...]:
 
 def _args(argv):
     p = argparse.ArgumentParser(prog="fereval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-dir", default=None, help="model directory (default $FERCODEC_MODEL_DIR or the shipped fercodec-v1)")
+    p.add_argument("--model-dir", default=None, help="model directory (default $FERCODEC_MODEL_DIR or the shipped fercodec-v1); "
+                                                     "with --robustness, none measures the expression layer alone")
     p.add_argument("--expression-dir", default=None, help="expression-layer model directory to measure too (default: the bundled fercodec-v1-expr; none skips it)")
     p.add_argument("--data", default=None, help=f"FER2013 npz (default {DEFAULT_DATA} or $FERCODEC_DATA)")
     p.add_argument("--split", choices=SPLITS, default="test", help="test = PrivateTest (default), val = PublicTest")
@@ -123,6 +124,8 @@ def _args(argv):
         p.error("--detect and --group-by go with --folder")
     if (args.photo_sides or args.photo_tilts) and not args.photos:
         p.error("--photo-sides and --photo-tilts go with --photos")
+    if args.model_dir == "none" and not args.robustness:
+        p.error("--model-dir none goes with --robustness (every other run measures the image codec)")
     return args
 
 
@@ -217,11 +220,15 @@ def run_robustness(args, command: str) -> Path:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    card = ModelCard.load(args.model_dir)
+    card = None if args.model_dir == "none" else ModelCard.load(args.model_dir)
+    expression = _expression_card(args.expression_dir)
+    if card is None and expression is None and not args.extra_classifier:
+        raise ValueError("--model-dir none and --expression-dir none leave nothing to measure (add an --extra-classifier)")
     faces, labels = load_split(args.split, args.data, args.limit)
-    classifiers = {DEPLOYED: load_classifier(card.file("classifier.pt"), device), **{n: load_classifier(p, device) for n, p in args.extra_classifier}}
+    deployed = {DEPLOYED: load_classifier(card.file("classifier.pt"), device)} if card is not None else {}
+    classifiers = {**deployed, **{n: load_classifier(p, device) for n, p in args.extra_classifier}}
     t0 = time.perf_counter()
-    columns, rows = evaluate_robustness(card, _expression_card(args.expression_dir), faces, labels, classifiers, device, args.batch_size)
+    columns, rows = evaluate_robustness(card, expression, faces, labels, classifiers, device, args.batch_size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info(device)

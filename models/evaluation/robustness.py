@@ -14,20 +14,22 @@ from .measure import classifier_accuracy
 
 
 def evaluate_robustness(card, expression, faces, labels, classifiers: dict, device: str = "cpu", batch_size: int = 256) -> tuple[list[str], list[dict]]:
-    """(columns, one row per perturbation and severity with the accuracy of each column)."""
+    """(columns, one row per perturbation and severity with the accuracy of each column). card None: no image codec
+    column (fereval --model-dir none: an expression layer alone, a twentieth of the time)."""
     import torch
     from ferclient.encoder import FaceEncoder
 
     from ..bundle import load_torch_models
 
-    models = (*load_torch_models(card, device), FaceEncoder(card.path, threads=torch.get_num_threads()))
+    models = (*load_torch_models(card, device), FaceEncoder(card.path, threads=torch.get_num_threads())) if card is not None else None
     rows = []
     for kind, severity in conditions():
         f = perturb(faces, kind, severity)
         row = {"kind": kind, "severity": severity}
         for name, clf in classifiers.items():
             row[f"{name}, uncompressed"] = classifier_accuracy(clf, f, labels, batch_size)
-        row[f"{card.model_id}, q{card.default_quality}"] = codec_accuracy(card, f, labels, card.default_quality, device, batch_size, models)
+        if card is not None:
+            row[f"{card.model_id}, q{card.default_quality}"] = codec_accuracy(card, f, labels, card.default_quality, device, batch_size, models)
         if expression is not None:
             row[expression.model_id] = evaluate_expression(expression, f, labels, device, batch_size)[0]["accuracy"]
         rows.append(row)

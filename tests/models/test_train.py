@@ -131,6 +131,15 @@ def test_classifier_only_export_ships_an_ensemble_and_keeps_the_bitstream(runs, 
     assert isinstance(ens, ClassifierEnsemble) and [m.width for m in ens.members] == [*[m.width for m in getattr(old, "members", [old])], 8]
     assert torch.equal(ens.members[0].state_dict()["head.5.weight"], getattr(old, "members", [old])[0].state_dict()["head.5.weight"])
     assert train._one_classifier(model) is not None and "using its first member" in capsys.readouterr().err
+    last = len(ens.members) - 1
+    added = train._one_classifier(model, last)  # --member K: the network added above, not the first
+    assert f"using its member {last}" in capsys.readouterr().err and added.width == 8
+    assert torch.equal(added.state_dict()["head.5.weight"], ens.members[last].state_dict()["head.5.weight"])
+    for src, k, says in ((model, last + 1, f"members 0 to {last}"), (runs / "clf" / "best.pt", 1, "holds one classifier")):
+        with pytest.raises(ValueError, match=says):
+            train._one_classifier(src, k)
+    assert train.main(["expression", "--classifier", str(model), "--member", "5", "--out", str(tmp_path / "m5"), "--limit", "64"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("fertrain: --member 5:")
 
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     shipped = (model / "classifier.pt").read_bytes()

@@ -8,7 +8,7 @@ from fermodels.evaluation.cli import main
 from fermodels.perturb import conditions
 
 
-def test_robustness_table(tmp_path, card, expression_card):
+def test_robustness_table(tmp_path, card, expression_card, capsys):
     out = tmp_path / "rob"
     assert main(["--robustness", "--limit", "60", "--out", str(out), "--extra-classifier", "clean=models/weights/clean-classifier/best.pt"]) == 0
     r = json.loads((out / "robustness.json").read_text())
@@ -20,3 +20,20 @@ def test_robustness_table(tmp_path, card, expression_card):
     assert rows[("blur", 1.5)]["deployed, uncompressed"] < none["deployed, uncompressed"] - 0.1  # heavy blur must cost accuracy
     text = (out / "robustness.md").read_text()
     assert "mean of the perturbed rows" in text and "| occlude | 20 |" in text
+
+    # --model-dir none: the expression layer's column alone, the same figures as beside the image codec
+    alone = tmp_path / "alone"
+    assert main(["--robustness", "--model-dir", "none", "--limit", "60", "--out", str(alone)]) == 0
+    a = json.loads((alone / "robustness.json").read_text())
+    assert a["columns"] == [expression_card.model_id]
+    assert [row[expression_card.model_id] for row in a["rows"]] == [row[expression_card.model_id] for row in r["rows"]]
+    assert main(["--robustness", "--model-dir", "none", "--expression-dir", "none", "--out", str(alone)]) == 2
+    assert "nothing to measure" in capsys.readouterr().err
+
+
+def test_model_dir_none_is_for_robustness_only(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        main(["--model-dir", "none", "--limit", "10"])
+    assert e.value.code == 2 and "--model-dir none goes with --robustness" in capsys.readouterr().err
