@@ -78,7 +78,7 @@ def _tilts(text: str) -> tuple[float, ...]:
 def _args(argv):
     p = argparse.ArgumentParser(prog="fereval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", default=None, help="model directory (default $FERCODEC_MODEL_DIR or the shipped fercodec-v1); "
-                                                     "with --robustness, none measures the expression layer alone")
+                                                     "with --robustness, none leaves out the image codec and its classifier (an expression layer or --extra-classifier networks alone)")
     p.add_argument("--expression-dir", default=None, help="expression-layer model directory to measure too (default: the bundled fercodec-v1-expr; none skips it)")
     p.add_argument("--data", default=None, help=f"FER2013 npz (default {DEFAULT_DATA} or $FERCODEC_DATA)")
     p.add_argument("--split", choices=SPLITS, default="test", help="test = PrivateTest (default), val = PublicTest")
