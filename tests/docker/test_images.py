@@ -255,7 +255,8 @@ def test_server_and_client_containers_end_to_end(images, photos, astronaut, card
             codes = collections.Counter(f.code().name for f in futures)
             rc = int(_run("docker", "wait", name, timeout=60).stdout)
         logs = _run("docker", "logs", name).stderr
-        print(f"SIGTERM with {seen[-1]:.0f} of 64 calls in flight: {dict(codes)}, container exit {rc} after {time.monotonic() - t0:.1f} s")
+        failed = {f.code().name: f.details() for f in futures if f.code() != grpc.StatusCode.OK}  # what a lost call was told
+        print(f"SIGTERM with {seen[-1]:.0f} of 64 calls in flight: {dict(codes)} {failed or ''}, container exit {rc} after {time.monotonic() - t0:.1f} s")
         assert codes == {"OK": 64} and all(f.result().results[0].label == "happy" for f in futures)
         assert rc == 0 and "ferserver stopping" in logs and "ferserver stopped" in logs, logs[-3000:]
     finally:
