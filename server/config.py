@@ -149,4 +149,3 @@ def runtime_defaults(env=os.environ) -> None:
     env.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     if "OMP_WAIT_POLICY" not in env:
         env.setdefault("GOMP_SPINCOUNT", str(GOMP_SPINCOUNT))
-
