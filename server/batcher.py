@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 log = logging.getLogger("ferserver")
 _STOP = object()
+_DRAIN = object()  # wakes a worker waiting for company: none will come
 PRIOR_S_PER_FACE = 0.004  # about 250 faces/s batched on 2 CPU cores; replaced by measurement after the first batch
 _EWMA = 0.2  # weight of each new batch in the seconds-per-face estimate
 
@@ -55,6 +56,7 @@ class Batcher:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self._fn, self._max_batch, self._max_wait = fn, max_batch, max_wait_s
         self._last_batch = max_batch  # start out batching
+        self._draining = False  # set by drain(): run what is queued without waiting for company
         self._on_batch, self._max_queue, self._metrics = on_batch, max_queue, metrics
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
@@ -98,6 +100,11 @@ class Batcher:
                 self._queue.put(_Entry(item, fut, loop, deadline))
         return list(await asyncio.gather(*futures))
 
+    def drain(self) -> None:
+        """Stop waiting for company: the server has stopped taking calls (SIGTERM), so a batch waiting to fill would
+        only hold its callers until max_wait. Faces still submitted run at once."""
+        self._queue.put(_DRAIN)
+
     def close(self) -> None:
         """Finish what is queued, then stop the worker."""
         self._queue.put(_STOP)
@@ -114,6 +121,9 @@ class Batcher:
     def _take(self, timeout: float | None) -> Any:
         """The next entry (queue.Empty past timeout; 0: don't wait), counted out of the queue at once."""
         entry = self._queue.get() if timeout is None else self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        if entry is _DRAIN:
+            self._draining = True
+            return self._take(0 if timeout is not None else None)
         if entry is not _STOP:
             with self._lock:
                 self._queued -= 1
@@ -133,7 +143,7 @@ class Batcher:
         batch = [first]
         while len(batch) < self._max_batch:
             try:
-                entry = self._take(until - time.monotonic() if len(batch) < target else 0)
+                entry = self._take(until - time.monotonic() if len(batch) < target and not self._draining else 0)
             except queue.Empty:
                 break
             if entry is _STOP:

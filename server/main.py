@@ -115,6 +115,7 @@ async def serve(cfg: config_mod.Config) -> None:
     await stop.wait()
     log.info("ferserver stopping: no new work, finishing in-flight requests (grace %.0fs)", cfg.grace_s)
     await health_servicer.enter_graceful_shutdown()
+    batcher.drain()  # no call can join a waiting batch now: run it
     await server.stop(cfg.grace_s)
     if health_only:
         await health_only.stop(0)

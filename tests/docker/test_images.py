@@ -198,7 +198,7 @@ def test_server_and_client_containers_end_to_end(images, photos, astronaut, card
     name = f"fercodec-test-{uuid.uuid4().hex[:8]}"
     weights = ROOT / "models" / "weights"
     # --max-wait-ms 5000 / --max-batch 128 (and --max-faces 128, for the call that sets the batch size): the 64 calls below
-    # are all in flight when SIGTERM lands (drained within the 10 s grace).
+    # are all in flight when SIGTERM lands, which runs their waiting batch at once (drained within the 10 s grace).
     _run("docker", "run", "-d", "--name", name, "--network", "host",
          "-v", f"{weights}:/models:ro", "-e", "FERCODEC_MODEL_DIR=/models/fercodec-v1,/models/fercodec-v1-expr",
          "-e", f"FERCODEC_PORT={port}", "-e", f"FERCODEC_METRICS_PORT={metrics_port}",

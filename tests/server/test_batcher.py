@@ -90,6 +90,26 @@ def test_close_finishes_queued_work():
     assert sorted(done) == list(range(10))
 
 
+def test_drain_runs_a_waiting_batch_at_once_and_later_faces_without_waiting():
+    """SIGTERM: no call can join a batch waiting to fill, so drain() ends the wait (10 s here) instead of holding callers."""
+    b = Batcher(lambda items: items, max_batch=32, max_wait_s=10.0)  # starts out waiting for 32 faces
+
+    async def main():
+        t = time.perf_counter()
+        waiting = asyncio.ensure_future(b.submit(["a", "b"]))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # held for company
+        b.drain()
+        first = await asyncio.wait_for(waiting, 5)
+        second = await asyncio.wait_for(b.submit(["c"]), 5)  # after a batch of 2 it would wait for a second face
+        third = await asyncio.wait_for(asyncio.gather(b.submit(["d"]), b.submit(["e"])), 5)
+        return first, second, third, time.perf_counter() - t
+
+    first, second, third, dt = _run(main())
+    b.close()
+    assert first == ["a", "b"] and second == ["c"] and third == [["d"], ["e"]] and dt < 3
+
+
 def _gated(seen: list):
     """A model function that holds its first batch until the gate opens, so tests can fill the queue behind it."""
     gate = threading.Event()
