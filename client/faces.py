@@ -51,16 +51,15 @@ LEVEL_THRESHOLD = 0.3
 # 2026-12-06 and not taken: on web photos turned 30 degrees the eye line followed the tilt more faithfully, but the
 # astronaut turned by quarter turns was cut worse, and accuracy did not move beyond noise (docs/detector, "Alignment").
 LEVEL_PATCH = UPRIGHT_PATCH  # px
+# A photo in which no face is found as it is gets one more pass for a face that fills the frame (a face crop, a
+# close-up): YuNet hardly fires on a face with no head or background around it, at any size. The photo is scaled to
+# CLOSE_UP_FACE px on its longer side and set in a border of its own mean colour, CLOSE_UP_BORDER of that each way: the
+# context scripts/fer_landmarks.py gives FER2013's faces, where 96.5 % are found (docs/detector, "Face crops and close-ups").
+CLOSE_UP_FACE = 144
+CLOSE_UP_BORDER = 2 / 3
 # A photo in which no face is found as it stands is searched again turned each quarter turn, then (none found still)
 # by 45 degrees each way; those passes ask for this score: on the detection benchmark's 121 face-free photos it adds
 # no false face (0.75 added four; docs/detector).
-# A photo no larger than SMALL_PHOTO px on its longer side in which no face is found as it is (most often a face crop:
-# YuNet hardly fires on a face that fills the frame, with no head or background around it) is searched once more
-# enlarged to SMALL_PHOTO_FACE px and set in a border of its own mean colour, SMALL_PHOTO_BORDER of its side each way:
-# the context scripts/fer_landmarks.py gives FER2013's faces, where 96.5 % are found (docs/detector, "Face crops").
-SMALL_PHOTO = 160
-SMALL_PHOTO_FACE = 144
-SMALL_PHOTO_BORDER = 2 / 3
 TURNED_THRESHOLD = 0.85
 PHOTO_TURNS = (90, 270, 180)  # degrees counter-clockwise, in the order tried
 PHOTO_TILTS = (45, -45)
@@ -431,20 +430,20 @@ class FaceDetector:
         scale = min(1.0, self.max_side / max(h, w))
         return (rgb if scale == 1.0 else shrink(rgb, (max(1, round(w * scale)), max(1, round(h * scale))))), scale
 
-    def _bordered(self, rgb: np.ndarray) -> np.ndarray:
-        """raw() rows, in rgb's pixels, of rgb (a small photo) enlarged to SMALL_PHOTO_FACE on its longer side and set in
-        a border of its mean colour: the context a face crop lacks."""
+    def _close_up(self, rgb: np.ndarray) -> np.ndarray:
+        """raw() rows, in rgb's pixels, of rgb scaled to CLOSE_UP_FACE px on its longer side and set in a border of its
+        mean colour: the context a face that fills the frame lacks."""
         from PIL import Image
 
         h, w = rgb.shape[:2]
-        k = SMALL_PHOTO_FACE / max(h, w)
-        up = np.asarray(Image.fromarray(rgb).resize((max(1, round(w * k)), max(1, round(h * k))), Image.Resampling.BICUBIC))
-        pad = round(SMALL_PHOTO_BORDER * SMALL_PHOTO_FACE)
-        canvas = np.empty((up.shape[0] + 2 * pad, up.shape[1] + 2 * pad, 3), np.uint8)
+        k = CLOSE_UP_FACE / max(h, w)
+        face = np.asarray(Image.fromarray(rgb).resize((max(1, round(w * k)), max(1, round(h * k))), Image.Resampling.BICUBIC))
+        pad = round(CLOSE_UP_BORDER * CLOSE_UP_FACE)
+        canvas = np.empty((face.shape[0] + 2 * pad, face.shape[1] + 2 * pad, 3), np.uint8)
         canvas[:] = rgb.reshape(-1, 3).mean(0).round().astype(np.uint8)
-        canvas[pad : pad + up.shape[0], pad : pad + up.shape[1]] = up
+        canvas[pad : pad + face.shape[0], pad : pad + face.shape[1]] = face
         rows = self.raw(canvas)
-        sx, sy = w / up.shape[1], h / up.shape[0]
+        sx, sy = w / face.shape[1], h / face.shape[0]
         rows[:, :14] = (rows[:, :14] - np.array([pad, pad, 0, 0] + [pad] * 10, np.float32)) * np.array([sx, sy] * 7, np.float32)
         return rows
 
@@ -481,10 +480,11 @@ class FaceDetector:
         h, w = rgb.shape[:2]
         small, scale = self._shrunk(rgb)
         rows = self._pass(rgb, small, scale)
-        if not len(rows) and max(h, w) <= SMALL_PHOTO:
-            rows = self._bordered(rgb)
         if not len(rows) and self.turned:
             rows = self._turned(small, scale)
+        if not len(rows):
+            rows = self._close_up(small)
+            rows[:, :14] /= scale
         faces = []
         for row in rows:
             x, y, bw, bh = (float(v) for v in row[:4])

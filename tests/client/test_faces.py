@@ -61,24 +61,26 @@ def test_flat_and_tiny_images_have_no_face(detector):
     assert detector.detect(np.full((3, 5, 3), 10, np.uint8)) == []
 
 
-def test_face_crops_sent_as_photos_are_found_in_a_border():
-    """FER2013's 48x48 crops sent without --no-detect: YuNet finds 174 of the first 200 val faces as they are; set in a
-    border of their own mean grey, 196 (docs/detector, "Face crops"). The box comes back in the crop's pixels."""
+@pytest.mark.parametrize("side, as_they_are, every_pass", [(48, 185, 190), (640, 140, 185)])
+def test_face_crops_and_close_ups_sent_as_photos_are_found_in_a_border(side, as_they_are, every_pass):
+    """FER2013's val crops sent without --no-detect, as stored (48x48) and enlarged to 640 px (a close-up): YuNet finds 174
+    and 128 of the first 200 as they are; scaled to 144 px and set in a border of their own mean grey, 196 and 190
+    (docs/detector, "Face crops and close-ups"). The box comes back in the photo's pixels, and fills most of it."""
     from fermodels.data import load_split
 
     detector = FaceDetector()
     faces, _ = load_split("val", limit=200)
-    as_they_are = sum(bool(len(detector._pass(np.repeat(f[:, :, None], 3, 2), np.repeat(f[:, :, None], 3, 2), 1.0))) for f in faces)
-    found = [detector.detect(f) for f in faces]
-    boxes = [fs[0].box for fs in found if fs]
-    assert as_they_are <= 185 and len(boxes) >= 190
-    assert all(x >= 0 and y >= 0 and x + w <= 48 and y + h <= 48 for x, y, w, h in boxes)
-    assert np.median([w * h / 48**2 for _, _, w, h in boxes]) >= 0.6  # the face fills the crop
+    photos = [np.asarray(Image.fromarray(f).convert("RGB").resize((side, side), Image.Resampling.BICUBIC)) for f in faces]
+    plain = sum(bool(len(detector._pass(p, *detector._shrunk(p)))) for p in photos)
+    boxes = [fs[0].box for fs in (detector.detect(p) for p in photos) if fs]
+    assert plain <= as_they_are and len(boxes) >= every_pass
+    assert all(x >= 0 and y >= 0 and x + w <= side and y + h <= side for x, y, w, h in boxes)
+    assert np.median([w * h / side**2 for _, _, w, h in boxes]) >= 0.6  # the face fills the photo
 
 
 @pytest.mark.parametrize("side", [48, 96, 160])
 def test_small_photos_without_a_person_have_no_face(detector, side):
-    """The border pass that finds face crops invents none in face-free thumbnails."""
+    """The close-up pass that finds face crops invents no face in face-free thumbnails."""
     for name in ("coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry"):
         im = Image.fromarray(getattr(skimage.data, name)())
         k = side / max(im.size)
