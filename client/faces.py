@@ -51,8 +51,8 @@ LEVEL_THRESHOLD = 0.3
 # 2026-12-06 and not taken: on web photos turned 30 degrees the eye line followed the tilt more faithfully, but the
 # astronaut turned by quarter turns was cut worse, and accuracy did not move beyond noise (docs/detector, "Alignment").
 LEVEL_PATCH = UPRIGHT_PATCH  # px
-# A photo in which no face is found as it is gets one more pass for a face that fills the frame (a face crop, a
-# close-up): YuNet hardly fires on a face with no head or background around it, at any size. The photo is scaled to
+# A photo in which no other pass finds a face (the first, the tiled and the turned passes) gets one more, for a face
+# that fills the frame (a face crop, a close-up): YuNet hardly fires on a face with no head or background around it. The photo is scaled to
 # CLOSE_UP_FACE px on its longer side and set in a border of its own mean colour, CLOSE_UP_BORDER of that each way: the
 # context scripts/fer_landmarks.py gives FER2013's faces, where 96.5 % are found (docs/detector, "Face crops and close-ups").
 CLOSE_UP_FACE = 144
@@ -474,7 +474,8 @@ class FaceDetector:
         """Faces in an RGB (or gray) uint8 photo, largest first, each with its landmarks as it stands (upright()).
 
         A photo in which no face is found as it is gets searched turned by each quarter turn (a photo stored on its
-        side without an EXIF orientation), then tilted 45 degrees each way, unless the detector was made with turned=False."""
+        side without an EXIF orientation), then tilted 45 degrees each way, unless the detector was made with turned=False;
+        one in which none of these finds a face, as a close-up (_close_up)."""
         if rgb.ndim == 2:
             rgb = np.repeat(rgb[:, :, None], 3, axis=2)
         h, w = rgb.shape[:2]
