@@ -52,9 +52,10 @@ LEVEL_THRESHOLD = 0.3
 # astronaut turned by quarter turns was cut worse, and accuracy did not move beyond noise (docs/detector, "Alignment").
 LEVEL_PATCH = UPRIGHT_PATCH  # px
 # A photo in which no other pass finds a face (the first, the tiled and the turned passes) gets one more, for a face
-# that fills the frame (a face crop, a close-up): YuNet hardly fires on a face with no head or background around it. The photo is scaled to
-# CLOSE_UP_FACE px on its longer side and set in a border of its own mean colour, CLOSE_UP_BORDER of that each way: the
-# context scripts/fer_landmarks.py gives FER2013's faces, where 96.5 % are found (docs/detector, "Face crops and close-ups").
+# that fills the frame (a face crop, a close-up): YuNet hardly fires on a face with no head or background around it.
+# The photo is scaled to CLOSE_UP_FACE px on its longer side and set in a border of its own mean colour,
+# CLOSE_UP_BORDER of that each way: the context scripts/fer_landmarks.py gives FER2013's faces, where 96.5 % are
+# found (docs/detector, "Face crops and close-ups").
 CLOSE_UP_FACE = 144
 CLOSE_UP_BORDER = 2 / 3
 # A photo in which no face is found as it stands is searched again turned each quarter turn, then (none found still)

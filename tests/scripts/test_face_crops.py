@@ -10,4 +10,4 @@ def test_writes_class_folders_and_counts_the_crops_found(tmp_path, capsys):
     pngs = sorted((tmp_path / "crops").glob("*/*.png"))
     assert len(pngs) == 40 and {p.parent.name for p in pngs} <= {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
     plain, found = map(int, re.search(r"found in (\d+) .* as they are, (\d+) ", capsys.readouterr().out).groups())
-    assert plain < found >= 38  # the border pass finds crops the first pass misses
+    assert plain < found >= 38  # the close-up pass finds crops the first pass misses
