@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Config:
-    host: str = "0.0.0.0"
+    host: str = "localhost"  # this machine only: listening on a network is a choice, with TLS and tokens (README)
     port: int = 50051
     metrics_port: int = 9100
     health_port: int = -1
@@ -36,7 +36,8 @@ class Config:
 
 
 _HELP = {
-    "host": "address to bind",
+    "host": "address to bind: localhost serves this machine only (IPv4 and IPv6 loopback); 0.0.0.0 (or an interface's "
+            "address) serves the network, and then wants --tls-cert, --tls-key and --auth-token-file",
     "port": "gRPC port (0 picks a free one)",
     "metrics_port": "Prometheus /metrics port (0 picks a free one, -1 disables)",
     "health_port": "a plaintext port serving only the gRPC health service, for probes that cannot speak TLS "

@@ -7,6 +7,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import time
 
 import grpc
@@ -209,6 +210,39 @@ def test_plaintext_on_a_network_address_warns():
     with ServerProcess("--host", "0.0.0.0", "--metrics-port", "-1") as s:
         assert "serving PLAINTEXT on 0.0.0.0" in s.output()
         assert "plaintext, no auth" in s.ready_line
+
+
+class _DefaultHost(ServerProcess):
+    """A ferserver started without --host, as a user starts it."""
+
+    def command(self, extra) -> list[str]:
+        cmd = super().command(extra)
+        i = cmd.index("--host")
+        return cmd[:i] + cmd[i + 2 :]
+
+
+def _outward_address() -> str | None:
+    """This machine's address on its network (the route to a private address; no packet is sent), or None."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))
+            ip = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if is_loopback(ip) or ip == "0.0.0.0" else ip
+
+
+def test_by_default_the_server_is_reachable_from_this_machine_only():
+    with _DefaultHost("--metrics-port", "-1") as s:
+        assert f"ready on localhost:{s.port} (plaintext, no auth" in s.ready_line and "PLAINTEXT" not in s.output()
+        r = run_client("info", "--server", f"localhost:{s.port}")
+        assert r.returncode == 0 and "fercodec-v1" in r.stdout, r.stderr
+        socket.create_connection(("127.0.0.1", s.port), timeout=5).close()
+        outward = _outward_address()
+        if outward is None:
+            pytest.skip("this machine has no network address to try the server on")
+        with pytest.raises(ConnectionRefusedError):  # before the change (0.0.0.0 by default) this connected
+            socket.create_connection((outward, s.port), timeout=5).close()
 
 
 def test_bad_credentials_stop_the_server_at_once_with_one_line(pki, tmp_path):
