@@ -76,7 +76,8 @@ def _default_text(r: dict) -> str:
     return (
         f"Rule: the cheapest quality whose deployed accuracy is within {PARITY_POINTS} points of uncompressed, else the most accurate one. "
         f"Here {found}: {d['bytes']:.0f} bytes/face, {gap}. "
-        f"Pick it on val (`--split val`) and ship it with `ferexport --default-quality {d['quality']}`; the model's current default is q{r['model']['default_quality']}."
+        f"Pick it on val (`--split val`) and ship it with `ferexport --default-quality {d['quality']}`; the model directory's default when this ran "
+        f"was q{r['model']['default_quality']} (model.json says what it is now)."
     )
 
 
