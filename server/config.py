@@ -33,6 +33,9 @@ class Config:
     tls_key: str | None = None
     tls_client_ca: str | None = None
     auth_token_file: str | None = None
+    metrics_tls_cert: str | None = None
+    metrics_tls_key: str | None = None
+    metrics_tls_client_ca: str | None = None
 
 
 _HELP = {
@@ -71,6 +74,10 @@ _HELP = {
     "tls_key": "PEM private key for --tls-cert",
     "tls_client_ca": "PEM CA bundle: require client certificates signed by it (mutual TLS)",
     "auth_token_file": "file of bearer tokens, one per line; calls without one get UNAUTHENTICATED (re-read on SIGHUP)",
+    "metrics_tls_cert": "PEM certificate chain: serve the metrics page over HTTPS (needs --metrics-tls-key; may be --tls-cert's file)",
+    "metrics_tls_key": "PEM private key for --metrics-tls-cert",
+    "metrics_tls_client_ca": "PEM CA bundle: the metrics page answers only scrapers presenting a certificate it signed "
+                             "(Prometheus' tls_config cert_file/key_file)",
 }
 
 
@@ -114,6 +121,10 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> C
         p.error("--tls-cert and --tls-key go together")
     if cfg.tls_client_ca and not cfg.tls_cert:
         p.error("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    if bool(cfg.metrics_tls_cert) != bool(cfg.metrics_tls_key):
+        p.error("--metrics-tls-cert and --metrics-tls-key go together")
+    if cfg.metrics_tls_client_ca and not cfg.metrics_tls_cert:
+        p.error("--metrics-tls-client-ca needs --metrics-tls-cert and --metrics-tls-key")
     return cfg
 
 

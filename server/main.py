@@ -7,6 +7,7 @@ import gc
 import logging
 import signal
 import socket
+import ssl
 import sys
 
 import grpc
@@ -40,6 +41,7 @@ async def serve(cfg: config_mod.Config) -> None:
             raise OSError(f"cannot {what} {host}:{port}{flag}: {why}")
     creds = security.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None
     tokens = security.TokenStore(cfg.auth_token_file) if cfg.auth_token_file else None
+    metrics_tls = security.metrics_tls(cfg.metrics_tls_cert, cfg.metrics_tls_key, cfg.metrics_tls_client_ca)
     cards = config_mod.model_cards(cfg)
     card = cards[0]
     metrics = Metrics()
@@ -87,7 +89,10 @@ async def serve(cfg: config_mod.Config) -> None:
     httpd = None
     if cfg.metrics_port >= 0:
         try:
-            httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=metrics.registry)
+            httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=metrics.registry, **metrics_tls)
+        except ssl.SSLError as e:  # a key that is not the certificate's, say
+            raise OSError(f"cannot serve metrics over TLS with {cfg.metrics_tls_cert} and {cfg.metrics_tls_key} "
+                          f"(--metrics-tls-cert, --metrics-tls-key): {getattr(e, 'reason', None) or e}") from None
         except OSError as e:
             raise OSError(f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port} (--metrics-host, --metrics-port): {e.strerror or e}") from None
     await server.start()
@@ -99,7 +104,8 @@ async def serve(cfg: config_mod.Config) -> None:
     metrics.gc_frozen.set(gc.get_freeze_count())
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    where = f"{cfg.metrics_host}:{httpd.server_port}/metrics" if httpd else "off"
+    scheme = "" if not metrics_tls else "https, client certificates " if cfg.metrics_tls_client_ca else "https "
+    where = f"{scheme}{cfg.metrics_host}:{httpd.server_port}/metrics" if httpd else "off"
     tls = "mutual TLS" if cfg.tls_client_ca else "TLS" if creds else "plaintext"
     auth = f"{len(tokens)} bearer tokens" if tokens else "no auth"
     hinfo = f"; health only :{hport}" if health_only else ""

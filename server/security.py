@@ -27,6 +27,25 @@ def server_credentials(cert: str, key: str, client_ca: str | None) -> grpc.Serve
     return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
 
 
+def metrics_tls(cert: str | None, key: str | None, client_ca: str | None) -> dict:
+    """prometheus_client.start_http_server's TLS arguments: none (plain HTTP) without cert, HTTPS with it, and with
+    client_ca only scrapers presenting a certificate it signed are answered. The files are checked first, so a wrong
+    one fails the start with one line naming it, before the models load."""
+    if not cert:
+        return {}
+    read_pem(cert, "metrics TLS certificate", "certificate")
+    read_pem(key, "metrics TLS key", "key")
+    if client_ca:
+        read_pem(client_ca, "metrics client CA bundle", "certificate")
+    import ssl
+
+    try:  # what the metrics server will do with them, now rather than after the models load
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except ssl.SSLError as e:
+        raise ValueError(f"metrics TLS key {key} does not load with certificate {cert}: {getattr(e, 'reason', None) or e}") from None
+    return {"certfile": cert, "keyfile": key, "client_cafile": client_ca, "client_auth_required": bool(client_ca)}
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

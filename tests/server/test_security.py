@@ -87,9 +87,11 @@ def tls_server(pki):
 
 @pytest.fixture(scope="module")
 def mtls_server(pki):
-    """Mutual TLS, no tokens, bound to every interface (so no plaintext warning is expected)."""
+    """Mutual TLS, no tokens, bound to every interface (so no plaintext warning is expected); the metrics page over
+    HTTPS, answering only scrapers with a certificate the CA signed."""
     with ServerProcess("--host", "0.0.0.0", "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
-                       "--tls-client-ca", str(pki / "ca.pem"), "--metrics-port", "-1") as s:
+                       "--tls-client-ca", str(pki / "ca.pem"), "--metrics-tls-cert", str(pki / "server.pem"),
+                       "--metrics-tls-key", str(pki / "server.key"), "--metrics-tls-client-ca", str(pki / "ca.pem")) as s:
         yield s
 
 
@@ -204,6 +206,41 @@ def test_mutual_tls_refuses_clients_without_a_trusted_certificate(mtls_server, p
     r = run_client("info", "--server", address, "--tls-ca", str(pki / "ca.pem"), "--tls-cert", str(pki / "client.pem"), "--tls-key", str(pki / "client.key"))
     assert r.returncode == 0, r.stderr
     assert "mutual TLS" in mtls_server.ready_line and "PLAINTEXT" not in mtls_server.output()
+
+
+def _scrape(port: int, pki, client: str | None = None, https: bool = True) -> str:
+    import ssl
+    import urllib.request
+
+    ctx = None
+    if https:
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        if client:
+            ctx.load_cert_chain(str(pki / f"{client}.pem"), str(pki / f"{client}.key"))
+    url = f"{'https' if https else 'http'}://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, context=ctx, timeout=10) as r:
+        return r.read().decode()
+
+
+def test_the_metrics_page_can_demand_tls_and_a_client_certificate(mtls_server, pki):
+    assert f"metrics https, client certificates 127.0.0.1:{mtls_server.metrics_port}/metrics" in mtls_server.ready_line
+    assert "fercodec_requests_total" in _scrape(mtls_server.metrics_port, pki, client="client")
+    for client, https in ((None, True), ("rogue-client", True), (None, False)):  # no certificate, one the CA never signed, plain HTTP
+        with pytest.raises(OSError):  # urllib's URLError, ssl's SSLError, a reset connection: all OSError
+            _scrape(mtls_server.metrics_port, pki, client=client, https=https)
+
+
+def test_metrics_tls_settings_are_checked_at_start(pki, tmp_path):
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    for extra, message in ((["--metrics-tls-cert", str(pki / "server.pem")], "--metrics-tls-cert and --metrics-tls-key go together"),
+                           (["--metrics-tls-client-ca", str(pki / "ca.pem")], "--metrics-tls-client-ca needs --metrics-tls-cert"),
+                           (["--metrics-tls-cert", str(tmp_path / "junk.pem"), "--metrics-tls-key", str(pki / "server.key")],
+                            f"metrics TLS certificate {tmp_path / 'junk.pem'} is not PEM"),
+                           (["--metrics-tls-cert", str(pki / "server.pem"), "--metrics-tls-key", str(pki / "client.key")],
+                            f"metrics TLS key {pki / 'client.key'} does not load with certificate {pki / 'server.pem'}: KEY_VALUES_MISMATCH")):
+        with pytest.raises(RuntimeError, match="exited with 2") as e:
+            ServerProcess(*extra, timeout=120)
+        assert "ferserver: " in str(e.value) and message in str(e.value) and "Traceback" not in str(e.value), str(e.value)
 
 
 def test_plaintext_on_a_network_address_warns():
