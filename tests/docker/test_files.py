@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import yaml
+
 from ferserver.config import Config
 
 from ..conftest import ROOT
@@ -43,7 +45,10 @@ def test_ports_match_the_server_defaults():
     assert f"FERCODEC_PORT={c.port} " in server and f"FERCODEC_METRICS_PORT={c.metrics_port} " in server
     assert f'targets: ["server:{c.metrics_port}"]' in (DOCKER / "prometheus.yml").read_text()
     compose = (DOCKER / "compose.yaml").read_text()
-    assert f'"{c.port}:{c.port}"' in compose and f'"{c.metrics_port}:{c.metrics_port}"' in compose
+    # published on the host's loopback only, as ferserver binds by default: plaintext, no tokens, anonymous Grafana
+    assert f'"127.0.0.1:{c.port}:{c.port}"' in compose and f'"127.0.0.1:{c.metrics_port}:{c.metrics_port}"' in compose
+    published = [p for svc in yaml.safe_load(compose)["services"].values() for p in svc.get("ports", [])]
+    assert published and all(p.startswith("127.0.0.1:") for p in published), published
     for name in ("server.Dockerfile", "client.Dockerfile", "prometheus.yml"):
         assert name in compose
 
