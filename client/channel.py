@@ -11,6 +11,7 @@ import json
 import os
 
 from fermodels import argtypes
+from ferwire.credentials import target_is_local
 
 DEFAULT_SERVER = "localhost:50051"
 
@@ -41,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser, timeout: float = 10.0, timeout_hel
     p.add_argument("--tls-key", default=env("FERCODEC_TLS_KEY"), metavar="PEM", help="private key of --tls-cert (env FERCODEC_TLS_KEY)")
     p.add_argument("--token-file", default=env("FERCODEC_TOKEN_FILE"), metavar="FILE",
                    help="send the bearer token in FILE (env FERCODEC_TOKEN_FILE; or put the token itself in FERCODEC_TOKEN)")
+    p.add_argument("--plaintext-token", action="store_true", default=env("FERCODEC_PLAINTEXT_TOKEN", "").lower() in ("1", "true", "yes"),
+                   help="send the bearer token without TLS to a server not on this machine: only where the network itself is "
+                        "encrypted, such as a service mesh (env FERCODEC_PLAINTEXT_TOKEN=1; default: refused)")
     p.add_argument("--timeout", type=argtypes.positive("seconds"), default=timeout, help=f"{timeout_help} (default {timeout:g})")
 
 
@@ -82,8 +86,13 @@ def open_channel(args):
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ChannelSettingError("--tls-cert and --tls-key go together")
     bearer = token(args)
+    tls = bool(args.tls_ca or args.tls_cert)
+    if bearer is not None and not tls and not args.plaintext_token and not target_is_local(args.server):
+        # As grpc's own call credentials: a bearer token travels only over TLS, or to this machine.
+        raise ChannelSettingError(f"a bearer token would cross the network in plaintext to {args.server}: "
+                                  "give --tls-ca (the server's CA) to connect with TLS, or --plaintext-token where the network is encrypted")
     options = [("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1)]
-    if args.tls_ca or args.tls_cert:
+    if tls:
         creds = grpc.ssl_channel_credentials(
             root_certificates=_read(args.tls_ca, "CA bundle", "certificate") if args.tls_ca else None,
             private_key=_read(args.tls_key, "TLS key", "key") if args.tls_key else None,

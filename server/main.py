@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from fercodec.v1 import fercodec_pb2 as pb
 from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
+from ferwire.credentials import is_loopback
 
 from . import config as config_mod
 from . import security
@@ -72,7 +73,7 @@ async def serve(cfg: config_mod.Config) -> None:
         port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
     except RuntimeError as e:
         raise OSError(f"cannot listen on {address}: {e}") from None
-    if not creds and not security.is_loopback(cfg.host):
+    if not creds and not is_loopback(cfg.host):
         log.warning("serving PLAINTEXT on %s: faces, results%s cross the network readable by anyone on it; "
                     "give --tls-cert and --tls-key", cfg.host, " and bearer tokens" if tokens else "")
     # Probes that speak plaintext only (kubelet's grpc probe, the image's HEALTHCHECK) get a port of their own

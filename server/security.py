@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 
 import grpc
@@ -44,15 +43,6 @@ def metrics_tls(cert: str | None, key: str | None, client_ca: str | None) -> dic
     except ssl.SSLError as e:
         raise ValueError(f"metrics TLS key {key} does not load with certificate {cert}: {getattr(e, 'reason', None) or e}") from None
     return {"certfile": cert, "keyfile": key, "client_cafile": client_ca, "client_auth_required": bool(client_ca)}
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _digest(token: str) -> bytes:

@@ -1,4 +1,5 @@
-"""Credential files, read and checked alike by ferclient and ferserver: TLS's PEM files and bearer-token files.
+"""Credential files, read and checked alike by ferclient and ferserver: TLS's PEM files and bearer-token files; and
+which addresses are this machine's, where plaintext is allowed without a word.
 
 Why PEM files are checked: a file that is not the PEM it should be (a CA bundle given as --tls-ca that is a photo, a key where the
 certificate goes) went to grpc as it was. grpc's C core then printed several lines of its own and failed every
@@ -7,6 +8,7 @@ connection, which the client reported as a server it could not reach. Checked fi
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 _MARKS = {"certificate": b"-----BEGIN CERTIFICATE-----", "key": b"PRIVATE KEY-----"}  # keys: PKCS#8, RSA, EC
@@ -27,3 +29,30 @@ def read_pem(path: str, what: str, kind: str) -> bytes:
     if _MARKS[kind] not in blob or b"-----BEGIN" not in blob:
         raise ValueError(f"{what} {path} is not PEM: no {'-----BEGIN ... ' if kind == 'key' else ''}{_MARKS[kind].decode()} line")
     return blob
+
+
+def is_loopback(host: str) -> bool:
+    """Whether host (a name or an address, IPv6 with or without brackets) is this machine's loopback."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def target_is_local(target: str) -> bool:
+    """Whether every address a grpc target names is this machine: host:port, [v6]:port, dns:[//authority]/name:port,
+    ipv4:/ipv6: address lists, unix: sockets."""
+    if target.startswith(("unix:", "unix-abstract:")):
+        return True
+    if target.startswith("dns:"):
+        target = target.split("/", 3)[-1] if target.startswith("dns://") else target[4:]
+    if target.startswith(("ipv4:", "ipv6:")):
+        return all(is_loopback(_host(t)) for t in target[5:].split(","))
+    return is_loopback(_host(target))
+
+
+def _host(address: str) -> str:
+    """host of host:port ([v6]:port), or the address when it has no port."""
+    return address.rsplit(":", 1)[0] if ":" in address.rsplit("]", 1)[-1] else address

@@ -77,7 +77,7 @@ def test_readme_usage_is_the_parser():
             sub = re.match(r"(?:ferclient models )?(pull|list|remove)\b", part.strip())
             key = f"models {sub.group(1)}" if command == "models" and sub else command
             documented.setdefault(key, set()).update(re.findall(r"(--[a-z0-9-]+)", part))
-    channel = {"--server", "--tls-ca", "--tls-cert", "--tls-key", "--token-file", "--timeout"}
+    channel = {"--server", "--tls-ca", "--tls-cert", "--tls-key", "--token-file", "--plaintext-token", "--timeout"}
     assert common == channel, common
     for command, options in _options(parser()).items():
         if not options:

@@ -180,7 +180,7 @@ def test_compose_provisions_grafana():
     g = compose["services"]["grafana"]
     image, tag = g["image"].rsplit(":", 1)
     assert image == "grafana/grafana-oss" and re.fullmatch(r"\d+\.\d+\.\d+", tag), "pin an exact Grafana release"
-    assert "3000:3000" in g["ports"] and "prometheus" in g["depends_on"]
+    assert "127.0.0.1:3000:3000" in g["ports"] and "prometheus" in g["depends_on"]  # anonymous viewers: this host only
     mounts = {}
     for v in g["volumes"]:
         host, container, *_ = v.split(":")
@@ -194,7 +194,7 @@ def test_compose_provisions_grafana():
     assert mounts[str(home.parent)] / home.name == DASHBOARD
     # The datasource URL is the compose Prometheus service.
     (ds,) = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yaml").read_text())["datasources"]
-    assert ds["url"] == "http://prometheus:9090" and "9090:9090" in compose["services"]["prometheus"]["ports"]
+    assert ds["url"] == "http://prometheus:9090" and "127.0.0.1:9090:9090" in compose["services"]["prometheus"]["ports"]
 
 
 def test_compose_server_metrics_are_reachable_from_prometheus():

@@ -16,7 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fercodec.v1 import fercodec_pb2 as pb
 from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
-from ferserver.security import TokenStore, is_loopback
+from ferserver.security import TokenStore
+from ferwire.credentials import is_loopback, target_is_local
 
 from ..conftest import ServerProcess, run_client
 from .test_e2e import _counter
@@ -315,6 +316,18 @@ def test_client_setting_errors_are_one_line_exit_2(tmp_path, astronaut, pki):
         assert r.returncode == 2 and r.stderr.startswith(f"ferclient: {says}") and r.stderr.count("\n") == 1, r.stderr
 
 
+def test_the_client_sends_a_token_in_plaintext_to_this_machine_only(pki, server, astronaut):
+    for cmd in (["info"], ["send", str(astronaut)]):
+        r = run_client(*cmd, "--server", "192.0.2.1:50051", "--token-file", str(pki / "tokens"))  # TEST-NET-1: never reached
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith("ferclient: a bearer token would cross the network in plaintext to 192.0.2.1:50051: give --tls-ca")
+    r = run_client("info", "--server", f"localhost:{server.port}", "--token-file", str(pki / "tokens"))  # this machine: allowed
+    assert r.returncode == 0 and "fercodec-v1" in r.stdout, r.stderr
+    # told the network is encrypted, it connects (and, TEST-NET-1 being unreachable, says so after its timeout)
+    r = run_client("info", "--server", "192.0.2.1:50051", "--token-file", str(pki / "tokens"), "--plaintext-token", "--timeout", "1")
+    assert r.returncode != 0 and "cannot reach server at 192.0.2.1:50051" in r.stderr and "bearer token" not in r.stderr, r.stderr
+
+
 def test_token_store_and_loopback(tmp_path):
     (tmp_path / "t").write_text(f"{TOKEN}\n# comment\n{ROTATED}\n")
     store = TokenStore(str(tmp_path / "t"))
@@ -323,6 +336,10 @@ def test_token_store_and_loopback(tmp_path):
     assert not any(store.accepts(h) for h in (None, "", TOKEN, f"Basic {TOKEN}", f"Bearer {TOKEN[:-1]}", "Bearer # comment", "Bearer "))
     assert all(is_loopback(h) for h in ("localhost", "127.0.0.1", "127.1.2.3", "::1", "[::1]"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "example.com"))
+    assert all(target_is_local(t) for t in ("localhost:50051", "127.0.0.1:1", "[::1]:50051", "dns:///localhost:50051",
+                                            "ipv4:127.0.0.1:1,127.0.0.2:2", "ipv6:[::1]:1", "unix:/tmp/s", "localhost"))
+    assert not any(target_is_local(t) for t in ("10.0.0.5:50051", "fercodec.example:443", "dns:///fercodec.example:50051",
+                                                "dns://8.8.8.8/localhost.example:1", "ipv4:127.0.0.1:1,10.0.0.1:2", "[2001:db8::1]:50051"))
 
 
 def test_the_health_only_port_answers_probes_in_plaintext_and_serves_nothing_else(tls_server):
