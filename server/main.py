@@ -96,6 +96,9 @@ async def serve(cfg: config_mod.Config) -> None:
                           f"(--metrics-tls-cert, --metrics-tls-key): {getattr(e, 'reason', None) or e}") from None
         except OSError as e:
             raise OSError(f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port} (--metrics-host, --metrics-port): {e.strerror or e}") from None
+        if not metrics_tls and not is_loopback(cfg.metrics_host):
+            log.warning("metrics page in plain HTTP on %s, without authentication: anyone who reaches it reads the traffic "
+                        "and labels; give --metrics-tls-cert, --metrics-tls-key and --metrics-tls-client-ca", cfg.metrics_host)
     await server.start()
     # Everything loaded so far (torch, the models, grpc) lives as long as the server: out of the collector's sight, a
     # full collection walks only what calls create. Before, one took a quarter of a second every ~10 s under load,

@@ -245,8 +245,9 @@ def test_metrics_tls_settings_are_checked_at_start(pki, tmp_path):
 
 
 def test_plaintext_on_a_network_address_warns():
-    with ServerProcess("--host", "0.0.0.0", "--metrics-port", "-1") as s:
+    with ServerProcess("--host", "0.0.0.0", "--metrics-host", "0.0.0.0") as s:
         assert "serving PLAINTEXT on 0.0.0.0" in s.output()
+        assert "metrics page in plain HTTP on 0.0.0.0, without authentication" in s.output()
         assert "plaintext, no auth" in s.ready_line
 
 
