@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
+import stat
 
 import grpc
 
@@ -19,8 +21,21 @@ log = logging.getLogger("ferserver")
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)  # orchestrators probe health without credentials
 
 
+def warn_if_shared(path: str, what: str) -> None:
+    """A warning when a secret's file is open to every user of this machine (its "other" bits), as ssh says of a private
+    key: a token or key anyone on the host can read is no longer a secret. Group bits pass: Kubernetes mounts secrets
+    0440 for the pod's fsGroup (deploy/k8s)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # reading it reports what is wrong
+    if mode & stat.S_IRWXO:
+        log.warning("%s %s is open to every user of this machine (mode %03o): chmod 600 it", what, path, mode & 0o777)
+
+
 def server_credentials(cert: str, key: str, client_ca: str | None) -> grpc.ServerCredentials:
     """TLS with cert/key; with client_ca, every client must present a certificate it signed (mTLS)."""
+    warn_if_shared(key, "TLS key")
     pair = (read_pem(key, "TLS key", "key"), read_pem(cert, "TLS certificate", "certificate"))
     ca = read_pem(client_ca, "client CA bundle", "certificate") if client_ca else None
     return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
@@ -33,6 +48,7 @@ def metrics_tls(cert: str | None, key: str | None, client_ca: str | None) -> dic
     if not cert:
         return {}
     read_pem(cert, "metrics TLS certificate", "certificate")
+    warn_if_shared(key, "metrics TLS key")
     read_pem(key, "metrics TLS key", "key")
     if client_ca:
         read_pem(client_ca, "metrics client CA bundle", "certificate")
@@ -55,6 +71,7 @@ class TokenStore:
     def __init__(self, path: str):
         self.path = path
         self._digests = self._load()
+        warn_if_shared(path, "token file")
 
     def _load(self) -> list[bytes]:
         lines = read(self.path, "token file").decode(errors="replace").splitlines()

@@ -329,6 +329,19 @@ def test_the_client_sends_a_token_in_plaintext_to_this_machine_only(pki, server,
     assert r.returncode != 0 and "cannot reach server at 192.0.2.1:50051" in r.stderr and "bearer token" not in r.stderr, r.stderr
 
 
+def test_a_secret_every_user_can_read_is_warned_of(tmp_path, caplog):
+    import logging
+
+    f = tmp_path / "tokens"
+    f.write_text(TOKEN + "\n")
+    for mode, warned in ((0o644, True), (0o604, True), (0o600, False), (0o440, False)):  # 0440: Kubernetes' fsGroup mounts
+        f.chmod(mode)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="ferserver"):
+            TokenStore(str(f))
+        assert (f"token file {f} is open to every user of this machine (mode {mode:03o}): chmod 600 it" in caplog.text) == warned, (mode, caplog.text)
+
+
 def test_token_store_and_loopback(tmp_path):
     (tmp_path / "t").write_text(f"{TOKEN}\n# comment\n{ROTATED}\n")
     store = TokenStore(str(tmp_path / "t"))
