@@ -113,6 +113,8 @@ async def serve(cfg: config_mod.Config) -> None:
     tls = "mutual TLS" if cfg.tls_client_ca else "TLS" if creds else "plaintext"
     auth = f"{len(tokens)} bearer tokens" if tokens else "no auth"
     hinfo = f"; health only :{hport}" if health_only else ""
+    if is_loopback(cfg.host):  # the default: say how to serve other machines, since a client elsewhere only sees a refusal
+        hinfo += "; this machine only: --host 0.0.0.0 serves the network"
     log.info("ferserver ready on %s:%d (%s, %s; metrics %s%s), models %s on %s", cfg.host, port, tls, auth, where, hinfo, ", ".join(c.model_id + (" (classifier {classifier_precision}, synthesis {synthesis_precision})".format(**precisions[c.model_id])
                                    if precisions[c.model_id] else "") for c in cards), engine.device)
 

@@ -274,6 +274,7 @@ def _outward_address() -> str | None:
 def test_by_default_the_server_is_reachable_from_this_machine_only():
     with _DefaultHost("--metrics-port", "-1") as s:
         assert f"ready on localhost:{s.port} (plaintext, no auth" in s.ready_line and "PLAINTEXT" not in s.output()
+        assert "this machine only: --host 0.0.0.0 serves the network" in s.ready_line
         r = run_client("info", "--server", f"localhost:{s.port}")
         assert r.returncode == 0 and "fercodec-v1" in r.stdout, r.stderr
         socket.create_connection(("127.0.0.1", s.port), timeout=5).close()
