@@ -14,6 +14,7 @@ from fermodels import argtypes
 from ferwire.credentials import target_is_local
 
 DEFAULT_SERVER = "localhost:50051"
+SYSTEM_CAS = "system"  # --tls-ca system: grpc's default roots (its bundled public CAs, or $GRPC_DEFAULT_SSL_ROOTS_FILE_PATH)
 
 # round_robin spreads calls over every address a name resolves to (dns:///name:port, or
 # ipv4:a:p,b:q); a call that finds its replica gone (UNAVAILABLE) is retried on another.
@@ -37,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser, timeout: float = 10.0, timeout_hel
     p.add_argument("--server", type=_address, default=env("FERCODEC_SERVER", DEFAULT_SERVER),
                    help=f"host:port, or dns:///name:port to spread calls over every replica (env FERCODEC_SERVER, default {DEFAULT_SERVER})")
     p.add_argument("--tls-ca", default=env("FERCODEC_TLS_CA"), metavar="PEM",
-                   help="connect with TLS, trusting this CA bundle (env FERCODEC_TLS_CA; default: plaintext unless --tls-cert is given)")
+                   help="connect with TLS, trusting this CA bundle, or `system` for the public CAs grpc trusts (a server "
+                        "behind a publicly certified load balancer) (env FERCODEC_TLS_CA; default: plaintext unless --tls-cert is given)")
     p.add_argument("--tls-cert", default=env("FERCODEC_TLS_CERT"), metavar="PEM", help="client certificate for mutual TLS (env FERCODEC_TLS_CERT)")
     p.add_argument("--tls-key", default=env("FERCODEC_TLS_KEY"), metavar="PEM", help="private key of --tls-cert (env FERCODEC_TLS_KEY)")
     p.add_argument("--token-file", default=env("FERCODEC_TOKEN_FILE"), metavar="FILE",
@@ -94,7 +96,7 @@ def open_channel(args):
     options = [("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1)]
     if tls:
         creds = grpc.ssl_channel_credentials(
-            root_certificates=_read(args.tls_ca, "CA bundle", "certificate") if args.tls_ca else None,
+            root_certificates=_read(args.tls_ca, "CA bundle", "certificate") if args.tls_ca and args.tls_ca != SYSTEM_CAS else None,
             private_key=_read(args.tls_key, "TLS key", "key") if args.tls_key else None,
             certificate_chain=_read(args.tls_cert, "TLS certificate", "certificate") if args.tls_cert else None,
         )

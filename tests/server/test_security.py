@@ -122,6 +122,22 @@ def test_tls_with_the_right_ca_and_token_answers(tls_server, pki):
     assert "TLS, 1 bearer tokens" in tls_server.ready_line and "PLAINTEXT" not in tls_server.output()
 
 
+def test_the_client_can_trust_the_cas_grpc_trusts(tls_server, pki):
+    """--tls-ca system: grpc's default roots, here pointed at the test CA as an operator's trust store would hold a public one."""
+    import subprocess
+
+    from ..conftest import BIN
+
+    def info(**env):
+        return subprocess.run([str(BIN / "ferclient"), "info", "--server", tls_server.address, "--tls-ca", "system", "--timeout", "5"],
+                              capture_output=True, text=True, timeout=60, env={**os.environ, "FERCODEC_TOKEN": TOKEN, **env})
+
+    r = info(GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=str(pki / "ca.pem"))
+    assert r.returncode == 0 and "fercodec-v1" in r.stdout, r.stderr
+    r = info()  # grpc's bundled public CAs never signed the test CA's server certificate
+    assert r.returncode == 1 and "cannot reach server" in r.stderr, r.stderr
+
+
 def test_tls_refuses_clients_that_do_not_trust_its_ca(tls_server, pki):
     with _channel(tls_server.address, pki, ca="rogue-ca") as ch:
         assert _code(lambda: _info(ch, TOKEN)) == grpc.StatusCode.UNAVAILABLE
