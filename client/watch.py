@@ -217,7 +217,7 @@ def run(args, err) -> int:
     from fercodec.v1 import fercodec_pb2 as pb
     from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 
-    from .channel import open_channel
+    from .channel import ChannelSettingError, open_channel
     from .encoder import FaceEncoder
     from .faces import FaceDetector
 
@@ -323,6 +323,8 @@ def run(args, err) -> int:
 
         err(rpc_error_message(e, args.server, args.timeout))
         status = 1
+    except ChannelSettingError:
+        raise  # a setting to fix (a certificate, a token): one line and exit 2, as every subcommand
     except (RuntimeError, OSError, ValueError) as e:
         err(str(e))
         status = 1

@@ -335,7 +335,7 @@ def test_client_setting_errors_are_one_line_exit_2(tmp_path, astronaut, pki):
 
 
 def test_the_client_sends_a_token_in_plaintext_to_this_machine_only(pki, server, astronaut):
-    for cmd in (["info"], ["send", str(astronaut)]):
+    for cmd in (["info"], ["send", str(astronaut)], ["watch", str(astronaut)], ["models", "pull", "fercodec-v1"]):
         r = run_client(*cmd, "--server", "192.0.2.1:50051", "--token-file", str(pki / "tokens"))  # TEST-NET-1: never reached
         assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
         assert r.stderr.startswith("ferclient: a bearer token would cross the network in plaintext to 192.0.2.1:50051: give --tls-ca")
