@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import logging
 import os
+import ssl
 import stat
 
 import grpc
@@ -52,8 +53,6 @@ def metrics_tls(cert: str | None, key: str | None, client_ca: str | None) -> dic
     read_pem(key, "metrics TLS key", "key")
     if client_ca:
         read_pem(client_ca, "metrics client CA bundle", "certificate")
-    import ssl
-
     try:  # what the metrics server will do with them, now rather than after the models load
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
     except ssl.SSLError as e:
