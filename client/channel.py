@@ -138,7 +138,10 @@ def rpc_error_message(e, server: str, timeout: float) -> str:
 
     code = e.code()
     if code == grpc.StatusCode.UNAVAILABLE:
-        return f"cannot reach server at {server} ({e.details()})"
+        hint = ""
+        if not target_is_local(server) and "refused" in (e.details() or "").lower():
+            hint = "; a ferserver there serves only its own machine unless started with --host 0.0.0.0"
+        return f"cannot reach server at {server} ({e.details()}){hint}"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"deadline exceeded: no answer from {server} within {timeout:g}s"
     if code == grpc.StatusCode.UNAUTHENTICATED:

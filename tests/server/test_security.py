@@ -299,6 +299,8 @@ def test_by_default_the_server_is_reachable_from_this_machine_only():
             pytest.skip("this machine has no network address to try the server on")
         with pytest.raises(ConnectionRefusedError):  # before the change (0.0.0.0 by default) this connected
             socket.create_connection((outward, s.port), timeout=5).close()
+        r = run_client("info", "--server", f"{outward}:{s.port}", "--timeout", "5")  # what a client on another machine is told
+        assert r.returncode == 1 and "serves only its own machine unless started with --host 0.0.0.0" in r.stderr, r.stderr
 
 
 def test_bad_credentials_stop_the_server_at_once_with_one_line(pki, tmp_path):
