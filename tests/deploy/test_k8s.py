@@ -31,6 +31,9 @@ SETTINGS = {"FERCODEC_" + f.name.upper() for f in dataclasses.fields(Config)}
 HEALTH_SERVICES = {"", "fercodec.v1.FerCodec"}  # what ferserver.main sets SERVING
 VARIANTS = ("base", "gpu", "examples/gpu-tls")
 KUBECTL = shutil.which("kubectl")
+# settings that name a file in a mounted secret -> the secret's key (tls.crt/tls.key/ca.crt as kubernetes.io/tls and cert-manager write them)
+SECRET_FILES = {"FERCODEC_AUTH_TOKEN_FILE": "tokens", "FERCODEC_TLS_CERT": "tls.crt", "FERCODEC_TLS_KEY": "tls.key", "FERCODEC_TLS_CLIENT_CA": "ca.crt",
+                "FERCODEC_METRICS_TLS_CERT": "tls.crt", "FERCODEC_METRICS_TLS_KEY": "tls.key", "FERCODEC_METRICS_TLS_CLIENT_CA": "ca.crt"}
 
 
 def load(path: Path) -> list[dict]:
@@ -87,6 +90,9 @@ def test_every_document_parses_and_names_itself():
     for f in files:
         docs = load(f)
         assert docs, f"{f} is empty"
+        if isinstance(docs[0], list):  # a JSON patch (servicemonitor-tls.yaml): operations, not objects
+            assert all(op["op"] in ("add", "replace") and op["path"].startswith("/spec/") for op in docs[0]), f
+            continue
         for d in docs:
             assert isinstance(d, dict), f"{f}: a document is not a mapping"
             if f.name == "values.yaml":  # Helm values, not a Kubernetes object
@@ -197,14 +203,14 @@ def _check_secret_paths(dep: dict) -> set[str]:
     mounts = {m["mountPath"]: volumes[m["name"]] for m in c["volumeMounts"]}
     secrets = set()
     for name, value in env_of(c).items():
-        if name not in ("FERCODEC_AUTH_TOKEN_FILE", "FERCODEC_TLS_CERT", "FERCODEC_TLS_KEY", "FERCODEC_TLS_CLIENT_CA"):
+        if name not in SECRET_FILES:
             continue
         path = Path(value)
         vol = mounts.get(str(path.parent))
         assert vol is not None and "secret" in vol, f"{name}={value} is not in a mounted secret volume"
         assert mounts_readonly(c, str(path.parent))
         # The file name is a key of the secret: tls.crt/tls.key/ca.crt as kubernetes.io/tls and cert-manager write them.
-        expected = {"FERCODEC_AUTH_TOKEN_FILE": "tokens", "FERCODEC_TLS_CERT": "tls.crt", "FERCODEC_TLS_KEY": "tls.key", "FERCODEC_TLS_CLIENT_CA": "ca.crt"}[name]
+        expected = SECRET_FILES[name]
         assert path.name == expected, f"{name} reads {path.name}, the secret key is {expected}"
         assert vol["secret"]["defaultMode"] & 0o007 == 0, "secrets are not world-readable"
         secrets.add(vol["secret"]["secretName"])
@@ -325,7 +331,9 @@ def test_rendered_variant_is_valid(rendered, variant):
     assert "fercodec-tokens" in secrets
     assert (cfg.device == "cuda") == ("gpu" in variant) == ("nvidia.com/gpu" in c["resources"]["limits"])
     if "tls" in variant:
-        assert cfg.tls_cert and cfg.tls_key and "fercodec-tls" in secrets
+        assert cfg.tls_cert and cfg.tls_key and cfg.metrics_tls_cert and "fercodec-tls" in secrets
+        (endpoint,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+        assert endpoint["scheme"] == "https" and endpoint["tlsConfig"]["ca"]["secret"]["name"] == "fercodec-tls"
         assert all("grpc" not in c[p] for p in ("startupProbe", "readinessProbe", "livenessProbe"))
         assert one(docs, "Service", "fercodec-headless")["metadata"]["namespace"] == "fercodec"
     else:
@@ -362,6 +370,40 @@ def _throwaway_tls(d: Path) -> None:
     (d / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 
 
+def _json_patch(doc: dict, ops: list[dict]) -> dict:
+    """RFC 6902 add/replace on a copy of doc: what kustomize does with servicemonitor-tls.yaml."""
+    import copy
+
+    out = copy.deepcopy(doc)
+    for op in ops:
+        *parents, last = [int(p) if p.isdigit() else p for p in op["path"].strip("/").split("/")]
+        node = out
+        for p in parents:
+            node = node[p]
+        assert op["op"] == "add" or last in node, op
+        node[last] = op["value"]
+    return out
+
+
+def test_tls_component_scrapes_the_metrics_page_over_https(base):
+    """The component's two patches agree: the server serves its metrics page with the Secret's pair, and the
+    ServiceMonitor scrapes the same port over HTTPS, checking the name the certificate holds against the Secret's CA."""
+    (patch,) = load(K8S / "components" / "tls" / "deployment-tls.yaml")
+    (c,) = patch["spec"]["template"]["spec"]["containers"]
+    env = env_of(c)
+    assert (env["FERCODEC_METRICS_TLS_CERT"], env["FERCODEC_METRICS_TLS_KEY"]) == (env["FERCODEC_TLS_CERT"], env["FERCODEC_TLS_KEY"])
+    (ops,) = load(K8S / "components" / "tls" / "servicemonitor-tls.yaml")
+    monitor = _json_patch(one(base, "ServiceMonitor"), ops)
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics" and endpoint["scheme"] == "https"
+    tls = endpoint["tlsConfig"]
+    assert tls["ca"]["secret"] == {"name": "fercodec-tls", "key": "ca.crt"}
+    assert tls["serverName"] == one(base, "Service", "fercodec-headless")["metadata"]["name"]  # a name the certificate holds
+    kust = load(K8S / "components" / "tls" / "kustomization.yaml")[0]
+    target = next(p["target"] for p in kust["patches"] if p["path"] == "servicemonitor-tls.yaml")
+    assert (target["kind"], target["name"], f"{target['group']}/{target['version']}") == ("ServiceMonitor", monitor["metadata"]["name"], monitor["apiVersion"])
+
+
 @pytest.mark.slow
 def test_tls_exec_probe_passes_against_a_real_tls_server(tmp_path):
     """The component's probe script, pointed at a throwaway TLS ferserver: 0 while it serves, non-zero when it is gone."""
@@ -371,11 +413,23 @@ def test_tls_exec_probe_passes_against_a_real_tls_server(tmp_path):
     (c,) = patch["spec"]["template"]["spec"]["containers"]
     script = c["readinessProbe"]["exec"]["command"][2]
     _throwaway_tls(tmp_path)
-    with ServerProcess("--device", "cpu", "--tls-cert", str(tmp_path / "tls.crt"), "--tls-key", str(tmp_path / "tls.key")) as s:
+    here = {k: v.replace("/etc/fercodec/tls/", f"{tmp_path}/") for k, v in env_of(c).items()}
+    with ServerProcess("--device", "cpu", env=here) as s:  # the component's env: TLS on the port and the metrics page
         local = script.replace("/etc/fercodec/tls/", f"{tmp_path}/").replace("127.0.0.1:50051", s.address)
         assert local != script
         r = subprocess.run([sys.executable, "-c", local], capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
+        # Scraped as the patched ServiceMonitor does: HTTPS to an address, the name checked is serverName, against ca.crt.
+        import socket
+        import ssl
+
+        (ops,) = load(K8S / "components" / "tls" / "servicemonitor-tls.yaml")
+        tls = next(op["value"] for op in ops if op["path"].endswith("/tlsConfig"))
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+        with socket.create_connection(("127.0.0.1", s.metrics_port), timeout=10) as raw, ctx.wrap_socket(raw, server_hostname=tls["serverName"]) as conn:
+            conn.sendall(b"GET /metrics HTTP/1.0\r\nHost: fercodec\r\n\r\n")
+            page = b"".join(iter(lambda: conn.recv(65536), b""))
+        assert page.startswith(b"HTTP/1.0 200") and b"fercodec_requests_total" in page
         assert s.stop() == 0
     r = subprocess.run([sys.executable, "-c", local], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
