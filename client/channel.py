@@ -11,7 +11,7 @@ import json
 import os
 
 from fermodels import argtypes
-from ferwire.credentials import target_is_local
+from ferwire.credentials import host_port, target_is_local
 
 DEFAULT_SERVER = "localhost:50051"
 SYSTEM_CAS = "system"  # --tls-ca system: grpc's default roots (its bundled public CAs, or $GRPC_DEFAULT_SSL_ROOTS_FILE_PATH)
@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser, timeout: float = 10.0, timeout_hel
 
 def _address(text: str) -> str:
     """--server as grpc takes it, with its port checked: grpc would wrap 99999 to 34463 and report a refused connection there."""
-    port = text.rsplit(":", 1)[1] if ":" in text.rsplit("]", 1)[-1] else ""
+    port = host_port(text)[1]
     if port.isdigit() and not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"port {port} of {text} is not a TCP port (1-65535)")
     if not text.strip() or text.endswith(":"):

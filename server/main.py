@@ -7,7 +7,6 @@ import gc
 import logging
 import signal
 import socket
-import ssl
 import sys
 
 import grpc
@@ -91,9 +90,6 @@ async def serve(cfg: config_mod.Config) -> None:
     if cfg.metrics_port >= 0:
         try:
             httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=metrics.registry, **metrics_tls)
-        except ssl.SSLError as e:  # a key that is not the certificate's, say
-            raise OSError(f"cannot serve metrics over TLS with {cfg.metrics_tls_cert} and {cfg.metrics_tls_key} "
-                          f"(--metrics-tls-cert, --metrics-tls-key): {getattr(e, 'reason', None) or e}") from None
         except OSError as e:
             raise OSError(f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port} (--metrics-host, --metrics-port): {e.strerror or e}") from None
         if not metrics_tls and not is_loopback(cfg.metrics_host):

@@ -53,10 +53,16 @@ def metrics_tls(cert: str | None, key: str | None, client_ca: str | None) -> dic
     read_pem(key, "metrics TLS key", "key")
     if client_ca:
         read_pem(client_ca, "metrics client CA bundle", "certificate")
-    try:  # what the metrics server will do with them, now rather than after the models load
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # what the metrics server will load, now rather than after the models
+    try:
+        ctx.load_cert_chain(cert, key)
     except ssl.SSLError as e:
         raise ValueError(f"metrics TLS key {key} does not load with certificate {cert}: {getattr(e, 'reason', None) or e}") from None
+    if client_ca:
+        try:
+            ctx.load_verify_locations(client_ca)
+        except ssl.SSLError as e:
+            raise ValueError(f"metrics client CA bundle {client_ca} does not load: {getattr(e, 'reason', None) or e}") from None
     return {"certfile": cert, "keyfile": key, "client_cafile": client_ca, "client_auth_required": bool(client_ca)}
 
 

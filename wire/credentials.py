@@ -49,10 +49,10 @@ def target_is_local(target: str) -> bool:
     if target.startswith("dns:"):
         target = target.split("/", 3)[-1] if target.startswith("dns://") else target[4:]
     if target.startswith(("ipv4:", "ipv6:")):
-        return all(is_loopback(_host(t)) for t in target[5:].split(","))
-    return is_loopback(_host(target))
+        return all(is_loopback(host_port(t)[0]) for t in target[5:].split(","))
+    return is_loopback(host_port(target)[0])
 
 
-def _host(address: str) -> str:
-    """host of host:port ([v6]:port), or the address when it has no port."""
-    return address.rsplit(":", 1)[0] if ":" in address.rsplit("]", 1)[-1] else address
+def host_port(address: str) -> tuple[str, str]:
+    """(host, port) of host:port or [v6]:port; port "" when the address has none."""
+    return tuple(address.rsplit(":", 1)) if ":" in address.rsplit("]", 1)[-1] else (address, "")
