@@ -36,6 +36,7 @@ class Config:
     metrics_tls_cert: str | None = None
     metrics_tls_key: str | None = None
     metrics_tls_client_ca: str | None = None
+    credential_check_s: float = 10.0
 
 
 _HELP = {
@@ -73,11 +74,14 @@ _HELP = {
     "tls_cert": "PEM certificate chain: serve TLS (needs --tls-key)",
     "tls_key": "PEM private key for --tls-cert",
     "tls_client_ca": "PEM CA bundle: require client certificates signed by it (mutual TLS)",
-    "auth_token_file": "file of bearer tokens, one per line; calls without one get UNAUTHENTICATED (re-read on SIGHUP)",
+    "auth_token_file": "file of bearer tokens, one per line; calls without one get UNAUTHENTICATED (re-read when it changes, "
+                       "and on SIGHUP)",
     "metrics_tls_cert": "PEM certificate chain: serve the metrics page over HTTPS (needs --metrics-tls-key; may be --tls-cert's file)",
     "metrics_tls_key": "PEM private key for --metrics-tls-cert",
     "metrics_tls_client_ca": "PEM CA bundle: the metrics page answers only scrapers presenting a certificate it signed "
                              "(Prometheus' tls_config cert_file/key_file)",
+    "credential_check_s": "seconds between looks at the token and TLS files: a new version is put in force without a restart "
+                          "(a renewed certificate serves the connections opened after it; 0 = only on SIGHUP, which re-reads them all)",
 }
 
 
@@ -113,8 +117,8 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> C
     for flag, port in (("--metrics-port", cfg.metrics_port), ("--health-port", cfg.health_port)):
         if not -1 <= port <= 65535:
             p.error(f"{flag} must be a TCP port (0-65535; 0 picks a free one) or -1 (off), not {port}")
-    if not (cfg.grace_s >= 0 and cfg.max_connection_age_s >= 0):  # also refuses nan
-        p.error("--grace-s and --max-connection-age-s must be >= 0 seconds")
+    if not (cfg.grace_s >= 0 and cfg.max_connection_age_s >= 0 and cfg.credential_check_s >= 0):  # also refuses nan
+        p.error("--grace-s, --max-connection-age-s and --credential-check-s must be >= 0 seconds")
     if cfg.decode_workers < -1:
         p.error("--decode-workers must be -1 (auto), 0 (decode in the model worker's thread) or a number of processes")
     if bool(cfg.tls_cert) != bool(cfg.tls_key):

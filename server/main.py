@@ -39,9 +39,11 @@ async def serve(cfg: config_mod.Config) -> None:
         why = _unbindable(host, port)
         if why:
             raise OSError(f"cannot {what} {host}:{port}{flag}: {why}")
-    creds = security.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None
+    tls = security.ServerTLS(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None
+    creds = tls.credentials if tls else None
     tokens = security.TokenStore(cfg.auth_token_file) if cfg.auth_token_file else None
-    metrics_tls = security.metrics_tls(cfg.metrics_tls_cert, cfg.metrics_tls_key, cfg.metrics_tls_client_ca)
+    metrics_tls = security.MetricsTLS(cfg.metrics_tls_cert, cfg.metrics_tls_key, cfg.metrics_tls_client_ca)
+    watcher = security.CredentialWatcher([tls, tokens, metrics_tls])
     cards = config_mod.model_cards(cfg)
     card = cards[0]
     metrics = Metrics()
@@ -89,10 +91,11 @@ async def serve(cfg: config_mod.Config) -> None:
     httpd = None
     if cfg.metrics_port >= 0:
         try:
-            httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=metrics.registry, **metrics_tls)
+            httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=metrics.registry, **metrics_tls.kwargs)
         except OSError as e:
             raise OSError(f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port} (--metrics-host, --metrics-port): {e.strerror or e}") from None
-        if not metrics_tls and not is_loopback(cfg.metrics_host):
+        metrics_tls.attach(httpd)
+        if not metrics_tls.cert and not is_loopback(cfg.metrics_host):
             log.warning("metrics page in plain HTTP on %s, without authentication: anyone who reaches it reads the traffic "
                         "and labels; give --metrics-tls-cert, --metrics-tls-key and --metrics-tls-client-ca", cfg.metrics_host)
     await server.start()
@@ -104,23 +107,25 @@ async def serve(cfg: config_mod.Config) -> None:
     metrics.gc_frozen.set(gc.get_freeze_count())
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    scheme = "" if not metrics_tls else "https, client certificates " if cfg.metrics_tls_client_ca else "https "
+    scheme = "" if not metrics_tls.cert else "https, client certificates " if cfg.metrics_tls_client_ca else "https "
     where = f"{scheme}{cfg.metrics_host}:{httpd.server_port}/metrics" if httpd else "off"
-    tls = "mutual TLS" if cfg.tls_client_ca else "TLS" if creds else "plaintext"
+    mode = "mutual TLS" if cfg.tls_client_ca else "TLS" if creds else "plaintext"
     auth = f"{len(tokens)} bearer tokens" if tokens else "no auth"
     hinfo = f"; health only :{hport}" if health_only else ""
     if is_loopback(cfg.host):  # the default: say how to serve other machines, since a client elsewhere only sees a refusal
         hinfo += "; this machine only: --host 0.0.0.0 serves the network"
-    log.info("ferserver ready on %s:%d (%s, %s; metrics %s%s), models %s on %s", cfg.host, port, tls, auth, where, hinfo, ", ".join(c.model_id + (" (classifier {classifier_precision}, synthesis {synthesis_precision})".format(**precisions[c.model_id])
+    log.info("ferserver ready on %s:%d (%s, %s; metrics %s%s), models %s on %s", cfg.host, port, mode, auth, where, hinfo, ", ".join(c.model_id + (" (classifier {classifier_precision}, synthesis {synthesis_precision})".format(**precisions[c.model_id])
                                    if precisions[c.model_id] else "") for c in cards), engine.device)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if tokens:
-        loop.add_signal_handler(signal.SIGHUP, tokens.reload)
+    # SIGHUP re-reads every credential file now (and never stops the server); changed files are picked up without it.
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, watcher.check, True))
+    watching = asyncio.create_task(watcher.watch(cfg.credential_check_s))
     await stop.wait()
+    watching.cancel()
     log.info("ferserver stopping: no new work, finishing in-flight requests (grace %.0fs)", cfg.grace_s)
     await health_servicer.enter_graceful_shutdown()
     batcher.drain()  # no call can join a waiting batch now: run it

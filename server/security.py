@@ -1,18 +1,21 @@
 """Who may talk to ferserver: TLS (optionally mutual) on the port, bearer tokens on every call but health checks.
 
 Tokens are compared in constant time (hashed to equal length first, every
-token checked), never logged, and re-read from their file on SIGHUP so they
-rotate without a restart; a reload that fails keeps the tokens in force.
+token checked) and never logged. Tokens and certificates rotate without a
+restart: CredentialWatcher puts a new version of their files in force when the
+files change or on SIGHUP; one that does not load keeps the old in force.
 """
 
 from __future__ import annotations
 
 import hashlib
+import asyncio
 import hmac
 import logging
 import os
 import ssl
 import stat
+import threading
 
 import grpc
 
@@ -34,36 +37,151 @@ def warn_if_shared(path: str, what: str) -> None:
         log.warning("%s %s is open to every user of this machine (mode %03o): chmod 600 it", what, path, mode & 0o777)
 
 
-def server_credentials(cert: str, key: str, client_ca: str | None) -> grpc.ServerCredentials:
-    """TLS with cert/key; with client_ca, every client must present a certificate it signed (mTLS)."""
-    warn_if_shared(key, "TLS key")
-    pair = (read_pem(key, "TLS key", "key"), read_pem(cert, "TLS certificate", "certificate"))
-    ca = read_pem(client_ca, "client CA bundle", "certificate") if client_ca else None
-    return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
-
-
-def metrics_tls(cert: str | None, key: str | None, client_ca: str | None) -> dict:
-    """prometheus_client.start_http_server's TLS arguments: none (plain HTTP) without cert, HTTPS with it, and with
-    client_ca only scrapers presenting a certificate it signed are answered. The files are checked first, so a wrong
-    one fails the start with one line naming it, before the models load."""
-    if not cert:
-        return {}
-    read_pem(cert, "metrics TLS certificate", "certificate")
-    warn_if_shared(key, "metrics TLS key")
-    read_pem(key, "metrics TLS key", "key")
-    if client_ca:
-        read_pem(client_ca, "metrics client CA bundle", "certificate")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # what the metrics server will load, now rather than after the models
+def _tls_context(cert: str, key: str, what: str) -> ssl.SSLContext:
+    """A server TLS context holding the pair; ValueError naming both files when the key is not the certificate's
+    (what: "TLS", "metrics TLS")."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         ctx.load_cert_chain(cert, key)
     except ssl.SSLError as e:
-        raise ValueError(f"metrics TLS key {key} does not load with certificate {cert}: {getattr(e, 'reason', None) or e}") from None
-    if client_ca:
+        raise ValueError(f"{what} key {key} does not load with certificate {cert}: {getattr(e, 'reason', None) or e}") from None
+    return ctx
+
+
+class ServerTLS:
+    """The gRPC port's TLS pair and, for mutual TLS, the CA its clients' certificates must chain to.
+
+    `credentials` are grpc's dynamic ones: grpc asks before every new connection's handshake whether a new pair is in
+    force, so one put there by `load` (CredentialWatcher: a renewed certificate) serves every connection opened after,
+    while open connections keep the one they began with."""
+
+    what = "TLS certificate"
+
+    def __init__(self, cert: str, key: str, client_ca: str | None):
+        self.cert, self.key, self.client_ca = cert, key, client_ca
+        self.files = tuple(f for f in (cert, key, client_ca) if f)
+        self._pending = None
+        self.credentials = grpc.dynamic_ssl_server_credentials(self._read(), self._next, require_client_authentication=client_ca is not None)
+
+    def _read(self) -> grpc.ServerCertificateConfiguration:
+        warn_if_shared(self.key, "TLS key")
+        pair = (read_pem(self.key, "TLS key", "key"), read_pem(self.cert, "TLS certificate", "certificate"))
+        _tls_context(self.cert, self.key, "TLS")
+        ca = read_pem(self.client_ca, "client CA bundle", "certificate") if self.client_ca else None
+        return grpc.ssl_server_certificate_configuration([pair], root_certificates=ca)
+
+    def load(self) -> str:
+        self._pending = self._read()
+        return "new connections get it"
+
+    def _next(self):
+        config, self._pending = self._pending, None
+        return config  # None: keep the one in force
+
+
+class MetricsTLS:
+    """The metrics page's TLS: prometheus_client's start_http_server arguments (`kwargs`; empty: plain HTTP), checked at
+    start so that a wrong file fails it with one line naming it, before the models load; once serving (`attach`),
+    `load` puts a renewed pair in the page's TLS context for the connections after. A client CA bundle read again adds
+    its CAs to those trusted; dropping one needs a restart (Python's ssl cannot forget a CA)."""
+
+    what = "metrics TLS certificate"
+
+    def __init__(self, cert: str | None, key: str | None, client_ca: str | None):
+        self.cert, self.key, self.client_ca = cert, key, client_ca
+        self.files = tuple(f for f in (cert, key, client_ca) if f)
+        self.context = None
+        if cert:
+            self._context()  # what the metrics server will load, now rather than after the models
+
+    def _context(self) -> ssl.SSLContext:
+        """A TLS context from the files, each checked: one line naming the one that is wrong."""
+        read_pem(self.cert, "metrics TLS certificate", "certificate")
+        warn_if_shared(self.key, "metrics TLS key")
+        read_pem(self.key, "metrics TLS key", "key")
+        ctx = _tls_context(self.cert, self.key, "metrics TLS")
+        if self.client_ca:
+            read_pem(self.client_ca, "metrics client CA bundle", "certificate")
+            try:
+                ctx.load_verify_locations(self.client_ca)
+            except ssl.SSLError as e:
+                raise ValueError(f"metrics client CA bundle {self.client_ca} does not load: {getattr(e, 'reason', None) or e}") from None
+        return ctx
+
+    @property
+    def kwargs(self) -> dict:
+        if not self.cert:
+            return {}
+        return {"certfile": self.cert, "keyfile": self.key, "client_cafile": self.client_ca, "client_auth_required": bool(self.client_ca)}
+
+    def attach(self, httpd) -> None:
+        """The running metrics server: its listening socket's TLS context is the one `load` renews."""
+        self.context = getattr(httpd.socket, "context", None)
+
+    def load(self) -> str:
+        self._context()  # every file checked before the page's context changes
+        if self.context is None:  # the page is off (--metrics-port -1)
+            return "no metrics page to serve it"
+        self.context.load_cert_chain(self.cert, self.key)
+        if self.client_ca:
+            self.context.load_verify_locations(self.client_ca)
+        return "new scrapes get it"
+
+
+def _stamp(paths: tuple[str, ...]) -> tuple:
+    """What says a file changed: (mtime, size, inode) per path (None for one that cannot be read). A Kubernetes Secret
+    volume swaps a symlink to a new directory, which changes all three."""
+    out = []
+    for p in paths:
         try:
-            ctx.load_verify_locations(client_ca)
-        except ssl.SSLError as e:
-            raise ValueError(f"metrics client CA bundle {client_ca} does not load: {getattr(e, 'reason', None) or e}") from None
-    return {"certfile": cert, "keyfile": key, "client_cafile": client_ca, "client_auth_required": bool(client_ca)}
+            st = os.stat(p)
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+class CredentialWatcher:
+    """Puts a new version of the server's credential files in force without a restart: the token file, the gRPC port's
+    TLS pair and client CA, the metrics page's. `check` re-reads a credential whose files changed since it last looked
+    (every --credential-check-s seconds, `watch`), or every one (force: SIGHUP). A version that does not load (no
+    tokens, a key that is not the certificate's, a file caught half written) is refused with one log line and the one
+    in force kept; it is tried again when its files next change.
+
+    Why: certificates expire and are renewed (cert-manager, a Kubernetes Secret updated in place), tokens are rotated;
+    a restart for either drops the calls in flight and the batches that were forming."""
+
+    def __init__(self, credentials: list):
+        self.credentials = [c for c in credentials if c is not None and c.files]
+        self._seen = [_stamp(c.files) for c in self.credentials]
+        self._lock = threading.Lock()  # SIGHUP's check and the periodic one run on threads of their own
+
+    def check(self, force: bool = False) -> None:
+        if force and not self.credentials:
+            log.info("SIGHUP: no token file or TLS files to re-read; serving on")
+        with self._lock:
+            self._check(force)
+
+    def _check(self, force: bool) -> None:
+        for i, c in enumerate(self.credentials):
+            now = _stamp(c.files)
+            if now == self._seen[i] and not force:
+                continue
+            self._seen[i] = now
+            try:
+                done = c.load()
+            except (OSError, ValueError, ssl.SSLError) as e:
+                log.error("%s not re-read, the one in force stays: %s", c.what, e)
+            else:
+                log.info("%s re-read (%s): %s", c.what, ", ".join(c.files), done)
+
+    async def watch(self, every: float) -> None:
+        """check() every `every` seconds (0: never), off the event loop (it reads files)."""
+        if every <= 0 or not self.credentials:
+            return
+        while True:
+            await asyncio.sleep(every)
+            await asyncio.to_thread(self.check)
 
 
 def _digest(token: str) -> bytes:
@@ -73,8 +191,11 @@ def _digest(token: str) -> bytes:
 class TokenStore:
     """The bearer tokens a server accepts, from a file of one token per line (# comments allowed)."""
 
+    what = "token file"
+
     def __init__(self, path: str):
         self.path = path
+        self.files = (path,)
         self._digests = self._load()
         warn_if_shared(path, "token file")
 
@@ -88,14 +209,9 @@ class TokenStore:
     def __len__(self) -> int:
         return len(self._digests)
 
-    def reload(self) -> None:
-        """Re-read the file (on SIGHUP); on any error keep the tokens in force and say why."""
-        try:
-            self._digests = self._load()
-        except (OSError, ValueError) as e:
-            log.error("token reload failed, keeping the %d tokens in force: %s", len(self._digests), e)
-            return
-        log.info("token file re-read: %d tokens in force", len(self._digests))
+    def load(self) -> str:
+        self._digests = self._load()
+        return f"{len(self._digests)} tokens in force"
 
     def accepts(self, authorization: str | None) -> bool:
         if not authorization or not authorization.startswith("Bearer "):

@@ -189,28 +189,86 @@ def test_ferclient_sends_over_tls_with_a_token(tls_server, pki, astronaut):
     assert r.returncode == 0 and json.loads(r.stdout)["model_id"].startswith("fercodec-v1"), r.stderr
 
 
+def _wait_for(server, text: str, count: int = 1, timeout: float = 20) -> None:
+    deadline = time.time() + timeout
+    while server.output().count(text) < count and time.time() < deadline:
+        time.sleep(0.1)
+    assert server.output().count(text) >= count, f"no {count} x {text!r} in:\n{server.output()}"
+
+
 def test_tokens_rotate_on_sighup(tls_server, pki):
     with _channel(tls_server.address, pki) as ch:
         (pki / "tokens").write_text(ROTATED + "\n")
         tls_server.proc.send_signal(signal.SIGHUP)
-        deadline = time.time() + 20
-        while "token file re-read: 1 tokens in force" not in tls_server.output() and time.time() < deadline:
-            time.sleep(0.1)
+        _wait_for(tls_server, "token file re-read (")
+        assert "1 tokens in force" in tls_server.output()
         assert _code(lambda: _info(ch, TOKEN)) == grpc.StatusCode.UNAUTHENTICATED
         assert _info(ch, ROTATED).model_id
         (pki / "tokens").write_text("# nothing\n")  # a broken rotation keeps the tokens in force
         tls_server.proc.send_signal(signal.SIGHUP)
-        deadline = time.time() + 20
-        while "token reload failed" not in tls_server.output() and time.time() < deadline:
-            time.sleep(0.1)
+        _wait_for(tls_server, "token file not re-read, the one in force stays")
         assert _info(ch, ROTATED).model_id
         (pki / "tokens").write_text(TOKEN + "\n")
         tls_server.proc.send_signal(signal.SIGHUP)
-        deadline = time.time() + 20
-        while tls_server.output().count("token file re-read") < 2 and time.time() < deadline:
-            time.sleep(0.1)
+        _wait_for(tls_server, "token file re-read (", 2)
     assert tls_server.proc.poll() is None
     assert ROTATED not in tls_server.output()
+
+
+def test_certificates_and_tokens_rotate_without_a_restart(pki, tmp_path):
+    """A renewed gRPC and metrics certificate (here from another CA, so that the client can tell which one it met) and a
+    rotated token file are put in force by the server's periodic check, no signal: new connections get the new
+    certificate, an open one keeps working; a half-done rotation (a key that is not the certificate's) is refused and
+    the old pair kept."""
+    import shutil
+
+    from cryptography.hazmat.primitives import serialization
+
+    live = tmp_path / "live"
+    live.mkdir()
+    for name in ("server.pem", "server.key", "tokens"):
+        shutil.copy(pki / name, live / name)
+        (live / name).chmod(0o600)
+    ca2_key, new_key = _key(), _key()
+    ca2 = _cert(ca2_key, "renewal CA", ca=True)
+    (tmp_path / "ca2.pem").write_bytes(ca2.public_bytes(serialization.Encoding.PEM))
+    new_cert = _cert(new_key, "renewed", issuer=(ca2, ca2_key), server=True).public_bytes(serialization.Encoding.PEM)
+    new_key_pem = new_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    tls = ["--tls-cert", str(live / "server.pem"), "--tls-key", str(live / "server.key")]
+    with ServerProcess(*tls, "--metrics-tls-cert", str(live / "server.pem"), "--metrics-tls-key", str(live / "server.key"),
+                       "--auth-token-file", str(live / "tokens"), "--credential-check-s", "0.2") as s:
+        old = _channel(s.address, pki)
+        assert _info(old, TOKEN).model_id and "fercodec_requests_total" in _scrape(s.metrics_port, pki)
+        (live / "server.key").write_bytes(new_key_pem)  # the key first: for a moment the pair does not match
+        _wait_for(s, "TLS certificate not re-read, the one in force stays")
+        _wait_for(s, "metrics TLS certificate not re-read, the one in force stays")
+        assert "does not load with certificate" in s.output()
+        with _channel(s.address, pki) as ch:  # the old pair still serves new connections
+            assert _info(ch, TOKEN).model_id
+        (live / "server.pem").write_bytes(new_cert)
+        (live / "tokens").write_text(ROTATED + "\n")
+        _wait_for(s, "TLS certificate re-read (")
+        _wait_for(s, "metrics TLS certificate re-read (")
+        _wait_for(s, "token file re-read (")
+        with _channel(s.address, pki) as ch:  # the first CA no longer vouches for the server
+            assert _code(lambda: _info(ch, ROTATED)) == grpc.StatusCode.UNAVAILABLE
+        with grpc.secure_channel(s.address, grpc.ssl_channel_credentials((tmp_path / "ca2.pem").read_bytes())) as ch:
+            assert _info(ch, ROTATED).model_id
+            assert _code(lambda: _info(ch, TOKEN)) == grpc.StatusCode.UNAUTHENTICATED
+        assert _info(old, ROTATED).model_id  # the connection opened before the renewal keeps its handshake
+        old.close()
+        assert "fercodec_requests_total" in _scrape(s.metrics_port, tmp_path, ca="ca2")
+        with pytest.raises(OSError):
+            _scrape(s.metrics_port, pki)
+        assert s.proc.poll() is None and TOKEN not in s.output() and ROTATED not in s.output()
+
+
+def test_sighup_without_credentials_keeps_serving(server):
+    server.proc.send_signal(signal.SIGHUP)
+    _wait_for(server, "SIGHUP: no token file or TLS files to re-read; serving on")
+    assert server.proc.poll() is None
+    r = run_client("info", "--server", server.address)
+    assert r.returncode == 0, r.stderr
 
 
 def test_mutual_tls_refuses_clients_without_a_trusted_certificate(mtls_server, pki):
@@ -225,13 +283,13 @@ def test_mutual_tls_refuses_clients_without_a_trusted_certificate(mtls_server, p
     assert "mutual TLS" in mtls_server.ready_line and "PLAINTEXT" not in mtls_server.output()
 
 
-def _scrape(port: int, pki, client: str | None = None, https: bool = True) -> str:
+def _scrape(port: int, pki, client: str | None = None, https: bool = True, ca: str = "ca") -> str:
     import ssl
     import urllib.request
 
     ctx = None
     if https:
-        ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        ctx = ssl.create_default_context(cafile=str(pki / f"{ca}.pem"))
         if client:
             ctx.load_cert_chain(str(pki / f"{client}.pem"), str(pki / f"{client}.key"))
     url = f"{'https' if https else 'http'}://127.0.0.1:{port}/metrics"
@@ -311,6 +369,8 @@ def test_bad_credentials_stop_the_server_at_once_with_one_line(pki, tmp_path):
                            (["--tls-cert", str(pki / "server.key"), "--tls-key", str(pki / "server.key")], "is not PEM: no -----BEGIN CERTIFICATE----- line"),
                            (["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"), "--tls-client-ca", str(tmp_path / "junk.pem")],
                             f"client CA bundle {tmp_path / 'junk.pem'} is not PEM"),
+                           (["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "client.key")],
+                            f"TLS key {pki / 'client.key'} does not load with certificate {pki / 'server.pem'}: KEY_VALUES_MISMATCH"),
                            (["--auth-token-file", str(tmp_path / "empty")], "holds no tokens")):
         with pytest.raises(RuntimeError, match="exited with 2") as e:
             ServerProcess(*extra, timeout=60)
