@@ -103,16 +103,24 @@ class Analysis(nn.Module):
         return self.net(x)
 
 
+def synthesis_transform(m: int, s1: int, s2: int) -> nn.Sequential:
+    """Latent [N,m,h,w] -> face [N,1,8h,8w]: three transposed convolutions, inverse GDN between them, hidden widths s1, s2."""
+    return nn.Sequential(_deconv(m, s1), GDN(s1, inverse=True), _deconv(s1, s2), GDN(s2, inverse=True), _deconv(s2, 1))
+
+
 class FaceCodec(nn.Module):
     stride = 8
 
-    def __init__(self, n: int = 64, m: int = 96, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS):
+    def __init__(self, n: int = 64, m: int = 96, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS, synthesis: tuple[int, int] | None = None):
+        """synthesis: the synthesis transform's two hidden widths (default n and n). A thinner one, distilled from a
+        trained codec's (`fertrain synthesis`), decodes the same bitstreams: the analysis half and the tables stay."""
         super().__init__()
         self.n, self.m = n, m
+        self.synthesis_widths = tuple(synthesis or (n, n))
         self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32))
         q = len(lambdas)
         self.g_a = Analysis(n, m)
-        self.g_s = nn.Sequential(_deconv(m, n), GDN(n, inverse=True), _deconv(n, n), GDN(n, inverse=True), _deconv(n, 1))
+        self.g_s = synthesis_transform(m, *self.synthesis_widths)
         # A sqrt(2) step per quality: doubling lambda halves the MSE-optimal step^2.
         init = torch.tensor([0.5 * math.log(2.0) * (i - (q - 1)) for i in range(q)])
         self.log_gain = nn.Parameter(init[:, None].repeat(1, m))
@@ -120,6 +128,13 @@ class FaceCodec(nn.Module):
         # init_scale 10 (CompressAI's default) starts the densities ~10x wider than
         # these latents; on a short CPU schedule narrowing them costs epochs.
         self.entropy = nn.ModuleList(EntropyBottleneck(m, init_scale=2.0) for _ in range(q))
+
+    def config(self) -> dict:
+        """What codec.pt records to rebuild this network (fermodels.bundle); synthesis only where it is not the default."""
+        c = {"n": self.n, "m": self.m, "lambdas": tuple(float(v) for v in self.lambdas.tolist())}
+        if self.synthesis_widths != (self.n, self.n):
+            c["synthesis"] = list(self.synthesis_widths)
+        return c
 
     @property
     def num_qualities(self) -> int:
@@ -161,9 +176,9 @@ class FaceCodec(nn.Module):
         gains and density parameters. A quality beyond src's ladder (fine-tuning toward higher rates) starts
         from src's last one: its densities, and gains moved by the sqrt(2) step per doubling of lambda (as __init__)."""
         k = src.num_qualities
-        if (src.n, src.m) != (self.n, self.m) or k > self.num_qualities:
-            raise ValueError(f"cannot start a codec (n={self.n}, m={self.m}, {self.num_qualities} qualities) from one with "
-                             f"n={src.n}, m={src.m}, {k} qualities")
+        if (src.n, src.m, src.synthesis_widths) != (self.n, self.m, self.synthesis_widths) or k > self.num_qualities:
+            raise ValueError(f"cannot start a codec (n={self.n}, m={self.m}, synthesis {self.synthesis_widths}, {self.num_qualities} qualities) "
+                             f"from one with n={src.n}, m={src.m}, synthesis {src.synthesis_widths}, {k} qualities")
         if not torch.allclose(self.lambdas[:k], src.lambdas):
             raise ValueError(f"lambda ladder {self.lambdas.tolist()} does not begin with the source's {src.lambdas.tolist()}")
         self.g_a.load_state_dict(src.g_a.state_dict())

@@ -169,9 +169,7 @@ def export(codec_src: str, classifier_src: str | list[str] | None, out: str | Pa
     out.mkdir(parents=True, exist_ok=True)
     tables.save(out / "tables.npz")
     lambdas = tuple(float(v) for v in codec.lambdas.tolist())
-    # The training-time entropy model's CDF buffers are left out: tables.npz codes the bitstream.
-    weights = {k: v for k, v in codec.state_dict().items() if not k.endswith(ENTROPY_BUFFERS)}
-    torch.save({"config": {"n": codec.n, "m": codec.m, "lambdas": lambdas}, "state_dict": weights}, out / "codec.pt")
+    save_codec(codec, out / "codec.pt")
     torch.save({"config": clf.config(), "state_dict": clf.state_dict()}, out / "classifier.pt")
     _save_onnx(codec.g_a, out / "encoder.onnx")
     meta = {
@@ -188,6 +186,14 @@ def export(codec_src: str, classifier_src: str | list[str] | None, out: str | Pa
     }
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def save_codec(codec, path: Path) -> None:
+    """codec.pt: the codec's config and weights, less the training-time entropy models' CDF buffers (tables.npz codes the bitstream)."""
+    import torch
+
+    weights = {k: v for k, v in codec.state_dict().items() if not k.endswith(ENTROPY_BUFFERS)}
+    torch.save({"config": codec.config(), "state_dict": weights}, path)
 
 
 def _tag(arrays: dict, encoder_state: dict) -> int:

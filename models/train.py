@@ -29,6 +29,13 @@ layer (fermodels.expression): a feature codec on the classifier's frozen front,
 distilled from its mirror-pair answer on uncompressed faces (docs/expression),
 or with --teacher MODEL from another classifier's (a shipped ensemble's) answer on the same views.
 Where MODEL_DIR ships an ensemble, --member K splits its network K (default 0, the first).
+
+`fertrain synthesis --from MODEL_DIR --widths 64 32` distils a thinner synthesis
+transform from an image model's: on every training face (mirrored at random) at a
+quality picked at random, through the shipped quantizer, it learns the shipped
+transform's reconstruction, plus --alpha times the face itself. The encoder,
+tables and bitstreams stay as they are; `<out>/model` is MODEL_DIR with it in
+codec.pt, for `fereval --update-card` (docs/synthesis).
 With --cache DIR the front's features (most of ten minutes to compute) are
 kept on disk and reused by the next run with the same classifier, split, views and seed;
 runs reading the same cache at once share its pages (memory-mapped).
@@ -50,8 +57,9 @@ from . import argtypes
 def _args(argv):
     p = argparse.ArgumentParser(prog="fertrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
-    for name in ("classifier", "codec", "expression"):
-        s = sub.add_parser(name, help=f"train the {name}" + (" layer (feature codec)" if name == "expression" else ""))
+    for name in ("classifier", "codec", "expression", "synthesis"):
+        s = sub.add_parser(name, help=f"train the {name}" + (" layer (feature codec)" if name == "expression" else
+                                                              " transform again, thinner, from an image model's" if name == "synthesis" else ""))
         s.add_argument("--data", default=None, help="path to fer2013.npz (default ../shared/data/fer2013/fer2013.npz or $FERCODEC_DATA)")
         s.add_argument("--out", required=True, help="run directory for checkpoints and log.jsonl")
         s.add_argument("--epochs", type=argtypes.count, default=30, help="length of the schedule")
@@ -105,6 +113,11 @@ def _args(argv):
     e.add_argument("--teacher", default=None, metavar="MODEL",
                    help="distil from this classifier's mirror-pair answer on each cached view (a model directory's ensemble: all its members "
                         "averaged, as its server answers); default: the split classifier itself, from the cached features")
+    t = sub.choices["synthesis"]
+    t.add_argument("--from", dest="source", required=True, metavar="MODEL_DIR", help="the image model whose synthesis transform to distil")
+    t.add_argument("--widths", type=argtypes.count, nargs=2, default=(64, 32), metavar=("S1", "S2"),
+                   help="the new transform's two hidden widths (the shipped codec's were 64 64)")
+    t.add_argument("--alpha", type=float, default=0.5, help="weight of the MSE to the face itself, beside the MSE to the source's reconstruction")
     for s in (c, e):
         s.add_argument("--extra-folder", default=None, metavar="DIR",
                        help="also train on these labelled photos (one subfolder per class, as fereval --folder reads them), each face found and "
@@ -677,6 +690,107 @@ def train_expression(args):
     return _loop(args, {"expression": codec}, step, evaluate, params, "loss", False, _front_views(codec.encoder, args.views, args.seed, args.cache), labels_and_rows)
 
 
+def _thinned(g_s, m: int, s1: int, s2: int):
+    """A synthesis transform of widths s1, s2 started from g_s (wider or as wide): each hidden layer keeps the channels
+    the layer after it reads most strongly (largest squared weights), with their weights and GDN parameters."""
+    import torch
+
+    from .codec import synthesis_transform
+
+    new = synthesis_transform(m, s1, s2)
+    k1 = g_s[2].weight.detach().pow(2).sum((1, 2, 3)).argsort(descending=True)[:s1].sort().values  # ConvTranspose2d weight: [in, out, k, k]
+    k2 = g_s[4].weight.detach().pow(2).sum((1, 2, 3)).argsort(descending=True)[:s2].sort().values
+    with torch.no_grad():
+        new[0].weight.copy_(g_s[0].weight[:, k1])
+        new[0].bias.copy_(g_s[0].bias[k1])
+        new[2].weight.copy_(g_s[2].weight[k1][:, k2])
+        new[2].bias.copy_(g_s[2].bias[k2])
+        new[4].weight.copy_(g_s[4].weight[k2])
+        new[4].bias.copy_(g_s[4].bias)
+        for gdn, keep in ((1, k1), (3, k2)):  # GDN's stored (reparametrized) beta and gamma are elementwise: select, then reparametrize
+            new[gdn].beta.copy_(g_s[gdn].beta[keep])
+            new[gdn].gamma.copy_(g_s[gdn].gamma[keep][:, keep])
+    return new
+
+
+def train_synthesis(args):
+    import shutil
+
+    import torch
+    import torch.nn.functional as F
+
+    from ferwire.card import ModelCard
+    from ferwire.entropy import EntropyTables
+
+    from .bundle import load_torch_models
+    from .codec import FaceCodec
+    from .export import save_codec
+
+    args.device = "cpu"  # the shipped quantizer (numpy) runs in every step
+    card = ModelCard.load(args.source)
+    if card.kind == "expression":
+        raise ValueError(f"{args.source} is an expression layer: it has no synthesis transform")
+    source, _ = load_torch_models(card)
+    tables = EntropyTables.load(card.file("tables.npz"))
+    for p in source.parameters():
+        p.requires_grad_(False)
+    s1, s2 = args.widths
+    student = _thinned(source.g_s, source.m, s1, s2)
+    inv_gain = source.log_inv_gain.exp()  # [quality, channel]
+    nq = source.num_qualities
+
+    def synthesis_input(x, q):
+        """Faces [N,1,H,W] and their qualities [N] -> what the server's synthesis reads for each (the shipped quantizer)."""
+        y = source.g_a(x).numpy()
+        z = np.stack([tables.dequantize(tables.symbols(y[i], int(q[i])), int(q[i])) for i in range(len(y))])
+        return torch.from_numpy(z) * inv_gain[q][:, :, None, None]
+
+    def step(x, _y, _i, gen, opt):
+        flip = torch.rand(len(x), generator=gen) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        q = torch.randint(0, nq, (len(x),), generator=gen)
+        with torch.no_grad():
+            yhat = synthesis_input(x, q)
+            target = source.g_s(yhat)
+        out = student(yhat)
+        loss = F.mse_loss(out, target) + args.alpha * F.mse_loss(out, x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item()}
+
+    def evaluate(xva, _yva):
+        r, losses = {}, []
+        for q in range(nq):
+            yhat = synthesis_input(xva, torch.full((len(xva),), q))
+            target, out = source.g_s(yhat).clamp(0, 1), student(yhat).clamp(0, 1)
+            losses.append(F.mse_loss(out, target).item() + args.alpha * F.mse_loss(out, xva).item())
+            r[f"psnr_q{q}"], r[f"source_psnr_q{q}"] = _psnr(out, xva), _psnr(target, xva)
+            r[f"psnr_to_source_q{q}"] = _psnr(out, target)
+        return {"loss": float(np.mean(losses)), **r}
+
+    _loop(args, {"synthesis": student}, step, evaluate, student.parameters(), "loss", False)
+    codec = FaceCodec(source.n, source.m, tuple(source.lambdas.tolist()), synthesis=(s1, s2))
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("g_s.")}
+    state.update({f"g_s.{k}": v for k, v in _load_state(Path(args.out) / "best.pt")["models"]["synthesis"].items()})
+    codec.load_state_dict(state)
+    model = Path(args.out) / "model"
+    shutil.copytree(card.path, model, dirs_exist_ok=True)
+    save_codec(codec, model / "codec.pt")
+    meta = json.loads((model / "model.json").read_text())
+    meta["sources"]["synthesis"] = {"from": str(args.source), "widths": [s1, s2], "run": str(args.out)}
+    (model / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {model}: {card.model_id} with a synthesis transform of widths {s1}, {s2} (fereval --model-dir {model} measures it)", file=sys.stderr)
+
+
+def _psnr(a, b) -> float:
+    """Mean PSNR (dB) over faces in [0,1]."""
+    import torch
+
+    mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return float((10 * torch.log10(1 / mse)).mean())
+
+
 def main(argv=None) -> int:
     args = _args(argv)
     import torch
@@ -687,6 +801,8 @@ def main(argv=None) -> int:
             train_classifier(args)
         elif args.what == "expression":
             train_expression(args)
+        elif args.what == "synthesis":
+            train_synthesis(args)
         else:
             train_codec(args)
     except (FileNotFoundError, ValueError) as e:

@@ -369,3 +369,54 @@ def test_extra_folder_adds_the_faces_ferclient_would_send(runs, astronaut, tmp_p
     assert (tmp_path / "run" / "best.pt").is_file()
     assert train.main(["classifier", "--out", str(tmp_path / "bad"), "--extra-folder", str(tmp_path / "nope"), "--limit", "64", "--epochs", "1"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"fertrain: --extra-folder {tmp_path / 'nope'}: not a directory"
+
+
+def test_synthesis_distils_a_thinner_transform_that_decodes_the_same_bitstreams(tmp_path, capsys):
+    """fertrain synthesis: a thinner synthesis transform for the shipped image model; its model directory keeps the
+    encoder, tables and tag, so the shipped client's bitstreams decode with it, and its reconstruction moves toward
+    the shipped one's as it trains (val PSNR to it rises from the thinned start)."""
+    import torch
+
+    from ferclient.encoder import FaceEncoder
+    from fermodels.bundle import load_torch_models
+    from fermodels.data import load_split
+    from ferwire.bitstream import decode
+    from ferwire.card import DEFAULT_MODEL_DIR, ModelCard
+
+    out = tmp_path / "synth"
+    args = ["synthesis", "--from", str(DEFAULT_MODEL_DIR), "--widths", "32", "16", "--out", str(out), "--epochs", "2",
+            "--limit", "256", "--batch-size", "32", "--threads", "1", "--lr", "3e-3"]
+    assert train.main(args) == 0
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["val_psnr_to_source_q5"] > rows[0]["val_psnr_to_source_q5"] - 0.5 and rows[-1]["val_loss"] < rows[0]["val_loss"] * 1.2
+    shipped, thin = ModelCard.load(DEFAULT_MODEL_DIR), ModelCard.load(out / "model")
+    assert (thin.model_id, thin.model_tag) == (shipped.model_id, shipped.model_tag)
+    for name in ("tables.npz", "encoder.onnx", "classifier.pt"):
+        assert (out / "model" / name).read_bytes() == shipped.file(name).read_bytes()
+    assert json.loads((out / "model" / "model.json").read_text())["sources"]["synthesis"]["widths"] == [32, 16]
+    codec, _ = load_torch_models(thin)
+    assert codec.synthesis_widths == (32, 16) and codec.config()["synthesis"] == [32, 16]
+    source, _ = load_torch_models(shipped)
+    assert all(torch.equal(a, b) for a, b in zip(codec.g_a.parameters(), source.g_a.parameters()))
+    faces, _ = load_split("val", limit=16)
+    enc = FaceEncoder(str(out / "model"))
+    with torch.no_grad():
+        z = np.stack([decode(s, enc.tables, thin.model_tag)[1] for s in FaceEncoder().encode(faces, 5)])
+        x_hat = codec.reconstruct(z, enc.tables, 5)
+    assert x_hat.shape == (16, 1, 48, 48) and 0 <= x_hat.min() and x_hat.max() <= 1
+    assert "synthesis transform of widths 32, 16" in capsys.readouterr().err
+
+
+def test_thinning_to_the_same_widths_is_the_transform_itself():
+    """_thinned keeps the channels the next layer reads most; asked for every channel, it is the source transform."""
+    import torch
+
+    from fermodels.bundle import load_torch_models
+    from ferwire.card import DEFAULT_MODEL_DIR, ModelCard
+
+    codec, _ = load_torch_models(ModelCard.load(DEFAULT_MODEL_DIR))
+    same = train._thinned(codec.g_s, codec.m, *codec.synthesis_widths)
+    y = torch.randn(4, codec.m, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(same(y), codec.g_s(y))
+        assert not torch.allclose(train._thinned(codec.g_s, codec.m, 64, 32)(y), codec.g_s(y), atol=1e-2)
