@@ -42,7 +42,7 @@ def _tls_context(cert: str, key: str, what: str) -> ssl.SSLContext:
     (what: "TLS", "metrics TLS")."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        ctx.load_cert_chain(cert, key)
+        ctx.load_cert_chain(cert, key, password=b"")  # never a passphrase prompt (read_pem refuses encrypted keys first)
     except ssl.SSLError as e:
         raise ValueError(f"{what} key {key} does not load with certificate {cert}: {getattr(e, 'reason', None) or e}") from None
     return ctx

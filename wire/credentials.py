@@ -28,6 +28,9 @@ def read_pem(path: str, what: str, kind: str) -> bytes:
     blob = read(path, what)
     if _MARKS[kind] not in blob or b"-----BEGIN" not in blob:
         raise ValueError(f"{what} {path} is not PEM: no {'-----BEGIN ... ' if kind == 'key' else ''}{_MARKS[kind].decode()} line")
+    if kind == "key" and (b"ENCRYPTED PRIVATE KEY" in blob or b"Proc-Type: 4,ENCRYPTED" in blob):  # grpc takes no passphrase
+        raise ValueError(f"{what} {path} is encrypted with a passphrase, which gRPC cannot ask for: "
+                         f"write it unencrypted (openssl pkey -in {path} -out KEY) and chmod 600 it")
     return blob
 
 

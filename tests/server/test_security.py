@@ -361,9 +361,18 @@ def test_by_default_the_server_is_reachable_from_this_machine_only():
         assert r.returncode == 1 and "serves only its own machine unless started with --host 0.0.0.0" in r.stderr, r.stderr
 
 
+def _encrypted_key(path) -> None:
+    """A private key encrypted with a passphrase, as `openssl genpkey -aes256` writes one."""
+    from cryptography.hazmat.primitives import serialization
+
+    path.write_bytes(_key().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.BestAvailableEncryption(b"passphrase")))
+
+
 def test_bad_credentials_stop_the_server_at_once_with_one_line(pki, tmp_path):
     (tmp_path / "empty").write_text("\n# only a comment\n")
     (tmp_path / "junk.pem").write_text("not a certificate")
+    _encrypted_key(tmp_path / "encrypted.key")
     for extra, message in ((["--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(pki / "server.key")], "cannot read TLS certificate"),
                            (["--tls-cert", str(tmp_path / "junk.pem"), "--tls-key", str(pki / "server.key")], "is not PEM"),
                            (["--tls-cert", str(pki / "server.key"), "--tls-key", str(pki / "server.key")], "is not PEM: no -----BEGIN CERTIFICATE----- line"),
@@ -371,6 +380,8 @@ def test_bad_credentials_stop_the_server_at_once_with_one_line(pki, tmp_path):
                             f"client CA bundle {tmp_path / 'junk.pem'} is not PEM"),
                            (["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "client.key")],
                             f"TLS key {pki / 'client.key'} does not load with certificate {pki / 'server.pem'}: KEY_VALUES_MISMATCH"),
+                           (["--tls-cert", str(pki / "server.pem"), "--tls-key", str(tmp_path / "encrypted.key")],
+                            f"TLS key {tmp_path / 'encrypted.key'} is encrypted with a passphrase, which gRPC cannot ask for"),
                            (["--auth-token-file", str(tmp_path / "empty")], "holds no tokens")):
         with pytest.raises(RuntimeError, match="exited with 2") as e:
             ServerProcess(*extra, timeout=60)
@@ -387,11 +398,14 @@ def test_client_setting_errors_are_one_line_exit_2(tmp_path, astronaut, pki):
     assert r.returncode == 2 and "--tls-cert and --tls-key go together" in r.stderr
     # A file that is not the PEM it should be: one line naming it, not grpc's C-core lines and an "unreachable" server.
     (tmp_path / "photo.pem").write_bytes(astronaut.read_bytes())
+    _encrypted_key(tmp_path / "encrypted.key")
     for flags, says in ((["--tls-ca", str(tmp_path / "photo.pem")], f"CA bundle {tmp_path / 'photo.pem'} is not PEM: no -----BEGIN CERTIFICATE----- line"),
                         (["--tls-ca", str(pki / "ca.pem"), "--tls-cert", str(pki / "client.key"), "--tls-key", str(pki / "client.key")],
                          f"TLS certificate {pki / 'client.key'} is not PEM"),
                         (["--tls-ca", str(pki / "ca.pem"), "--tls-cert", str(pki / "client.pem"), "--tls-key", str(pki / "client.pem")],
-                         f"TLS key {pki / 'client.pem'} is not PEM: no -----BEGIN ... PRIVATE KEY----- line")):
+                         f"TLS key {pki / 'client.pem'} is not PEM: no -----BEGIN ... PRIVATE KEY----- line"),
+                        (["--tls-ca", str(pki / "ca.pem"), "--tls-cert", str(pki / "client.pem"), "--tls-key", str(tmp_path / "encrypted.key")],
+                         f"TLS key {tmp_path / 'encrypted.key'} is encrypted with a passphrase")):
         r = run_client("send", str(astronaut), *flags)
         assert r.returncode == 2 and r.stderr.startswith(f"ferclient: {says}") and r.stderr.count("\n") == 1, r.stderr
 
