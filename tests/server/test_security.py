@@ -263,6 +263,33 @@ def test_certificates_and_tokens_rotate_without_a_restart(pki, tmp_path):
         assert s.proc.poll() is None and TOKEN not in s.output() and ROTATED not in s.output()
 
 
+def test_a_secret_volume_update_is_seen(tmp_path, caplog):
+    """Kubernetes updates a Secret volume by pointing its ..data symlink at a new directory; the file's path stays. The
+    watcher sees it (the stamp follows the link), and a check with nothing changed re-reads nothing."""
+    import logging
+
+    from ferserver.security import CredentialWatcher
+
+    vol = tmp_path / "secret"
+    vol.mkdir()
+    for version, token in (("..v1", TOKEN), ("..v2", ROTATED)):
+        (vol / version).mkdir()
+        (vol / version / "tokens").write_text(token + "\n")
+        (vol / version / "tokens").chmod(0o600)
+    (vol / "..data").symlink_to("..v1")
+    (vol / "tokens").symlink_to("..data/tokens")
+    store = TokenStore(str(vol / "tokens"))
+    watcher = CredentialWatcher([store, None])
+    with caplog.at_level(logging.INFO, logger="ferserver"):
+        watcher.check()
+        assert "re-read" not in caplog.text and store.accepts(f"Bearer {TOKEN}")
+        (vol / "..tmp").symlink_to("..v2")
+        os.replace(vol / "..tmp", vol / "..data")  # the kubelet's atomic swap
+        watcher.check()
+    assert store.accepts(f"Bearer {ROTATED}") and not store.accepts(f"Bearer {TOKEN}")
+    assert caplog.text.count("token file re-read") == 1 and ROTATED not in caplog.text
+
+
 def test_sighup_without_credentials_keeps_serving(server):
     server.proc.send_signal(signal.SIGHUP)
     _wait_for(server, "SIGHUP: no token file or TLS files to re-read; serving on")
