@@ -8,7 +8,7 @@ import re
 
 from tests.conftest import ROOT
 
-SUBCOMMANDS = {"fertrain": ("classifier", "codec", "expression"), "ferclient": ("send", "info", "watch", "models")}
+SUBCOMMANDS = {"fertrain": ("classifier", "codec", "expression", "synthesis"), "ferclient": ("send", "info", "watch", "models")}
 
 
 def _tools():
