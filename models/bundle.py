@@ -150,7 +150,7 @@ def load_training_models(source: str | Path):
         raise FileNotFoundError(f"no checkpoint or model directory at {source}")
     ck = torch.load(source, map_location="cpu", weights_only=False)
     state, args = ck["models"]["codec"], ck["args"]
-    codec = FaceCodec(n=args["n"], m=args["m"], lambdas=tuple(float(v) for v in state["lambdas"].tolist()))
+    codec = FaceCodec(n=args["n"], m=args["m"], lambdas=tuple(float(v) for v in state["lambdas"].tolist()), synthesis=args.get("synthesis"))
     codec.load_state_dict(state)
     clf = None
     if "classifier" in ck["models"]:

@@ -422,8 +422,8 @@ def train_codec(args):
     lambdas = tuple(args.lambda_d) if args.lambda_d else DEFAULT_LAMBDAS
     if args.init:  # a checkpoint or a model directory; --lambda-d may extend its ladder upward
         src, _ = load_training_models(args.init)
-        args.n, args.m = src.n, src.m  # what ferexport rebuilds the codec from
-        codec = FaceCodec(src.n, src.m, lambdas if args.lambda_d else tuple(src.lambdas.tolist()))
+        args.n, args.m, args.synthesis = src.n, src.m, list(src.synthesis_widths)  # what ferexport rebuilds the codec from
+        codec = FaceCodec(src.n, src.m, lambdas if args.lambda_d else tuple(src.lambdas.tolist()), synthesis=src.synthesis_widths)
         codec.start_from(src)
     else:
         codec = FaceCodec(n=args.n, m=args.m, lambdas=lambdas)

@@ -19,7 +19,7 @@ def shipped():
 def test_a_longer_ladder_keeps_every_quality_it_starts_from(shipped, fer_test):
     from fermodels.data import to_tensor
 
-    grown = FaceCodec(shipped.n, shipped.m, tuple(shipped.lambdas.tolist()) + (0.4, 0.8))
+    grown = FaceCodec(shipped.n, shipped.m, tuple(shipped.lambdas.tolist()) + (0.4, 0.8), synthesis=shipped.synthesis_widths)
     grown.start_from(shipped)
     grown.eval()
     x = to_tensor(fer_test[0][:8])  # real faces: on uniform noise (unseeded, as before) the error ordering flipped once
@@ -35,11 +35,13 @@ def test_a_longer_ladder_keeps_every_quality_it_starts_from(shipped, fer_test):
 
 
 def test_a_ladder_that_does_not_begin_with_the_source_is_refused(shipped):
-    other = FaceCodec(shipped.n, shipped.m, (0.001,) + tuple(shipped.lambdas.tolist())[1:])
+    other = FaceCodec(shipped.n, shipped.m, (0.001,) + tuple(shipped.lambdas.tolist())[1:], synthesis=shipped.synthesis_widths)
     with pytest.raises(ValueError, match="does not begin"):
         other.start_from(shipped)
     with pytest.raises(ValueError, match="cannot start"):
         FaceCodec(shipped.n, 32).start_from(shipped)
+    with pytest.raises(ValueError, match="cannot start"):  # another synthesis transform's shape
+        FaceCodec(shipped.n, shipped.m, tuple(shipped.lambdas.tolist()), synthesis=(32, 32)).start_from(shipped)
 
 
 def test_subpixel_conv_is_the_transposed_convolution(shipped, fer_test):

@@ -419,4 +419,4 @@ def test_thinning_to_the_same_widths_is_the_transform_itself():
     y = torch.randn(4, codec.m, 6, 6)
     with torch.no_grad():
         torch.testing.assert_close(same(y), codec.g_s(y))
-        assert not torch.allclose(train._thinned(codec.g_s, codec.m, 64, 32)(y), codec.g_s(y), atol=1e-2)
+        assert not torch.allclose(train._thinned(codec.g_s, codec.m, 32, 16)(y), codec.g_s(y), atol=1e-2)
