@@ -741,8 +741,10 @@ def train_synthesis(args):
 
     def synthesis_input(x, q):
         """Faces [N,1,H,W] and their qualities [N] -> what the server's synthesis reads for each (the shipped quantizer)."""
-        y = source.g_a(x).numpy()
-        z = np.stack([tables.dequantize(tables.symbols(y[i], int(q[i])), int(q[i])) for i in range(len(y))])
+        y, qs = source.g_a(x).numpy(), q.numpy()
+        z = np.empty_like(y)
+        for k in np.unique(qs):  # one call per quality present, not per face
+            z[qs == k] = tables.dequantize(tables.symbols(y[qs == k], int(k)), int(k))
         return torch.from_numpy(z) * inv_gain[q][:, :, None, None]
 
     def step(x, _y, _i, gen, opt):

@@ -8,8 +8,8 @@ files change or on SIGHUP; one that does not load keeps the old in force.
 
 from __future__ import annotations
 
-import hashlib
 import asyncio
+import hashlib
 import hmac
 import logging
 import os
@@ -92,10 +92,10 @@ class MetricsTLS:
         self.files = tuple(f for f in (cert, key, client_ca) if f)
         self.context = None
         if cert:
-            self._context()  # what the metrics server will load, now rather than after the models
+            self._check()  # what the metrics server will load, now rather than after the models
 
-    def _context(self) -> ssl.SSLContext:
-        """A TLS context from the files, each checked: one line naming the one that is wrong."""
+    def _check(self) -> None:
+        """Each file loaded as the page's TLS context will load it: one line naming the one that is wrong."""
         read_pem(self.cert, "metrics TLS certificate", "certificate")
         warn_if_shared(self.key, "metrics TLS key")
         read_pem(self.key, "metrics TLS key", "key")
@@ -106,7 +106,6 @@ class MetricsTLS:
                 ctx.load_verify_locations(self.client_ca)
             except ssl.SSLError as e:
                 raise ValueError(f"metrics client CA bundle {self.client_ca} does not load: {getattr(e, 'reason', None) or e}") from None
-        return ctx
 
     @property
     def kwargs(self) -> dict:
@@ -119,7 +118,7 @@ class MetricsTLS:
         self.context = getattr(httpd.socket, "context", None)
 
     def load(self) -> str:
-        self._context()  # every file checked before the page's context changes
+        self._check()  # every file checked before the page's context changes
         if self.context is None:  # the page is off (--metrics-port -1)
             return "no metrics page to serve it"
         self.context.load_cert_chain(self.cert, self.key)
