@@ -45,8 +45,9 @@ def add_arguments(p: argparse.ArgumentParser, timeout: float = 10.0, timeout_hel
     p.add_argument("--token-file", default=env("FERCODEC_TOKEN_FILE"), metavar="FILE",
                    help="send the bearer token in FILE (env FERCODEC_TOKEN_FILE; or put the token itself in FERCODEC_TOKEN)")
     p.add_argument("--plaintext-token", action="store_true", default=env("FERCODEC_PLAINTEXT_TOKEN", "").lower() in ("1", "true", "yes"),
-                   help="send the bearer token without TLS to a server not on this machine: only where the network itself is "
-                        "encrypted, such as a service mesh (env FERCODEC_PLAINTEXT_TOKEN=1; default: refused)")
+                   help="the network itself is encrypted, such as a service mesh: send the bearer token without TLS to a server "
+                        "not on this machine, and faces without a warning (env FERCODEC_PLAINTEXT_TOKEN=1; default: the token "
+                        "refused, faces sent with a warning)")
     p.add_argument("--timeout", type=argtypes.positive("seconds"), default=timeout, help=f"{timeout_help} (default {timeout:g})")
 
 
@@ -81,18 +82,26 @@ def token(args) -> str | None:
     return os.environ.get("FERCODEC_TOKEN") or None
 
 
-def open_channel(args):
-    """A grpc.Channel for args.server with TLS, the bearer token on every call, round_robin and retries."""
+def open_channel(args, warn_faces=None):
+    """A grpc.Channel for args.server with TLS, the bearer token on every call, round_robin and retries.
+
+    warn_faces: for the subcommands that send faces, a function given one line when they would cross the network
+    unencrypted (not to this machine, no TLS, no --plaintext-token): a face is biometric data, and the server warns the
+    same way when it listens on a network without TLS."""
     import grpc
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ChannelSettingError("--tls-cert and --tls-key go together")
     bearer = token(args)
     tls = bool(args.tls_ca or args.tls_cert)
-    if bearer is not None and not tls and not args.plaintext_token and not target_is_local(args.server):
+    remote_plaintext = not tls and not args.plaintext_token and not target_is_local(args.server)
+    if bearer is not None and remote_plaintext:
         # As grpc's own call credentials: a bearer token travels only over TLS, or to this machine.
         raise ChannelSettingError(f"a bearer token would cross the network in plaintext to {args.server}: "
                                   "give --tls-ca (the server's CA) to connect with TLS, or --plaintext-token where the network is encrypted")
+    if warn_faces is not None and remote_plaintext:
+        warn_faces(f"warning: faces go to {args.server} unencrypted, readable on the way: give --tls-ca (the server's CA) "
+                   "to connect with TLS, or --plaintext-token where the network is encrypted")
     options = [("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1)]
     if tls:
         creds = grpc.ssl_channel_credentials(

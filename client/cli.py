@@ -192,7 +192,7 @@ def send(args) -> int:
     # swap: the server's encoder, pulled when it refuses ours (or why that failed); stems: output names given out so far
     state = {"encoder": encoder, "swap": {}, "stems": {}}
     paths = _expand(args.images)
-    with channel_mod.open_channel(args) as channel:
+    with channel_mod.open_channel(args, warn_faces=_err) as channel:
         return _send_paths(paths, args, state, channel, detector)
 
 

@@ -291,7 +291,7 @@ def run(args, err) -> int:
     status, call, shed = 0, None, []
     t0 = time.perf_counter()
     try:
-        with open_channel(args) as channel:
+        with open_channel(args, warn_faces=err) as channel:
             try:
                 grpc.channel_ready_future(channel).result(timeout=args.timeout)
             except grpc.FutureTimeoutError:

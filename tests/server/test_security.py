@@ -345,11 +345,25 @@ def test_metrics_tls_settings_are_checked_at_start(pki, tmp_path):
         assert "ferserver: " in str(e.value) and message in str(e.value) and "Traceback" not in str(e.value), str(e.value)
 
 
-def test_plaintext_on_a_network_address_warns():
+def test_plaintext_on_a_network_address_warns(astronaut):
     with ServerProcess("--host", "0.0.0.0", "--metrics-host", "0.0.0.0") as s:
         assert "serving PLAINTEXT on 0.0.0.0" in s.output()
         assert "metrics page in plain HTTP on 0.0.0.0, without authentication" in s.output()
         assert "plaintext, no auth" in s.ready_line
+        # the client's side: faces sent unencrypted to another address are sent, with one warning line
+        ip = _outward_address()
+        if ip is None:
+            pytest.skip("this machine has no address but loopback to reach its own server by")
+        warning = f"ferclient: warning: faces go to {ip}:{s.port} unencrypted, readable on the way: give --tls-ca"
+        for cmd in (["send", str(astronaut), "--json"], ["watch", str(astronaut), "--json"]):
+            r = run_client(*cmd, "--server", f"{ip}:{s.port}")
+            assert r.returncode == 0 and r.stderr.startswith(warning) and r.stderr.count("warning") == 1, r.stderr
+            assert json.loads(r.stdout.splitlines()[0])["label"], r.stdout
+        for where, extra in ((f"{ip}:{s.port}", ["--plaintext-token"]), (f"localhost:{s.port}", [])):  # told it is encrypted; this machine
+            r = run_client("send", str(astronaut), "--json", "--server", where, *extra)
+            assert r.returncode == 0 and "warning" not in r.stderr and r.stdout, r.stderr
+        r = run_client("info", "--server", f"{ip}:{s.port}")  # no faces sent: nothing to warn of
+        assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
 
 
 class _DefaultHost(ServerProcess):
