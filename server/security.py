@@ -82,20 +82,20 @@ class ServerTLS:
 class MetricsTLS:
     """The metrics page's TLS: prometheus_client's start_http_server arguments (`kwargs`; empty: plain HTTP), checked at
     start so that a wrong file fails it with one line naming it, before the models load; once serving (`attach`),
-    `load` puts a renewed pair in the page's TLS context for the connections after. A client CA bundle read again adds
-    its CAs to those trusted; dropping one needs a restart (Python's ssl cannot forget a CA)."""
+    `load` builds a new TLS context from the files, which every handshake after it gets: a renewed pair, and a client
+    CA bundle exactly as the file now has it (a CA taken out of it is no longer trusted)."""
 
     what = "metrics TLS certificate"
 
     def __init__(self, cert: str | None, key: str | None, client_ca: str | None):
         self.cert, self.key, self.client_ca = cert, key, client_ca
         self.files = tuple(f for f in (cert, key, client_ca) if f)
-        self.context = None
+        self.context = None  # the context in force once the page serves
         if cert:
-            self._check()  # what the metrics server will load, now rather than after the models
+            self._build()  # what the metrics server will load, now rather than after the models
 
-    def _check(self) -> None:
-        """Each file loaded as the page's TLS context will load it: one line naming the one that is wrong."""
+    def _build(self) -> ssl.SSLContext:
+        """The page's TLS context from the files, as prometheus_client builds it; one line naming the file that is wrong."""
         read_pem(self.cert, "metrics TLS certificate", "certificate")
         warn_if_shared(self.key, "metrics TLS key")
         read_pem(self.key, "metrics TLS key", "key")
@@ -106,6 +106,8 @@ class MetricsTLS:
                 ctx.load_verify_locations(self.client_ca)
             except ssl.SSLError as e:
                 raise ValueError(f"metrics client CA bundle {self.client_ca} does not load: {getattr(e, 'reason', None) or e}") from None
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
 
     @property
     def kwargs(self) -> dict:
@@ -114,16 +116,28 @@ class MetricsTLS:
         return {"certfile": self.cert, "keyfile": self.key, "client_cafile": self.client_ca, "client_auth_required": bool(self.client_ca)}
 
     def attach(self, httpd) -> None:
-        """The running metrics server: its listening socket's TLS context is the one `load` renews."""
-        self.context = getattr(httpd.socket, "context", None)
+        """The running metrics server: every handshake on its listening socket is handed the context in force.
+
+        Why a swap rather than loading the new files into the listening socket's context: Python's ssl can add CAs to a
+        context but never forget one. OpenSSL calls the server-name callback on every ClientHello, with or without SNI
+        (a scrape by IP address sends none), and the callback may give the connection another context (Python's
+        SSLContext.sni_callback)."""
+        listening = getattr(httpd.socket, "context", None)
+        if listening is None:
+            return
+        self.context = listening
+        listening.sni_callback = self._in_force
+
+    def _in_force(self, conn, server_name, ctx) -> None:
+        current = self.context
+        if current is not ctx:
+            conn.context = current
 
     def load(self) -> str:
-        self._check()  # every file checked before the page's context changes
+        ctx = self._build()  # every file checked before the page's context changes
         if self.context is None:  # the page is off (--metrics-port -1)
             return "no metrics page to serve it"
-        self.context.load_cert_chain(self.cert, self.key)
-        if self.client_ca:
-            self.context.load_verify_locations(self.client_ca)
+        self.context = ctx
         return "new scrapes get it"
 
 

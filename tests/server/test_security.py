@@ -263,6 +263,32 @@ def test_certificates_and_tokens_rotate_without_a_restart(pki, tmp_path):
         assert s.proc.poll() is None and TOKEN not in s.output() and ROTATED not in s.output()
 
 
+def test_a_client_ca_taken_out_of_the_bundle_is_no_longer_trusted(pki, tmp_path):
+    """mTLS on both ports; the client CA bundle re-read holds another CA only: clients of the CA it held are refused
+    on new connections (gRPC and the metrics page), clients of the new one admitted. Python's ssl cannot drop a CA
+    from a context, so the page's is replaced (MetricsTLS.attach)."""
+    import shutil
+
+    bundle = tmp_path / "client-ca.pem"
+    shutil.copy(pki / "ca.pem", bundle)
+    with ServerProcess("--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"), "--tls-client-ca", str(bundle),
+                       "--metrics-tls-cert", str(pki / "server.pem"), "--metrics-tls-key", str(pki / "server.key"),
+                       "--metrics-tls-client-ca", str(bundle), "--credential-check-s", "0.2") as s:
+        with _channel(s.address, pki, client="client") as ch:
+            assert _info(ch).model_id
+        assert "fercodec_requests_total" in _scrape(s.metrics_port, pki, client="client")
+        bundle.write_bytes((pki / "rogue-ca.pem").read_bytes())
+        _wait_for(s, "metrics TLS certificate re-read (")
+        _wait_for(s, "TLS certificate re-read (")
+        with _channel(s.address, pki, client="client") as ch:
+            assert _code(lambda: _info(ch)) == grpc.StatusCode.UNAVAILABLE
+        with _channel(s.address, pki, client="rogue-client") as ch:
+            assert _info(ch).model_id
+        with pytest.raises(OSError):
+            _scrape(s.metrics_port, pki, client="client")
+        assert "fercodec_requests_total" in _scrape(s.metrics_port, pki, client="rogue-client")
+
+
 def test_a_secret_volume_update_is_seen(tmp_path, caplog):
     """Kubernetes updates a Secret volume by pointing its ..data symlink at a new directory; the file's path stays. The
     watcher sees it (the stamp follows the link), and a check with nothing changed re-reads nothing."""
