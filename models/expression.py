@@ -94,7 +94,7 @@ class ExpressionDecoder(nn.Module):
         g = self.net(y_hat.contiguous(memory_format=self.memory_format))
         face, mirror = g[:, : self.front_channels], g[:, self.front_channels :].flip(-1)
         p = torch.softmax(self.head(self.tail(torch.cat([face, mirror]))).float(), dim=1)
-        return (0.5 * (p[: len(g)] + p[len(g) :])).clamp_min(1e-8).log()
+        return p.view(2, -1, p.shape[1]).mean(0).clamp_min(1e-8).log()  # (face + mirror) / 2; traced with any batch size
 
 
 class ExpressionCodec(nn.Module):
@@ -141,3 +141,39 @@ class ExpressionCodec(nn.Module):
 
     def config(self) -> dict:
         return {"channels": self.channels, "beta": float(self.lambdas[0]), "width": self.width, "hidden": self.hidden, "front_blocks": self.front_blocks}
+
+
+class OnnxExpressionDecoder:
+    """ExpressionCodec.probabilities run by ONNX Runtime: the same network (the decoder exported once, at load, from the
+    loaded weights), the same answers within float rounding, for ferserver on a CPU.
+
+    Why: a lone face's decoder is a dozen small operations, and PyTorch's per-operation cost and OpenMP wake-ups were
+    most of its time; ONNX Runtime runs the same graph several times faster for one face and faster at every batch size
+    measured (docs/expression, "Serving the expression layer"). One session per thread count that ferserver's Threads
+    picks (a lone face after a pause runs on one thread), so that policy stays in one place: the count torch was just
+    given is the session used. Exporting needs the `onnx` package (ferserver's install has it)."""
+
+    def __init__(self, codec: ExpressionCodec, latent_shape: tuple[int, int, int], threads: int):
+        import io
+        import warnings
+
+        import onnxruntime as ort
+
+        buf = io.BytesIO()
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():  # the exporter's notices, at every start
+            warnings.simplefilter("ignore")
+            torch.onnx.export(codec.decoder.eval(), (torch.zeros(1, *latent_shape),), buf, input_names=["y"], output_names=["log_p"],
+                              dynamic_axes={"y": {0: "n"}, "log_p": {0: "n"}}, dynamo=False)
+        graph = buf.getvalue()
+        self.sessions = {}
+        for n in sorted({1, max(1, threads)}):
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads, opts.inter_op_num_threads = n, 1
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self.sessions[n] = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+
+    def probabilities(self, symbols: np.ndarray, tables) -> torch.Tensor:
+        """Integer symbols [N,C,h,w] -> class probabilities [N,7], as ExpressionCodec.probabilities."""
+        session = self.sessions.get(torch.get_num_threads()) or self.sessions[max(self.sessions)]
+        log_p = session.run(None, {"y": tables.dequantize(symbols, 0).astype(np.float32, copy=False)})[0]
+        return torch.from_numpy(np.exp(log_p))

@@ -17,6 +17,7 @@ PrivateTest faces, encoded by the working tree's client (so the bitstream format
     python scripts/bench_ab.py --before HEAD                    # the uncommitted change against the last commit
     python scripts/bench_ab.py --before 5faa47d --levels 1,32 -- --max-batch 16
     python scripts/bench_ab.py --before HEAD --levels '' --rates 100,400,800
+    python scripts/bench_ab.py --before HEAD --expression       # the expression layer's faces
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=2.0, help="measured seconds per window")
     p.add_argument("--faces", type=int, default=512, help="PrivateTest faces sent, round robin")
     p.add_argument("--quality", type=int, default=None, help="image codec quality (default: the model's)")
+    p.add_argument("--expression", action="store_true", help="send faces encoded for the expression layer (default: the image codec)")
     p.add_argument("flags", nargs="*", help="ferserver flags for both servers (after --)")
     args = p.parse_args(argv)
     for rev in {args.before, args.after} - {"WORKTREE"}:
@@ -86,7 +88,9 @@ def main(argv=None) -> int:
     from ferserver.process import ServerProcess
 
     faces, _ = load_split("test", limit=args.faces)
-    payloads = FaceEncoder().encode(faces, args.quality)
+    from ferwire.card import EXPRESSION_MODEL_DIR
+
+    payloads = (FaceEncoder(str(EXPRESSION_MODEL_DIR)) if args.expression else FaceEncoder()).encode(faces, args.quality)
     with contextlib.ExitStack() as stack:
         env_a, env_b = stack.enter_context(checkout(args.before)), stack.enter_context(checkout(args.after))
         servers = {"A": stack.enter_context(ServerProcess(*args.flags, env=env_a)), "B": stack.enter_context(ServerProcess(*args.flags, env=env_b))}

@@ -134,8 +134,12 @@ class _Model:
         self.classifier_precision = self.synthesis_precision = None
         self.tables = EntropyTables.load(card.file("tables.npz"))
         # for_inference: BatchNorm folded, channels-last (about 1.3x faster on a CPU)
+        self.runtime = "torch"  # what runs the expression layer's decoder: "onnxruntime" on a CPU where it loads
         if card.kind == "expression":
             self.expression, self.codec, self.classifier = for_inference(load_expression(card, device)), None, None
+            onnx = _onnx_decoder(self.expression, self.tables, threads) if device == "cpu" else None
+            if onnx is not None:
+                self.expression, self.runtime = onnx, "onnxruntime"
         else:
             self.expression = None
             codec, classifier = load_torch_models(card, device)
@@ -162,6 +166,24 @@ class _Model:
         if self.expression is not None:
             return {}
         return {"classifier_precision": self.classifier_precision, "synthesis_precision": self.synthesis_precision}
+
+    def describe(self) -> str:
+        """How this model runs, for the ready line: the image model's precisions, the expression layer's runtime."""
+        if self.expression is not None:
+            return f"decoder on {self.runtime}"
+        return f"classifier {self.classifier_precision}, synthesis {self.synthesis_precision}"
+
+
+def _onnx_decoder(codec, tables: EntropyTables, threads: Threads):
+    """The expression layer's decoder on ONNX Runtime (fermodels.expression.OnnxExpressionDecoder), or None, with a
+    warning, where it cannot be built: then PyTorch serves it, slower for small batches, with the same answers."""
+    from fermodels.expression import OnnxExpressionDecoder
+
+    try:
+        return OnnxExpressionDecoder(codec, tables.latent_shape, threads.threads)
+    except Exception as e:  # no onnx package (the exporter needs it), an ONNX Runtime that refuses the graph
+        log.warning("expression layer served by PyTorch, not ONNX Runtime: %s", str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return None
 
 
 def _synthesis(device: str, precision: str) -> str:

@@ -114,8 +114,7 @@ async def serve(cfg: config_mod.Config) -> None:
     hinfo = f"; health only :{hport}" if health_only else ""
     if is_loopback(cfg.host):  # the default: say how to serve other machines, since a client elsewhere only sees a refusal
         hinfo += "; this machine only: --host 0.0.0.0 serves the network"
-    log.info("ferserver ready on %s:%d (%s, %s; metrics %s%s), models %s on %s", cfg.host, port, mode, auth, where, hinfo, ", ".join(c.model_id + (" (classifier {classifier_precision}, synthesis {synthesis_precision})".format(**precisions[c.model_id])
-                                   if precisions[c.model_id] else "") for c in cards), engine.device)
+    log.info("ferserver ready on %s:%d (%s, %s; metrics %s%s), models %s on %s", cfg.host, port, mode, auth, where, hinfo, ", ".join(f"{m.card.model_id} ({m.describe()})" for m in engine.models.values()), engine.device)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

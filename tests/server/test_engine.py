@@ -183,6 +183,47 @@ def test_bf16_synthesis_answers_as_float32_on_real_faces(fer_test):
     assert np.abs((want[:, 0] * 255).round().numpy() - pixels["fp32"][:64]).max() <= 1
 
 
+def test_the_expression_layer_on_onnx_runtime_answers_as_pytorch(fer_test):
+    """On a CPU the expression layer's decoder runs on ONNX Runtime, exported at load from the loaded weights: 256 real
+    PrivateTest faces, in one batch and a few alone (the one-thread session), get PyTorch's probabilities within float
+    rounding and its labels. Without the exporter's onnx package, PyTorch serves, with a warning."""
+    import sys
+
+    import torch
+
+    from fermodels.bundle import for_inference, load_expression
+    from fermodels.expression import OnnxExpressionDecoder
+    from ferserver.decoding import decode_batch
+    from ferclient.encoder import FaceEncoder
+    from ferserver.engine import Engine, FaceJob
+    from ferwire.card import EXPRESSION_MODEL_DIR, ModelCard
+
+    card = ModelCard.load(EXPRESSION_MODEL_DIR)
+    engine = Engine(card, "cpu", decode_workers=0)
+    model = next(iter(engine.models.values()))
+    assert model.runtime == "onnxruntime" and isinstance(model.expression, OnnxExpressionDecoder)
+    assert model.describe() == "decoder on onnxruntime"
+    jobs = [FaceJob(b) for b in FaceEncoder(str(EXPRESSION_MODEL_DIR)).encode(fer_test[0][:256])]
+    served = engine.run(jobs)
+    alone = [engine.run([j])[0] for j in jobs[:4]]
+    symbols = np.stack([z for _, z in decode_batch([(card.model_tag, j.bitstream) for j in jobs], engine._tables)])
+    with torch.inference_mode():
+        want = card.served(for_inference(load_expression(card)).probabilities(symbols, model.tables).numpy())
+    got = np.array([o.probabilities for o in served])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert [o.label for o in served] == [card.class_names[k] for k in want.argmax(1)]
+    np.testing.assert_allclose([o.probabilities for o in alone], got[:4], atol=1e-5)
+    saved = sys.modules.get("onnx")
+    sys.modules["onnx"] = None  # as an install without it: the exporter fails, PyTorch serves
+    try:
+        fallback = next(iter(Engine(card, "cpu", decode_workers=0).models.values()))
+    finally:
+        sys.modules.pop("onnx")
+        if saved is not None:
+            sys.modules["onnx"] = saved
+    assert fallback.runtime == "torch" and not isinstance(fallback.expression, OnnxExpressionDecoder)
+
+
 def test_a_small_batch_after_a_pause_runs_on_one_thread_and_is_answered_as_in_a_batch(bitstreams):
     """Threads in the engine: a lone face after a pause runs on one torch thread, a batch of 8 on the configured count,
     and a lone face right after it on every thread too; the answers do not depend on it."""
