@@ -28,7 +28,7 @@ def test_round_robin_spreads_calls_and_a_killed_replica_loses_nothing(fer_test):
         replicas = list(pool.map(lambda _: ServerProcess("--threads", "1"), range(3)))
     try:
         target = "ipv4:" + ",".join(r.address for r in replicas)  # what dns:///name:port resolves to, without a DNS server
-        args = argparse.Namespace(server=target, tls_ca=None, tls_cert=None, tls_key=None, token_file=None)
+        args = argparse.Namespace(server=target, tls_ca=None, tls_cert=None, tls_key=None, token_file=None, plaintext_token=False)
         streams = encode_faces(fer_test[0][:50], 1)
         labels, sent, killed_ok = [], 0, None
         t0 = time.perf_counter()
