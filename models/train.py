@@ -761,14 +761,19 @@ def train_synthesis(args):
         opt.step()
         return {"loss": loss.item()}
 
+    fixed = {}  # quality -> (val's synthesis input, the source's reconstruction, its PSNR): the source is frozen, so once a run
+
     def evaluate(xva, _yva):
         r, losses = {}, []
         for q in range(nq):
-            yhat = synthesis_input(xva, torch.full((len(xva),), q))
-            target, out = source.g_s(yhat).clamp(0, 1), student(yhat).clamp(0, 1)
+            if q not in fixed:
+                yhat = synthesis_input(xva, torch.full((len(xva),), q))
+                target = source.g_s(yhat).clamp(0, 1)
+                fixed[q] = (yhat, target, _psnr(target, xva))
+            yhat, target, r[f"source_psnr_q{q}"] = fixed[q]
+            out = student(yhat).clamp(0, 1)
             losses.append(F.mse_loss(out, target).item() + args.alpha * F.mse_loss(out, xva).item())
-            r[f"psnr_q{q}"], r[f"source_psnr_q{q}"] = _psnr(out, xva), _psnr(target, xva)
-            r[f"psnr_to_source_q{q}"] = _psnr(out, target)
+            r[f"psnr_q{q}"], r[f"psnr_to_source_q{q}"] = _psnr(out, xva), _psnr(out, target)
         return {"loss": float(np.mean(losses)), **r}
 
     _loop(args, {"synthesis": student}, step, evaluate, student.parameters(), "loss", False)
