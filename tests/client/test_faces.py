@@ -176,6 +176,12 @@ def test_a_small_face_is_enlarged_sharper_than_bilinear(detector):
     assert sharp < 0.9 * bilinear, (sharp, bilinear)
 
 
+def test_the_detectors_threads_do_not_spin_between_calls(detector):
+    """Spinning doubled the CPU each detection cost a device that pauses between frames (client/faces.py)."""
+    opts = detector._net.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_bad_threshold_is_refused():
     with pytest.raises(ValueError, match="between 0 and 1"):
         FaceDetector(threshold=1.5)
