@@ -37,15 +37,33 @@ def warn_if_shared(path: str, what: str) -> None:
         log.warning("%s %s is open to every user of this machine (mode %03o): chmod 600 it", what, path, mode & 0o777)
 
 
-def _tls_context(cert: str, key: str, what: str) -> ssl.SSLContext:
+def _tls_context(cert: str, key: str, what: str, pair: tuple[bytes, bytes] | None = None) -> ssl.SSLContext:
     """A server TLS context holding the pair; ValueError naming both files when the key is not the certificate's
-    (what: "TLS", "metrics TLS")."""
+    (what: "TLS", "metrics TLS"). pair: (key, certificate) bytes already read from those files, checked instead of
+    reading them again, so that what is checked is what is used even while a renewal rewrites the files."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        ctx.load_cert_chain(cert, key, password=b"")  # never a passphrase prompt (read_pem refuses encrypted keys first)
+        if pair is not None and hasattr(os, "memfd_create"):
+            _load_pair_from_memory(ctx, *pair)
+        else:  # no anonymous in-memory files (not Linux): the files as they are now
+            ctx.load_cert_chain(cert, key, password=b"")  # never a passphrase prompt (read_pem refuses encrypted keys first)
     except ssl.SSLError as e:
         raise ValueError(f"{what} key {key} does not load with certificate {cert}: {getattr(e, 'reason', None) or e}") from None
     return ctx
+
+
+def _load_pair_from_memory(ctx: ssl.SSLContext, key: bytes, cert: bytes) -> None:
+    """ctx.load_cert_chain on bytes: Python's ssl reads a pair from files only, so the bytes go into anonymous
+    in-memory files (never on a disk, gone when closed), read through /proc."""
+    fds = [os.memfd_create(name, os.MFD_CLOEXEC) for name in ("tls-cert", "tls-key")]
+    try:
+        for fd, blob in zip(fds, (cert, key)):
+            while blob:
+                blob = blob[os.write(fd, blob):]
+        ctx.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}", password=b"")
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 class ServerTLS:
@@ -66,7 +84,7 @@ class ServerTLS:
     def _read(self) -> grpc.ServerCertificateConfiguration:
         warn_if_shared(self.key, "TLS key")
         pair = (read_pem(self.key, "TLS key", "key"), read_pem(self.cert, "TLS certificate", "certificate"))
-        _tls_context(self.cert, self.key, "TLS")
+        _tls_context(self.cert, self.key, "TLS", pair)  # the bytes grpc gets, not the files read again
         ca = read_pem(self.client_ca, "client CA bundle", "certificate") if self.client_ca else None
         return grpc.ssl_server_certificate_configuration([pair], root_certificates=ca)
 

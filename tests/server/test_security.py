@@ -289,6 +289,20 @@ def test_a_client_ca_taken_out_of_the_bundle_is_no_longer_trusted(pki, tmp_path)
         assert "fercodec_requests_total" in _scrape(s.metrics_port, pki, client="rogue-client")
 
 
+def test_the_tls_pair_checked_is_the_pair_served(pki, monkeypatch):
+    """A renewal caught half-written (the new certificate read, the old key) is refused, not handed to grpc: the check
+    reads the bytes grpc gets, not the files again, which by then may hold a matching pair."""
+    from ferserver import security
+
+    real = security.read_pem
+    stale = (pki / "client.key").read_bytes()  # a key that is not the server certificate's
+    monkeypatch.setattr(security, "read_pem", lambda path, what, kind: stale if kind == "key" else real(path, what, kind))
+    with pytest.raises(ValueError, match="does not load with certificate"):
+        security.ServerTLS(str(pki / "server.pem"), str(pki / "server.key"), None)
+    monkeypatch.setattr(security, "read_pem", real)
+    security.ServerTLS(str(pki / "server.pem"), str(pki / "server.key"), None)  # the files themselves match
+
+
 def test_a_secret_volume_update_is_seen(tmp_path, caplog):
     """Kubernetes updates a Secret volume by pointing its ..data symlink at a new directory; the file's path stays. The
     watcher sees it (the stamp follows the link), and a check with nothing changed re-reads nothing."""
