@@ -40,7 +40,12 @@ def _cv2():
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own log (AV_LOG_QUIET), read when it first decodes
     import cv2
 
-    cv2.setLogLevel(0)  # silent
+    # Where OpenCV keeps it moved: cv2.utils.logging in 4.14 (no cv2.setLogLevel), cv2.setLogLevel in 4.11 (no utils.logging).
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    else:
+        cv2.setLogLevel(0)  # silent
     return cv2
 
 
