@@ -1,7 +1,7 @@
 # ferclient: the edge image. No torch, no CompressAI, no OpenCV: ONNX Runtime, Pillow, constriction.
 #   docker build -f docker/client.Dockerfile -t fercodec-client .
 #   docker run --rm --network host -v "$PWD:/data" fercodec-client send photo.jpg
-# `ferclient watch` (video) needs OpenCV: add it with --build-arg EXTRAS=video (about 140 MB more).
+# `ferclient watch` (video) needs OpenCV: add it with --build-arg EXTRAS=video (about 170 MB more).
 # BASE is any Debian-like image with Python 3.11, `python -m venv` and CA certificates.
 ARG BASE=python:3.11-slim
 
