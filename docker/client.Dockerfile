@@ -1,4 +1,4 @@
-# ferclient: the edge image. No torch, no CompressAI, no OpenCV: ONNX Runtime, Pillow, constriction.
+# ferclient: the edge image. No torch, no CompressAI, no OpenCV: ONNX Runtime, Pillow, constriction (where it has a wheel).
 #   docker build -f docker/client.Dockerfile -t fercodec-client .
 #   docker run --rm --network host -v "$PWD:/data" fercodec-client send photo.jpg
 # `ferclient watch` (video) needs OpenCV: add it with --build-arg EXTRAS=video (about 170 MB more).
@@ -33,7 +33,8 @@ RUN pip uninstall -q -y pip setuptools \
  && rm -rf numpy/distutils numpy/f2py numpy/_pyinstaller numpy/*/include numpy/*/lib numpy/random/_examples numpy/*/_simd.*.so \
  && rm -f PIL/_imagingft.*.so pillow.libs/libfreetype-*.so* pillow.libs/libharfbuzz-*.so* pillow.libs/libbrotli*.so* \
  && find numpy -type d -name tests -prune -exec rm -rf {} + && find . -name '*.pyi' -delete \
- && python -c "import numpy, onnxruntime, grpc, constriction; from PIL import Image; Image.init(); print(len(Image.OPEN), 'image formats')"
+ && python -c "import importlib.util, platform, numpy, onnxruntime, grpc; from PIL import Image; Image.init(); print(len(Image.OPEN), 'image formats'); \
+importlib.util.find_spec('constriction') and __import__('constriction') or print('no constriction on', platform.machine(), '(ferwire.rangecoder encodes)')"
 
 # fercodec itself, under its own prefix, so the final image adds it as a small layer of its own.
 # The package carries the server's torch weights too (*.pt): the edge never loads them.

@@ -5,6 +5,7 @@
     card        a model directory's model.json (ModelCard) and the bundled models' location
     edge_bundle the encoder bundle servers hand to edge devices: its files and their SHA-256s
     credentials TLS's PEM files and bearer-token files, read and checked the same way on both sides
+    rangecoder  constriction's range encoder in Python, for the client where constriction has no wheel (ARM Linux)
 
 Numpy, zlib and constriction only: importing ferwire never pulls torch or CompressAI.
 """
