@@ -8,6 +8,8 @@ It follows constriction 0.5's queue RangeEncoder (32-bit words, 64-bit state, 24
 Categorical(perfect=False) model (each float pmf row quantized lazily: scale = (2^24 - bins) / sum(row), a symbol's left
 cumulative floor(sum(row[:s]) * scale) + s) and its Uniform model. The rows ferwire codes with hold integer counts, so
 every sum is exact in float64 and the products round as constriction's do: tests/wire checks the words are the same.
+Written here from constriction v0.5.0's source (github.com/bamler-lab/constriction: src/stream/queue.rs,
+src/stream/model/categorical/lazy_contiguous.rs, src/stream/model/uniform.rs; MIT OR Apache-2.0 OR BSL-1.0).
 In CPython 3.11 an image-codec face (3,456 symbols) takes 2.0 ms against constriction's 1.1; an expression-layer face
 0.5 ms, as with constriction (2-core AMD EPYC, 2026-12-07).
 """
