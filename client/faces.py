@@ -309,10 +309,8 @@ class FaceDetector:
             raise OSError(f"face detector weights missing: {path}")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        # ONNX Runtime's threads spin for a while after each run by default. On a 2-core machine a 640 px detection
-        # followed by a pause cost 54-66 ms of CPU that way, against 26-30 without spinning, for 2-4 ms more wall time
-        # per call; `ferclient watch` on a 60 s video beside a local server took 6.5-7.2 s (11-12.5 CPU s) against 8.7-10.0
-        # (15.6-18 CPU s) with spinning, since the spinning threads took the cores the decoding, encoding and server need.
+        # ONNX Runtime's threads spin after each run by default, taking the cores that decoding, encoding and a local
+        # server need between detections: `ferclient watch` ran a quarter faster without (docs/detector, "Its threads do not spin").
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._net = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         if any(isinstance(d, int) for d in self._net.get_inputs()[0].shape[2:]):

@@ -45,7 +45,7 @@ def _tls_context(cert: str, key: str, what: str, pair: tuple[bytes, bytes] | Non
     try:
         if pair is not None and hasattr(os, "memfd_create"):
             _load_pair_from_memory(ctx, *pair)
-        else:  # no anonymous in-memory files (not Linux): the files as they are now
+        else:  # the files as they are now (MetricsTLS, whose context is loaded from them; or no memfd: not Linux)
             ctx.load_cert_chain(cert, key, password=b"")  # never a passphrase prompt (read_pem refuses encrypted keys first)
     except ssl.SSLError as e:
         raise ValueError(f"{what} key {key} does not load with certificate {cert}: {getattr(e, 'reason', None) or e}") from None

@@ -235,8 +235,8 @@ def encode(y: np.ndarray, q: int, tables: EntropyTables, model_tag: int) -> byte
     # with which the zero-padded stream still decodes to the same symbols (checked here,
     # so the server's identical decoder cannot disagree). The three candidates are decoded
     # together: most of the edge's encoding time was these checks, one after another.
-    # Without constriction (ferwire.rangecoder) there is no decoder to check with: whole words. A cut is found for 0.7 %
-    # of image-codec faces (1.4 % of expression-layer ones), so that costs 0.015 (0.03) bytes a face on average.
+    # Without constriction (ferwire.rangecoder) there is no decoder to check with: whole words, 0.015 bytes a face more on
+    # average (scripts/rangecoder_bench.py).
     cuts = [c for c in (3, 2, 1) if len(payload) >= c] if has_constriction() else []
     for cut, got in zip(cuts, _range_decode_many([payload[:-c] for c in cuts], tables, q) if cuts else []):
         if not isinstance(got, Exception) and np.array_equal(got, z):  # constriction refuses some shortened payloads outright
