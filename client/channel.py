@@ -48,16 +48,31 @@ def add_arguments(p: argparse.ArgumentParser, timeout: float = 10.0, timeout_hel
                    help="the network itself is encrypted, such as a service mesh: send the bearer token without TLS to a server "
                         "not on this machine, and faces without a warning (env FERCODEC_PLAINTEXT_TOKEN=1; default: the token "
                         "refused, faces sent with a warning)")
-    p.add_argument("--timeout", type=argtypes.positive("seconds"), default=timeout, help=f"{timeout_help} (default {timeout:g})")
+    p.add_argument("--timeout", type=argtypes.positive("seconds"), default=env("FERCODEC_TIMEOUT") or timeout,  # argparse checks an env string as it checks the flag
+                   help=f"{timeout_help} (env FERCODEC_TIMEOUT, default {timeout:g})")
+
+
+_TARGET_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:")  # grpc's own: no port check of ours
 
 
 def _address(text: str) -> str:
-    """--server as grpc takes it, with its port checked: grpc would wrap 99999 to 34463 and report a refused connection there."""
-    port = host_port(text)[1]
-    if port.isdigit() and not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"port {port} of {text} is not a TCP port (1-65535)")
+    """--server as grpc takes it, checked: a port outside 1-65535 (grpc would wrap 99999 to 34463 and report a refused
+    connection there), none at all (grpc would try 443), one that is not a number, or a URL (grpc reported a
+    "misformatted domain name")."""
     if not text.strip() or text.endswith(":"):
         raise argparse.ArgumentTypeError(f"{text!r} is not host:port or dns:///name:port")
+    if "://" in text and not text.startswith("dns:"):
+        scheme = text.split("://", 1)[0]
+        raise argparse.ArgumentTypeError(f"{text} is a URL: give host:port without {scheme}:// (TLS is --tls-ca, not https)")
+    if text.startswith(_TARGET_SCHEMES):
+        return text
+    port = host_port(text)[1]
+    if not port:
+        raise argparse.ArgumentTypeError(f"{text} has no port: give host:port (ferserver listens on 50051 by default)")
+    if not port.isdigit():
+        raise argparse.ArgumentTypeError(f"port {port!r} of {text} is not a number")
+    if not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"port {port} of {text} is not a TCP port (1-65535)")
     return text
 
 
@@ -104,10 +119,13 @@ def open_channel(args, warn_faces=None):
                    "to connect with TLS, or --plaintext-token where the network is encrypted")
     options = [("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1)]
     if tls:
+        key = _read(args.tls_key, "TLS key", "key") if args.tls_key else None
+        cert = _read(args.tls_cert, "TLS certificate", "certificate") if args.tls_cert else None
+        if key is not None:
+            _check_pair(args.tls_cert, args.tls_key, key, cert)
         creds = grpc.ssl_channel_credentials(
             root_certificates=_read(args.tls_ca, "CA bundle", "certificate") if args.tls_ca and args.tls_ca != SYSTEM_CAS else None,
-            private_key=_read(args.tls_key, "TLS key", "key") if args.tls_key else None,
-            certificate_chain=_read(args.tls_cert, "TLS certificate", "certificate") if args.tls_cert else None,
+            private_key=key, certificate_chain=cert,
         )
         channel = grpc.secure_channel(args.server, creds, options=options)
     else:
@@ -115,6 +133,30 @@ def open_channel(args, warn_faces=None):
     if bearer is None:
         return channel
     return grpc.intercept_channel(channel, _bearer(bearer))
+
+
+def wait_ready(channel, args) -> None:
+    """Wait up to --timeout for the channel to connect; ConnectionError with one line when it does not. For calls whose own
+    deadline is long (a model download): a stalled or unreachable server is reported after --timeout, not after it."""
+    import grpc
+
+    try:
+        grpc.channel_ready_future(channel).result(timeout=args.timeout)
+    except grpc.FutureTimeoutError:
+        raise ConnectionError(f"cannot reach server at {args.server} within {args.timeout:g}s") from None
+
+
+def _check_pair(cert_path: str, key_path: str, key: bytes, cert: bytes) -> None:
+    """ChannelSettingError when the client key is not the certificate's: grpc printed a dozen lines of its own and
+    reported a server it could not reach."""
+    import ssl
+
+    from ferwire.credentials import load_pair
+
+    try:
+        load_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), cert_path, key_path, "client TLS", (key, cert))
+    except ValueError as e:
+        raise ChannelSettingError(str(e)) from None
 
 
 def _bearer(value: str):
@@ -141,18 +183,37 @@ def _bearer(value: str):
     return BearerToken()
 
 
-def rpc_error_message(e, server: str, timeout: float) -> str:
-    """One line for a failed call, saying what the user can do about it."""
+def rpc_error_message(e, args, timeout: float | None = None) -> str:
+    """One line for a failed call, saying what the user can do about it (args: the subcommand's connection flags;
+    timeout: the deadline the call had, when it is not --timeout)."""
     import grpc
 
+    server, timeout = args.server, args.timeout if timeout is None else timeout
     code = e.code()
     if code == grpc.StatusCode.UNAVAILABLE:
-        hint = ""
-        if not target_is_local(server) and "refused" in (e.details() or "").lower():
-            hint = "; a ferserver there serves only its own machine unless started with --host 0.0.0.0"
-        return f"cannot reach server at {server} ({e.details()}){hint}"
+        return f"cannot reach server at {server} ({e.details()}){_unreachable_hint(e.details() or '', args)}"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"deadline exceeded: no answer from {server} within {timeout:g}s"
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return f"server refused the token: {e.details()} (give one with --token-file or FERCODEC_TOKEN)"
     return f"server refused the request: {code.name}: {e.details()}"
+
+
+def _unreachable_hint(details: str, args) -> str:
+    """What a refused connection or handshake most likely means, from grpc's details and the TLS flags given."""
+    low = details.lower()
+    if "certificate_verify_failed" in low:
+        if args.tls_ca in (None, SYSTEM_CAS):
+            return "; the server's certificate is not signed by a public CA: give its CA with --tls-ca"
+        return f"; the server's certificate does not chain to --tls-ca {args.tls_ca}"
+    if "not in peer certificate" in low:
+        return "; the server's certificate is for another name: reach it by a name the certificate holds"
+    if "socket closed" in low or "connection reset" in low:
+        if not (args.tls_ca or args.tls_cert):
+            return "; if the server uses TLS, give its CA with --tls-ca"
+        if not args.tls_cert:
+            return "; if the server asks for a client certificate (mutual TLS), give --tls-cert and --tls-key"
+    if not target_is_local(args.server) and "refused" in low:
+        return "; a ferserver there serves only its own machine unless started with --host 0.0.0.0"
+    return ""
+

@@ -24,6 +24,8 @@ from .models import PULL_TIMEOUT_S
 FATAL_CODES = ("UNAVAILABLE", "UNAUTHENTICATED", "PERMISSION_DENIED")
 FRACTION = argtypes.checked(float, lambda v: 0.0 < v < 1.0, "between 0 and 1")  # --detect-threshold
 SMOOTHING = argtypes.checked(float, lambda v: 0.0 < v <= 1.0, "in (0, 1]")  # watch --smooth
+SKIP = argtypes.checked(float, lambda v: 0.0 <= v < float("inf"), "0 or more")  # watch --skip-threshold (nan compared as never changed)
+CAMERA = argtypes.checked(int, lambda v: 0 <= v < 2**31, "a camera index, 0 or more")  # OpenCV crashed on -1, raised on 2**31
 IN_FLIGHT = 64  # most requests one send keeps on the wire: a folder of thousands of photos must not trip the server's --max-concurrent-rpcs
 FACES_PER_REQUEST = 32  # a crowd photo goes as several requests: ferserver refuses more than --max-faces (64 by default) in one
 
@@ -34,9 +36,11 @@ class _Reply:
     def __init__(self, stub, streams: list[bytes], reconstruct: bool, timeout: float):
         from fercodec.v1 import fercodec_pb2 as pb
 
-        self._futures = [stub.Recognize.future(pb.RecognizeRequest(faces=streams[i : i + FACES_PER_REQUEST], return_reconstruction=reconstruct), timeout=timeout)
-                         for i in range(0, max(len(streams), 1), FACES_PER_REQUEST)]
+        requests = [pb.RecognizeRequest(faces=streams[i : i + FACES_PER_REQUEST], return_reconstruction=reconstruct)
+                    for i in range(0, max(len(streams), 1), FACES_PER_REQUEST)]
+        # t0 before the first request goes out: an answer can arrive before the line after .future() runs
         self.t0, self._ends = time.perf_counter(), []  # when each request was answered (callbacks run on gRPC's threads)
+        self._futures = [stub.Recognize.future(r, timeout=timeout) for r in requests]
         for f in self._futures:
             f.add_done_callback(lambda _: self._ends.append(time.perf_counter()))
 
@@ -58,9 +62,10 @@ class _Reply:
 def parser() -> argparse.ArgumentParser:
     """ferclient's command line (tests/client/test_cli.py holds README's usage block to it)."""
     p = argparse.ArgumentParser(prog="ferclient", description="Send faces as learned bitstreams to a fercodec server.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("send", help="detect, encode and send the faces in images")
-    s.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything Pillow reads, and HEIC); a directory stands for the images directly inside it; - for one image read from standard input")
+    s.add_argument("images", nargs="+", metavar="IMAGE", type=_image_arg, help="image files (anything Pillow reads, and HEIC); a directory stands for the images directly inside it; - for one image read from standard input")
     channel_mod.add_arguments(s)
     s.add_argument("--quality", type=int, default=None, help="codec quality index (default: the model's default)")
     s.add_argument("--no-detect", action="store_true", help="each image is already a face crop")
@@ -73,9 +78,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--annotate", metavar="DIR", default=None,
                    help="save each photo with its faces boxed and labelled as DIR/NAME_annotated.jpg")
     s.add_argument("--json", action="store_true", help="one JSON object per face per line")
-    s.add_argument("--model", "--model-dir", dest="model_dir", default=None,
+    s.add_argument("--model", "--model-dir", dest="model_dir", default=os.environ.get("FERCODEC_MODEL") or None, metavar="NAME|DIR|ID",
                    help="model directory or bundled name: fercodec-v1 (default; the image codec) or fercodec-v1-expr "
-                        "(the expression layer: fewest bytes, no reconstruction), or the id of a model the server runs (pulled into the cache)")
+                        "(the expression layer: fewest bytes, no reconstruction), or the id of a model the server runs (pulled into the cache); "
+                        "env FERCODEC_MODEL")
     s.add_argument("--no-pull", action="store_true",
                    help="never download an encoder: by default one the server runs is pulled when --model names it, or when the server "
                         "refuses the faces as encoded for a model it does not run (then the file is re-encoded and sent once more)")
@@ -93,6 +99,22 @@ def parser() -> argparse.ArgumentParser:
     mr = msub.add_parser("remove", help="delete a cached encoder")
     mr.add_argument("model_id")
     return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fercodec")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
+def _image_arg(text: str) -> str:
+    """An IMAGE argument: an empty one (an unset "$PHOTO") is Path(".") to pathlib, which would send the whole folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty IMAGE (an unset shell variable?)")
+    return text
 
 
 def _err(msg: str) -> None:
@@ -119,10 +141,18 @@ def _prepare(path: str, args, encoder, detector):
     keep = [k for k, f in enumerate(shown) if f.size >= args.min_face]
     if not keep:
         if found:
-            raise ValueError(f"no face of at least {args.min_face} px (lower --min-face to classify smaller ones)")
+            raise _AllTooSmall(f"no face of at least {args.min_face} px (lower --min-face to classify smaller ones)", skipped)
         raise ValueError("no face found (pass --no-detect if the image is already a face crop, or lower --detect-threshold)")
     cut = box_crop if args.no_align else align
     return [shown[k] for k in keep], encoder.encode(np.stack([cut(gray, found[k], size) for k in keep]), args.quality), skipped
+
+
+class _AllTooSmall(ValueError):
+    """Every face found was under --min-face: nothing to send, but --annotate still shows them, in grey."""
+
+    def __init__(self, msg: str, skipped: list):
+        super().__init__(msg)
+        self.skipped = skipped
 
 
 STDIN = "-"  # the IMAGE that stands for one image read from standard input
@@ -161,11 +191,14 @@ def send(args) -> int:
         encoder = _load_encoder(args)
         encoder.check_quality(args.quality)
         detector = None if args.no_detect else FaceDetector(args.detect_threshold)
+    except ConnectionError as e:  # the server holding the --model to pull
+        _err(f"cannot pull model {args.model_dir}: {e}")
+        return 1
     except (OSError, ValueError) as e:
         _err(str(e))
         return 2
     except grpc.RpcError as e:
-        _err(f"cannot pull model {args.model_dir}: {channel_mod.rpc_error_message(e, args.server, args.timeout)}")
+        _err(f"cannot pull model {args.model_dir}: {channel_mod.rpc_error_message(e, args)}")
         return 1
     if args.reconstruct and encoder.card.kind == "expression":
         _err(f"model {encoder.card.model_id} is the expression layer: it sends no image, so there is nothing to --reconstruct; use --model fercodec-v1")
@@ -218,6 +251,8 @@ def _send_paths(paths, args, state, channel, detector) -> int:
             except (ImageError, ValueError) as e:
                 _err(f"{path}: {e}")
                 failed += 1
+                if isinstance(e, _AllTooSmall) and args.annotate:
+                    _annotate(path, _stem(path, state["stems"]), args, [], [], e.skipped)
             else:
                 pending.append((path, faces, streams, skipped, _Reply(stub, streams, bool(args.reconstruct), args.timeout)))
             while pending and (pending[0][4].done() or len(pending) >= IN_FLIGHT):
@@ -250,19 +285,19 @@ def _answer(entry, args, state, channel, stub, detector) -> bool:
     except grpc.RpcError as e:
         if args.no_pull or not _unknown_model(e):
             if e.code().name in FATAL_CODES:
-                raise _Stop(f"{path}: {channel_mod.rpc_error_message(e, args.server, args.timeout)}") from None
-            _err(f"{path}: {channel_mod.rpc_error_message(e, args.server, args.timeout)}")
+                raise _Stop(f"{path}: {channel_mod.rpc_error_message(e, args)}") from None
+            _err(f"{path}: {channel_mod.rpc_error_message(e, args)}")
             return False
         try:
             state["encoder"], faces, streams, skipped, sent = _resend(path, args, state["swap"], state["encoder"], channel, stub, detector)
             reply = sent.result()
         except (grpc.RpcError, ValueError, OSError) as e2:
-            _err(f"{path}: {channel_mod.rpc_error_message(e2, args.server, args.timeout) if isinstance(e2, grpc.RpcError) else e2}")
+            _err(f"{path}: {channel_mod.rpc_error_message(e2, args) if isinstance(e2, grpc.RpcError) else e2}")
             return False
     card = state["encoder"].card
     names, (h, w) = card.class_names, card.face_size
     stem = _stem(path, state["stems"]) if args.reconstruct or args.annotate else None
-    latency_ms = sent.latency_ms()
+    latency_ms, ok = sent.latency_ms(), True
     for k, (face, stream, r) in enumerate(zip(faces, streams, reply.results)):
         box = None if face is None else face.box
         row = {
@@ -278,13 +313,18 @@ def _answer(entry, args, state, channel, stub, detector) -> bool:
             "model": r.model_id,
         }
         if args.reconstruct:
-            (Path(args.reconstruct) / f"{stem}_face{k}.png").write_bytes(r.reconstruction_png)
+            out = Path(args.reconstruct) / f"{stem}_face{k}.png"
+            try:
+                out.write_bytes(r.reconstruction_png)
+            except OSError as e:  # a full disk, a folder in the way: this file failed, the others go on
+                _err(f"{path}: cannot write the reconstruction {out}: {e.strerror or e}")
+                ok = False
         if args.json:
             print(json.dumps(row), flush=True)
         else:
             box_s = "whole image" if box is None else "box=[{},{},{},{}] face {:.2f}".format(*box, face.score)
             print(f"{path}  {box_s}  {r.label} {r.confidence:.2f}  {row['bytes']} B  {row['bpp']:.3f} bpp  {latency_ms:.1f} ms", flush=True)
-    return _annotate(path, stem, args, faces, reply.results, skipped) if args.annotate else True
+    return (_annotate(path, stem, args, faces, reply.results, skipped) if args.annotate else True) and ok
 
 
 def _stem(path: str, stems: dict) -> str:
@@ -350,6 +390,7 @@ def _load_encoder(args):
         if args.no_pull or not args.model_dir or not models.valid_id(args.model_dir) or Path(args.model_dir).exists():
             raise
     with channel_mod.open_channel(args) as channel:
+        channel_mod.wait_ready(channel, args)
         where = models.pull(channel, args.model_dir, max(args.timeout, PULL_TIMEOUT_S), source=args.server)
     _err(f"note: pulled model {args.model_dir} from {args.server} into {where}")
     return FaceEncoder(where)
@@ -371,7 +412,7 @@ def _resend(path, args, swap, encoder, channel, stub, detector):
             where, pulled = models.ensure(channel, model_id, max(args.timeout, PULL_TIMEOUT_S), source=args.server)
             swap["encoder"] = FaceEncoder(where)
         except (grpc.RpcError, ValueError, OSError) as e:
-            why = channel_mod.rpc_error_message(e, args.server, args.timeout) if isinstance(e, grpc.RpcError) else str(e)
+            why = channel_mod.rpc_error_message(e, args) if isinstance(e, grpc.RpcError) else str(e)
             swap["error"] = f"the server does not run model {encoder.card.model_id}, and getting the one it runs failed: {why}"
             raise models.BundleError(swap["error"]) from None
         _err(f"note: the server does not run model {encoder.card.model_id}; {'pulled' if pulled else 'using the cached'} {model_id} "
@@ -412,7 +453,7 @@ def models_command(args) -> int:
             where = models.pull(channel, args.model_id, args.timeout, args.sha256, source=args.server)
         except grpc.RpcError as e:
             what = args.model_id or "the server's first model"
-            _err(f"cannot pull {what}: {channel_mod.rpc_error_message(e, args.server, args.timeout)}")
+            _err(f"cannot pull {what}: {channel_mod.rpc_error_message(e, args)}")
             return 1
         except (ValueError, OSError) as e:
             _err(str(e))
@@ -434,7 +475,7 @@ def info(args) -> int:
         try:
             reply = pb_grpc.FerCodecStub(channel).GetModelInfo(pb.GetModelInfoRequest(), timeout=args.timeout)
         except grpc.RpcError as e:
-            _err(channel_mod.rpc_error_message(e, args.server, args.timeout))
+            _err(channel_mod.rpc_error_message(e, args))
             return 1
     # every field, zeros too: quality 0's "index" and the expression layer's "default_quality" were missing
     print(json.dumps(json_format.MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True), indent=2))
@@ -447,22 +488,24 @@ def _watch_parser(sub) -> None:
     w = sub.add_parser("watch", help="expression timelines per tracked face from a video file or a camera, over one stream")
     src = w.add_mutually_exclusive_group(required=True)
     src.add_argument("video", nargs="?", default=None, help="video file (anything OpenCV decodes)")
-    src.add_argument("--camera", type=int, default=None, metavar="N", help="camera index (0 = the first camera); Ctrl-C stops")
+    src.add_argument("--camera", type=CAMERA, default=None, metavar="N", help="camera index (0 = the first camera); Ctrl-C stops")
     w.add_argument("--fps", type=argtypes.rate, default=DEFAULT_FPS, help=f"frames sampled per second of video (default {DEFAULT_FPS:g})")
     w.add_argument("--max-frames", type=argtypes.positive("frames", int), default=None, metavar="N", help="stop after N sampled frames")
-    w.add_argument("--skip-threshold", type=float, default=SKIP_THRESHOLD, metavar="R",
+    w.add_argument("--skip-threshold", type=SKIP, default=SKIP_THRESHOLD, metavar="R",
                    help=f"send a tracked face only when its latent changed by at least R (relative L2) since it was last sent; "
                         f"0 sends every face (default {SKIP_THRESHOLD:g})")
     w.add_argument("--smooth", type=SMOOTHING, default=1.0, metavar="A",
                    help="exponential moving average of each track's probabilities: weight A of the newest answer, 0 < A <= 1 (default 1: off)")
     w.add_argument("--quality", type=int, default=None, help="codec quality index (default: the model's default)")
-    w.add_argument("--model", "--model-dir", dest="model_dir", default=None, help="model directory or bundled name (default fercodec-v1)")
+    w.add_argument("--model", "--model-dir", dest="model_dir", default=os.environ.get("FERCODEC_MODEL") or None, metavar="NAME|DIR|ID",
+                   help="model directory, bundled name or pulled model id (env FERCODEC_MODEL, default fercodec-v1)")
     w.add_argument("--min-face", type=argtypes.positive("pixels", int), default=MIN_FACE, metavar="PX", help=f"ignore faces smaller than PX (default {MIN_FACE})")
     w.add_argument("--detect-threshold", type=FRACTION, default=DETECT_THRESHOLD, metavar="T", help=f"face detector confidence (default {DETECT_THRESHOLD:g})")
     w.add_argument("--json", action="store_true", help="one JSON object per face per sampled frame")
     w.add_argument("--timeline", metavar="CSV", default=None, help="write every row to CSV (track, frame, t, box, label, probabilities, bytes, sent)")
     w.add_argument("--plot", metavar="PNG", default=None, help="plot probabilities over time, one panel per track (needs matplotlib)")
-    channel_mod.add_arguments(w, timeout_help="seconds to reach the server before the stream starts")
+    channel_mod.add_arguments(w, timeout_help="seconds to reach the server, and the longest a sent frame waits for its answer before "
+                                               "the run stops (a stalled server or network)")
 
 
 def watch(args) -> int:
@@ -472,6 +515,9 @@ def watch(args) -> int:
 
 
 def main(argv=None) -> int:
+    # grpc's C core logs a failed TLS handshake in lines of its own before ferclient's one line says what failed and
+    # what to do; GRPC_VERBOSITY set by the user (DEBUG for a bug report) still wins. Set before grpc is imported.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     args = parser().parse_args(argv)
     try:
         return {"send": send, "info": info, "models": models_command, "watch": watch}[args.command](args)

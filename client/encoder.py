@@ -6,23 +6,25 @@ pulled from a server into the cache (ferclient.models; verified again before it 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ferwire.bitstream import encode
-from ferwire.card import WEIGHTS, ModelCard
+from ferwire.card import DEFAULT_MODEL_DIR, WEIGHTS, ModelCard
 from ferwire.entropy import EntropyTables
 
 
-def resolve(model: str | Path | None) -> str | Path | None:
-    """A directory for ModelCard.load: model (default $FERCODEC_MODEL_DIR) as it is, unless it is the id of a pulled model."""
+def resolve(model: str | Path | None) -> str | Path:
+    """A directory for ModelCard.load: model (default fercodec-v1) as it is, unless it is the id of a pulled model.
+
+    Not $FERCODEC_MODEL_DIR, as ModelCard.load's default: that is ferserver's setting (a list of directories), and a
+    host that exported it for its server broke every send or switched the client's codec without a word. ferclient's
+    own variable is FERCODEC_MODEL, read by its --model flag."""
     from . import models
 
-    model = model or os.environ.get("FERCODEC_MODEL_DIR") or None
-    if model is None:
-        return None
+    if not model:
+        return DEFAULT_MODEL_DIR
     p = Path(model)
     if p.exists() or len(p.parts) != 1 or (WEIGHTS / p).is_dir() or not models.valid_id(str(model)):
         return model

@@ -173,11 +173,21 @@ def _decoded(p: Path | _Bytes, truncated: bool = False) -> tuple[np.ndarray, flo
     """load_rgb's work, for a file Pillow can open (`truncated`: decode what there is of a file cut short)."""
     from PIL import Image, ImageFile, ImageFilter, ImageOps
 
-    with Image.open(p.open() if isinstance(p, _Bytes) else p) as im:
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # checked below, on the pixels actually decoded
+    try:
+        im = Image.open(p.open() if isinstance(p, _Bytes) else p)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    with im:
         full = im.size
         if im.format == "JPEG" and max(full) > DECODE_MIN_SIDE:
             k = DECODE_MIN_SIDE / max(full)
             im.draft("RGB", (max(1, int(full[0] * k)), max(1, int(full[1] * k))))
+        if limit and im.size[0] * im.size[1] > 2 * limit:
+            # Pillow's own refusal (twice its warning size, 179 megapixels) judged the file's size, so a 200-megapixel
+            # phone JPEG was refused that draft decodes at 1/8 of a side; what is refused now is a decode that large.
+            raise Image.DecompressionBombError(f"{full[0]}x{full[1]} pixels ({full[0] * full[1] / 1e6:.0f} megapixels) is more "
+                                               f"than ferclient decodes ({2 * limit / 1e6:.0f}) in this format: shrink it or save it as JPEG")
         before = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = before or truncated
         try:  # Pillow reads this module-wide flag only here; the client decodes one file at a time

@@ -228,8 +228,12 @@ def pull(channel, model_id: str = "", timeout: float | None = PULL_TIMEOUT_S, ex
         target = root / m["model_id"]
         if _same_bundle(target, m):
             return target
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".pull-{m['model_id']}-", dir=root))
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".pull-{m['model_id']}-", dir=root))
+        except OSError as e:  # FERCODEC_CACHE_DIR naming a file, a read-only home
+            what = "is a file, not a folder" if root.is_file() else (e.strerror or str(e))
+            raise OSError(f"cannot keep models in {root}: {what} (set FERCODEC_CACHE_DIR to a folder you can write)") from None
         try:
             _receive(call, m, tmp)
             _check_card(tmp, m)

@@ -28,6 +28,9 @@ import numpy as np
 SKIP_THRESHOLD = 0.2
 DEFAULT_FPS = 5.0
 TRACK_TIMEOUT_S = 1.0  # a track unseen this long ends
+# Frames sent and not answered yet, at most: beyond it sampling waits for answers, so a slow or stalled server does not
+# make the client queue frames without end (ferserver also caps a stream's unanswered messages, and sheds the excess).
+MAX_UNANSWERED = 16
 
 
 class SourceError(ValueError):
@@ -59,6 +62,8 @@ def open_source(video: str | None, camera: int | None):
     cv2 = _cv2()
 
     if video is not None:
+        if Path(video).is_dir():
+            raise SourceError(f"{video}: is a directory, not a video")
         if not Path(video).is_file():
             raise SourceError(f"{video}: no such file")
         cap = cv2.VideoCapture(video)
@@ -85,6 +90,7 @@ class Sample:
     sent: list[int]  # indices into tracks/boxes of faces sent in this frame's request
     streams: list[bytes]
     results: list = field(default_factory=list)
+    waiting_since: float | None = None  # monotonic time its request went out, until its answer came
 
 
 def _relative_change(y: np.ndarray, last: np.ndarray | None) -> float:
@@ -215,6 +221,27 @@ def write_plot(rows: list[dict], path: str, names) -> None:
     plt.close(fig)
 
 
+def check_output(path: str, flag: str, formats: set[str] | None = None) -> None:
+    """ValueError with one line when `flag`'s file cannot be written: checked before the video runs, not found out after
+    it (formats: the suffixes it may have)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{flag} {path} is a directory; give a file name")
+    folder = p.parent
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{flag} {path}: cannot write in {folder}")
+    if formats is not None and p.suffix.lower().lstrip(".") not in formats:
+        raise ValueError(f"{flag} {path}: unknown image format {p.suffix or '(no suffix)'}; use one of {', '.join(sorted(formats))}")
+
+
+def _plot_formats() -> set[str]:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return set(FigureCanvasBase.get_supported_filetypes())
+
+
 def run(args, err) -> int:
     """The watch subcommand; err prints one line on stderr."""
     import grpc
@@ -222,7 +249,7 @@ def run(args, err) -> int:
     from fercodec.v1 import fercodec_pb2 as pb
     from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 
-    from .channel import ChannelSettingError, open_channel
+    from .channel import ChannelSettingError, open_channel, rpc_error_message, wait_ready
     from .encoder import FaceEncoder
     from .faces import FaceDetector
 
@@ -238,6 +265,10 @@ def run(args, err) -> int:
             err("--plot needs matplotlib: pip install matplotlib")
             return 2
     try:
+        if args.timeline:
+            check_output(args.timeline, "--timeline")
+        if args.plot:
+            check_output(args.plot, "--plot", _plot_formats())
         encoder = FaceEncoder(args.model_dir)
         encoder.check_quality(args.quality)
         # The first pass only, and no turned passes on a frame without a face: a frame's budget is a fifth of a second.
@@ -250,6 +281,10 @@ def run(args, err) -> int:
     pending: deque[Sample] = deque()
     failure: list[BaseException] = []
     lock, stop, finished = threading.Lock(), threading.Event(), threading.Event()
+    answered_cv = threading.Condition(lock)  # notified on every answer: sampling waits on it past MAX_UNANSWERED
+
+    def unanswered() -> list[Sample]:
+        return [s for s in pending if s.waiting_since is not None]
 
     def requests():
         """Runs on gRPC's sending thread; it must end before the process does (Ctrl-C sets stop)."""
@@ -259,6 +294,12 @@ def run(args, err) -> int:
                 if stop.is_set():
                     return
                 with lock:
+                    while s.sent and len(unanswered()) >= MAX_UNANSWERED and not stop.is_set():
+                        answered_cv.wait(0.25)
+                    if stop.is_set():
+                        return
+                    if s.sent:
+                        s.waiting_since = time.monotonic()
                     pending.append(s)
                 unchanged += len(s.tracks) - len(s.sent)
                 if s.sent:
@@ -293,21 +334,34 @@ def run(args, err) -> int:
             if until is not None and str(s.frame) == until:
                 return
 
+    stalled: list[str] = []
+
+    def watchdog() -> None:
+        """Ends the stream when a sent frame has waited --timeout for its answer: a server that stopped answering (or a
+        network that dropped it) would otherwise leave the run waiting for ever, printing nothing."""
+        while not stop.wait(0.25):
+            with lock:
+                late = [s for s in unanswered() if time.monotonic() - s.waiting_since > args.timeout]
+            if late and call is not None:
+                stalled.append(f"no answer from {args.server} for frame {late[0].frame} within {args.timeout:g}s: stopped")
+                call.cancel()
+                return
+
     status, call, shed = 0, None, []
     t0 = time.perf_counter()
     try:
         with open_channel(args, warn_faces=err) as channel:
-            try:
-                grpc.channel_ready_future(channel).result(timeout=args.timeout)
-            except grpc.FutureTimeoutError:
-                raise OSError(f"cannot reach server at {args.server} within {args.timeout:g}s") from None
+            wait_ready(channel, args)
             call = pb_grpc.FerCodecStub(channel).RecognizeStream(requests())
+            threading.Thread(target=watchdog, name="ferclient-watchdog", daemon=True).start()
             for reply in call:
                 busy = reply.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
                 if reply.HasField("error") and not busy:
                     raise RuntimeError(f"frame {reply.request_id}: server refused it: {reply.error.message}")
                 with lock:
                     answered = next(s for s in pending if s.sent and str(s.frame) == reply.request_id)
+                    answered.waiting_since = None
+                    answered_cv.notify_all()
                 if busy:  # an overloaded server sheds a frame: its faces carry their last answers forward
                     shed.append(reply.error.message)
                     answered.sent = []
@@ -324,9 +378,7 @@ def run(args, err) -> int:
         err("interrupted: writing what was answered so far")
         status = 130
     except grpc.RpcError as e:
-        from .channel import rpc_error_message
-
-        err(rpc_error_message(e, args.server, args.timeout))
+        err(stalled[0] if stalled else rpc_error_message(e, args))
         status = 1
     except ChannelSettingError:
         raise  # a setting to fix (a certificate, a token): one line and exit 2, as every subcommand
@@ -341,19 +393,26 @@ def run(args, err) -> int:
         if total is not None and sys.stderr.isatty():
             print(file=sys.stderr)
     elapsed = time.perf_counter() - t0
+    lost = sum(1 for s in pending if s.waiting_since is not None)
     tracks = len({r["track"] for r in w.rows})
     duration = max((r["t"] for r in w.rows), default=0.0)
     if shed:
         err(f"{len(shed)} frames refused by a busy server, their faces' last answers carried forward (first: {shed[0]})")
     if w.frames:
-        err(f"{w.frames} frames sampled in {elapsed:.1f} s, {tracks} tracks, faces sent {w.faces_sent} of {w.faces_seen} "
+        err(f"{w.frames} frames sampled in {elapsed:.1f} s, {tracks} track{'s' if tracks != 1 else ''}, faces sent {w.faces_sent} of {w.faces_seen} "
             f"({100.0 * (w.faces_seen - w.faces_sent) / max(1, w.faces_seen):.0f} % unchanged, not sent), {w.bytes_sent} B"
-            + (f" ({w.bytes_sent / duration / max(1, tracks):.0f} B/s per track)" if duration > 0 else ""))
+            + (f" ({w.bytes_sent / duration / max(1, tracks):.0f} B/s per track)" if duration > 0 else "")
+            + (f"; {lost} frames sent were never answered" if lost else ""))
+        if not w.faces_seen:
+            err(f"no face found in {w.frames} sampled frames (faces under --min-face {args.min_face} px are not counted)")
     if not w.frames and not status:  # nothing decoded: say so, rather than end without a word
         err(f"{args.video}: no frame could be decoded" if args.video is not None else f"camera {args.camera} gave no frame")
         return 1
-    if args.timeline:
-        write_timeline(w.rows, args.timeline, w.names)
-    if args.plot:
-        write_plot(w.rows, args.plot, w.names)
+    for path, write in ((args.timeline, write_timeline), (args.plot, write_plot)):
+        if path:
+            try:
+                write(w.rows, path, w.names)
+            except (OSError, ValueError) as e:  # checked before the run; the folder may have gone since
+                err(f"cannot write {path}: {e.strerror if isinstance(e, OSError) and e.strerror else e}")
+                status = status or 1
     return status

@@ -13,7 +13,10 @@ def checked(convert: Callable[[str], float], ok: Callable[[float], bool], need: 
     """An argparse type: convert(text), refused with "must be {need}, got {text}" unless ok(value)."""
 
     def parse(text: str):
-        v = convert(text)
+        try:
+            v = convert(text)
+        except ValueError:  # argparse's own line would be "invalid parse value: 'abc'"
+            raise argparse.ArgumentTypeError(f"must be {need}, got {text}") from None
         if not ok(v):
             raise argparse.ArgumentTypeError(f"must be {need}, got {text}")
         return v

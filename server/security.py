@@ -19,7 +19,7 @@ import threading
 
 import grpc
 
-from ferwire.credentials import read, read_pem
+from ferwire.credentials import load_pair, read, read_pem
 
 log = logging.getLogger("ferserver")
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)  # orchestrators probe health without credentials
@@ -41,29 +41,7 @@ def _tls_context(cert: str, key: str, what: str, pair: tuple[bytes, bytes] | Non
     """A server TLS context holding the pair; ValueError naming both files when the key is not the certificate's
     (what: "TLS", "metrics TLS"). pair: (key, certificate) bytes already read from those files, checked instead of
     reading them again, so that what is checked is what is used even while a renewal rewrites the files."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        if pair is not None and hasattr(os, "memfd_create"):
-            _load_pair_from_memory(ctx, *pair)
-        else:  # the files as they are now (MetricsTLS, whose context is loaded from them; or no memfd: not Linux)
-            ctx.load_cert_chain(cert, key, password=b"")  # never a passphrase prompt (read_pem refuses encrypted keys first)
-    except ssl.SSLError as e:
-        raise ValueError(f"{what} key {key} does not load with certificate {cert}: {getattr(e, 'reason', None) or e}") from None
-    return ctx
-
-
-def _load_pair_from_memory(ctx: ssl.SSLContext, key: bytes, cert: bytes) -> None:
-    """ctx.load_cert_chain on bytes: Python's ssl reads a pair from files only, so the bytes go into anonymous
-    in-memory files (never on a disk, gone when closed), read through /proc."""
-    fds = [os.memfd_create(name, os.MFD_CLOEXEC) for name in ("tls-cert", "tls-key")]
-    try:
-        for fd, blob in zip(fds, (cert, key)):
-            while blob:
-                blob = blob[os.write(fd, blob):]
-        ctx.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}", password=b"")
-    finally:
-        for fd in fds:
-            os.close(fd)
+    return load_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cert, key, what, pair)
 
 
 class ServerTLS:

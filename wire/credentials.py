@@ -9,6 +9,7 @@ connection, which the client reported as a server it could not reach. Checked fi
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 
 _MARKS = {"certificate": b"-----BEGIN CERTIFICATE-----", "key": b"PRIVATE KEY-----"}  # keys: PKCS#8, RSA, EC
@@ -32,6 +33,36 @@ def read_pem(path: str, what: str, kind: str) -> bytes:
         raise ValueError(f"{what} {path} is encrypted with a passphrase, which gRPC cannot ask for: "
                          f"write it unencrypted (openssl pkey -in {path} -out KEY) and chmod 600 it")
     return blob
+
+
+def load_pair(ctx, cert: str, key: str, what: str, pair: tuple[bytes, bytes] | None = None):
+    """ctx (an ssl.SSLContext) holding the certificate and key; ValueError naming both files when the key is not the
+    certificate's (what: "TLS", "client TLS", ...). pair: (key, certificate) bytes already read from those files, checked
+    instead of the files as they are now: what is checked is then what grpc is given, even while a renewal rewrites them."""
+    import ssl
+
+    try:
+        if pair is not None and hasattr(os, "memfd_create"):
+            _load_pair_from_memory(ctx, *pair)
+        else:  # the files as they are now (no memfd: not Linux)
+            ctx.load_cert_chain(cert, key, password=b"")  # never a passphrase prompt (read_pem refuses encrypted keys first)
+    except ssl.SSLError as e:
+        raise ValueError(f"{what} key {key} does not load with certificate {cert}: {getattr(e, 'reason', None) or e}") from None
+    return ctx
+
+
+def _load_pair_from_memory(ctx, key: bytes, cert: bytes) -> None:
+    """ctx.load_cert_chain on bytes: Python's ssl reads a pair from files only, so the bytes go into anonymous
+    in-memory files (never on a disk, gone when closed), read through /proc."""
+    fds = [os.memfd_create(name, os.MFD_CLOEXEC) for name in ("tls-cert", "tls-key")]
+    try:
+        for fd, blob in zip(fds, (cert, key)):
+            while blob:
+                blob = blob[os.write(fd, blob):]
+        ctx.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}", password=b"")
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def is_loopback(host: str) -> bool:

@@ -73,6 +73,7 @@ def test_readme_usage_is_the_parser():
     for line in usage.splitlines():
         if line.startswith("ferclient "):
             command = line.split()[1]
+            command = "" if command.startswith("--") else command  # ferclient --version: the top-level parser
         for part in line.split(" | ") if command == "models" else [line]:
             sub = re.match(r"(?:ferclient models )?(pull|list|remove)\b", part.strip())
             key = f"models {sub.group(1)}" if command == "models" and sub else command

@@ -94,6 +94,25 @@ def test_large_photos_are_detected_at_reduced_size(astronaut):
     assert len(faces) == 1 and iou(faces[0].box, tuple(4 * v for v in ASTRONAUT_FACE)) >= 0.5
 
 
+def test_the_decode_limit_judges_the_pixels_decoded_not_the_files(tmp_path, monkeypatch):
+    """Pillow refused a 200-megapixel phone JPEG as a decompression bomb by its size in the file, though draft mode
+    decodes it at 1/8 of a side; the limit (twice Pillow's MAX_IMAGE_PIXELS) now applies to what is decoded. Here
+    the limit is lowered to 2 megapixels (4 refused) so that a 12-megapixel photo shows it."""
+    from PIL import Image
+
+    from ferclient.faces import load_rgb
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2_000_000)
+    big = Image.fromarray(skimage.data.astronaut()).resize((4000, 3000))
+    big.save(tmp_path / "big.jpg", quality=85)
+    big.save(tmp_path / "big.png", compress_level=1)
+    rgb, scale = load_rgb(tmp_path / "big.jpg", warn=lambda note: pytest.fail(note))
+    assert rgb.shape == (1500, 2000, 3) and scale == 2.0
+    with pytest.raises(ImageError, match=r"4000x3000 pixels \(12 megapixels\) is more than ferclient decodes \(4\)"):
+        load_rgb(tmp_path / "big.png")
+    assert Image.MAX_IMAGE_PIXELS == 2_000_000  # put back for the rest of the process
+
+
 def test_small_faces_in_a_large_photo_are_found_by_the_tiled_pass():
     """Five 256 px astronauts (faces about 50 px) in a 3200x2400 photo: shrunk to 640 px for the first pass their
     faces are 10 px and lost; the finer tiled pass finds each, in place, and adds nothing on the background alone."""

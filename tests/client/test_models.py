@@ -260,3 +260,13 @@ def test_cli_refuses_unknown_ids_and_a_changed_server_file(upgraded, cache):
     assert _left(cache) == []
     r = run_client("models", "pull", "--server", server.address, "--sha256", "0" * 64)
     assert r.returncode == 1 and "is not the pinned" in r.stderr and _left(cache) == []
+
+
+def test_a_cache_that_is_a_file_is_one_line(upgraded, tmp_path, monkeypatch):
+    """FERCODEC_CACHE_DIR naming a file printed Python's "[Errno 17] File exists: '...'"."""
+    _, server = upgraded
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("FERCODEC_CACHE_DIR", str(tmp_path / "cache"))
+    r = run_client("models", "pull", "--server", server.address)
+    assert r.returncode == 1 and r.stderr == (f"ferclient: cannot keep models in {tmp_path / 'cache'}: is a file, not a folder "
+                                              "(set FERCODEC_CACHE_DIR to a folder you can write)\n"), r.stderr

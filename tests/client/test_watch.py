@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -148,6 +149,16 @@ def test_bad_sources_are_one_line_exit_2(tmp_path):
     assert r.returncode == 2 and "must be in (0, 1]" in r.stderr
     r = run_client("watch")
     assert r.returncode == 2 and "one of the arguments" in r.stderr
+    # checked before the video runs: these failed after it, with a traceback (or silently: nan skipped every face),
+    # and OpenCV crashed on camera -1
+    r = run_client("watch", str(tmp_path))
+    assert r.returncode == 2 and r.stderr == f"ferclient: {tmp_path}: is a directory, not a video\n", r.stderr
+    for flags, says in ((["--camera", "-1"], "must be a camera index, 0 or more, got -1"), (["x.mp4", "--skip-threshold", "nan"], "must be 0 or more"),
+                        (["x.mp4", "--timeline", str(tmp_path / "no" / "t.csv")], f"folder {tmp_path / 'no'} does not exist"),
+                        (["x.mp4", "--timeline", str(tmp_path)], "is a directory; give a file name"),
+                        (["x.mp4", "--plot", str(tmp_path / "p.xyz")], "unknown image format .xyz")):
+        r = run_client("watch", *flags)
+        assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_a_video_with_no_frame_to_decode_is_one_line_exit_1(server, video, tmp_path):
@@ -187,3 +198,31 @@ def test_a_busy_server_sheds_frames_and_the_timeline_goes_on(video):
     enter, leave = second_face_span(FRAMES)
     assert all(row["sent"] for row in rows if not enter <= row["frame"] < leave)  # one face at a time is served
     assert any(not row["sent"] and row["track"] == 1 for row in rows)  # the first face carries forward while both are in view
+
+
+def test_a_stalled_server_ends_the_run_after_timeout(tmp_path):
+    """A server that stops answering mid-stream (stopped here with SIGSTOP; a network partition looks the same): the run
+    waited for ever, printing nothing. Now it stops once a frame has waited --timeout, says how many frames went
+    unanswered, and writes the timeline of what was answered; meanwhile at most MAX_UNANSWERED frames are sent."""
+    from ferclient.watch import MAX_UNANSWERED
+
+    from ..conftest import ServerProcess
+
+    long_video = make_video(tmp_path / "long.mp4", frames=600)
+    with ServerProcess("--metrics-port", "-1") as stalled:
+        p = subprocess.Popen([str(BIN / "ferclient"), "watch", str(long_video), "--server", stalled.address, "--fps", "25", "--json",
+                              "--skip-threshold", "0", "--timeout", "3", "--timeline", str(tmp_path / "t.csv")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert json.loads(p.stdout.readline())["track"] == 1
+        stalled.proc.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        try:
+            out, err = p.communicate(timeout=60)
+        finally:
+            stalled.proc.send_signal(signal.SIGCONT)
+    assert p.returncode == 1 and time.monotonic() - t0 < 30 and "Traceback" not in err, err
+    assert f"no answer from {stalled.address} for frame" in err and "within 3s: stopped" in err
+    lost = int(re.search(r"(\d+) frames sent were never answered", err).group(1))
+    assert 1 <= lost <= MAX_UNANSWERED, err
+    with open(tmp_path / "t.csv") as f:
+        assert len(list(csv.DictReader(f))) == 1 + len(out.splitlines())

@@ -242,12 +242,15 @@ def test_a_folder_is_its_images_and_annotate_draws_each_answer(server, astronaut
     assert r.returncode == 2 and r.stdout == "" and "is a file; --reconstruct and --annotate take a directory" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_min_face_and_detect_threshold(server, astronaut):
+def test_min_face_and_detect_threshold(server, astronaut, tmp_path):
     r = run_client("send", str(astronaut), "--server", server.address, "--json", "--min-face", "150")
     assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr
     note, err = r.stderr.strip().splitlines()
     assert "skipped a face at box=[" in note and "below --min-face 150" in note
     assert "no face of at least 150 px" in err
+    # --annotate still draws the faces skipped for their size (README: in grey, "too small"), though none was sent
+    r = run_client("send", str(astronaut), "--server", server.address, "--min-face", "150", "--annotate", str(tmp_path))
+    assert r.returncode == 1 and (tmp_path / "astronaut_annotated.jpg").is_file(), r.stderr
     r = run_client("send", str(astronaut), "--server", server.address, "--json", "--detect-threshold", "0.99")
     assert r.returncode == 1 and "no face found" in r.stderr and "--detect-threshold" in r.stderr
     r = run_client("send", str(astronaut), "--server", server.address, "--json", "--detect-threshold", "0.5", "--no-align")
@@ -265,9 +268,15 @@ def test_unreachable_server_and_bad_quality(astronaut):
     assert r.returncode == 2 and "quality 99 out of range" in r.stderr and "Traceback" not in r.stderr
     # grpc would wrap port 99999 to 34463 and report a refused connection there; a zero timeout could never be met
     for bad, says in ((["--server", "localhost:99999"], "port 99999 of localhost:99999 is not a TCP port"), (["--server", "localhost:"], "is not host:port"),
-                      (["--timeout", "0"], "must be a positive number of seconds"), (["--timeout", "nan"], "must be a positive number of seconds")):
+                      (["--timeout", "0"], "must be a positive number of seconds"), (["--timeout", "nan"], "must be a positive number of seconds"),
+                      # grpc said "Misformatted domain name" of a URL, and tried port 443 for a name without a port
+                      (["--server", "http://localhost:50051"], "is a URL: give host:port without http://"),
+                      (["--server", "myserver"], "myserver has no port"), (["--server", "localhost:abc"], "port 'abc' of localhost:abc is not a number")):
         r = run_client("send", str(astronaut), *bad)
         assert r.returncode == 2 and says in r.stderr and bad[0] in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # an empty IMAGE (an unset "$PHOTO") was pathlib's ".", and sent every image in the working folder
+    r = run_client("send", "")
+    assert r.returncode == 2 and "an empty IMAGE" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_unreachable_server_stops_a_folder_at_once(astronaut, tmp_path):
@@ -279,6 +288,38 @@ def test_unreachable_server_stops_a_folder_at_once(astronaut, tmp_path):
     r = run_client("send", str(tmp_path), "--server", f"127.0.0.1:{free_port()}", "--timeout", "5")
     assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1 and "photo0.png: cannot reach server" in r.stderr and "stopped, 3 more images not answered" in r.stderr
+
+
+def test_a_reconstruction_that_cannot_be_written_fails_that_file_alone(server, astronaut, tmp_path):
+    """A full disk or a folder in the way: one line for that file, its row still printed, the next file still answered
+    (a traceback ended the run before)."""
+    (tmp_path / "astronaut_face0.png").mkdir()
+    r = run_client("send", str(astronaut), str(tmp_path / "again.png"), "--server", server.address, "--reconstruct", str(tmp_path))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 2 and "cannot write the reconstruction" in r.stderr and "again.png: no such file" in r.stderr, r.stderr
+    assert "happy" in r.stdout
+
+
+def test_the_client_keeps_to_its_own_settings(server, astronaut):
+    """FERCODEC_MODEL_DIR is ferserver's setting (a list of directories): exported on a host for its server, it broke every
+    send (or switched the codec) of a client there. ferclient reads FERCODEC_MODEL, and FERCODEC_TIMEOUT as --timeout."""
+    import os
+    import subprocess
+
+    from ..conftest import BIN
+
+    def send(**env) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "ferclient"), "send", str(astronaut), "--server", server.address, "--json"],
+                              capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+
+    r = send(FERCODEC_MODEL_DIR="fercodec-v1,fercodec-v1-expr")
+    assert r.returncode == 0 and json.loads(r.stdout)["bytes"] > 100, r.stderr
+    r = send(FERCODEC_MODEL="fercodec-v1-expr")
+    assert r.returncode == 0 and json.loads(r.stdout)["bytes"] < 100, r.stderr
+    r = send(FERCODEC_TIMEOUT="0.0001")
+    assert r.returncode == 1 and "within 0.0001s" in r.stderr, r.stderr
+    r = send(FERCODEC_TIMEOUT="soon")
+    assert r.returncode == 2 and "--timeout: must be a positive number of seconds, got soon" in r.stderr
 
 
 def test_deadline_exceeded_is_one_line(server, astronaut):

@@ -350,6 +350,22 @@ def test_mutual_tls_refuses_clients_without_a_trusted_certificate(mtls_server, p
     assert "mutual TLS" in mtls_server.ready_line and "PLAINTEXT" not in mtls_server.output()
 
 
+def test_failed_handshakes_are_one_line_that_says_what_to_give(mtls_server, pki):
+    """grpc's C core printed its own lines before ferclient's (2 for an untrusted CA, 12 for a key that is not the
+    certificate's), and the line said only "Socket closed": now one line, with what to give."""
+    address = f"127.0.0.1:{mtls_server.port}"
+    ca, client = ["--tls-ca", str(pki / "ca.pem")], ["--tls-cert", str(pki / "client.pem"), "--tls-key", str(pki / "client.key")]
+    for flags, hint in ((["--tls-ca", str(pki / "rogue-ca.pem"), *client[:2], "--tls-key", str(pki / "client.key")],
+                         f"does not chain to --tls-ca {pki / 'rogue-ca.pem'}"),
+                        (ca, "give --tls-cert and --tls-key"),
+                        ([], "if the server uses TLS, give its CA with --tls-ca")):
+        r = run_client("info", "--server", address, *flags)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.rstrip().endswith(hint), r.stderr
+    r = run_client("info", "--server", address, *ca, "--tls-cert", str(pki / "client.pem"), "--tls-key", str(pki / "rogue-client.key"))
+    assert r.returncode == 2 and r.stderr == (f"ferclient: client TLS key {pki / 'rogue-client.key'} does not load with certificate "
+                                              f"{pki / 'client.pem'}: KEY_VALUES_MISMATCH\n"), r.stderr
+
+
 def _scrape(port: int, pki, client: str | None = None, https: bool = True, ca: str = "ca") -> str:
     import ssl
     import urllib.request
