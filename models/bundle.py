@@ -58,12 +58,28 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
     return bool(mallopt(m_mmap_threshold, limit)) and bool(mallopt(m_trim_threshold, limit))
 
 
-def _load_entropy_coded(card: ModelCard, name: str, cls):
-    """cls(**config) from <model dir>/name, whose weights lack only the training entropy models' CDF buffers."""
+def checkpoint(path: str | Path) -> dict:
+    """torch.load of a shipped checkpoint (tensors, numbers, strings only); ValueError naming the file when it is not
+    one: a copy cut short gave ferserver a 45-line traceback from torch's zip reader."""
     import torch
 
-    ck = torch.load(card.file(name), map_location="cpu", weights_only=True)
-    model = cls(**ck["config"])
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's messages run to paragraphs; their first line says enough
+        first = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:160]
+        raise ValueError(f"{path} is not a torch checkpoint of plain tensors ({type(e).__name__}: {first})") from None
+    if not isinstance(ck, dict):
+        raise ValueError(f"{path} holds a {type(ck).__name__}, not a checkpoint")
+    return ck
+
+
+def _load_entropy_coded(card: ModelCard, name: str, cls):
+    """cls(**config) from <model dir>/name, whose weights lack only the training entropy models' CDF buffers."""
+    ck = checkpoint(card.file(name))
+    try:
+        model = cls(**ck["config"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{card.file(name)} has no {cls.__name__} config: {e}") from None
     missing, unexpected = model.load_state_dict(ck["state_dict"], strict=False)
     if unexpected or any(not k.endswith(ENTROPY_BUFFERS) for k in missing):
         raise ValueError(f"{card.file(name)} does not match {cls.__name__}: missing {missing}, unexpected {unexpected}")
@@ -72,14 +88,15 @@ def _load_entropy_coded(card: ModelCard, name: str, cls):
 
 def load_torch_models(card: ModelCard, device: str = "cpu"):
     """(codec, classifier) in eval mode on `device`. Imports torch and CompressAI."""
-    import torch
-
     from .classifier import from_checkpoint
     from .codec import FaceCodec
 
     codec = _load_entropy_coded(card, "codec.pt", FaceCodec)
-    ck = torch.load(card.file("classifier.pt"), map_location="cpu", weights_only=True)
-    clf = from_checkpoint(ck["config"], ck["state_dict"])
+    ck = checkpoint(card.file("classifier.pt"))
+    try:
+        clf = from_checkpoint(ck["config"], ck["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as e:  # RuntimeError: load_state_dict's mismatched shapes
+        raise ValueError(f"{card.file('classifier.pt')} is not a classifier this version builds: {str(e).splitlines()[0][:160]}") from None
     return codec.to(device).eval(), clf.to(device).eval()
 
 
@@ -181,8 +198,6 @@ def decoded_faces(codec, tables, x, q: int, batch_size: int = 512, desc: str | N
 def load_classifier(path, device="cpu"):
     """An FERClassifier (or ClassifierEnsemble) from a fertrain checkpoint ({"models": {"classifier"}, "args"}), a shipped
     classifier.pt ({"config", "state_dict"}) or a model directory (its classifier.pt)."""
-    import torch
-
     from .classifier import from_checkpoint
 
     path = Path(path)
@@ -190,10 +205,7 @@ def load_classifier(path, device="cpu"):
         path = path / "classifier.pt"
     if not path.is_file():
         raise FileNotFoundError(f"classifier checkpoint not found: {path}")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch's messages run to paragraphs; the type says enough
-        raise ValueError(f"{path} is not a torch checkpoint of plain tensors ({type(e).__name__})") from None
+    ck = checkpoint(path)
     try:
         if "state_dict" in ck:
             config, state = ck["config"], ck["state_dict"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass
 
@@ -85,9 +86,18 @@ _HELP = {
 }
 
 
+MIN_MESSAGE_BYTES = 4096
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line and exit 2: argparse printed the whole usage block (20 lines) before the line that matters."""
+        self.exit(2, f"{self.prog}: error: {message} (ferserver --help lists every setting)\n")
+
+
 def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
-    p = argparse.ArgumentParser(prog="ferserver", description="Serve fercodec: decode face bitstreams, reconstruct, classify expressions.")
+    p = _Parser(prog="ferserver", description="Serve fercodec: decode face bitstreams, reconstruct, classify expressions.")
     for name, default in Config().__dict__.items():
         flag = "--" + name.replace("_", "-")
         var = "FERCODEC_" + name.upper()
@@ -108,8 +118,10 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> C
         p.error(f"--synthesis-precision must be auto, bf16 or fp32, not {cfg.synthesis_precision!r}")
     if cfg.max_batch < 0:
         p.error("--max-batch must be 0 (auto) or a number of faces")
-    if min(cfg.max_faces, cfg.max_concurrent_rpcs, cfg.max_queue_faces, cfg.stream_window) < 1 or cfg.max_wait_ms < 0:
-        p.error("--max-faces, --max-concurrent-rpcs, --max-queue-faces and --stream-window must be >= 1 and --max-wait-ms >= 0")
+    if min(cfg.max_faces, cfg.max_concurrent_rpcs, cfg.max_queue_faces, cfg.stream_window) < 1 or not 0 <= cfg.max_wait_ms < math.inf:
+        p.error("--max-faces, --max-concurrent-rpcs, --max-queue-faces and --stream-window must be >= 1 and --max-wait-ms a number >= 0")
+    if cfg.max_message_bytes < MIN_MESSAGE_BYTES:  # grpc takes a negative size as no limit at all, and 0 refuses every request
+        p.error(f"--max-message-bytes must be at least {MIN_MESSAGE_BYTES} (a request of a few faces), not {cfg.max_message_bytes}")
     if cfg.threads < 0:
         p.error(f"--threads must be 0 (torch's default, one per core) or a number of threads, not {cfg.threads}")
     if not 0 <= cfg.port <= 65535:
@@ -117,8 +129,13 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> C
     for flag, port in (("--metrics-port", cfg.metrics_port), ("--health-port", cfg.health_port)):
         if not -1 <= port <= 65535:
             p.error(f"{flag} must be a TCP port (0-65535; 0 picks a free one) or -1 (off), not {port}")
-    if not (cfg.grace_s >= 0 and cfg.max_connection_age_s >= 0 and cfg.credential_check_s >= 0):  # also refuses nan
-        p.error("--grace-s, --max-connection-age-s and --credential-check-s must be >= 0 seconds")
+    if not all(0 <= v < math.inf for v in (cfg.grace_s, cfg.max_connection_age_s, cfg.credential_check_s)):  # refuses nan too
+        p.error("--grace-s, --max-connection-age-s and --credential-check-s must be a number of seconds >= 0")
+    ports = [(flag, v) for flag, v in (("--port", cfg.port), ("--metrics-port", cfg.metrics_port), ("--health-port", cfg.health_port)) if v > 0]
+    for i, (flag, v) in enumerate(ports):  # found now, not after the models load
+        for other, w in ports[i + 1:]:
+            if v == w:
+                p.error(f"{flag} and {other} are both {v}: each needs a port of its own")
     if cfg.decode_workers < -1:
         p.error("--decode-workers must be -1 (auto), 0 (decode in the model worker's thread) or a number of processes")
     if bool(cfg.tls_cert) != bool(cfg.tls_key):

@@ -20,15 +20,15 @@ from ferwire.credentials import is_loopback
 from . import config as config_mod
 from . import security
 from .batcher import Batcher
-from .metrics import Metrics
+from .metrics import Metrics, serve_page
+from .rpc import DecodeGuard
 
 log = logging.getLogger("ferserver")
 SERVICE = pb.DESCRIPTOR.services_by_name["FerCodec"].full_name
+ENCODER_SERVICE = pb.DESCRIPTOR.services_by_name["EncoderRepository"].full_name
 
 
 async def serve(cfg: config_mod.Config) -> None:
-    from prometheus_client import start_http_server
-
     from .engine import Engine, on_passing_thread
     from .repository import add_to_server as add_encoder_repository  # the edge encoders, for `ferclient models pull`
     from .service import FerCodecServicer
@@ -62,14 +62,15 @@ async def serve(cfg: config_mod.Config) -> None:
                  ("grpc.so_reuseport", 0)]
         + ([("grpc.max_connection_age_ms", int(cfg.max_connection_age_s * 1000)), ("grpc.max_connection_age_grace_ms", int(cfg.grace_s * 1000))]
            if cfg.max_connection_age_s > 0 else []),
-        interceptors=[security.TokenAuth(tokens, metrics)] if tokens else None,
+        # TokenAuth first: a caller without a token gets UNAUTHENTICATED whatever its bytes
+        interceptors=([security.TokenAuth(tokens, metrics)] if tokens else []) + [DecodeGuard((SERVICE, ENCODER_SERVICE))],
     )
     pb_grpc.add_FerCodecServicer_to_server(FerCodecServicer(cards, batcher, metrics, engine.device, cfg.max_faces, cfg.stream_window, cfg.max_concurrent_rpcs, precisions), server)
     encoder_service = add_encoder_repository(server, cards, metrics)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE, encoder_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    address = f"{cfg.host}:{cfg.port}"
+    address = _address(cfg.host, cfg.port)
     try:
         port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
     except RuntimeError as e:
@@ -77,6 +78,9 @@ async def serve(cfg: config_mod.Config) -> None:
     if not creds and not is_loopback(cfg.host):
         log.warning("serving PLAINTEXT on %s: faces, results%s cross the network readable by anyone on it; "
                     "give --tls-cert and --tls-key", cfg.host, " and bearer tokens" if tokens else "")
+    elif not tokens and not cfg.tls_client_ca and not is_loopback(cfg.host):
+        log.warning("serving %s with TLS but no authentication: anyone who reaches it can send faces and read the models' "
+                    "answers; give --auth-token-file (bearer tokens) or --tls-client-ca (client certificates)", cfg.host)
     # Probes that speak plaintext only (kubelet's grpc probe, the image's HEALTHCHECK) get a port of their own
     # serving nothing but the health service, so the main port can keep TLS and tokens.
     health_only = None
@@ -84,17 +88,16 @@ async def serve(cfg: config_mod.Config) -> None:
         health_only = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_only)
         try:
-            hport = health_only.add_insecure_port(f"{cfg.host}:{cfg.health_port}")
+            hport = health_only.add_insecure_port(_address(cfg.host, cfg.health_port))
         except RuntimeError as e:
             raise OSError(f"cannot listen on {cfg.host}:{cfg.health_port} (--health-port): {e}") from None
         await health_only.start()
     httpd = None
     if cfg.metrics_port >= 0:
         try:
-            httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=metrics.registry, **metrics_tls.kwargs)
+            httpd = serve_page(metrics.registry, cfg.metrics_host, cfg.metrics_port, lambda: metrics_tls.context)
         except OSError as e:
             raise OSError(f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port} (--metrics-host, --metrics-port): {e.strerror or e}") from None
-        metrics_tls.attach(httpd)
         if not metrics_tls.cert and not is_loopback(cfg.metrics_host):
             log.warning("metrics page in plain HTTP on %s, without authentication: anyone who reaches it reads the traffic "
                         "and labels; give --metrics-tls-cert, --metrics-tls-key and --metrics-tls-client-ca", cfg.metrics_host)
@@ -105,12 +108,12 @@ async def serve(cfg: config_mod.Config) -> None:
     gc.collect()
     gc.freeze()
     metrics.gc_frozen.set(gc.get_freeze_count())
-    for name in ("", SERVICE):
+    for name in ("", SERVICE, encoder_service):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     scheme = "" if not metrics_tls.cert else "https, client certificates " if cfg.metrics_tls_client_ca else "https "
     where = f"{scheme}{cfg.metrics_host}:{httpd.server_port}/metrics" if httpd else "off"
     mode = "mutual TLS" if cfg.tls_client_ca else "TLS" if creds else "plaintext"
-    auth = f"{len(tokens)} bearer tokens" if tokens else "no auth"
+    auth = f"{len(tokens)} bearer token{'s' if len(tokens) != 1 else ''}" if tokens else "no auth"
     hinfo = f"; health only :{hport}" if health_only else ""
     if is_loopback(cfg.host):  # the default: say how to serve other machines, since a client elsewhere only sees a refusal
         hinfo += "; this machine only: --host 0.0.0.0 serves the network"
@@ -136,6 +139,19 @@ async def serve(cfg: config_mod.Config) -> None:
     if httpd:
         httpd.shutdown()
     log.info("ferserver stopped")
+
+
+def _address(host: str, port: int) -> str:
+    """host:port as grpc takes it: an IPv6 address in brackets (grpc read `:::50051` as a misformatted name)."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+class _StoppedWhileLoading(Exception):
+    """SIGTERM before the server was ready: nothing to drain."""
+
+
+def _stop_while_loading(signum, frame):
+    raise _StoppedWhileLoading
 
 
 def _unbindable(host: str, port: int) -> str | None:
@@ -165,11 +181,21 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_mod.parse(argv)
     config_mod.runtime_defaults()  # torch loads later, with the models
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Until serve() installs its own handlers, once ready: SIGHUP (a credential rotation sent early) must not kill a
+    # loading server, and SIGTERM (an orchestrator scaling down) stops it with one line and exit 0.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_while_loading)
     try:
         asyncio.run(serve(cfg))
     except (OSError, ValueError) as e:  # missing model files, bad device, port in use
         print(f"ferserver: {e}", file=sys.stderr)
         return 2
+    except _StoppedWhileLoading:
+        print("ferserver: stopped (SIGTERM) before it was ready", file=sys.stderr)
+        return 0
+    except KeyboardInterrupt:
+        print("ferserver: interrupted before it was ready", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -1,8 +1,17 @@
-"""Prometheus metrics, one registry per server (so tests can run several in one process)."""
+"""Prometheus metrics, one registry per server (so tests can run several in one process), and the page that serves them."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, Info, ProcessCollector
+import socket
+import threading
+from socketserver import ThreadingMixIn
+from typing import Callable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, Info, ProcessCollector, make_wsgi_app
+
+HANDSHAKE_S = 10.0  # a TLS handshake not done by then is dropped
+IDLE_S = 30.0  # a connection that sends nothing this long is closed
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -28,3 +37,45 @@ class Metrics:
         # What the default registry would give: process_* (CPU seconds, resident memory, open files) and python_gc_*.
         ProcessCollector(registry=r)
         GCCollector(registry=r)
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, *args) -> None:  # a scrape every 15 s is not news
+        pass
+
+
+def serve_page(registry: CollectorRegistry, host: str, port: int, tls: Callable[[], object] | None = None) -> WSGIServer:
+    """The metrics page on host:port, served by a daemon thread; a thread per connection. tls() gives the SSLContext in
+    force (None: plain HTTP), read for each connection, so a renewed certificate serves the next scrape.
+
+    Why not prometheus_client's start_http_server(certfile=...): it wraps the listening socket, so every TLS handshake
+    ran in its one accept loop, and one idle TCP connection, no certificate needed, stopped every scrape until it closed.
+    Here the handshake runs on the connection's own thread, with a deadline."""
+
+    family, *_, where = socket.getaddrinfo(host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = family
+
+        def finish_request(self, request, client_address) -> None:
+            request.settimeout(HANDSHAKE_S)
+            ctx = tls() if tls else None
+            if ctx is not None:
+                try:
+                    request = ctx.wrap_socket(request, server_side=True)
+                except OSError:  # no handshake in time, no client certificate, not TLS at all
+                    return
+            request.settimeout(IDLE_S)
+            try:
+                super().finish_request(request, client_address)
+            finally:
+                if ctx is not None:
+                    self.shutdown_request(request)  # the wrapped socket; ThreadingMixIn closes the one it accepted
+
+        def handle_error(self, request, client_address) -> None:  # a scraper that went away mid-answer
+            pass
+
+    httpd = make_server(where[0], port, make_wsgi_app(registry), Server, handler_class=_Quiet)
+    threading.Thread(target=httpd.serve_forever, name="ferserver-metrics", daemon=True).start()
+    return httpd

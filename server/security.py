@@ -76,22 +76,21 @@ class ServerTLS:
 
 
 class MetricsTLS:
-    """The metrics page's TLS: prometheus_client's start_http_server arguments (`kwargs`; empty: plain HTTP), checked at
-    start so that a wrong file fails it with one line naming it, before the models load; once serving (`attach`),
-    `load` builds a new TLS context from the files, which every handshake after it gets: a renewed pair, and a client
-    CA bundle exactly as the file now has it (a CA taken out of it is no longer trusted)."""
+    """The metrics page's TLS: its context (`context`; None: plain HTTP), checked at start so that a wrong file fails it
+    with one line naming it, before the models load. `load` builds a new context from the files, which every connection
+    after it gets (ferserver.metrics.serve_page wraps each connection with the context in force): a renewed pair, and a
+    client CA bundle exactly as the file now has it (a CA taken out of it is no longer trusted; Python's ssl can add CAs
+    to a context but never forget one, hence a new context)."""
 
     what = "metrics TLS certificate"
 
     def __init__(self, cert: str | None, key: str | None, client_ca: str | None):
         self.cert, self.key, self.client_ca = cert, key, client_ca
         self.files = tuple(f for f in (cert, key, client_ca) if f)
-        self.context = None  # the context in force once the page serves
-        if cert:
-            self._build()  # what the metrics server will load, now rather than after the models
+        self.context = self._build() if cert else None  # now rather than after the models
 
     def _build(self) -> ssl.SSLContext:
-        """The page's TLS context from the files, as prometheus_client builds it; one line naming the file that is wrong."""
+        """The page's TLS context from the files; one line naming the file that is wrong."""
         read_pem(self.cert, "metrics TLS certificate", "certificate")
         warn_if_shared(self.key, "metrics TLS key")
         read_pem(self.key, "metrics TLS key", "key")
@@ -105,35 +104,10 @@ class MetricsTLS:
             ctx.verify_mode = ssl.CERT_REQUIRED
         return ctx
 
-    @property
-    def kwargs(self) -> dict:
-        if not self.cert:
-            return {}
-        return {"certfile": self.cert, "keyfile": self.key, "client_cafile": self.client_ca, "client_auth_required": bool(self.client_ca)}
-
-    def attach(self, httpd) -> None:
-        """The running metrics server: every handshake on its listening socket is handed the context in force.
-
-        Why a swap rather than loading the new files into the listening socket's context: Python's ssl can add CAs to a
-        context but never forget one. OpenSSL calls the server-name callback on every ClientHello, with or without SNI
-        (a scrape by IP address sends none), and the callback may give the connection another context (Python's
-        SSLContext.sni_callback)."""
-        listening = getattr(httpd.socket, "context", None)
-        if listening is None:
-            return
-        self.context = listening
-        listening.sni_callback = self._in_force
-
-    def _in_force(self, conn, server_name, ctx) -> None:
-        current = self.context
-        if current is not ctx:
-            conn.context = current
-
     def load(self) -> str:
-        ctx = self._build()  # every file checked before the page's context changes
-        if self.context is None:  # the page is off (--metrics-port -1)
-            return "no metrics page to serve it"
-        self.context = ctx
+        if self.context is None:  # the page is plain HTTP: no TLS to renew
+            return "no metrics TLS in force"
+        self.context = self._build()  # every file checked before the page's context changes
         return "new scrapes get it"
 
 
@@ -223,9 +197,10 @@ class TokenStore:
         return f"{len(self._digests)} tokens in force"
 
     def accepts(self, authorization: str | None) -> bool:
-        if not authorization or not authorization.startswith("Bearer "):
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():  # the scheme is case-insensitive (RFC 7235): proxies send "bearer"
             return False
-        given, ok = _digest(authorization[len("Bearer "):].strip()), False
+        given, ok = _digest(token.strip()), False
         for d in self._digests:  # no early exit: the time taken does not say which token matched
             ok |= hmac.compare_digest(given, d)
         return ok

@@ -14,7 +14,7 @@ from ferwire.bitstream import FORMAT_VERSION, BitstreamError
 
 from .batcher import Expired, Overloaded
 from .engine import FaceJob, FaceOutput
-from .rpc import RequestError, accounted
+from .rpc import RequestError, Undecodable, accounted, decoded
 
 _CODES = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "precondition": grpc.StatusCode.FAILED_PRECONDITION}
 
@@ -69,7 +69,7 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
             self._active -= 1
 
     async def _recognize(self, request: pb.RecognizeRequest, deadline: float | None) -> pb.RecognizeResponse:
-        n = len(request.faces)
+        n = len(decoded(request).faces)
         if n == 0:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "request has no faces")
         if n > self.max_faces:
@@ -114,7 +114,8 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
             return await self._recognize(request, deadline)
         except RequestError as e:
             self.metrics.requests.labels("RecognizeStream.message", e.code.name).inc()
-            return pb.RecognizeResponse(request_id=request.request_id, model_id=self.card.model_id, error=pb.Error(code=e.code.value[0], message=e.message))
+            request_id = "" if isinstance(request, Undecodable) else request.request_id
+            return pb.RecognizeResponse(request_id=request_id, model_id=self.card.model_id, error=pb.Error(code=e.code.value[0], message=e.message))
 
     async def RecognizeStream(self, request_iterator, context):
         """One response per request, in order, up to stream_window of them worked on at once.

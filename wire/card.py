@@ -65,7 +65,23 @@ class ModelCard:
         meta = path / "model.json"
         if not meta.is_file():
             raise FileNotFoundError(f"no model.json in {path}: not a fercodec model directory")
-        d = json.loads(meta.read_text())
+        try:
+            d = json.loads(meta.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{meta} is not JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{meta} is not a model card: a JSON {type(d).__name__}, not an object")
+        try:
+            return cls._from_dict(path, meta, d)
+        except KeyError as e:
+            raise ValueError(f"{meta} is not a valid model card: it lacks {e}") from None
+        except (TypeError, ValueError) as e:
+            if str(e).startswith(str(meta)):  # a message of ours, naming the file already
+                raise
+            raise ValueError(f"{meta} is not a valid model card: {e}") from None
+
+    @classmethod
+    def _from_dict(cls, path: Path, meta: Path, d: dict) -> "ModelCard":
         if d.get("kind", "image") not in FILES:
             raise ValueError(f"{meta}: unknown model kind {d['kind']!r} (this version knows {', '.join(FILES)})")
         return cls(

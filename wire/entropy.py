@@ -75,8 +75,14 @@ class EntropyTables:
 
     @classmethod
     def load(cls, path: str | Path) -> "EntropyTables":
-        with np.load(path) as z:
-            return cls({k: z[k] for k in z.files})
+        """ValueError naming the file when it is not a model's tables (a copy cut short, another file in its place)."""
+        try:
+            with np.load(path) as z:
+                return cls({k: z[k] for k in z.files})
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, KeyError, EOFError) as e:  # np.load's BadZipFile is an OSError... or a ValueError
+            raise ValueError(f"{path} is not a model's entropy tables ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {

@@ -28,7 +28,7 @@ K8S = ROOT / "deploy" / "k8s"
 KUBE_VERSION = "1.30"  # oldest Kubernetes still in upstream support when written; every field used exists there
 SELECTOR = {"app.kubernetes.io/name": "fercodec", "app.kubernetes.io/component": "server"}
 SETTINGS = {"FERCODEC_" + f.name.upper() for f in dataclasses.fields(Config)}
-HEALTH_SERVICES = {"", "fercodec.v1.FerCodec"}  # what ferserver.main sets SERVING
+HEALTH_SERVICES = {"", "fercodec.v1.FerCodec", "fercodec.v1.EncoderRepository"}  # what ferserver.main sets SERVING
 VARIANTS = ("base", "gpu", "examples/gpu-tls")
 KUBECTL = shutil.which("kubectl")
 # settings that name a file in a mounted secret -> the secret's key (tls.crt/tls.key/ca.crt as kubernetes.io/tls and cert-manager write them)

@@ -22,12 +22,19 @@ def test_env_then_flags_win():
                                         # grpc would wrap 99999 to 34463 and serve there; the metrics server raised OverflowError
                                         (["--port", "99999"], {}), (["--port", "-5"], {}), ([], {"FERCODEC_PORT": "65536"}), (["--metrics-port", "70000"], {}),
                                         (["--health-port", "-2"], {}), (["--grace-s", "-1"], {}), (["--grace-s", "nan"], {}), (["--max-connection-age-s", "-3"], {}),
-                                        (["--threads", "-1"], {})])  # torch raised RuntimeError
+                                        (["--threads", "-1"], {}),  # torch raised RuntimeError
+                                        # each was taken: grpc read -5 as no limit and 0 refused every request; inf waited
+                                        # (or refused every call with a deadline) for ever; nan compared as never due
+                                        (["--max-message-bytes", "-5"], {}), (["--max-message-bytes", "0"], {}), (["--max-wait-ms", "inf"], {}),
+                                        (["--max-wait-ms", "nan"], {}), (["--grace-s", "inf"], {}),
+                                        # found after the models loaded, with a line of grpc's own first
+                                        (["--port", "50070", "--metrics-port", "50070"], {}), (["--port", "50070", "--health-port", "50070"], {})])
 def test_bad_settings_exit_2_with_a_message(argv, env, capsys):
     with pytest.raises(SystemExit) as e:
         parse(argv, env=env)
     assert e.value.code == 2
-    assert "ferserver: error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("ferserver: error:") and err.count("\n") == 1, err  # one line, not argparse's usage block first
 
 
 def test_ports_take_their_whole_range_and_the_off_values():

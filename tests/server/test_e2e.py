@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -418,6 +419,27 @@ def test_bad_requests_get_precise_statuses(server, faces, code, text):
     assert e.value.code() == code and text in e.value.details()
 
 
+def test_bytes_that_are_not_a_request_message_are_invalid_argument(server):
+    """grpc's own deserializer raised on them before any servicer ran: UNKNOWN, a traceback in the log per call, and
+    nothing counted. Now INVALID_ARGUMENT, counted, and a stream message of them gets its error as any bad message."""
+    before = server.metrics()
+    garbage = b"\xff\xff\xff not protobuf"
+    with grpc.insecure_channel(server.address) as ch:
+        for method in ("/fercodec.v1.FerCodec/Recognize", "/fercodec.v1.EncoderRepository/GetEncoder"):
+            call = ch.unary_unary(method) if method.endswith("Recognize") else ch.unary_stream(method)
+            with pytest.raises(grpc.RpcError) as e:
+                reply = call(garbage, timeout=10)
+                list(reply) if not method.endswith("Recognize") else None
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "is not a valid" in e.value.details(), (method, e.value)
+        stream = ch.stream_stream("/fercodec.v1.FerCodec/RecognizeStream", response_deserializer=pb.RecognizeResponse.FromString)
+        replies = list(stream(iter([garbage, pb.RecognizeRequest(faces=[]).SerializeToString()]), timeout=10))
+    assert [r.error.code for r in replies] == [grpc.StatusCode.INVALID_ARGUMENT.value[0]] * 2 and "not a valid" in replies[0].error.message
+    after = server.metrics()
+    assert _counter(after, "fercodec_requests_total", method="Recognize", code="INVALID_ARGUMENT") == \
+        _counter(before, "fercodec_requests_total", method="Recognize", code="INVALID_ARGUMENT") + 1
+    assert "Traceback" not in server.output()
+
+
 def test_oversize_message_is_refused(server):
     with grpc.insecure_channel(server.address) as ch:
         with pytest.raises(grpc.RpcError) as e:
@@ -443,6 +465,33 @@ def test_sigterm_drains_and_exits_zero(card, fer_test):
     assert "Warning:" not in s.output(), s.output()  # torch's C++ notices (TORCH_CPP_LOG_LEVEL) stay out of the log
 
 
+def test_signals_while_the_models_load(tmp_path):
+    """SIGHUP (a credential rotation sent early) killed a loading server (exit 129); SIGTERM (an orchestrator scaling
+    down) ended it without a word. Now SIGHUP is ignored until the server's own handler takes it, and SIGTERM stops it
+    with one line, exit 0. The signals go once the process ignores SIGHUP (its SigIgn mask) and before it is ready."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    log = tmp_path / "log"
+    with open(log, "w") as out:
+        p = subprocess.Popen([sys.executable, "-m", "ferserver.main", "--port", str(free_port()), "--metrics-port", "-1"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not int(re.search(r"SigIgn:\s+([0-9a-f]+)", Path(f"/proc/{p.pid}/status").read_text()).group(1), 16) & (1 << (signal.SIGHUP - 1)):
+            assert time.monotonic() < deadline and p.poll() is None, log.read_text()
+            time.sleep(0.01)
+        p.send_signal(signal.SIGHUP)
+        time.sleep(0.2)
+        assert "ready on" not in log.read_text(), "the server was ready before the signals: nothing tested"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(60) == 0, log.read_text()
+    finally:
+        p.kill()
+    assert log.read_text().strip().endswith("ferserver: stopped (SIGTERM) before it was ready") and "Traceback" not in log.read_text()
+
+
 def test_overload_gets_resource_exhausted_not_a_queue(card, fer_test):
     """Past --max-concurrent-rpcs a call is refused at once; the admitted ones and later ones still succeed."""
     streams = encode_faces(fer_test[0][:1], card.default_quality)
@@ -453,6 +502,30 @@ def test_overload_gets_resource_exhausted_not_a_queue(card, fer_test):
         assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
         assert 1 <= codes.count(grpc.StatusCode.OK) <= 8
         assert len(stub.Recognize(pb.RecognizeRequest(faces=streams), timeout=20).results) == 1
+
+
+@pytest.mark.slow
+def test_damaged_model_files_stop_the_server_with_one_line_naming_the_file(tmp_path):
+    """A weights file cut short gave a 45-line traceback from torch's zip reader; a model.json that is not JSON, one line
+    naming no file; and an encoder.onnx cut short started without a word and was handed to devices as verified."""
+    import shutil
+
+    from ferwire.card import DEFAULT_MODEL_DIR
+
+    def damaged(name: str, write) -> Path:
+        d = tmp_path / name.replace(".", "_")
+        shutil.copytree(DEFAULT_MODEL_DIR, d)
+        write(d / name)
+        return d
+
+    cut = lambda f: f.write_bytes(f.read_bytes()[:1000])  # noqa: E731
+    for d, says in ((damaged("codec.pt", cut), "codec.pt is not a torch checkpoint of plain tensors (RuntimeError: PytorchStreamReader"),
+                    (damaged("model.json", lambda f: f.write_text('{"model_id": ')), "model.json is not JSON: "),
+                    (damaged("encoder.onnx", cut), "encoder.onnx does not load in ONNX Runtime (")):
+        with pytest.raises(RuntimeError, match="exited with 2") as e:
+            ServerProcess("--model-dir", str(d), "--metrics-port", "-1")
+        errors = [line for line in str(e.value).splitlines() if " INFO " not in line and "exited with" not in line]
+        assert len(errors) == 1 and errors[0].startswith(f"ferserver: {d}/") and says in errors[0], str(e.value)
 
 
 @pytest.mark.slow

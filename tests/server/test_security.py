@@ -119,7 +119,7 @@ def _code(fn) -> grpc.StatusCode:
 def test_tls_with_the_right_ca_and_token_answers(tls_server, pki):
     with _channel(tls_server.address, pki) as ch:
         assert _info(ch, TOKEN).model_id.startswith("fercodec-v1")
-    assert "TLS, 1 bearer tokens" in tls_server.ready_line and "PLAINTEXT" not in tls_server.output()
+    assert "TLS, 1 bearer token;" in tls_server.ready_line and "PLAINTEXT" not in tls_server.output()
 
 
 def test_the_client_can_trust_the_cas_grpc_trusts(tls_server, pki):
@@ -153,12 +153,19 @@ def test_missing_or_wrong_token_is_unauthenticated_and_counted_but_health_stays_
         assert _code(lambda: pb_grpc.FerCodecStub(ch).Recognize(pb.RecognizeRequest(faces=[b"x"]), timeout=10)) == grpc.StatusCode.UNAUTHENTICATED
         stream = pb_grpc.FerCodecStub(ch).RecognizeStream(iter([pb.RecognizeRequest(faces=[b"x"])]), timeout=10)
         assert _code(lambda: list(stream)) == grpc.StatusCode.UNAUTHENTICATED
-        health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="fercodec.v1.FerCodec"), timeout=10)
-        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        for service in ("fercodec.v1.FerCodec", "fercodec.v1.EncoderRepository"):
+            health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+        # bytes that are not a request, without a token: UNAUTHENTICATED first (not INVALID_ARGUMENT, not UNKNOWN)
+        assert _code(lambda: ch.unary_unary("/fercodec.v1.FerCodec/Recognize")(b"\xff\xff not protobuf", timeout=10)) == grpc.StatusCode.UNAUTHENTICATED
+        # the scheme is case-insensitive (RFC 7235); some proxies and SDKs send it in lower case
+        for scheme in ("bearer", "BEARER"):
+            md = (("authorization", f"{scheme} {TOKEN}"),)
+            assert pb_grpc.FerCodecStub(ch).GetModelInfo(pb.GetModelInfoRequest(), timeout=10, metadata=md).model_id
     after = tls_server.metrics()
     grew = {m: _counter(after, "fercodec_requests_total", method=m, code="UNAUTHENTICATED") - _counter(before, "fercodec_requests_total", method=m, code="UNAUTHENTICATED")
             for m in ("GetModelInfo", "Recognize", "RecognizeStream")}
-    assert grew == {"GetModelInfo": 2, "Recognize": 1, "RecognizeStream": 1}
+    assert grew == {"GetModelInfo": 2, "Recognize": 2, "RecognizeStream": 1}
     assert TOKEN not in tls_server.output() and "c" * 40 not in tls_server.output()
 
 
@@ -266,7 +273,7 @@ def test_certificates_and_tokens_rotate_without_a_restart(pki, tmp_path):
 def test_a_client_ca_taken_out_of_the_bundle_is_no_longer_trusted(pki, tmp_path):
     """mTLS on both ports; the client CA bundle re-read holds another CA only: clients of the CA it held are refused
     on new connections (gRPC and the metrics page), clients of the new one admitted. Python's ssl cannot drop a CA
-    from a context, so the page's is replaced (MetricsTLS.attach)."""
+    from a context, so the page's is replaced (MetricsTLS.load; each connection is wrapped with the one in force)."""
     import shutil
 
     bundle = tmp_path / "client-ca.pem"
@@ -388,6 +395,22 @@ def test_the_metrics_page_can_demand_tls_and_a_client_certificate(mtls_server, p
             _scrape(mtls_server.metrics_port, pki, client=client, https=https)
 
 
+
+def test_an_idle_connection_does_not_hold_up_the_tls_metrics_page(mtls_server, pki):
+    """prometheus_client's TLS page shook hands in its one accept loop: one TCP connection that sent nothing (no
+    certificate needed) stopped every scrape until it closed. The handshake now runs on the connection's own thread."""
+    import socket
+
+    idle = [socket.create_connection(("127.0.0.1", mtls_server.metrics_port)) for _ in range(3)]
+    try:
+        t0 = time.monotonic()
+        assert "fercodec_requests_total" in _scrape(mtls_server.metrics_port, pki, client="client")
+        assert time.monotonic() - t0 < 5
+    finally:
+        for s in idle:
+            s.close()
+
+
 def test_metrics_tls_settings_are_checked_at_start(pki, tmp_path):
     (tmp_path / "junk.pem").write_text("not a certificate")
     for extra, message in ((["--metrics-tls-cert", str(pki / "server.pem")], "--metrics-tls-cert and --metrics-tls-key go together"),
@@ -399,6 +422,16 @@ def test_metrics_tls_settings_are_checked_at_start(pki, tmp_path):
         with pytest.raises(RuntimeError, match="exited with 2") as e:
             ServerProcess(*extra, timeout=120)
         assert "ferserver: " in str(e.value) and message in str(e.value) and "Traceback" not in str(e.value), str(e.value)
+
+
+def test_tls_without_authentication_on_a_network_warns_and_ipv6_literals_bind(pki):
+    """--host :: (an IPv6 literal) failed after the models loaded (grpc read ":::50051" as a misformatted name); and TLS on a
+    network address without tokens or client certificates started silently, open to anyone who reaches it."""
+    with ServerProcess("--host", "::", "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key")) as s:
+        assert "with TLS but no authentication: anyone who reaches it can send faces" in s.output()
+        assert f"ready on :::{s.port} (TLS, no auth" in s.ready_line
+        with _channel(s.address, pki) as ch:  # "::" takes IPv4 too (127.0.0.1)
+            assert _info(ch).model_id
 
 
 def test_plaintext_on_a_network_address_warns(astronaut):
