@@ -65,7 +65,8 @@ async def serve(cfg: config_mod.Config) -> None:
         # TokenAuth first: a caller without a token gets UNAUTHENTICATED whatever its bytes
         interceptors=([security.TokenAuth(tokens, metrics)] if tokens else []) + [DecodeGuard((SERVICE, ENCODER_SERVICE))],
     )
-    pb_grpc.add_FerCodecServicer_to_server(FerCodecServicer(cards, batcher, metrics, engine.device, cfg.max_faces, cfg.stream_window, cfg.max_concurrent_rpcs, precisions), server)
+    servicer = FerCodecServicer(cards, batcher, metrics, engine.device, cfg.max_faces, cfg.stream_window, cfg.max_concurrent_rpcs, precisions)
+    pb_grpc.add_FerCodecServicer_to_server(servicer, server)
     encoder_service = add_encoder_repository(server, cards, metrics)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -131,7 +132,12 @@ async def serve(cfg: config_mod.Config) -> None:
     log.info("ferserver stopping: no new work, finishing in-flight requests (grace %.0fs)", cfg.grace_s)
     await health_servicer.enter_graceful_shutdown()
     batcher.drain()  # no call can join a waiting batch now: run it
-    await server.stop(cfg.grace_s)
+    servicer.drain()  # open streams answer what they read and end
+    stopping = asyncio.ensure_future(server.stop(cfg.grace_s))
+    done, _ = await asyncio.wait((stopping,), timeout=max(0.0, cfg.grace_s - 0.05))
+    if not done and servicer.active:
+        log.warning("grace period over: %d call%s still running are cut (their callers get UNAVAILABLE)", servicer.active, "s" if servicer.active != 1 else "")
+    await stopping
     if health_only:
         await health_only.stop(0)
     batcher.close()

@@ -34,6 +34,12 @@ class Metrics:
         self.inflight = Gauge("fercodec_inflight_requests", "RPCs being handled now", registry=r)
         self.model = Info("fercodec_model", "The models this server runs (comma-separated, first leads)", registry=r)
         self.gc_frozen = Gauge("fercodec_gc_frozen_objects", "Objects loaded at start (torch, the models, grpc) that the garbage collector no longer walks (gc.freeze)", registry=r)
+        # Every reason at 0 from the start: a series that appears only with its first event makes rate() and alerts blind
+        # to that first event, and an operator reading the page cannot tell "none yet" from "not measured".
+        for reason in ("invalid", "precondition"):  # ferwire.bitstream.BitstreamError.kind
+            self.faces_rejected.labels(reason)
+        for reason in ("queue_full", "deadline", "expired", "cancelled"):  # ferserver.batcher's sheds
+            self.faces_shed.labels(reason)
         # What the default registry would give: process_* (CPU seconds, resident memory, open files) and python_gc_*.
         ProcessCollector(registry=r)
         GCCollector(registry=r)

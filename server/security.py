@@ -44,6 +44,28 @@ def _tls_context(cert: str, key: str, what: str, pair: tuple[bytes, bytes] | Non
     return load_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cert, key, what, pair)
 
 
+EXPIRY_WARNING_DAYS = 14
+
+
+def warn_if_expiring(cert: str, what: str, now: float | None = None) -> None:
+    """A warning when the certificate (the chain's first) has expired, is not valid yet, or expires within
+    EXPIRY_WARNING_DAYS: the server would start, or take the renewal, and every handshake would then fail."""
+    import time
+
+    try:  # CPython's own certificate reader (its ssl tests use it); no parser is public, and cryptography is not a server dependency
+        info = ssl._ssl._test_decode_cert(cert)
+        not_before, not_after = ssl.cert_time_to_seconds(info["notBefore"]), ssl.cert_time_to_seconds(info["notAfter"])
+    except (AttributeError, KeyError, ValueError, OSError, ssl.SSLError):
+        return  # no reader in this Python, or nothing to read: the load itself reports a broken file
+    now = time.time() if now is None else now
+    if now > not_after:
+        log.warning("%s %s expired on %s: every TLS handshake will fail until it is renewed", what, cert, info["notAfter"])
+    elif now < not_before:
+        log.warning("%s %s is not valid until %s: every TLS handshake will fail until then", what, cert, info["notBefore"])
+    elif not_after - now < EXPIRY_WARNING_DAYS * 86400:
+        log.warning("%s %s expires on %s, in %.1f days: renew it", what, cert, info["notAfter"], (not_after - now) / 86400)
+
+
 class ServerTLS:
     """The gRPC port's TLS pair and, for mutual TLS, the CA its clients' certificates must chain to.
 
@@ -63,6 +85,7 @@ class ServerTLS:
         warn_if_shared(self.key, "TLS key")
         pair = (read_pem(self.key, "TLS key", "key"), read_pem(self.cert, "TLS certificate", "certificate"))
         _tls_context(self.cert, self.key, "TLS", pair)  # the bytes grpc gets, not the files read again
+        warn_if_expiring(self.cert, "TLS certificate")
         ca = read_pem(self.client_ca, "client CA bundle", "certificate") if self.client_ca else None
         return grpc.ssl_server_certificate_configuration([pair], root_certificates=ca)
 
@@ -95,6 +118,7 @@ class MetricsTLS:
         warn_if_shared(self.key, "metrics TLS key")
         read_pem(self.key, "metrics TLS key", "key")
         ctx = _tls_context(self.cert, self.key, "metrics TLS")
+        warn_if_expiring(self.cert, "metrics TLS certificate")
         if self.client_ca:
             read_pem(self.client_ca, "metrics client CA bundle", "certificate")
             try:

@@ -48,9 +48,33 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
         self.card, self.batcher, self.metrics, self.max_faces = cards[0], batcher, metrics, max_faces
         self.stream_window, self.max_concurrent_rpcs = stream_window, max_concurrent_rpcs
         self._active = 0  # Recognize and RecognizeStream calls admitted and not finished
+        self._draining = asyncio.Event()  # set on SIGTERM: open streams stop reading, answer what they read and end
         precisions = precisions or {}  # model id -> Engine's precisions() of it
         self.info = model_info(cards[0], device, precisions.get(cards[0].model_id))
         self.info.other_models.extend(model_info(c, device, precisions.get(c.model_id)) for c in cards[1:])
+
+    @property
+    def active(self) -> int:
+        """Recognize and RecognizeStream calls being served."""
+        return self._active
+
+    def drain(self) -> None:
+        """Shutting down: every RecognizeStream stops reading, answers the messages it read and ends (OK). An open
+        stream (`ferclient watch` holds one per video) otherwise held the server for the whole --grace-s, then was
+        cut, with a traceback in the log after "ferserver stopped"."""
+        self._draining.set()
+
+    async def _next_message(self, request_iterator):
+        """The stream's next message; None at its end, or once the server drains."""
+        if self._draining.is_set():
+            return None
+        message, drained = asyncio.ensure_future(anext(request_iterator, None)), asyncio.ensure_future(self._draining.wait())
+        done, _ = await asyncio.wait((message, drained), return_when=asyncio.FIRST_COMPLETED)
+        if message in done:
+            drained.cancel()
+            return message.result()
+        message.cancel()
+        return None
 
     @contextlib.contextmanager
     def _admitted(self):
@@ -137,7 +161,7 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
                         try:
                             while True:
                                 await slots.acquire()
-                                request = await anext(request_iterator, None)
+                                request = await self._next_message(request_iterator)
                                 if request is None:
                                     return
                                 replies.put_nowait(asyncio.ensure_future(self._stream_reply(request, deadline)))

@@ -465,6 +465,34 @@ def test_sigterm_drains_and_exits_zero(card, fer_test):
     assert "Warning:" not in s.output(), s.output()  # torch's C++ notices (TORCH_CPP_LOG_LEVEL) stay out of the log
 
 
+def test_sigterm_ends_open_streams_instead_of_waiting_out_the_grace(card, fer_test):
+    """An open RecognizeStream (a `ferclient watch`) held a stopping server for the whole --grace-s, then was cut, with a
+    CancelledError traceback in the log after "ferserver stopped". Now it answers what it read and ends, OK."""
+    import threading
+    import time
+
+    streams = encode_faces(fer_test[0][:1], card.default_quality)
+    hold = threading.Event()
+
+    def requests():
+        yield pb.RecognizeRequest(faces=streams, request_id="1")
+        hold.wait(60)  # the client keeps the stream open, writing nothing more
+
+    s = ServerProcess("--grace-s", "60", "--metrics-port", "-1")
+    try:
+        with grpc.insecure_channel(s.address) as ch:
+            replies = pb_grpc.FerCodecStub(ch).RecognizeStream(requests(), timeout=60)
+            assert next(replies).request_id == "1"
+            t0 = time.monotonic()
+            rc = s.stop(timeout=60)
+            assert rc == 0 and time.monotonic() - t0 < 20, s.output()
+            assert list(replies) == []  # the stream ended, OK, with nothing more to say
+    finally:
+        hold.set()
+        s.proc.kill()
+    assert "ferserver stopped" in s.output() and "Traceback" not in s.output() and "cut" not in s.output(), s.output()
+
+
 def test_signals_while_the_models_load(tmp_path):
     """SIGHUP (a credential rotation sent early) killed a loading server (exit 129); SIGTERM (an orchestrator scaling
     down) ended it without a word. Now SIGHUP is ignored until the server's own handler takes it, and SIGTERM stops it

@@ -42,3 +42,12 @@ def test_two_servers_in_one_process_do_not_share_metrics():
     a, b = Metrics(), Metrics()
     a.predictions.labels("sad").inc()
     assert "sad" not in generate_latest(b.registry).decode()
+
+
+def test_every_reject_and_shed_reason_is_on_the_page_from_the_start():
+    """They appeared only with their first event: rate() and alerts missed that event, and "none yet" read as "not measured"."""
+    text = generate_latest(Metrics().registry).decode()
+    for reason in ("invalid", "precondition"):
+        assert f'fercodec_faces_rejected_total{{reason="{reason}"}} 0.0' in text
+    for reason in ("queue_full", "deadline", "expired", "cancelled"):
+        assert f'fercodec_faces_shed_total{{reason="{reason}"}} 0.0' in text

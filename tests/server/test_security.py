@@ -43,7 +43,7 @@ def _cert(subject_key, name: str, issuer=None, ca: bool = False, server: bool = 
     now = datetime.datetime.now(datetime.timezone.utc)
     b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_cert.subject if issuer_cert else subject)
          .public_key(subject_key.public_key()).serial_number(x509.random_serial_number())
-         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=30))
          .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
     if server:
         b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
@@ -294,6 +294,21 @@ def test_a_client_ca_taken_out_of_the_bundle_is_no_longer_trusted(pki, tmp_path)
         with pytest.raises(OSError):
             _scrape(s.metrics_port, pki, client="client")
         assert "fercodec_requests_total" in _scrape(s.metrics_port, pki, client="rogue-client")
+
+
+def test_a_certificate_expired_not_yet_valid_or_nearly_due_is_warned_of(pki, caplog):
+    """An expired certificate was served without a word; every client's handshake then failed. (The test certificates
+    are valid from 5 minutes ago for 30 days; `now` moves the clock.)"""
+    import logging
+
+    from ferserver.security import warn_if_expiring
+
+    cert = str(pki / "server.pem")
+    with caplog.at_level(logging.WARNING, logger="ferserver"):
+        for days, says in ((31, "expired on"), (-1, "is not valid until"), (20, "in 10.0 days: renew it"), (1, None)):
+            caplog.clear()
+            warn_if_expiring(cert, "TLS certificate", now=time.time() + days * 86400)
+            assert (says in caplog.text) if says else not caplog.text, (days, caplog.text)
 
 
 def test_the_tls_pair_checked_is_the_pair_served(pki, monkeypatch):
