@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import CLASS_NAMES, FACE_SIZE
+from . import CLASS_NAMES, FACE_SIZE, argtypes
 from .bundle import ENTROPY_BUFFERS
 
 REGION_ALPHA = 0.75
@@ -43,14 +43,21 @@ def _args(argv):
     p.add_argument("--classifier-only", action="store_true",
                    help="with --codec a model directory: replace only its classifier.pt. The tables, edge encoder and model id stay, so "
                         "bitstreams and clients are unaffected; the card's metrics and temperature are cleared until make eval and calibration rerun")
-    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--out", required=True, type=_out_dir, help="model directory to write")
     p.add_argument("--name", default=None, help="model id prefix; the tag's hex is appended (default fercodec-v1, or fercodec-v1-expr with --expression)")
     p.add_argument("--default-quality", type=int, default=None, help="quality the client uses by default (default: the middle one)")
     p.add_argument("--data", default=None, help="path to fer2013.npz (default ../shared/data/fer2013/fer2013.npz or $FERCODEC_DATA)")
-    p.add_argument("--limit", type=int, default=None, help="count the tables on the first N train faces only (smoke tests)")
-    p.add_argument("--region-alpha", type=float, default=REGION_ALPHA,
+    p.add_argument("--limit", type=argtypes.count, default=None, help="count the tables on N evenly spaced train faces only (smoke tests)")
+    # nan wrote a NaN scale into tables.npz (a model that coded 7 bytes a face, at chance); a negative one inverts the saliency
+    p.add_argument("--region-alpha", type=argtypes.checked(float, lambda v: 0.0 <= v < float("inf"), "a finite number >= 0"), default=REGION_ALPHA,
                    help=f"strength of region-adaptive quantization, 0 = uniform (default {REGION_ALPHA}, chosen on val)")
     return p.parse_args(argv)
+
+
+def _out_dir(text: str) -> str:
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; give a model directory to write")
+    return text
 
 
 def saliency_map(clf, faces):
@@ -150,6 +157,8 @@ def export(codec_src: str, classifier_src: str | list[str] | None, out: str | Pa
     from .data import load_split, to_tensor
 
     codec, clf = load_training_models(codec_src)
+    if default_quality is not None and not 0 <= default_quality < codec.num_qualities:  # written as given, and loaded, before
+        raise ValueError(f"--default-quality must be 0 to {codec.num_qualities - 1} ({codec.num_qualities} qualities), got {default_quality}")
     # A joint checkpoint or a model directory carries a classifier; --classifier replaces it
     # (e.g. one fine-tuned on this codec's decoded faces: fertrain classifier --decoded),
     # and several replace it with their weight average, or with --ensemble with all of them.
@@ -296,6 +305,9 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"ferexport: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the files are written one by one: a directory exported into in place is now mixed
+        print(f"ferexport: interrupted; {args.out} may hold files of two exports: run the same command again", file=sys.stderr)
+        return 130
     print(f"wrote {args.out}: model {meta['model_id']} (tag {meta['model_tag']:#06x})")
     if not args.expression:  # the int8 copy is made from the classifier.pt just written, in its own step (docs/precision)
         print(f"next, for ferserver's int8 classifier on a CPU: python -m fermodels.quantize {args.out}")

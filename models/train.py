@@ -54,6 +54,14 @@ import numpy as np
 from . import argtypes
 
 
+SHARE = argtypes.checked(float, lambda v: 0.0 <= v <= 1.0, "a share between 0 and 1")  # --lambda-kd, --lambda-crowd
+FRACTION = argtypes.checked(float, lambda v: 0.0 <= v < 1.0, "at least 0 and below 1")  # --warmup, --label-smoothing
+WEIGHT = argtypes.checked(float, lambda v: 0.0 <= v < float("inf"), "a finite number >= 0")  # loss weights, weight decay
+SEED = argtypes.checked(int, lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32 - 1")
+# What may change between a run and its resumption: where things are and how fast they run, not what is trained.
+RESUMABLE_CHANGES = {"until_epoch", "threads", "device", "data", "cache", "fresh"}
+
+
 def _args(argv):
     p = argparse.ArgumentParser(prog="fertrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
@@ -62,54 +70,55 @@ def _args(argv):
                                                               " transform again, thinner, from an image model's" if name == "synthesis" else ""))
         s.add_argument("--data", default=None, help="path to fer2013.npz (default ../shared/data/fer2013/fer2013.npz or $FERCODEC_DATA)")
         s.add_argument("--out", required=True, help="run directory for checkpoints and log.jsonl")
-        s.add_argument("--epochs", type=argtypes.count, default=30, help="length of the schedule")
+        s.add_argument("--epochs", type=argtypes.count, default=30, help="length of the schedule (default 30)")
         s.add_argument("--until-epoch", type=argtypes.count, default=None, help="stop after this epoch (resume later with the same command)")
-        s.add_argument("--batch-size", type=argtypes.count, default=64)
-        s.add_argument("--lr", type=argtypes.rate, default=1e-3)
-        s.add_argument("--seed", type=int, default=0)
-        s.add_argument("--threads", type=argtypes.threads, default=0, help="torch CPU threads (0 = torch default)")
-        s.add_argument("--device", default="auto", help="cpu, cuda or auto")
-        s.add_argument("--limit", type=argtypes.count, default=None, help="use only the first N train and val faces (smoke tests)")
+        s.add_argument("--batch-size", type=argtypes.count, default=64, help="faces per step (default 64)")
+        s.add_argument("--lr", type=argtypes.rate, default=1e-3, help="peak learning rate of the one-cycle schedule (default 1e-3)")
+        s.add_argument("--seed", type=SEED, default=0, help="initial weights, batch order and augmentation (default 0)")
+        s.add_argument("--threads", type=argtypes.threads, default=0, help="torch CPU threads (0 = torch default; runs on different thread "
+                                                                              "counts are not bit-identical)")
+        s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="cpu, cuda or auto (default)")
+        s.add_argument("--limit", type=argtypes.count, default=None, help="use only N evenly spaced train and val faces (smoke tests)")
         s.add_argument("--fresh", action="store_true", help="ignore an existing last.pt instead of resuming")
-        s.add_argument("--warmup", type=float, default=0.05, help="fraction of all steps spent warming the learning rate up")
-        s.add_argument("--weight-decay", type=float, default=0.0, help="decoupled weight decay (AdamW) when > 0; 0 keeps plain Adam, as every shipped run used")
+        s.add_argument("--warmup", type=FRACTION, default=0.05, help="fraction of all steps spent warming the learning rate up (default 0.05)")
+        s.add_argument("--weight-decay", type=WEIGHT, default=0.0, help="decoupled weight decay (AdamW) when > 0; 0 keeps plain Adam, as every shipped run used")
         s.add_argument("--member", type=int, default=0, metavar="K",
                        help="where a classifier given (--init, --classifier) ships an ensemble: which of its networks to take, from 0 (default: the first)")
     c = sub.choices["classifier"]
-    c.add_argument("--width", type=int, default=32)
-    c.add_argument("--label-smoothing", type=float, default=0.1)
+    c.add_argument("--width", type=argtypes.count, default=32, help="channels of the first conv block, doubled per block (default 32)")
+    c.add_argument("--label-smoothing", type=FRACTION, default=0.1, help="share of each target spread over the classes (default 0.1)")
     c.add_argument("--init", default=None, help="start from this classifier: a fertrain checkpoint, classifier.pt or a model directory")
     c.add_argument("--decoded", default=None, metavar="MODEL_DIR",
                    help="train on uncompressed faces and this model's decoded faces at every quality, one picked at random per face")
     c.add_argument("--teacher", default=None, metavar="MODEL",
                    help="distil from this classifier (checkpoint, classifier.pt or model directory): its answer on the uncompressed face, "
                         "averaged over 10 views, is part of every view's target")
-    c.add_argument("--lambda-kd", type=float, default=0.5, help="with --teacher: the teacher's share of the target (the rest: the label, smoothed)")
+    c.add_argument("--lambda-kd", type=SHARE, default=0.5, help="with --teacher: the teacher's share of the target (the rest: the label, smoothed)")
     c.add_argument("--crowd-votes", default=None, metavar="FILE",
                    help="FER+ crowd votes for FER2013's faces (scripts/ferplus_votes.py): part of each training face's target is their distribution")
-    c.add_argument("--lambda-crowd", type=float, default=0.5, help="with --crowd-votes: the crowd's share of the target, on faces that have votes")
+    c.add_argument("--lambda-crowd", type=SHARE, default=0.5, help="with --crowd-votes: the crowd's share of the target, on faces that have votes")
     c.add_argument("--robust", action="store_true",
                    help="also train (and select on val) on a realistic-crop copy of every face: offset, zoom, tilt, blur, lighting, "
                         "JPEG source, occlusion (fermodels.perturb.RANDOM_MIX), decoded like the originals with --decoded")
     k = sub.choices["codec"]
-    k.add_argument("--n", type=int, default=64, help="transform channels")
-    k.add_argument("--m", type=int, default=96, help="latent channels")
-    k.add_argument("--lambda-r", type=float, default=1.0, help="weight of the rate term (bpp)")
-    k.add_argument("--lambda-d", type=float, nargs="+", default=None, help="distortion weight per quality (default: the codec's ladder)")
-    k.add_argument("--lambda-c", type=float, default=0.0, help="weight of the classifier's cross-entropy on decoded faces")
+    k.add_argument("--n", type=argtypes.count, default=64, help="transform channels (default 64)")
+    k.add_argument("--m", type=argtypes.count, default=96, help="latent channels (default 96)")
+    k.add_argument("--lambda-r", type=WEIGHT, default=1.0, help="weight of the rate term (bpp) (default 1)")
+    k.add_argument("--lambda-d", type=argtypes.rate, nargs="+", default=None, help="distortion weight per quality, each > 0 (default: the codec's ladder)")
+    k.add_argument("--lambda-c", type=WEIGHT, default=0.0, help="weight of the classifier's cross-entropy on decoded faces (default 0: none)")
     k.add_argument("--classifier", default=None, help="classifier for --lambda-c > 0: a fertrain checkpoint, classifier.pt or a model directory")
-    k.add_argument("--strategy", choices=("frozen", "joint"), default="frozen", help="with --lambda-c: keep the classifier frozen or train it too")
+    k.add_argument("--strategy", choices=("frozen", "joint"), default="frozen", help="with --lambda-c: keep the classifier frozen (default) or train it too")
     k.add_argument("--init", default=None, help="start the codec from this checkpoint or model directory (fine-tuning); a longer --lambda-d extends its rate ladder")
     k.add_argument("--extend-only", action="store_true",
                    help="with --init and a longer --lambda-d: train only the added qualities' gains and entropy models; the transforms "
                         "and --init's qualities stay as they are, so their bitstreams and reconstructions do not change")
     e = sub.choices["expression"]
     e.add_argument("--classifier", required=True, help="classifier to split and distil from: a fertrain checkpoint, classifier.pt or a model directory")
-    e.add_argument("--beta", type=float, default=2e-5, help="weight of the rate term, per bit of a face (KL and CE are in nats; 2e-5: the shipped layer's 32 bytes)")
-    e.add_argument("--channels", type=int, default=64, help="latent channels")
-    e.add_argument("--hidden", type=int, default=256, help="channels of the edge bottleneck's hidden layer (layers trained before this flag: 96)")
-    e.add_argument("--front-blocks", type=int, default=4, help="the classifier's conv blocks that run on the edge before the bottleneck (3: up to 128 x 6 x 6; 4: all, 256 x 3 x 3)")
-    e.add_argument("--views", type=int, default=4, help="versions of each training face whose features are cached: itself and V-1 random shifts")
+    e.add_argument("--beta", type=WEIGHT, default=2e-5, help="weight of the rate term, per bit of a face (KL and CE are in nats; 2e-5: the shipped layer's 32 bytes)")
+    e.add_argument("--channels", type=argtypes.count, default=64, help="latent channels (default 64)")
+    e.add_argument("--hidden", type=argtypes.count, default=256, help="channels of the edge bottleneck's hidden layer (layers trained before this flag: 96)")
+    e.add_argument("--front-blocks", type=argtypes.checked(int, lambda v: 1 <= v <= 4, "1, 2, 3 or 4"), default=4, help="the classifier's conv blocks that run on the edge before the bottleneck (3: up to 128 x 6 x 6; 4: all, 256 x 3 x 3)")
+    e.add_argument("--views", type=argtypes.count, default=4, help="versions of each training face whose features are cached: itself and V-1 random shifts")
     e.add_argument("--teacher", default=None, metavar="MODEL",
                    help="distil from this classifier's mirror-pair answer on each cached view (a model directory's ensemble: all its members "
                         "averaged, as its server answers); default: the split classifier itself, from the cached features")
@@ -117,7 +126,7 @@ def _args(argv):
     t.add_argument("--from", dest="source", required=True, metavar="MODEL_DIR", help="the image model whose synthesis transform to distil")
     t.add_argument("--widths", type=argtypes.count, nargs=2, default=(64, 32), metavar=("S1", "S2"),
                    help="the new transform's two hidden widths (the shipped codec's were 64 64)")
-    t.add_argument("--alpha", type=float, default=0.5, help="weight of the MSE to the face itself, beside the MSE to the source's reconstruction")
+    t.add_argument("--alpha", type=WEIGHT, default=0.5, help="weight of the MSE to the face itself, beside the MSE to the source's reconstruction")
     for s in (c, e):
         s.add_argument("--extra-folder", default=None, metavar="DIR",
                        help="also train on these labelled photos (one subfolder per class, as fereval --folder reads them), each face found and "
@@ -171,6 +180,8 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better,
     from .data import load_split, to_tensor
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the run's checkpoints")
     out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -200,6 +211,11 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better,
     last = out / "last.pt"
     if last.exists() and not args.fresh:
         ck = _load_state(last)
+        _check_resumable(last, ck.get("args", {}), vars(args))
+        if ck["epoch"] >= args.epochs:
+            print(f"fertrain: {last} is a finished run ({ck['epoch']} epochs; the best is {out / 'best.pt'}): nothing to do "
+                  f"(--fresh starts over)", file=sys.stderr)
+            return ck["history"]
         for k, m in model_parts.items():
             m.load_state_dict(ck["models"][k])
         opt.load_state_dict(ck["opt"])
@@ -239,6 +255,22 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better,
         torch.save({**state, "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch + 1, "best": best, "history": history}, out / "last.pt.tmp")
         (out / "last.pt.tmp").replace(last)
     return history
+
+
+def _check_resumable(last: Path, before: dict, now: dict) -> None:
+    """ValueError when this run's arguments differ from those last.pt was trained with (beyond RESUMABLE_CHANGES).
+
+    Why: resuming restored the optimiser and schedule of the first arguments and trained on the data of the second
+    (another --limit, --seed or --lr took effect in part), then failed in torch's scheduler, and the checkpoint claimed
+    arguments it had never wholly used."""
+    def norm(v):
+        return list(v) if isinstance(v, tuple) else v
+
+    changed = [k for k in sorted(now) if k in before and k not in RESUMABLE_CHANGES and norm(before[k]) != norm(now[k])]
+    if changed:
+        said = ", ".join(f"--{k.replace('_', '-')} {before[k]!r} there, {now[k]!r} now" for k in changed)
+        raise ValueError(f"{last} was trained with other arguments ({said}): rerun with its arguments to resume, "
+                         f"or start over with --fresh or another --out")
 
 
 def _with_folder(faces, labels, folder):
@@ -441,9 +473,12 @@ def train_codec(args):
             codec.entropy[q].requires_grad_(True)
         trained = trained[first:]
     clf = None
+    if args.classifier and args.lambda_c == 0:  # the classifier was loaded for nothing: a rate-distortion codec came out
+        raise ValueError(f"--classifier is read only with --lambda-c > 0 (the weight of its cross-entropy); with --lambda-c 0 "
+                         f"this trains a plain rate-distortion codec (--strategy {args.strategy} needs a --lambda-c)")
     if args.lambda_c > 0:
         if not args.classifier:
-            raise SystemExit("fertrain: --lambda-c > 0 needs --classifier CHECKPOINT")
+            raise ValueError("--lambda-c > 0 needs --classifier CHECKPOINT")
         clf = _one_classifier(args.classifier, args.member).train()
         args.width = clf.width  # a joint checkpoint carries the classifier; ferexport rebuilds it from this
         if args.strategy == "joint":
@@ -816,7 +851,9 @@ def main(argv=None) -> int:
         print(f"fertrain: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("fertrain: interrupted; rerun the same command to resume from last.pt", file=sys.stderr)
+        resumable = (Path(args.out) / "last.pt").is_file()
+        print("fertrain: interrupted; " + ("rerun the same command to resume from last.pt" if resumable else
+                                           "no epoch had finished, so there is nothing to resume: rerun to start again"), file=sys.stderr)
         return 130
     return 0
 

@@ -13,12 +13,14 @@ import sys
 
 import numpy as np
 
+from fermodels import argtypes
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--faces", type=int, default=2000, help="val faces, evenly spaced (fermodels.data.load_split)")
+    p.add_argument("--faces", type=argtypes.count, default=2000, help="val faces, evenly spaced (fermodels.data.load_split)")
     p.add_argument("--model", default=None, help="model name or directory (default: the image codec)")
-    p.add_argument("--repeats", type=int, default=30, help="timed decodes per figure")
+    p.add_argument("--repeats", type=argtypes.count, default=30, help="timed decodes per figure")
     args = p.parse_args(argv)
 
     from ferclient.encoder import FaceEncoder

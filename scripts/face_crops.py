@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fermodels import argtypes
+
 
 def _scaled(im, side: int | None):
     from PIL import Image
@@ -33,7 +35,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, help="folder for the images written (one subfolder per class)")
     ap.add_argument("--split", default="val", choices=("train", "val", "test"))
-    ap.add_argument("--limit", type=int, default=1000, help="faces drawn from the split (0: all)")
+    ap.add_argument("--limit", type=argtypes.checked(int, lambda v: v >= 0, "0 (all) or more"), default=1000, help="faces drawn from the split (0: all)")
     ap.add_argument("--side", type=int, default=0, help="scale each written image to this many px on its longer side (0: as cut)")
     ap.add_argument("--photos", type=Path, help="cut close-ups from these photos (one subfolder per class) instead of FER2013's crops")
     ap.add_argument("--nofaces", type=Path, help="the detector benchmark's face-free photos (BENCH_DIR/nofaces)")

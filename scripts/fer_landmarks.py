@@ -15,6 +15,8 @@ import argparse
 
 import numpy as np
 
+from fermodels import argtypes
+
 
 def measure(faces: np.ndarray, scale: int = 3, pad: int = 96):
     """(landmarks [n,5,2], boxes [n,4]) in 48x48 coordinates for the faces the detector finds, and the number missed."""
@@ -42,7 +44,7 @@ def main(argv=None) -> int:
     from fermodels.data import load_split
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--faces", type=int, default=3000, help="random training faces to measure (default 3000)")
+    p.add_argument("--faces", type=argtypes.count, default=3000, help="random training faces to measure (default 3000)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     x, _ = load_split("train")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 
+from fermodels import argtypes
+
 # (name, kind, parameters): "light" (contrast k about the mean, shift, gamma), "gauss" (sigma), "motion" (px), "small" (px),
 # "noise" (sigma in grey levels)
 CONDITIONS = (("as they are", "light", (1.0, 0.0, 1.0)), ("contrast x0.5", "light", (0.5, 0.0, 1.0)),
@@ -66,7 +68,7 @@ def degraded(faces, kind: str, value):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--split", default="val", choices=("val", "test"))
-    p.add_argument("--limit", type=int, default=0, help="evenly spaced faces of the split (0: all)")
+    p.add_argument("--limit", type=argtypes.checked(int, lambda v: v >= 0, "0 (all) or more"), default=0, help="evenly spaced faces of the split (0: all)")
     p.add_argument("--server", default=None, help="a running ferserver: also measure through the image codec")
     args = p.parse_args(argv)
 

@@ -13,11 +13,13 @@ import time
 
 import numpy as np
 
+from fermodels import argtypes
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--faces", type=int, default=3589, help="PrivateTest faces, evenly spaced (fermodels.data.load_split)")
-    p.add_argument("--repeats", type=int, default=3, help="timed passes over the faces per figure")
+    p.add_argument("--faces", type=argtypes.count, default=3589, help="PrivateTest faces, evenly spaced (fermodels.data.load_split)")
+    p.add_argument("--repeats", type=argtypes.count, default=3, help="timed passes over the faces per figure")
     args = p.parse_args(argv)
 
     from ferclient.encoder import FaceEncoder

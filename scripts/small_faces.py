@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 
+from fermodels import argtypes
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--split", default="val", choices=("val", "test"))
-    p.add_argument("--limit", type=int, default=1800, help="evenly spaced faces of the split")
+    p.add_argument("--limit", type=argtypes.count, default=1800, help="evenly spaced faces of the split")
     p.add_argument("--sides", default="24,32,40,64,80", help="face sides in px, comma-separated")
     args = p.parse_args(argv)
 

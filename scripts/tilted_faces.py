@@ -26,6 +26,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from fermodels import argtypes
+
 # module settings of ferclient.faces per variant
 VARIANTS = (("quarter turns", {"UPRIGHT_TURNS": (0, 90, 180, 270), "PHOTO_TILTS": (), "LEVEL_MIN_ROLL": math.inf}),
             ("eighth turns, 45-degree passes", {"LEVEL_MIN_ROLL": math.inf}),
@@ -55,7 +57,7 @@ def _apply(faces, settings: dict) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--split", default="val", choices=("val", "test"))
-    p.add_argument("--limit", type=int, default=300, help="evenly spaced faces of the split, or images of --folder (0: all)")
+    p.add_argument("--limit", type=argtypes.checked(int, lambda v: v >= 0, "0 (all) or more"), default=300, help="evenly spaced faces of the split, or images of --folder (0: all)")
     p.add_argument("--tilts", default=None, help="degrees, counter-clockwise (default 0,15,30,45,60,-30; --folder: 15,-15,30,-30)")
     p.add_argument("--sides", default="64-192", help="px, the pasted face's side: LO-HI, drawn evenly")
     p.add_argument("--folder", help="real photos instead: how faithfully the eye line follows a tilt")

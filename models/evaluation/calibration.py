@@ -28,6 +28,8 @@ import numpy as np
 
 from ferwire.card import tempered
 
+from .. import argtypes
+
 BINS = 15
 
 
@@ -171,12 +173,21 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fermodels.evaluation.calibration", description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", action="append", default=None, help="model directory (repeatable; default both bundled models)")
     p.add_argument("--data", default=None, help="FER2013 npz (default ../shared or $FERCODEC_DATA)")
-    p.add_argument("--limit", type=int, default=None, help="N evenly spaced faces per split (default all)")
+    p.add_argument("--limit", type=argtypes.count, default=None, help="N evenly spaced faces per split (default all; a quick look: "
+                                                                          "nothing is written unless --out is given, and --write is refused)")
     p.add_argument("--prior-strength", type=float, default=None, metavar="S",
                    help="use this prior correction instead of fitting it (0: temperature only)")
     p.add_argument("--write", action="store_true", help="store each fitted s and T in its model.json")
-    p.add_argument("--out", type=Path, default=Path("docs/calibration"))
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for README.md and calibration.json (default: this checkout's docs/calibration, the committed figures; "
+                        "with --limit, none)")
     args = p.parse_args(argv)
+    if args.write and args.limit:  # s and T fitted on a sample went into model.json without a word
+        p.error("--write stores s and T in model.json: fit them on every val face (drop --limit)")
+    if args.out is None and not args.limit:
+        args.out = Path(__file__).resolve().parents[2] / "docs" / "calibration"
+    if args.out is not None and args.out.exists() and not args.out.is_dir():  # checked before --write changes any model.json
+        p.error(f"--out {args.out} is a file; give a folder")
     if args.prior_strength is not None and not 0 <= args.prior_strength <= 10:
         p.error(f"--prior-strength {args.prior_strength:g}: give a strength between 0 and 10")
     dirs = args.model_dir or [DEFAULT_MODEL_DIR, EXPRESSION_MODEL_DIR]
@@ -186,13 +197,17 @@ def main(argv=None) -> int:
     except (OSError, ValueError, RuntimeError) as e:
         print(f"calibration: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # nothing written yet: --write and --out come after the measurement
+        print("calibration: interrupted; nothing written", file=sys.stderr)
+        return 130
     if args.write:
         for r in rows:
             write_calibration(r["path"], r)
-    args.out.mkdir(parents=True, exist_ok=True)
     text = markdown(rows, shlex.join(["python", "-m", "fermodels.evaluation.calibration", *argv]))
-    (args.out / "calibration.json").write_text(json.dumps(rows, indent=1))
-    (args.out / "README.md").write_text(text)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "calibration.json").write_text(json.dumps(rows, indent=1))
+        (args.out / "README.md").write_text(text)
     print(text)
     return 0
 

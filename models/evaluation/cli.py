@@ -124,9 +124,27 @@ def _args(argv):
         p.error("--detect and --group-by go with --folder")
     if (args.photo_sides or args.photo_tilts) and not args.photos:
         p.error("--photo-sides and --photo-tilts go with --photos")
+    if args.update_card and (args.limit or args.split != "test") and _shipped_among(args.model_dir, args.expression_dir):
+        # a sample, or val, went into a shipped card under its "Measured (fereval, FER2013 PrivateTest)" heading
+        p.error("--update-card into a shipped model's card records the full PrivateTest measurement: drop --limit and --split "
+                "(or measure a copy of the model directory)")
     if args.model_dir == "none" and not args.robustness:
         p.error("--model-dir none goes with --robustness (every other run measures the image codec)")
     return args
+
+
+def _shipped_among(*dirs) -> bool:
+    """Whether any of the model directories --update-card would write is one shipped in this package (None: the default)."""
+    from ferwire.card import WEIGHTS
+
+    for d in dirs:
+        if d == "none":
+            continue
+        path = Path(d) if d else WEIGHTS
+        path = WEIGHTS / path if not path.exists() and len(path.parts) == 1 else path
+        if path.resolve().is_relative_to(WEIGHTS.resolve()):
+            return True
+    return False
 
 
 def _regex(text: str):

@@ -29,9 +29,25 @@ def test_logs_and_resume(runs):
     assert (runs / "clf" / "best.pt").exists()
 
 
+def test_resuming_with_other_arguments_is_refused_and_a_finished_run_says_so(runs, capsys):
+    """Resuming restored the first run's optimiser and schedule and trained on the second's data, then failed in torch's
+    scheduler, and last.pt claimed arguments it had never wholly used."""
+    common = ["codec", "--out", str(runs / "codec"), "--epochs", "2", "--n", "16", "--m", "16", "--batch-size", "32"]
+    assert train.main([*common, "--limit", "256", "--lr", "0.5", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "was trained with other arguments (--limit 128 there, 256 now, --lr 0.001 there, 0.5 now)" in err and "--fresh" in err, err
+    log = (runs / "codec" / "log.jsonl").read_text()
+    assert train.main([*common, "--limit", "128", "--threads", "2"]) == 0  # threads may change; the run is finished
+    assert "is a finished run (2 epochs" in capsys.readouterr().err and (runs / "codec" / "log.jsonl").read_text() == log
+
+
 def test_joint_strategy_needs_a_classifier(runs, capsys):
-    with pytest.raises(SystemExit, match="--classifier"):
-        train.main(["codec", "--out", str(runs / "j"), "--epochs", "1", "--n", "16", "--m", "16", "--limit", "64", "--lambda-c", "1"])
+    base = ["codec", "--out", str(runs / "j"), "--epochs", "1", "--n", "16", "--m", "16", "--limit", "64"]
+    assert train.main([*base, "--lambda-c", "1"]) == 2
+    assert "--lambda-c > 0 needs --classifier" in capsys.readouterr().err
+    # and a classifier without --lambda-c trained a plain rate-distortion codec without a word
+    assert train.main([*base, "--classifier", str(runs / "clf" / "best.pt"), "--strategy", "joint"]) == 2
+    assert "--classifier is read only with --lambda-c > 0" in capsys.readouterr().err
 
 
 def test_joint_strategy_runs(runs):
@@ -252,12 +268,21 @@ def test_missing_data_is_one_line(tmp_path, capsys):
     assert "FER2013 archive not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--batch-size", "0"), ("--lr", "-1e-3"), ("--lr", "nan"), ("--limit", "0"), ("--until-epoch", "0"), ("--threads", "-1")])
+@pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--batch-size", "0"), ("--lr", "-1e-3"), ("--lr", "nan"), ("--limit", "0"), ("--until-epoch", "0"), ("--threads", "-1"),
+                                         # each ran: smoothing 2 made negative targets, a negative decay plain Adam; the rest tracebacks
+                                         ("--label-smoothing", "2"), ("--weight-decay", "-1"), ("--warmup", "-3"), ("--width", "0"), ("--seed", "-1"),
+                                         ("--device", "tpu"), ("--lambda-kd", "1.5")])
 def test_counts_and_rates_are_checked_before_training(tmp_path, capsys, flag, value):
     """--epochs 0 died deep in the schedule with ZeroDivisionError, --threads -1 in torch; each such setting is now argparse's one line, exit 2."""
     with pytest.raises(SystemExit) as e:
         train.main(["classifier", "--out", str(tmp_path / "run"), flag, value])
     assert e.value.code == 2 and f"argument {flag}" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_an_out_that_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    assert train.main(["classifier", "--out", str(tmp_path / "afile"), "--epochs", "1", "--limit", "64"]) == 2
+    assert f"--out {tmp_path / 'afile'} is a file" in capsys.readouterr().err
 
 
 def test_expression_layer_trains_exports_and_round_trips(runs, tmp_path):
@@ -302,8 +327,9 @@ def test_expression_layer_trains_exports_and_round_trips(runs, tmp_path):
 
 def test_expression_split_outside_the_classifier_is_one_line(runs, tmp_path, capsys):
     args = ["expression", "--classifier", str(runs / "clf" / "best.pt"), "--out", str(tmp_path), "--front-blocks", "5", "--limit", "64"]
-    assert train.main(args) == 2
-    assert capsys.readouterr().err.strip() == "fertrain: front_blocks must be 1 to 4, got 5"
+    with pytest.raises(SystemExit) as e:  # argparse's one line now, before the classifier loads
+        train.main(args)
+    assert e.value.code == 2 and "argument --front-blocks: must be 1, 2, 3 or 4, got 5" in capsys.readouterr().err
 
 
 def test_expression_feature_cache_is_reused(runs, tmp_path, capsys):

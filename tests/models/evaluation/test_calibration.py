@@ -81,3 +81,17 @@ def test_server_applies_the_model_temperature_and_prior_correction(tmp_path, exp
     assert (r.argmax(1) != p.argmax(1)).any() and (r[:, 1] > p[:, 1]).all()  # disgust (1.4 % of training faces) gains on every face
     assert row["train_prior"] == pytest.approx(prior) and row["previous"]["prior_strength"] == 1.5
     assert row["test"]["faces"] == 64 and 0 <= row["prior_strength"] <= 1.5
+
+
+def test_a_quick_look_cannot_overwrite_the_shipped_figures(tmp_path, capsys):
+    """--write --limit N stored s and T fitted on N faces in model.json without a word; --out naming a file failed with a
+    traceback after --write had already changed model.json. Both are refused before anything runs."""
+    import pytest
+
+    from fermodels.evaluation.calibration import main
+
+    (tmp_path / "afile").write_text("")
+    for argv, says in ((["--limit", "10", "--write"], "drop --limit"), (["--out", str(tmp_path / "afile"), "--write"], "is a file")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and says in capsys.readouterr().err

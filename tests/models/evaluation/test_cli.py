@@ -38,6 +38,11 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
     assert "pass it as --expression-dir" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--baselines", "gif"])
+    # a 20-face or val measurement went into the shipped card, under its "FER2013 PrivateTest" heading
+    for flags in (["--limit", "20"], ["--split", "val"], ["--limit", "20", "--model-dir", "fercodec-v1", "--expression-dir", "none"]):
+        with pytest.raises(SystemExit) as e:
+            main([*flags, "--update-card", "--out", str(tmp_path)])
+        assert e.value.code == 2 and "--update-card into a shipped model's card" in capsys.readouterr().err
 
 
 def test_update_card_fills_model_json_and_the_marked_block(tmp_path, card, faces):
