@@ -368,6 +368,11 @@ def run(args, err) -> int:
                 answered.results = list(reply.results)
                 flush(reply.request_id)
             flush(None)
+            with lock:
+                left = len(unanswered())
+            if left or not finished.is_set():  # the server ended the stream before the video ended: a server shutting down does
+                raise RuntimeError(f"the server ended the stream before the video ended (shutting down?)"
+                                   + (f"; {left} frame{'s' if left != 1 else ''} unanswered" if left else ""))
         if failure:
             raise failure[0]
     except KeyboardInterrupt:

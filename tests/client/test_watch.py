@@ -226,3 +226,20 @@ def test_a_stalled_server_ends_the_run_after_timeout(tmp_path):
     assert 1 <= lost <= MAX_UNANSWERED, err
     with open(tmp_path / "t.csv") as f:
         assert len(list(csv.DictReader(f))) == 1 + len(out.splitlines())
+
+
+def test_a_server_that_shuts_down_ends_the_run_with_one_line(tmp_path):
+    """On SIGTERM ferserver ends open streams after answering what it read; watch says so and exits 1, with what was
+    answered in the timeline, rather than exiting 0 as if the video had been read to its end."""
+    from ..conftest import ServerProcess
+
+    long_video = make_video(tmp_path / "long.mp4", frames=600)
+    with ServerProcess("--metrics-port", "-1") as s:
+        p = subprocess.Popen([str(BIN / "ferclient"), "watch", str(long_video), "--server", s.address, "--fps", "25", "--json",
+                              "--skip-threshold", "0", "--timeline", str(tmp_path / "t.csv")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert json.loads(p.stdout.readline())["track"] == 1
+        assert s.stop() == 0
+        out, err = p.communicate(timeout=60)
+    assert p.returncode == 1 and "the server ended the stream before the video ended" in err and "Traceback" not in err, err
+    with open(tmp_path / "t.csv") as f:
+        assert len(list(csv.DictReader(f))) == 1 + len(out.splitlines())
