@@ -7,3 +7,28 @@ for torch or CompressAI. The bitstream and its tables are ferwire's.
 
 CLASS_NAMES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 FACE_SIZE = 48
+
+
+def source_commit() -> tuple[str, bool]:
+    """(short commit, uncommitted changes to tracked files) of the checkout this code runs from; ("unknown", False) when it
+    is not a git checkout (an installed wheel). What runs, exports and measurements record, so a figure can be traced
+    to the code that made it."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    return (commit, bool(git("status", "--porcelain", "--untracked-files=no"))) if commit else ("unknown", False)
+
+
+def source_revision() -> str:
+    """source_commit() as one string: the commit, with "+changes" when tracked files differ from it."""
+    commit, changed = source_commit()
+    return commit + ("+changes" if changed else "")

@@ -54,6 +54,14 @@ def _args(argv):
     return p.parse_args(argv)
 
 
+def _provenance(limit: int | None) -> dict:
+    """What model.json records of how it was made beside its sources: the code's commit, and a smoke-test --limit (the
+    tables counted on that many faces only), which otherwise looked like a real export."""
+    from . import source_revision
+
+    return {"source_commit": source_revision(), **({"tables_limit": limit} if limit else {})}
+
+
 def _out_dir(text: str) -> str:
     if Path(text).exists() and not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file; give a model directory to write")
@@ -191,6 +199,7 @@ def export(codec_src: str, classifier_src: str | list[str] | None, out: str | Pa
         "default_quality": len(lambdas) // 2 if default_quality is None else default_quality,
         "region_alpha": region_alpha,
         "sources": _sources(codec_src, classifier_src, ensemble),
+        **_provenance(limit),
         "metrics": {},
     }
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -270,6 +279,7 @@ def export_expression(src: str, out: str | Path, name: str = "fercodec-v1-expr",
         "sources": {"expression": str(src), "classifier": args["classifier"], **({"member": args["member"]} if args.get("member") else {}),
                     **({"teacher": args["teacher"]} if args.get("teacher") else {})},
         "metrics": {},
+        **_provenance(limit),
     }
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta

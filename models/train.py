@@ -8,9 +8,11 @@ and dropped because val showed no gain (docs/sweep/README.md): a distillation
 term KL(p(x) || p(x_hat)) and a saliency-weighted MSE.
 
 Every epoch writes <out>/last.pt (resumable: model, optimiser, schedule, epoch,
-history) and <out>/best.pt (best on val = PublicTest). Data order is a pure
-function of --seed and the epoch, so a resumed run sees the same batches; the
-weights' initialisation is a function of --seed too.
+history, torch's random state) and <out>/best.pt (best on val = PublicTest). Data order is a pure
+function of --seed and the epoch, so a resumed run sees the same batches, and with the random
+state dropout draws from restored it ends bit for bit where an uninterrupted run would (same
+--threads); the weights' initialisation is a function of --seed too. Resuming with other
+arguments is refused.
 
 `fertrain classifier --decoded MODEL_DIR --init MODEL_DIR` fine-tunes a
 classifier on what the server will feed it: each training face, uncompressed or
@@ -51,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import argtypes
+from . import argtypes, source_revision
 
 
 SHARE = argtypes.checked(float, lambda v: 0.0 <= v <= 1.0, "a share between 0 and 1")  # --lambda-kd, --lambda-crowd
@@ -208,6 +210,7 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better,
     warmup = min(max(args.warmup, 1.5 / total), (total - 0.5) / total)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=total, pct_start=warmup)
     start, best, history = 0, None, []
+    commit = source_revision()  # the code this run trained with, kept in its checkpoints
     last = out / "last.pt"
     if last.exists() and not args.fresh:
         ck = _load_state(last)
@@ -220,6 +223,8 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better,
             m.load_state_dict(ck["models"][k])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
+        if "rng" in ck:  # dropout draws from torch's global generator: as it stood at the epoch's end, so a resumed run is exact
+            torch.set_rng_state(ck["rng"])
         start, best, history = ck["epoch"], ck["best"], ck["history"]
         print(f"resuming {last} at epoch {start + 1}/{args.epochs}", file=sys.stderr)
     gen = torch.Generator().manual_seed(args.seed)
@@ -249,10 +254,11 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better,
         improved = best is None or (score > best if higher_better else score < best)
         if improved:
             best = score
-        state = {"models": {k: m.state_dict() for k, m in model_parts.items()}, "args": vars(args)}
+        state = {"models": {k: m.state_dict() for k, m in model_parts.items()}, "args": vars(args), "commit": commit}
         if improved:
             torch.save({**state, "epoch": epoch + 1, "val": val}, out / "best.pt")
-        torch.save({**state, "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch + 1, "best": best, "history": history}, out / "last.pt.tmp")
+        torch.save({**state, "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch + 1, "best": best, "history": history,
+                    "rng": torch.get_rng_state()}, out / "last.pt.tmp")
         (out / "last.pt.tmp").replace(last)
     return history
 

@@ -58,6 +58,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fermodels import source_commit
+
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_baselines beside this script
@@ -371,13 +373,6 @@ def machine() -> str:
     return f"{platform.platform()}, {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
-def git_commit() -> tuple[str, bool]:
-    def git(*a):
-        return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True).stdout.strip()
-
-    return git("rev-parse", "--short", "HEAD") or "unknown", bool(git("status", "--porcelain", "--untracked-files=no"))
-
-
 def start_servers(args, stack: contextlib.ExitStack, meanwhile):
     """Start every server at once (children of this process, closed by `stack`) and run meanwhile() while they load."""
     import bench_baselines as bb
@@ -439,7 +434,7 @@ def prepare(args, faces: np.ndarray) -> dict:
             jq = {**old, "measured": False, "recorded": str(record.relative_to(ROOT) if record.is_relative_to(ROOT) else record)}
             say(f"JPEG quality q{jq['quality']}, as measured on {old['date']} ({record}; --remeasure-jpeg measures again)")
         else:
-            commit, _ = git_commit()
+            commit, _ = source_commit()
             jq = {**bb.pick_jpeg_quality(jf, jl, progress=say), "key": key, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "commit": commit}
             Path(args.out).mkdir(parents=True, exist_ok=True)
             record.write_text(json.dumps(jq, indent=2) + "\n")
@@ -596,7 +591,7 @@ def main(argv=None) -> int:
 
     from fermodels.data import load_split
 
-    commit, dirty = git_commit()
+    commit, dirty = source_commit()
     out = {"machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "commit": commit, "dirty": dirty,
            "command": " ".join(["scripts/bench.py", *(argv if argv is not None else sys.argv[1:])]), "loadavg_start": os.getloadavg(),
            "levels": args.levels, "seconds": args.seconds, "warmup": args.warmup}

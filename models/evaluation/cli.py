@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from .. import argtypes
+from .. import argtypes, source_revision
 from ..bundle import load_classifier
 from ..data import DEFAULT_DATA, SPLITS, load_split
 from .baselines import BASELINES, available_baselines, evaluate_baseline
@@ -302,6 +302,7 @@ def evaluate(args, command: str) -> dict:
         "data": str(Path(args.data or DEFAULT_DATA).resolve()),
         "command": command,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": source_revision(),
         "seconds": time.perf_counter() - t0,
         "machine": machine_info(device),
         "ms_ssim": MS_SSIM_NOTE,

@@ -23,7 +23,7 @@ def test_main_writes_every_output(tmp_path, card):
     assert expr["psnr"] is None and 0 < expr["bytes"] < 100 and r["expression"]["id"].startswith("fercodec-v1-expr-")
     assert "fercodec-expr/deployed" in r["bytes_within_1_point"] and "## fercodec-expr (the expression layer" in (out / "results.md").read_text()
     assert set(r["bd_rate"]) == {"fercodec/deployed"} and set(r["bd_rate"]["fercodec/deployed"]) == {"jpeg/deployed"}
-    assert r["command"].startswith("fereval --limit 40") and r["machine"]["cpu_count"]
+    assert r["command"].startswith("fereval --limit 40") and r["machine"]["cpu_count"] and r["commit"] not in ("", "unknown")
     assert "fercodec/deployed" in (out / "results.md").read_text()
     assert r["default_quality"]["quality"] in range(card.num_qualities) and "## Default quality" in (out / "results.md").read_text()
 
