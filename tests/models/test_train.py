@@ -464,3 +464,20 @@ def test_thinning_to_the_same_widths_is_the_transform_itself():
     with torch.no_grad():
         torch.testing.assert_close(same(y), codec.g_s(y))
         assert not torch.allclose(train._thinned(codec.g_s, codec.m, 32, 16)(y), codec.g_s(y), atol=1e-2)
+
+
+def test_export_settings_that_make_a_broken_model_are_refused(tmp_path, capsys):
+    """--region-alpha nan wrote a NaN scale into tables.npz (a model coding 7 bytes a face, at chance accuracy, exit 0), a
+    negative one inverted the saliency, and --default-quality outside the ladder was written as given."""
+    from fermodels.export import main as export_main
+
+    for value in ("nan", "-5"):
+        with pytest.raises(SystemExit) as e:
+            export_main(["--codec", "fercodec-v1", "--out", str(tmp_path / "m"), "--region-alpha", value])
+        assert e.value.code == 2 and "argument --region-alpha: must be a finite number >= 0" in capsys.readouterr().err
+    from ferwire.card import DEFAULT_MODEL_DIR
+
+    for quality in ("8", "-1"):
+        assert export_main(["--codec", str(DEFAULT_MODEL_DIR), "--out", str(tmp_path / "m"), "--default-quality", quality, "--limit", "64"]) == 2
+        assert f"--default-quality must be 0 to 7 (8 qualities), got {quality}" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
