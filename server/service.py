@@ -64,14 +64,13 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
         cut, with a traceback in the log after "ferserver stopped"."""
         self._draining.set()
 
-    async def _next_message(self, request_iterator):
-        """The stream's next message; None at its end, or once the server drains."""
-        if self._draining.is_set():
+    async def _next_message(self, request_iterator, drained: asyncio.Future):
+        """The stream's next message; None at its end, or once the server drains (drained: the stream's one wait on it)."""
+        if drained.done():
             return None
-        message, drained = asyncio.ensure_future(anext(request_iterator, None)), asyncio.ensure_future(self._draining.wait())
-        done, _ = await asyncio.wait((message, drained), return_when=asyncio.FIRST_COMPLETED)
-        if message in done:
-            drained.cancel()
+        message = asyncio.ensure_future(anext(request_iterator, None))
+        await asyncio.wait((message, drained), return_when=asyncio.FIRST_COMPLETED)
+        if message.done():
             return message.result()
         message.cancel()
         return None
@@ -158,14 +157,16 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
                     deadline = _deadline(context)
 
                     async def read() -> None:
+                        drained = asyncio.ensure_future(self._draining.wait())  # one per stream, not one per message
                         try:
                             while True:
                                 await slots.acquire()
-                                request = await self._next_message(request_iterator)
+                                request = await self._next_message(request_iterator, drained)
                                 if request is None:
                                     return
                                 replies.put_nowait(asyncio.ensure_future(self._stream_reply(request, deadline)))
                         finally:
+                            drained.cancel()
                             replies.put_nowait(None)
 
                     reader = asyncio.ensure_future(read())

@@ -38,6 +38,14 @@ FILES = {
 }
 
 
+def model_path(model_dir: str | Path) -> Path:
+    """The directory a model argument names: a path as given, or the name of a bundled model (fercodec-v1, ...)."""
+    path = Path(model_dir)
+    if not path.exists() and len(path.parts) == 1 and (WEIGHTS / path).is_dir():
+        path = WEIGHTS / path
+    return path
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """The parsed model.json."""
@@ -59,9 +67,7 @@ class ModelCard:
     @classmethod
     def load(cls, model_dir: str | Path | None = None) -> "ModelCard":
         """From a directory, or the name of a bundled one (fercodec-v1, fercodec-v1-expr); default $FERCODEC_MODEL_DIR or fercodec-v1."""
-        path = Path(model_dir or os.environ.get("FERCODEC_MODEL_DIR") or DEFAULT_MODEL_DIR)
-        if not path.exists() and len(path.parts) == 1 and (WEIGHTS / path).is_dir():
-            path = WEIGHTS / path
+        path = model_path(model_dir or os.environ.get("FERCODEC_MODEL_DIR") or DEFAULT_MODEL_DIR)
         meta = path / "model.json"
         if not meta.is_file():
             raise FileNotFoundError(f"no model.json in {path}: not a fercodec model directory")

@@ -135,16 +135,9 @@ def _args(argv):
 
 def _shipped_among(*dirs) -> bool:
     """Whether any of the model directories --update-card would write is one shipped in this package (None: the default)."""
-    from ferwire.card import WEIGHTS
+    from ferwire.card import WEIGHTS, model_path
 
-    for d in dirs:
-        if d == "none":
-            continue
-        path = Path(d) if d else WEIGHTS
-        path = WEIGHTS / path if not path.exists() and len(path.parts) == 1 else path
-        if path.resolve().is_relative_to(WEIGHTS.resolve()):
-            return True
-    return False
+    return any(model_path(d or WEIGHTS).resolve().is_relative_to(WEIGHTS.resolve()) for d in dirs if d != "none")
 
 
 def _regex(text: str):
