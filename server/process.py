@@ -40,7 +40,7 @@ class ServerProcess:
         self.port, self.metrics_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
         fd, name = tempfile.mkstemp(prefix=f"{self.name}-{self.port}-", suffix=".log")
-        self.log_path = Path(name)
+        self.log_path, self._final = Path(name), None
         with os.fdopen(fd, "w") as log:
             self.proc = subprocess.Popen(self.command(extra), stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         deadline = time.time() + timeout
@@ -50,10 +50,11 @@ class ServerProcess:
                 self.ready_line = ready[0]
                 return
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.output()}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self._keep_output()}")
             time.sleep(0.2)
         self.proc.kill()
-        raise RuntimeError(f"{self.name} not ready within {timeout:.0f} s:\n{self.output()}")
+        self.proc.wait()
+        raise RuntimeError(f"{self.name} not ready within {timeout:.0f} s:\n{self._keep_output()}")
 
     def command(self, extra) -> list[str]:
         exe = Path(sys.executable).parent / "ferserver"
@@ -63,7 +64,18 @@ class ServerProcess:
         return "ferserver ready on" in line
 
     def output(self) -> str:
-        return self.log_path.read_text()
+        """Everything the server logged so far (or in all, once it has exited and been stopped)."""
+        return self._final if self._final is not None else self.log_path.read_text()
+
+    _final: str | None = None
+
+    def _keep_output(self) -> str:
+        """Once the process has ended: its log, kept in memory, and the temporary file removed (a test run starts
+        dozens of servers; their logs piled up in /tmp)."""
+        if self._final is None:
+            self._final = self.log_path.read_text()
+            self.log_path.unlink(missing_ok=True)
+        return self._final
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
@@ -79,14 +91,15 @@ class ServerProcess:
         return below(self.proc.pid)
 
     def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM, then the exit status (the server drains in-flight work first)."""
+        """SIGTERM, then the exit status (the server drains in-flight work first). output() still answers after."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+        code = self.proc.wait(timeout=timeout)
+        self._keep_output()
+        return code
 
     def __enter__(self) -> "ServerProcess":
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.proc.poll() is None:
-            self.stop()
+        self.stop()
