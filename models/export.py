@@ -18,7 +18,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import shutil
+import signal
 import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +50,8 @@ def _args(argv):
                         "bitstreams and clients are unaffected; the card's metrics and temperature are cleared until make eval and calibration rerun")
     p.add_argument("--out", required=True, type=_out_dir, help="model directory to write")
     p.add_argument("--name", default=None, help="model id prefix; the tag's hex is appended (default fercodec-v1, or fercodec-v1-expr with --expression)")
-    p.add_argument("--default-quality", type=int, default=None, help="quality the client uses by default (default: the middle one)")
+    p.add_argument("--default-quality", type=int, default=None,
+                   help="quality the client uses by default (default: that of the model directory --codec names, else the middle one)")
     p.add_argument("--data", default=None, help="path to fer2013.npz (default ../shared/data/fer2013/fer2013.npz or $FERCODEC_DATA)")
     p.add_argument("--limit", type=argtypes.count, default=None, help="count the tables on N evenly spaced train faces only (smoke tests)")
     # nan wrote a NaN scale into tables.npz (a model that coded 7 bytes a face, at chance); a negative one inverts the saliency
@@ -66,6 +72,69 @@ def _out_dir(text: str) -> str:
     if Path(text).exists() and not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file; give a model directory to write")
     return text
+
+
+@contextmanager
+def _staged(out: str | Path):
+    """A hidden folder beside `out` to write a model directory's files into; on success they move into `out`.
+
+    Why: an export takes minutes and used to write into `out` file by file, so an interrupt or an error (a bad
+    checkpoint, a full disk) while exporting in place left a directory of two exports' files that ModelCard.load
+    accepts. Now `out` changes only at the end: a new directory by one rename, an existing one by a rename per file
+    with SIGINT, SIGTERM and SIGHUP held, model.json last."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    try:
+        yield stage
+        _move_in(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _move_in(stage: Path, out: Path) -> None:
+    """stage's files into out: one rename where out does not exist yet, else a rename per file, model.json last.
+    SIGINT, SIGTERM and SIGHUP wait until the files are in (a Python handler: torch's threads may receive them too)."""
+    deferred: list[int] = []
+    held = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    try:
+        previous = {n: signal.signal(n, lambda sig, frame: deferred.append(sig)) for n in held}
+    except ValueError:  # not the main thread, where no handler can be set: moved as they are
+        previous = {}
+    try:
+        if not out.exists():
+            os.rename(stage, out)
+            return
+        for f in sorted(stage.iterdir(), key=lambda f: f.name == "model.json"):
+            os.replace(f, out / f.name)
+    finally:
+        for n, handler in previous.items():
+            signal.signal(n, handler if handler is not None else signal.SIG_DFL)
+        for n in deferred:
+            signal.raise_signal(n)
+
+
+def _stale_note(out: Path, meta_before: dict | None, meta: dict) -> str | None:
+    """What an export into an existing model directory left behind that described the model it replaced."""
+    if meta_before is None:
+        return None
+    gone = [k for k in ("metrics", "temperature", "prior_correction") if meta_before.get(k) and not meta.get(k)]
+    stale = [f"model.json's {', '.join(gone)} (the previous model's: rerun make eval and calibration)"] if gone else []
+    if meta_before.get("prior_correction") and meta.get("prior_correction"):
+        stale.append("model.json's prior_correction, kept (chosen with the previous classifier: rerun calibration)")
+    if (out / "MODEL_CARD.md").is_file() and meta_before.get("metrics"):
+        stale.append("MODEL_CARD.md's measured figures")
+    if meta_before.get("int8") and (out / meta_before["int8"].get("file", "")).is_file():
+        stale.append(f"{meta_before['int8']['file']} (the previous classifier's: ferserver serves the float one until python -m fermodels.quantize runs)")
+    return f"{out} now holds a new model; stale or cleared: " + "; ".join(stale) if stale else None
+
+
+def _previous(out: str | Path) -> dict | None:
+    """model.json of the directory an export is about to replace, if any."""
+    try:
+        return json.loads((Path(out) / "model.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def saliency_map(clf, faces):
@@ -123,8 +192,6 @@ def replace_classifier(model_dir: str | Path, classifier_src: list, out: str | P
     """A copy of model_dir (or model_dir itself, when out is it) with a new classifier.pt and nothing else changed
     but the card: its sources name the new checkpoints, its metrics and temperature, which were the old
     classifier's, are cleared, and its default quality is default_quality when given."""
-    import shutil
-
     import torch
 
     src, out = Path(model_dir), Path(out)
@@ -136,21 +203,22 @@ def replace_classifier(model_dir: str | Path, classifier_src: list, out: str | P
     meta = json.loads((src / "model.json").read_text())
     if default_quality is not None and not 0 <= default_quality < len(meta["lambdas"]):
         raise ValueError(f"--default-quality must be 0 to {len(meta['lambdas']) - 1}, got {default_quality}")
-    if out.resolve() != src.resolve():
-        shutil.copytree(src, out, dirs_exist_ok=True)
-    torch.save({"config": clf.config(), "state_dict": clf.state_dict()}, out / "classifier.pt")
-    # A member that is this directory's own classifier is recorded by what it was made from.
-    own = {(src / "classifier.pt").resolve(), src.resolve()}
-    members = []
-    for c in classifier_src:
-        record = meta.get("sources", {}).get("classifier", str(c)) if Path(c).resolve() in own else str(c)
-        members += record["ensemble"] if ensemble and isinstance(record, dict) and "ensemble" in record else [record]
-    meta["sources"] = {**meta.get("sources", {}), "classifier": _classifier_record(members, ensemble)}
-    meta["metrics"] = {}
-    meta.pop("temperature", None)
-    if default_quality is not None:
-        meta["default_quality"] = default_quality
-    (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    with _staged(out) as stage:
+        if out.resolve() != src.resolve():
+            shutil.copytree(src, stage, dirs_exist_ok=True)
+        torch.save({"config": clf.config(), "state_dict": clf.state_dict()}, stage / "classifier.pt")
+        # A member that is this directory's own classifier is recorded by what it was made from.
+        own = {(src / "classifier.pt").resolve(), src.resolve()}
+        members = []
+        for c in classifier_src:
+            record = meta.get("sources", {}).get("classifier", str(c)) if Path(c).resolve() in own else str(c)
+            members += record["ensemble"] if ensemble and isinstance(record, dict) and "ensemble" in record else [record]
+        meta["sources"] = {**meta.get("sources", {}), "classifier": _classifier_record(members, ensemble)}
+        meta["metrics"] = {}
+        meta.pop("temperature", None)
+        if default_quality is not None:
+            meta["default_quality"] = default_quality
+        (stage / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
@@ -165,6 +233,9 @@ def export(codec_src: str, classifier_src: str | list[str] | None, out: str | Pa
     from .data import load_split, to_tensor
 
     codec, clf = load_training_models(codec_src)
+    if default_quality is None and Path(codec_src).is_dir():  # re-exporting a model keeps the quality its clients use
+        kept = json.loads((Path(codec_src) / "model.json").read_text()).get("default_quality")
+        default_quality = kept if isinstance(kept, int) and 0 <= kept < codec.num_qualities else None
     if default_quality is not None and not 0 <= default_quality < codec.num_qualities:  # written as given, and loaded, before
         raise ValueError(f"--default-quality must be 0 to {codec.num_qualities - 1} ({codec.num_qualities} qualities), got {default_quality}")
     # A joint checkpoint or a model directory carries a classifier; --classifier replaces it
@@ -182,13 +253,7 @@ def export(codec_src: str, classifier_src: str | list[str] | None, out: str | Pa
     arrays = tables.arrays()
     tag = _tag(arrays, codec.g_a.state_dict())
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tables.save(out / "tables.npz")
     lambdas = tuple(float(v) for v in codec.lambdas.tolist())
-    save_codec(codec, out / "codec.pt")
-    torch.save({"config": clf.config(), "state_dict": clf.state_dict()}, out / "classifier.pt")
-    _save_onnx(codec.g_a, out / "encoder.onnx")
     meta = {
         "model_id": f"{name}-{tag:04x}",
         "model_tag": tag,
@@ -202,7 +267,12 @@ def export(codec_src: str, classifier_src: str | list[str] | None, out: str | Pa
         **_provenance(limit),
         "metrics": {},
     }
-    (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    with _staged(out) as stage:
+        tables.save(stage / "tables.npz")
+        save_codec(codec, stage / "codec.pt")
+        torch.save({"config": clf.config(), "state_dict": clf.state_dict()}, stage / "classifier.pt")
+        _save_onnx(codec.g_a, stage / "encoder.onnx")
+        (stage / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
@@ -261,12 +331,7 @@ def export_expression(src: str, out: str | Path, name: str = "fercodec-v1-expr",
     tables = EntropyTables.fit(latents, **codec.quantizer())
     arrays = tables.arrays()
     tag = _tag(arrays, codec.encoder.state_dict())
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tables.save(out / "tables.npz")
     weights = {k: v for k, v in codec.state_dict().items() if not k.endswith(ENTROPY_BUFFERS)}
-    torch.save({"config": codec.config(), "state_dict": weights}, out / "expression.pt")
-    _save_onnx(codec.encoder, out / "encoder.onnx")
     meta = {
         "model_id": f"{name}-{tag:04x}",
         "model_tag": tag,
@@ -281,7 +346,11 @@ def export_expression(src: str, out: str | Path, name: str = "fercodec-v1-expr",
         "metrics": {},
         **_provenance(limit),
     }
-    (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    with _staged(out) as stage:
+        tables.save(stage / "tables.npz")
+        torch.save({"config": codec.config(), "state_dict": weights}, stage / "expression.pt")
+        _save_onnx(codec.encoder, stage / "encoder.onnx")
+        (stage / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
@@ -303,6 +372,9 @@ def _sources(codec_src, classifier_src, ensemble: bool = False) -> dict:
 
 def main(argv=None) -> int:
     args = _args(argv)
+    before = _previous(args.out)
+    if before is None and args.classifier_only and args.codec:  # a copy of --codec's directory, card and all
+        before = _previous(args.codec)
     try:
         if args.classifier_only and not args.codec:
             raise ValueError("--classifier-only replaces the classifier of the model directory --codec names")
@@ -312,13 +384,17 @@ def main(argv=None) -> int:
             meta = replace_classifier(args.codec, args.classifier, args.out, args.ensemble, args.default_quality)
         else:
             meta = export(args.codec, args.classifier, args.out, args.name or "fercodec-v1", args.default_quality, args.data, args.limit, args.region_alpha, args.ensemble)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:
         print(f"ferexport: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # the files are written one by one: a directory exported into in place is now mixed
-        print(f"ferexport: interrupted; {args.out} may hold files of two exports: run the same command again", file=sys.stderr)
+    except KeyboardInterrupt:  # the files move in with SIGINT held: the directory is either as it was or the new model
+        done = _previous(args.out) != before
+        print(f"ferexport: interrupted; {args.out} {'holds the new model (it was moved in)' if done else 'is unchanged'}", file=sys.stderr)
         return 130
     print(f"wrote {args.out}: model {meta['model_id']} (tag {meta['model_tag']:#06x})")
+    note = _stale_note(Path(args.out), before, meta)
+    if note:
+        print(note, file=sys.stderr)
     if not args.expression:  # the int8 copy is made from the classifier.pt just written, in its own step (docs/precision)
         print(f"next, for ferserver's int8 classifier on a CPU: python -m fermodels.quantize {args.out}")
     return 0
