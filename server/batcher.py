@@ -19,8 +19,9 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 log = logging.getLogger("ferserver")
 _STOP = object()
@@ -49,6 +50,57 @@ class _Entry:
     deadline: float | None  # time.monotonic()
 
 
+class _FairQueue:
+    """Entries waiting for the worker, one queue per source, taken one entry per source in turn (round-robin by face).
+
+    Control items jump the line (_DRAIN), or wait for the entries to run out (_STOP: finish what is queued)."""
+
+    def __init__(self):
+        self._ready = threading.Condition(threading.Lock())
+        self._sources: dict[Hashable, deque] = {}  # insertion order is the ring's order
+        self._drain = self._stop = False
+
+    def put(self, source: Hashable, entries: list) -> None:
+        with self._ready:
+            self._sources.setdefault(source, deque()).extend(entries)
+            self._ready.notify()
+
+    def control(self, item: Any) -> None:
+        with self._ready:
+            if item is _DRAIN:
+                self._drain = True
+            else:
+                self._stop = True
+            self._ready.notify()
+
+    def waiting(self, source: Hashable, n: int) -> int:
+        """Entries that would run before the last of n more from source: its own queue, and from each other source
+        as many as n (they take turns)."""
+        with self._ready:
+            return sum(len(q) if s == source else min(len(q), n) for s, q in self._sources.items())
+
+    def get(self, timeout: float | None) -> Any:
+        """The next entry or control item; queue.Empty past timeout (None: wait for ever; 0: don't wait)."""
+        with self._ready:
+            end = None if timeout is None else time.monotonic() + timeout
+            while not (self._sources or self._drain or self._stop):
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    raise queue.Empty
+                self._ready.wait(left)
+            if self._drain:
+                self._drain = False
+                return _DRAIN
+            if not self._sources:
+                return _STOP
+            source = next(iter(self._sources))
+            q = self._sources.pop(source)
+            entry = q.popleft()
+            if q:
+                self._sources[source] = q  # to the back of the ring
+            return entry
+
+
 class Batcher:
     def __init__(self, fn: Callable[[list[Any]], list[Any]], max_batch: int = 32, max_wait_s: float = 0.005, on_batch: Callable[[int], None] | None = None,
                  max_queue: int = 4096, metrics: Any = None):
@@ -58,7 +110,7 @@ class Batcher:
         self._last_batch = max_batch  # start out batching
         self._draining = False  # set by drain(): run what is queued without waiting for company
         self._on_batch, self._max_queue, self._metrics = on_batch, max_queue, metrics
-        self._queue: queue.Queue = queue.Queue()
+        self._queue = _FairQueue()
         self._lock = threading.Lock()
         self._queued = 0  # faces submitted and not yet taken by the worker
         self._running = 0  # faces in the batch the worker is running now
@@ -66,19 +118,24 @@ class Batcher:
         self._thread = threading.Thread(target=self._work, name="fercodec-batcher", daemon=True)
         self._thread.start()
 
-    async def submit(self, items: Sequence[Any], deadline: float | None = None) -> list[Any]:
+    async def submit(self, items: Sequence[Any], deadline: float | None = None, source: Hashable = None) -> list[Any]:
         """Results (or the exceptions the model function returned, or Expired) in the order of items.
 
-        deadline is a time.monotonic() value (None: no deadline). Raises Overloaded,
-        queueing nothing, when the items do not fit in the queue or the work ahead
-        of them would outlast the deadline; Expired when the deadline is too short
-        even for the items' own work.
+        deadline is a time.monotonic() value (None: no deadline). source names who sent them (a stream's messages
+        share one; None: a source of their own): sources take turns. Raises Overloaded, queueing nothing, when the
+        items do not fit in the queue or the work ahead of them would outlast the deadline; Expired when the deadline
+        is too short even for the items' own work.
+
+        A full queue refuses only a source holding its share of it or more (max_queue over the sources waiting), so
+        a few heavy sources cannot lock out a light one: the queue holds at most about twice max_queue.
         """
         loop = asyncio.get_running_loop()
         n = len(items)
+        source = object() if source is None else source
         with self._lock:
-            ahead = self._queued + self._running
-            if self._queued + n > self._max_queue:
+            ahead = self._queue.waiting(source, n) + self._running
+            mine, sources = self._queue.waiting(source, 0), len(self._queue._sources)
+            if self._queued + n > self._max_queue and (n > self._max_queue or mine + n > self._max_queue // (sources + 1)):
                 self._shed("queue_full", n)
                 if n > self._max_queue:
                     raise Overloaded(f"request has {n} faces; this server queues at most {self._max_queue}", "queue_full")
@@ -96,18 +153,17 @@ class Batcher:
             self._queued += n
             self._gauge()
             futures = [loop.create_future() for _ in items]
-            for item, fut in zip(items, futures):
-                self._queue.put(_Entry(item, fut, loop, deadline))
+            self._queue.put(source, [_Entry(item, fut, loop, deadline) for item, fut in zip(items, futures)])
         return list(await asyncio.gather(*futures))
 
     def drain(self) -> None:
         """Stop waiting for company: the server has stopped taking calls (SIGTERM), so a batch waiting to fill would
         only hold its callers until max_wait. Faces still submitted run at once."""
-        self._queue.put(_DRAIN)
+        self._queue.control(_DRAIN)
 
     def close(self) -> None:
         """Finish what is queued, then stop the worker."""
-        self._queue.put(_STOP)
+        self._queue.control(_STOP)
         self._thread.join()
 
     def _gauge(self) -> None:
@@ -120,7 +176,7 @@ class Batcher:
 
     def _take(self, timeout: float | None) -> Any:
         """The next entry (queue.Empty past timeout; 0: don't wait), counted out of the queue at once."""
-        entry = self._queue.get() if timeout is None else self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        entry = self._queue.get(timeout)
         if entry is _DRAIN:
             self._draining = True
             return self._take(0 if timeout is not None else None)
@@ -146,8 +202,7 @@ class Batcher:
                 entry = self._take(until - time.monotonic() if len(batch) < target and not self._draining else 0)
             except queue.Empty:
                 break
-            if entry is _STOP:
-                self._queue.put(_STOP)  # stop after this batch
+            if entry is _STOP:  # it stays put: the worker stops after this batch
                 break
             batch.append(entry)
         self._last_batch = len(batch)

@@ -91,7 +91,8 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
         finally:
             self._active -= 1
 
-    async def _recognize(self, request: pb.RecognizeRequest, deadline: float | None) -> pb.RecognizeResponse:
+    async def _recognize(self, request: pb.RecognizeRequest, deadline: float | None, source=None) -> pb.RecognizeResponse:
+        """source: who the batcher lets take turns with other callers (a stream's messages share one; None: this call)."""
         n = len(decoded(request).faces)
         if n == 0:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "request has no faces")
@@ -102,7 +103,7 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
         for data in request.faces:
             self.metrics.bitstream_bytes.observe(len(data))
         try:
-            results = await self.batcher.submit([FaceJob(bytes(d), request.return_reconstruction) for d in request.faces], deadline)
+            results = await self.batcher.submit([FaceJob(bytes(d), request.return_reconstruction) for d in request.faces], deadline, source)
         except Overloaded as e:
             raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)) from None
         except Expired as e:
@@ -131,10 +132,10 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
         async with accounted("GetModelInfo", context, self.metrics):
             return self.info
 
-    async def _stream_reply(self, request: pb.RecognizeRequest, deadline: float | None) -> pb.RecognizeResponse:
+    async def _stream_reply(self, request: pb.RecognizeRequest, deadline: float | None, source) -> pb.RecognizeResponse:
         """One stream message's answer: a bad or refused message gets `error` and the stream goes on."""
         try:
-            return await self._recognize(request, deadline)
+            return await self._recognize(request, deadline, source)
         except RequestError as e:
             self.metrics.requests.labels("RecognizeStream.message", e.code.name).inc()
             request_id = "" if isinstance(request, Undecodable) else request.request_id
@@ -154,7 +155,7 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
             reader = None
             try:
                 with self._admitted():
-                    deadline = _deadline(context)
+                    deadline, source = _deadline(context), object()  # the stream's messages take one turn among callers
 
                     async def read() -> None:
                         drained = asyncio.ensure_future(self._draining.wait())  # one per stream, not one per message
@@ -164,7 +165,7 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
                                 request = await self._next_message(request_iterator, drained)
                                 if request is None:
                                     return
-                                replies.put_nowait(asyncio.ensure_future(self._stream_reply(request, deadline)))
+                                replies.put_nowait(asyncio.ensure_future(self._stream_reply(request, deadline, source)))
                         finally:
                             drained.cancel()
                             replies.put_nowait(None)

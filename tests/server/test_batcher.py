@@ -144,24 +144,28 @@ def test_a_full_queue_refuses_at_once_and_the_gauge_is_exact():
     async def main():
         first = asyncio.ensure_future(b.submit(["a", "b"]))
         await _until(lambda: queued() == 0 and b._running == 2)  # the worker holds a and b
-        held = [asyncio.ensure_future(b.submit([f"q{k}", f"q{k}x"])) for k in range(5)]
+        held = [asyncio.ensure_future(b.submit([f"q{k}", f"q{k}x"], source=f"s{k}")) for k in range(5)]
         await asyncio.sleep(0)
         assert queued() == 10
         t = time.perf_counter()
-        with pytest.raises(Overloaded) as e:
-            await b.submit(["late"])
+        with pytest.raises(Overloaded) as e:  # s0 holds 2 of the 10: its share of a full queue of 5 sources
+            await b.submit(["late"], source="s0")
         assert time.perf_counter() - t < 0.05 and e.value.reason == "queue_full"
         assert str(e.value) == "server busy: 10 faces queued (at most 10); retry later"
         with pytest.raises(Overloaded, match="request has 11 faces; this server queues at most 10"):
             await b.submit(list(range(11)))
         assert queued() == 10 and _shed(m, "queue_full") == 12
+        light = asyncio.ensure_future(b.submit(["light"]))  # a source holding nothing is under its share: queued
+        await asyncio.sleep(0)
+        assert queued() == 11
         gate.set()
-        return await first, await asyncio.gather(*held)
+        return await first, await asyncio.gather(*held), await light
 
-    first, held = _run(main())
+    first, held, light = _run(main())
     b.close()
-    assert first == ["ra", "rb"] and held[4] == ["rq4", "rq4x"]
-    assert "late" not in seen and len(seen) == 12 and queued() == 0
+    assert first == ["ra", "rb"] and held[4] == ["rq4", "rq4x"] and light == ["rlight"]
+    assert "late" not in seen and len(seen) == 13 and queued() == 0
+    assert seen.index("light") < seen.index("q0x")  # one face of each source in turn: before the sources' second faces
 
 
 def test_the_estimate_learns_from_batches_and_refuses_work_that_would_miss_the_deadline():
@@ -184,21 +188,23 @@ def test_the_estimate_learns_from_batches_and_refuses_work_that_would_miss_the_d
             await b.submit([0, 1, 2, 3])
         learned = b.s_per_face
         slow.clear()
-        ahead = [asyncio.ensure_future(b.submit(list(range(4)))) for _ in range(25)]  # 100 faces, about 1 s of work
+        # One stream's 25 messages: 100 faces, about 1 s of work, ahead of its next message but not of another caller's.
+        ahead = [asyncio.ensure_future(b.submit(list(range(4)), source="stream")) for _ in range(25)]
         await asyncio.sleep(0)
         with pytest.raises(Overloaded) as e:
-            await b.submit(["x"], deadline=time.monotonic() + 0.3)
+            await b.submit(["x"], deadline=time.monotonic() + 0.3, source="stream")
         admitted = asyncio.ensure_future(b.submit(["y"], deadline=time.monotonic() + 60))
+        other = asyncio.ensure_future(b.submit(["z"], deadline=time.monotonic() + 0.3))  # waits for one face of the stream's
         slow.set()
         await asyncio.gather(*ahead)
-        return learned, e.value, await admitted
+        return learned, e.value, await admitted, await other
 
-    learned, refusal, admitted = _run(main())
+    learned, refusal, admitted, other = _run(main())
     b.close()
     assert 0.009 < learned < 0.02, learned  # 10 ms a face plus sleep overshoot on a busy machine
     assert refusal.reason == "deadline" and _shed(m, "deadline") == 1
     assert re.fullmatch(r"server busy: 10\d faces queued, about \d+ ms of work with this request's 1, deadline in \d+ ms", str(refusal)), str(refusal)
-    assert admitted == ["y"]
+    assert admitted == ["y"] and other == ["z"]
 
 
 def test_faces_whose_deadline_passed_or_whose_caller_left_are_dropped_before_model_work():

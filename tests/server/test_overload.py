@@ -184,6 +184,52 @@ def test_a_stream_that_writes_without_reading_is_held_to_the_window(busy_server,
     assert rss.peak <= idle + 150
 
 
+@pytest.fixture(scope="module")
+def deep_queue_server():
+    s = ServerProcess("--max-queue-faces", "2048", "--stream-window", "4")
+    yield s
+    assert s.stop() == 0
+
+
+def test_streams_that_write_without_reading_leave_a_one_face_caller_its_turn(deep_queue_server, streams):
+    """Callers take turns in the batcher: eight streams writing 64-face messages without reading keep 2,048 faces
+    queued (seconds of work), and a one-face call is still admitted (under its share of the queue) and answered after
+    one face of each stream, not after all they queued. First come first served, it waited behind them or was refused."""
+    s, stop, queued = deep_queue_server, asyncio.Event(), []
+
+    async def flood(ch) -> int:
+        call = pb_grpc.FerCodecStub(ch).RecognizeStream(timeout=60)
+        sent = 0
+        while not stop.is_set():
+            await call.write(pb.RecognizeRequest(faces=streams[:64], request_id=str(sent)))
+            sent += 1
+        call.cancel()
+        return sent
+
+    async def run() -> tuple[list[tuple[str, float]], list[int]]:
+        async with grpc.aio.insecure_channel(s.address) as ch, grpc.aio.insecure_channel(s.address) as light:
+            floods = [asyncio.ensure_future(flood(ch)) for _ in range(8)]
+            await asyncio.sleep(2)  # the streams fill the queue
+            queued.append(_counter(await asyncio.to_thread(s.metrics), "fercodec_queued_faces"))
+            stub, calls = pb_grpc.FerCodecStub(light), []
+            for k in range(20):
+                t = time.monotonic()
+                try:
+                    await stub.Recognize(pb.RecognizeRequest(faces=[streams[k]]), timeout=1)
+                    calls.append(("OK", time.monotonic() - t))
+                except grpc.aio.AioRpcError as e:
+                    calls.append((e.code().name, time.monotonic() - t))
+            stop.set()
+            return calls, await asyncio.gather(*floods)
+
+    calls, sent = asyncio.run(run())
+    waits = sorted(w for _, w in calls)
+    print(f"\n8 streams of 64-face messages, not read ({sum(sent)} messages written, {queued[0]:.0f} faces queued): "
+          f"one-face calls with a 1 s deadline {dict(collections.Counter(c for c, _ in calls))}, wait p50 {1000 * waits[10]:.0f} ms, max {1000 * waits[-1]:.0f} ms")
+    assert queued[0] >= 1536  # more work queued than the calls' deadline: first come first served refuses them all
+    assert [c for c, _ in calls] == ["OK"] * 20
+
+
 def test_behind_64_calls_in_flight_a_doomed_call_is_refused_and_sigterm_loses_none(streams):
     # The batcher would wait up to 20 s to fill a 128-face batch, so all 64 calls are in flight when the signal lands; past
     # the 10 s grace they would be cancelled, unless SIGTERM ends the wait (no call can join the batch after it).
