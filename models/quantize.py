@@ -28,6 +28,7 @@ from pathlib import Path
 
 INT8_FILE = "classifier.int8.pt"
 CALIBRATION_FACES = 2048  # FER2013 train faces, evenly spaced; each also mirrored
+CALIBRATION_BATCH = 256
 ENGINE = "x86"  # torch's quantized CPU engine (FBGEMM + oneDNN); where torch lacks it, the float network serves
 
 
@@ -74,18 +75,28 @@ def quantize(classifier, faces):
     if any(m.head[-1].out_features != 7 for m in members):
         raise ValueError("the int8 classifier is written for FER2013's 7 classes")
     calibration = torch.cat([faces, faces.flip(-1)])
+    starts = range(0, len(calibration), CALIBRATION_BATCH)
     out = []
-    with warnings.catch_warnings():  # FX quantization's deprecation notice (torch 2.x keeps it working)
-        warnings.simplefilter("ignore")
+    # The observers' passes are most of a minute with nothing else to show for it: a bar over every member's batches.
+    with warnings.catch_warnings(), _bar(len(members) * len(starts), f"int8 calibration, {len(members)} network{'s' * (len(members) > 1)}") as bar:
+        warnings.simplefilter("ignore")  # FX quantization's deprecation notice (torch 2.x keeps it working)
         for m in members:
             m = copy.deepcopy(m).cpu().eval()
             prepared = prepare_fx(m, get_default_qconfig_mapping(ENGINE), (calibration[:8],))
             with torch.no_grad():
-                for i in range(0, len(calibration), 256):
-                    prepared(calibration[i : i + 256])
+                for i in starts:
+                    prepared(calibration[i : i + CALIBRATION_BATCH])
+                    bar.update()
             out.append(convert_fx(prepared))
         with torch.no_grad():
             return torch.jit.freeze(torch.jit.trace(_mirror_ensemble(out).eval(), (faces[:8],)))
+
+
+def _bar(total: int, desc: str, unit: str = "batch"):
+    """A tqdm bar on stderr, as fermodels' other long stages show theirs."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=2, file=sys.stderr)
 
 
 def calibration_faces(model_dir, count: int = CALIBRATION_FACES, seed: int = 0, data: str | None = None):
@@ -105,10 +116,12 @@ def calibration_faces(model_dir, count: int = CALIBRATION_FACES, seed: int = 0, 
     x = to_tensor(load_split("train", data, limit=count)[0])
     q = np.random.default_rng(seed).integers(0, card.num_qualities, len(x))
     out = torch.empty_like(x)
-    for k in range(card.num_qualities):
-        pick = np.flatnonzero(q == k)
-        if len(pick):
-            out[pick] = decoded_faces(codec, tables, x[pick], k, desc=f"calibration faces at q{k}")
+    with _bar(len(x), f"calibration faces, decoded at {card.num_qualities} qualities", "face") as bar:  # one bar, not one a quality
+        for k in range(card.num_qualities):
+            pick = np.flatnonzero(q == k)
+            if len(pick):
+                out[pick] = decoded_faces(codec, tables, x[pick], k)
+                bar.update(len(pick))
     return out
 
 
@@ -186,19 +199,27 @@ class Int8Classifier:
         return self.module(x.contiguous())
 
 
-def ms_per_face(f, x, repeats: int) -> float:
-    """Median milliseconds per face of f(x) over `repeats` timed calls, after warm-up."""
+WARMUP_CALLS = 5
+
+
+def ms_per_face(f, x, repeats: int, bar=None) -> float:
+    """Median milliseconds per face of f(x) over `repeats` timed calls, after WARMUP_CALLS untimed ones (each call
+    ticks `bar`, a tqdm bar, where given)."""
     import time
 
     import numpy as np
 
-    for _ in range(5):
+    for _ in range(WARMUP_CALLS):
         f(x)
+        if bar is not None:
+            bar.update()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         f(x)
         times.append(time.perf_counter() - t0)
+        if bar is not None:
+            bar.update()
     return 1000 * float(np.median(times)) / len(x)
 
 
@@ -230,11 +251,18 @@ def check(model_dir, data: str | None = None, batch: int = 32, repeats: int = 30
     served32 = for_inference(codec, channels_last=False)  # and for float32 synthesis on a CPU
     tables, q = EntropyTables.load(card.file("tables.npz")), card.default_quality
     out = {"model": card.model_id, "faces": len(x), "threads": torch.get_num_threads(), "bf16_native": bf16_native()}
+    # Two bars, for the two silent stretches of about half a minute each: the passes over val (every face 9 times: the
+    # encoder, 3 syntheses, 5 classifier passes) and the timed calls (8 timings, each warm-up and repeats).
+    passes = _bar(9 * len(x), f"--check: passes over {len(x)} val faces", "face")
 
     def run(f, v):
-        return torch.cat([f(v[i : i + 256]) for i in range(0, len(v), 256)])
+        parts = []
+        for i in range(0, len(v), 256):
+            parts.append(f(v[i : i + 256]))
+            passes.update(len(parts[-1]))
+        return torch.cat(parts)
 
-    with torch.no_grad():
+    with passes, torch.no_grad():
         z = tables.symbols(run(codec.g_a, x).numpy(), q)
         views = {"uncompressed": x, f"q{q}": run(lambda s: codec.reconstruct(s, tables, q), z)}
         for name, v in views.items():
@@ -245,14 +273,15 @@ def check(model_dir, data: str | None = None, batch: int = 32, repeats: int = 30
         p32, p16 = run(int8.probabilities, r32).numpy(), run(int8.probabilities, r16).numpy()
         out["synthesis"] = {"quality": q, "same_label": float((p16.argmax(1) == p32.argmax(1)).mean()), "accuracy_fp32": float((p32.argmax(1) == y).mean()),
                             "accuracy_bf16": float((p16.argmax(1) == y).mean()), "max_abs_pixel_diff": float((r16 - r32).abs().max())}
+    with _bar(8 * (WARMUP_CALLS + repeats), "--check: timing", "call") as timing, torch.no_grad():
         b = x[:batch]
-        out["ms_per_face_fp32"], out["ms_per_face_int8"] = ms_per_face(fp32.probabilities, b, repeats), ms_per_face(int8.probabilities, b, repeats)
-        out["ms_one_face_fp32"], out["ms_one_face_int8"] = ms_per_face(fp32.probabilities, x[:1], repeats), ms_per_face(int8.probabilities, x[:1], repeats)
+        out["ms_per_face_fp32"], out["ms_per_face_int8"] = ms_per_face(fp32.probabilities, b, repeats, timing), ms_per_face(int8.probabilities, b, repeats, timing)
+        out["ms_one_face_fp32"], out["ms_one_face_int8"] = ms_per_face(fp32.probabilities, x[:1], repeats, timing), ms_per_face(int8.probabilities, x[:1], repeats, timing)
         zb = z[:batch]
-        out["synthesis"]["ms_per_face_fp32"] = ms_per_face(lambda s: served32.reconstruct(s, tables, q), zb, repeats)
-        out["synthesis"]["ms_per_face_bf16"] = ms_per_face(lambda s: fast.reconstruct(s, tables, q), zb, repeats)
-        out["synthesis"]["ms_one_face_fp32"] = ms_per_face(lambda s: served32.reconstruct(s, tables, q), z[:1], repeats)
-        out["synthesis"]["ms_one_face_bf16"] = ms_per_face(lambda s: fast.reconstruct(s, tables, q), z[:1], repeats)
+        out["synthesis"]["ms_per_face_fp32"] = ms_per_face(lambda s: served32.reconstruct(s, tables, q), zb, repeats, timing)
+        out["synthesis"]["ms_per_face_bf16"] = ms_per_face(lambda s: fast.reconstruct(s, tables, q), zb, repeats, timing)
+        out["synthesis"]["ms_one_face_fp32"] = ms_per_face(lambda s: served32.reconstruct(s, tables, q), z[:1], repeats, timing)
+        out["synthesis"]["ms_one_face_bf16"] = ms_per_face(lambda s: fast.reconstruct(s, tables, q), z[:1], repeats, timing)
     return out
 
 
@@ -285,9 +314,9 @@ def main(argv=None) -> int:
                       f"one face alone: float32 {v['ms_one_face_fp32']:.3f}, bfloat16 {v['ms_one_face_bf16']:.3f}")
                 continue
             record = write(card.path, args.data)
-        except (OSError, ValueError, RuntimeError) as e:
-            print(f"fermodels.quantize: {d}: {e}", file=sys.stderr)
-            return 1
+        except (OSError, ValueError, RuntimeError) as e:  # one line, exit 2, as fertrain, ferexport and fereval answer a user's error
+            print(f"fermodels.quantize: {e}" if str(d) in str(e) else f"fermodels.quantize: {d}: {e}", file=sys.stderr)  # the path once
+            return 2
         print(f"wrote {card.path / record['file']} ({(card.path / record['file']).stat().st_size / 1e6:.1f} MB)")
     return 0
 

@@ -64,31 +64,49 @@ SEED = argtypes.checked(int, lambda v: 0 <= v < 2**32, "an integer from 0 to 2**
 RESUMABLE_CHANGES = {"until_epoch", "threads", "device", "data", "cache", "fresh"}
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: X)" after every option's help, except where the help already says its default (the word
+    "default" in it) or there is nothing to show (None, a flag's False). Why: a run's length, batch and learning rate
+    were in some help strings and not in others, so `fertrain classifier --help` did not say what a bare command trains."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)) or not action.option_strings:  # `is`: 0 == False
+            return text
+        shown = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else "%(default)s"
+        return f"{text} (default: {shown})"
+
+
 def _args(argv):
     p = argparse.ArgumentParser(prog="fertrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
     for name in ("classifier", "codec", "expression", "synthesis"):
-        s = sub.add_parser(name, help=f"train the {name}" + (" layer (feature codec)" if name == "expression" else
-                                                              " transform again, thinner, from an image model's" if name == "synthesis" else ""))
+        s = sub.add_parser(name, formatter_class=_DefaultsFormatter,
+                           help=f"train the {name}" + (" layer (feature codec)" if name == "expression" else
+                                                       " transform again, thinner, from an image model's" if name == "synthesis" else ""))
         s.add_argument("--data", default=None, help="path to fer2013.npz (default ../shared/data/fer2013/fer2013.npz or $FERCODEC_DATA)")
         s.add_argument("--out", required=True, help="run directory for checkpoints and log.jsonl")
-        s.add_argument("--epochs", type=argtypes.count, default=30, help="length of the schedule (default 30)")
+        s.add_argument("--epochs", type=argtypes.count, default=30, help="length of the schedule")
         s.add_argument("--until-epoch", type=argtypes.count, default=None, help="stop after this epoch (resume later with the same command)")
-        s.add_argument("--batch-size", type=argtypes.count, default=64, help="faces per step (default 64)")
-        s.add_argument("--lr", type=argtypes.rate, default=1e-3, help="peak learning rate of the one-cycle schedule (default 1e-3)")
-        s.add_argument("--seed", type=SEED, default=0, help="initial weights, batch order and augmentation (default 0)")
-        s.add_argument("--threads", type=argtypes.threads, default=0, help="torch CPU threads (0 = torch default; runs on different thread "
+        s.add_argument("--batch-size", type=argtypes.count, default=64, help="faces per step")
+        s.add_argument("--lr", type=argtypes.rate, default=1e-3, help="peak learning rate of the one-cycle schedule")
+        s.add_argument("--seed", type=SEED, default=0, help="initial weights, batch order and augmentation")
+        s.add_argument("--threads", type=argtypes.threads, default=0, help="torch CPU threads (0: torch's own choice; runs on different thread "
                                                                               "counts are not bit-identical)")
-        s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="cpu, cuda or auto (default)")
+        if name == "synthesis":  # the shipped quantizer (numpy) runs in every step: train_synthesis refuses cuda with that reason
+            s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                           help="cpu or auto (default), both the CPU: every step runs the shipped quantizer, which is numpy, so cuda is refused")
+        else:
+            s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="cpu, cuda or auto (default): cuda where there is one")
         s.add_argument("--limit", type=argtypes.count, default=None, help="use only N evenly spaced train and val faces (smoke tests)")
         s.add_argument("--fresh", action="store_true", help="ignore an existing last.pt instead of resuming")
-        s.add_argument("--warmup", type=FRACTION, default=0.05, help="fraction of all steps spent warming the learning rate up (default 0.05)")
+        s.add_argument("--warmup", type=FRACTION, default=0.05, help="fraction of all steps spent warming the learning rate up")
         s.add_argument("--weight-decay", type=WEIGHT, default=0.0, help="decoupled weight decay (AdamW) when > 0; 0 keeps plain Adam, as every shipped run used")
         s.add_argument("--member", type=int, default=0, metavar="K",
                        help="where a classifier given (--init, --classifier) ships an ensemble: which of its networks to take, from 0 (default: the first)")
     c = sub.choices["classifier"]
-    c.add_argument("--width", type=argtypes.count, default=32, help="channels of the first conv block, doubled per block (default 32)")
-    c.add_argument("--label-smoothing", type=FRACTION, default=0.1, help="share of each target spread over the classes (default 0.1)")
+    c.add_argument("--width", type=argtypes.count, default=32, help="channels of the first conv block, doubled per block")
+    c.add_argument("--label-smoothing", type=FRACTION, default=0.1, help="share of each target spread over the classes")
     c.add_argument("--init", default=None, help="start from this classifier: a fertrain checkpoint, classifier.pt or a model directory")
     c.add_argument("--decoded", default=None, metavar="MODEL_DIR",
                    help="train on uncompressed faces and this model's decoded faces at every quality, one picked at random per face")
@@ -103,9 +121,9 @@ def _args(argv):
                    help="also train (and select on val) on a realistic-crop copy of every face: offset, zoom, tilt, blur, lighting, "
                         "JPEG source, occlusion (fermodels.perturb.RANDOM_MIX), decoded like the originals with --decoded")
     k = sub.choices["codec"]
-    k.add_argument("--n", type=argtypes.count, default=64, help="transform channels (default 64)")
-    k.add_argument("--m", type=argtypes.count, default=96, help="latent channels (default 96)")
-    k.add_argument("--lambda-r", type=WEIGHT, default=1.0, help="weight of the rate term (bpp) (default 1)")
+    k.add_argument("--n", type=argtypes.count, default=64, help="transform channels")
+    k.add_argument("--m", type=argtypes.count, default=96, help="latent channels")
+    k.add_argument("--lambda-r", type=WEIGHT, default=1.0, help="weight of the rate term (bpp)")
     k.add_argument("--lambda-d", type=argtypes.rate, nargs="+", default=None, help="distortion weight per quality, each > 0 (default: the codec's ladder)")
     k.add_argument("--lambda-c", type=WEIGHT, default=0.0, help="weight of the classifier's cross-entropy on decoded faces (default 0: none)")
     k.add_argument("--classifier", default=None, help="classifier for --lambda-c > 0: a fertrain checkpoint, classifier.pt or a model directory")
@@ -117,7 +135,7 @@ def _args(argv):
     e = sub.choices["expression"]
     e.add_argument("--classifier", required=True, help="classifier to split and distil from: a fertrain checkpoint, classifier.pt or a model directory")
     e.add_argument("--beta", type=WEIGHT, default=2e-5, help="weight of the rate term, per bit of a face (KL and CE are in nats; 2e-5: the shipped layer's 32 bytes)")
-    e.add_argument("--channels", type=argtypes.count, default=64, help="latent channels (default 64)")
+    e.add_argument("--channels", type=argtypes.count, default=64, help="latent channels")
     e.add_argument("--hidden", type=argtypes.count, default=256, help="channels of the edge bottleneck's hidden layer (layers trained before this flag: 96)")
     e.add_argument("--front-blocks", type=argtypes.checked(int, lambda v: 1 <= v <= 4, "1, 2, 3 or 4"), default=4, help="the classifier's conv blocks that run on the edge before the bottleneck (3: up to 128 x 6 x 6; 4: all, 256 x 3 x 3)")
     e.add_argument("--views", type=argtypes.count, default=4, help="versions of each training face whose features are cached: itself and V-1 random shifts")
@@ -228,7 +246,9 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better,
         start, best, history = ck["epoch"], ck["best"], ck["history"]
         print(f"resuming {last} at epoch {start + 1}/{args.epochs}", file=sys.stderr)
     gen = torch.Generator().manual_seed(args.seed)
-    for epoch in range(start, min(args.epochs, args.until_epoch or args.epochs)):
+    stop, epoch_times = min(args.epochs, args.until_epoch or args.epochs), []  # this process's epochs, a resume's loading not among them
+    for epoch in range(start, stop):
+        started = time.monotonic()
         gen.manual_seed(args.seed * 1000 + epoch)
         for m in model_parts.values():
             m.train()
@@ -260,7 +280,33 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better,
         torch.save({**state, "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch + 1, "best": best, "history": history,
                     "rng": torch.get_rng_state()}, out / "last.pt.tmp")
         (out / "last.pt.tmp").replace(last)
+        epoch_times.append(time.monotonic() - started)
+        print(_progress_line(epoch + 1, args.epochs, stop, epoch_times), file=sys.stderr)
     return history
+
+
+def _duration(seconds: float) -> str:
+    """'41 s', '18 min', '2 h 05 min': as precise as an estimate from a few epochs is."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
+def _progress_line(epoch: int, epochs: int, stop: int, times: list[float], now: float | None = None) -> str:
+    """The stderr line after each epoch: how long it took (checkpoints included) and, from the mean of this process's
+    epoch times, how long the run has left and when it should end. Why: the bars show one epoch's progress and the JSON
+    line one epoch's seconds, so the length of a 30-epoch run was left to arithmetic."""
+    line = f"epoch {epoch}/{epochs} done in {_duration(times[-1])}"
+    left = stop - epoch
+    if left <= 0:
+        took = f"{len(times)} epoch{'s' if len(times) > 1 else ''} in {_duration(sum(times))} here"
+        return line + (f"; stopping at --until-epoch {stop} ({took}; rerun without it to go on)" if stop < epochs else f"; the run is complete ({took})")
+    seconds = left * sum(times) / len(times)
+    end = time.localtime((time.time() if now is None else now) + seconds)
+    until = f", to --until-epoch {stop}" if stop < epochs else ""
+    return line + f"; about {_duration(seconds)} left ({left} epoch{'s' if left > 1 else ''}{until}; ends about " \
+                  f"{time.strftime('%a %H:%M' if seconds > 20 * 3600 else '%H:%M', end)})"
 
 
 def _check_resumable(last: Path, before: dict, now: dict) -> None:
@@ -399,7 +445,6 @@ def _soft_targets(teacher_src, share, smoothing, device="cpu", crowd=None):
 
     from . import CLASS_NAMES
     from .bundle import load_classifier
-    from .classifier import teacher_probabilities
     from .data import to_tensor
 
     if not 0.0 <= share <= 1.0:
@@ -410,10 +455,7 @@ def _soft_targets(teacher_src, share, smoothing, device="cpu", crowd=None):
     def targets(faces, labels):
         smoothed = F.one_hot(labels, classes).float() * (1 - smoothing) + smoothing / classes
         if teacher is not None:
-            print(f"teacher: 10 views of {len(faces)} faces", file=sys.stderr)
-            t0 = time.time()
-            answer = teacher_probabilities(teacher, to_tensor(faces)).to(labels.device)
-            print(f"teacher: done in {time.time() - t0:.0f} s", file=sys.stderr)
+            answer = _teacher_answers(teacher, to_tensor(faces)).to(labels.device)
             smoothed = (1 - share) * smoothed + share * answer
         if crowd is not None:
             c, votes = crowd
@@ -426,6 +468,18 @@ def _soft_targets(teacher_src, share, smoothing, device="cpu", crowd=None):
         return smoothed
 
     return targets
+
+
+def _teacher_answers(teacher, x, batch: int = 512):
+    """teacher_probabilities (10 views) of faces x [N,1,H,W], a batch at a time under a tqdm bar as --decoded's decoding has.
+    Why: on every training face it takes minutes, and it showed nothing between its first line and its last."""
+    import torch
+    from tqdm import tqdm
+
+    from .classifier import teacher_probabilities
+
+    return torch.cat([teacher_probabilities(teacher, x[i : i + batch], batch_size=batch)
+                      for i in tqdm(range(0, len(x), batch), desc=f"teacher: 10 views of {len(x)} faces", unit="batch", file=sys.stderr, mininterval=5)])
 
 
 def _decoded_views(model_dir, device="cpu"):
@@ -767,7 +821,10 @@ def train_synthesis(args):
     from .codec import FaceCodec
     from .export import save_codec
 
-    args.device = "cpu"  # the shipped quantizer (numpy) runs in every step
+    if args.device == "cuda":  # it was replaced by cpu without a word
+        raise ValueError("synthesis trains on the CPU: every step runs the shipped quantizer, which is numpy, between the source's "
+                         "encoder and both synthesis transforms; drop --device cuda")
+    args.device = "cpu"  # auto too: see above
     card = ModelCard.load(args.source)
     if card.kind == "expression":
         raise ValueError(f"{args.source} is an expression layer: it has no synthesis transform")

@@ -69,11 +69,13 @@ def fit_temperature(p: np.ndarray, labels: np.ndarray, log_bias: np.ndarray | No
     return float(min(TEMPERATURES, key=lambda t: loss(tempered(p, t, log_bias), labels)))
 
 
-def fit_correction(p: np.ndarray, labels: np.ndarray, prior: np.ndarray, strength: float | None = None) -> tuple[float, float]:
+def fit_correction(p: np.ndarray, labels: np.ndarray, prior: np.ndarray, strength: float | None = None, progress=None) -> tuple[float, float]:
     """(s, T) with the lowest class-balanced NLL of softmax((log p - s log prior) / T): s in 0..1.5 (step 0.05)
-    unless given, T as fit_temperature. Balanced, so that the fit does not learn FER2013's class balance back."""
+    unless given, T as fit_temperature. Balanced, so that the fit does not learn FER2013's class balance back.
+    progress: wraps the strengths tried (a tqdm bar; on all of val the grid takes seconds)."""
     log_prior = np.log(prior)
-    fits = [(s, fit_temperature(p, labels, -s * log_prior, balanced_nll)) for s in (STRENGTHS if strength is None else [strength])]
+    strengths = STRENGTHS if strength is None else [strength]
+    fits = [(s, fit_temperature(p, labels, -s * log_prior, balanced_nll)) for s in (progress or list)(strengths)]
     return min(fits, key=lambda st: balanced_nll(tempered(p, st[1], -st[0] * log_prior), labels))
 
 
@@ -102,21 +104,43 @@ def _measures(p: np.ndarray, y: np.ndarray, names) -> dict:
             "balanced_nll": balanced_nll(p, y), "mean_confidence": float(p.max(1).mean()), "recall": recalls(p, y, names)}
 
 
+def _bar(desc: str, unit: str, total: int | None = None, iterable=None):
+    """A tqdm bar on stderr, as fereval's passes show theirs (fermodels.evaluation.measure.progress_bar)."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=2, file=sys.stderr)
+
+
+SERVER_CHUNK = 512  # faces per server_probabilities call: a multiple of its 64-face requests, so the server sees the same batches
+
+
+def _served(address: str, card, faces: np.ndarray, desc: str) -> np.ndarray:
+    """photos.server_probabilities of faces, SERVER_CHUNK at a time under a bar. Why: every val and test face goes
+    through ferclient's encoder and a real server, minutes for both models, and nothing was shown until the table."""
+    from .photos import server_probabilities
+
+    out = []
+    with _bar(desc, "face", len(faces)) as bar:
+        for i in range(0, len(faces), SERVER_CHUNK):
+            out.append(server_probabilities(address, card.path, faces[i : i + SERVER_CHUNK]))
+            bar.update(len(out[-1]))
+    return np.concatenate(out)
+
+
 def calibrate(address: str, model_dir, data=None, limit=None, strength: float | None = None) -> dict:
     from ferwire.card import ModelCard
 
     from ..data import load_split
-    from .photos import server_probabilities
 
     card = ModelCard.load(model_dir)
     raw = {}
     for split in ("val", "test"):
         faces, labels = load_split(split, data, limit)
-        raw[split] = (raw_probabilities(server_probabilities(address, card.path, faces), card), labels)
+        raw[split] = (raw_probabilities(_served(address, card, faces, f"{card.model_id}: {split} faces through the server"), card), labels)
     # The balance the model learned: the card's, where an earlier fit or its trainer wrote one (a model trained on other
     # targets than FER2013's labels, e.g. docs/ferplus), else FER2013 train's labels'.
     prior = np.asarray(card.train_prior) if card.train_prior else train_prior(data)
-    s, t = fit_correction(*raw["val"], prior, strength)
+    s, t = fit_correction(*raw["val"], prior, strength, lambda it: _bar(f"{card.model_id}: fitting s and T on val", "strength", iterable=it))
     row = {"model": card.model_id, "path": str(card.path), "prior_strength": s, "train_prior": prior.tolist(), "temperature": t,
            "previous": {"prior_strength": card.prior_correction, "temperature": card.temperature}}
     for split, (p, y) in raw.items():

@@ -32,10 +32,12 @@ def test_the_shipped_int8_classifier_agrees_with_the_float_one(card, fer_test):
     assert abs((p8.argmax(1) == labels).mean() - (p32.argmax(1) == labels).mean()) <= 0.01
 
 
-def test_quantize_calibrates_any_classifier(card, fer_test):
-    """quantize() on a fresh calibration set gives a module that answers any batch size, mirror-averaged as the float one."""
+def test_quantize_calibrates_any_classifier(card, fer_test, capsys):
+    """quantize() on a fresh calibration set gives a module that answers any batch size, mirror-averaged as the float one;
+    its calibration passes (most of a minute for the shipped model, once silent) show a bar on stderr."""
     faces = to_tensor(fer_test[0][:64])
     module = quantize.quantize(load_classifier(card.path), faces)
+    assert "int8 calibration, 2 networks: 100%" in capsys.readouterr().err.replace("\r", "\n")  # 128 faces with mirrors: 1 batch a network
     with torch.no_grad():
         one, three = module(faces[:1]), module(faces[:3])
         mirrored = module(faces[:3].flip(-1))
@@ -73,10 +75,13 @@ def test_an_expression_model_has_nothing_to_quantize(expression_card):
         quantize.write(expression_card.path)
 
 
-def test_check_measures_both_reduced_precisions_on_val(card):
+def test_check_measures_both_reduced_precisions_on_val(card, capsys):
     """--check's figures on 256 val faces: the int8 classifier and bfloat16 synthesis each agree with float on most
-    faces, and every timing is a positive number of milliseconds."""
+    faces, and every timing is a positive number of milliseconds. Its passes and its timing show a bar each on stderr,
+    each ending where its total said."""
     r = quantize.check(card.path, limit=256, repeats=3)
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert "--check: passes over 256 val faces: 100%" in err and "| 2304/2304 [" in err and "--check: timing: 100%" in err and "| 64/64 [" in err
     assert r["faces"] == 256
     for name in ("uncompressed", f"q{card.default_quality}", "synthesis"):
         assert 0.9 <= r[name]["same_label"] <= 1.0, (name, r[name])
@@ -84,3 +89,13 @@ def test_check_measures_both_reduced_precisions_on_val(card):
     for key in ("ms_per_face_fp32", "ms_per_face_int8", "ms_one_face_fp32", "ms_one_face_int8"):
         assert 0 < r[key] < 1000
     assert 0 < r["synthesis"]["ms_per_face_bf16"] < 1000 and 0 < r["synthesis"]["ms_per_face_fp32"] < 1000
+
+
+def test_a_users_error_is_one_line_and_exit_2(expression_card, tmp_path, capsys):
+    """It exited 1 where fertrain, ferexport and fereval exit 2; and a model directory's path was said twice."""
+    assert quantize.main([str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fermodels.quantize: no model.json in ") and err[0].count(str(tmp_path / "nope")) == 1
+    assert quantize.main([str(expression_card.path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"fermodels.quantize: {expression_card.path}: only an image model") and err[0].count(str(expression_card.path)) == 1

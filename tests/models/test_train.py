@@ -481,3 +481,81 @@ def test_export_settings_that_make_a_broken_model_are_refused(tmp_path, capsys):
         assert export_main(["--codec", str(DEFAULT_MODEL_DIR), "--out", str(tmp_path / "m"), "--default-quality", quality, "--limit", "64"]) == 2
         assert f"--default-quality must be 0 to 7 (8 qualities), got {quality}" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_each_epoch_says_how_long_the_run_has_left_from_this_process_epochs(tmp_path, capsys):
+    """The bars showed one epoch's progress and the JSON line one epoch's seconds: the length of the whole run was left to
+    arithmetic. A stderr line after each epoch now estimates it; a resumed run counts only its own epochs, not the
+    first process's nor its loading. log.jsonl's rows are unchanged (scripts read them)."""
+    common = ["classifier", "--out", str(tmp_path / "run"), "--epochs", "3", "--width", "8", "--limit", "64", "--batch-size", "32", "--threads", "1"]
+    assert train.main([*common, "--until-epoch", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/3 done in " in err and "left (1 epoch, to --until-epoch 2; ends about " in err
+    assert "epoch 2/3 done in " in err and "stopping at --until-epoch 2 (2 epochs in " in err
+    assert train.main(common) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if " done in " in line]
+    assert len(lines) == 1 and lines[0].startswith("epoch 3/3 done in ") and "; the run is complete (1 epoch in " in lines[0]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and all(k == "epoch" or not k.startswith(("eta", "left")) for r in rows for k in r)
+
+
+def test_the_time_left_is_the_mean_epoch_times_the_epochs_to_go():
+    assert train._progress_line(3, 30, 30, [40.0, 41.0, 42.0], now=0).startswith("epoch 3/30 done in 42 s; about 18 min left (27 epochs; ends about ")
+    assert "about 5 min left (7 epochs, to --until-epoch 10;" in train._progress_line(3, 30, 10, [40.0, 41.0, 42.0], now=0)
+    assert "about 32 h 13 min left (29 epochs; ends about " in train._progress_line(1, 30, 30, [4000.0], now=0)
+    assert [train._duration(s) for s in (0.4, 89, 90, 3569, 3599, 5400)] == ["0 s", "89 s", "2 min", "59 min", "1 h 00 min", "1 h 30 min"]
+
+
+@pytest.mark.parametrize("what, required", [("classifier", []), ("codec", []), ("expression", ["--classifier", "c"]), ("synthesis", ["--from", "m"])])
+def test_help_shows_every_default_once(what, required, capsys):
+    """`fertrain classifier --help` gave --width's default and not --epochs', --batch-size's or --lr's: each option
+    with a default now shows it, and one whose help already says its default does not say it twice."""
+    import re
+
+    defaults = vars(train._args([what, "--out", "o", *required]))
+    with pytest.raises(SystemExit) as e:
+        train._args([what, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out.split("\noptions:\n", 1)[1]
+    blocks = {m.group(1): " ".join(m.group(2).split()) for m in re.finditer(r"^  (--[\w-]+)(.*?)(?=^  -|\Z)", text, re.M | re.S)}
+    for dest, value in defaults.items():
+        flag = "--from" if dest == "source" else "--" + dest.replace("_", "-")
+        if dest == "what" or value is None or value is False or value in ("o", "c", "m"):  # nothing to show, or given above
+            continue
+        assert blocks[flag].count("default") == 1, (flag, blocks[flag])
+    assert all(b.count("default") <= 1 for b in blocks.values())
+    assert "length of the schedule (default: 30)" in blocks["--epochs"] and "(default: 64)" in blocks["--batch-size"]
+    assert "(default: 0.001)" in blocks["--lr"] and "(default: 0)" in blocks["--seed"]
+    if what == "classifier":
+        assert "(default: 32)" in blocks["--width"] and "(default: 0.1)" in blocks["--label-smoothing"]
+    if what == "synthesis":
+        assert "(default: 64 32)" in blocks["--widths"]
+
+
+def test_synthesis_refuses_cuda_with_the_reason(tmp_path, capsys):
+    """--device cuda was replaced by cpu without a word: every step runs the shipped (numpy) quantizer."""
+    from ferwire.card import DEFAULT_MODEL_DIR
+
+    assert train.main(["synthesis", "--from", str(DEFAULT_MODEL_DIR), "--out", str(tmp_path / "s"), "--device", "cuda", "--epochs", "1",
+                       "--limit", "64"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fertrain: synthesis trains on the CPU: every step runs the shipped quantizer") and not (tmp_path / "s").exists()
+
+
+def test_the_teachers_answers_come_under_a_bar_and_match_one_pass(capsys):
+    """--teacher said "10 views of N faces", then nothing for minutes: its answers now come a batch at a time under a
+    tqdm bar (as --decoded's decoding does), the same answers as one pass over every face."""
+    import torch
+
+    from fermodels.bundle import load_classifier
+    from fermodels.classifier import teacher_probabilities
+    from fermodels.data import load_split, to_tensor
+    from ferwire.card import DEFAULT_MODEL_DIR
+
+    faces, labels = load_split("train", limit=40)
+    teacher = load_classifier(DEFAULT_MODEL_DIR)
+    batched = train._teacher_answers(teacher, to_tensor(faces), batch=16)
+    torch.testing.assert_close(batched, teacher_probabilities(teacher, to_tensor(faces)), rtol=0, atol=1e-6)
+    assert "teacher: 10 views of 40 faces: 100%" in capsys.readouterr().err.replace("\r", "\n")
+    train._soft_targets(DEFAULT_MODEL_DIR, 0.5, 0.1)(faces, torch.from_numpy(labels))
+    assert "teacher: 10 views of 40 faces: 100%" in capsys.readouterr().err.replace("\r", "\n")

@@ -52,9 +52,10 @@ def test_ece_is_zero_for_a_perfect_hard_classifier_and_recalls_count_per_class()
 
 
 @pytest.mark.slow
-def test_server_applies_the_model_temperature_and_prior_correction(tmp_path, expression_card, fer_test):
+def test_server_applies_the_model_temperature_and_prior_correction(tmp_path, expression_card, fer_test, capsys):
     """The same bitstreams through real servers, one reading T = 3 from its model.json (same labels, lower confidence),
-    one also a strong prior correction (labels move toward FER2013's rare classes, exactly as ModelCard.served says)."""
+    one also a strong prior correction (labels move toward FER2013's rare classes, exactly as ModelCard.served says).
+    Calibration shows a bar for each pass (it was silent for minutes until its table)."""
     from fermodels.evaluation.photos import server_probabilities
     from ferserver.process import ServerProcess
 
@@ -73,14 +74,18 @@ def test_server_applies_the_model_temperature_and_prior_correction(tmp_path, exp
         p = server_probabilities(a.address, expression_card.path, faces)
         q = server_probabilities(b.address, hot, faces)
         r = server_probabilities(c.address, fair, faces)
-        row = calibrate(c.address, fair, limit=64)  # fits from the card's prior, not FER2013's
+        row = calibrate(c.address, fair, limit=600)  # fits from the card's prior, not FER2013's; more faces than one 512-face chunk
     assert (p.argmax(1) == q.argmax(1)).all()
     assert np.allclose(q, tempered(p, 3.0), atol=2e-4)
     expect = tempered(raw_probabilities(p, expression_card), 1.0, -1.5 * np.log(prior))  # undo the shipped card's rule, apply fair's
     assert np.allclose(r, expect, atol=2e-4)
     assert (r.argmax(1) != p.argmax(1)).any() and (r[:, 1] > p[:, 1]).all()  # disgust (1.4 % of training faces) gains on every face
     assert row["train_prior"] == pytest.approx(prior) and row["previous"]["prior_strength"] == 1.5
-    assert row["test"]["faces"] == 64 and 0 <= row["prior_strength"] <= 1.5
+    assert row["test"]["faces"] == 600 and 0 <= row["prior_strength"] <= 1.5
+    err = capsys.readouterr().err.replace("\r", "\n")
+    for split in ("val", "test"):
+        assert f"{expression_card.model_id}: {split} faces through the server: 100%" in err and "| 600/600 [" in err
+    assert f"{expression_card.model_id}: fitting s and T on val: 100%" in err
 
 
 def test_a_quick_look_cannot_overwrite_the_shipped_figures(tmp_path, capsys):
@@ -95,3 +100,4 @@ def test_a_quick_look_cannot_overwrite_the_shipped_figures(tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2 and says in capsys.readouterr().err
+
