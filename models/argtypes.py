@@ -36,3 +36,18 @@ threads = checked(int, lambda n: n >= 0, "0 (torch's default) or a number of thr
 def positive(unit: str, convert: Callable[[str], float] = float) -> Callable[[str], float]:
     """A positive number of `unit` (seconds, pixels, frames)."""
     return checked(convert, _positive, f"a positive number of {unit}")
+
+
+def comma_separated(kind: Callable[[str], float], empty: bool = False) -> Callable[[str], list]:
+    """Comma-separated values, each one checked by kind (a type above): "1,8,32" -> [1, 8, 32]. An empty item is
+    refused, and so is '' unless empty (a flag whose '' skips something: it is then [])."""
+
+    def parse(text: str) -> list:
+        if empty and not text.strip():
+            return []
+        items = [t.strip() for t in text.split(",")]
+        if not all(items):
+            raise argparse.ArgumentTypeError(f"must be comma-separated values, got {text!r}")
+        return [kind(t) for t in items]
+
+    return parse

@@ -58,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fermodels import source_commit
+from fermodels import argtypes, source_commit
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -548,33 +548,40 @@ def encoder_macs(model: str | None) -> int:
     return total
 
 
+NONE_OR_MORE = argtypes.checked(int, lambda v: v >= 0, "0 (none) or more")  # --runs, --rounds: 0 skips those figures
+NON_NEGATIVE_SECONDS = argtypes.checked(float, lambda v: 0 <= v < float("inf"), "0 or more seconds")
 QUICK = {"levels": [1, 32], "seconds": 1.0, "warmup": 0.3, "faces": 64, "runs": 0, "jpeg_faces": 200, "no_unbatched": True, "no_fp32": True, "no_edge": True,
          "rounds": 2, "h2h_seconds": 0.5, "rates": [50.0]}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--levels", type=lambda v: [int(x) for x in v.split(",")], default=[1, 8, 32, 128], help="calls in flight, comma-separated (default 1,8,32,128)")
-    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per path and level")
-    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each level")
-    p.add_argument("--faces", type=int, default=512, help="PrivateTest faces the load cycles through")
-    p.add_argument("--runs", type=int, default=5, help="cold-start runs (0 skips the cold-start figures)")
-    p.add_argument("--quality", type=int, default=None, help="image codec quality (default: the model's); the naive path uses the same")
-    p.add_argument("--jpeg-quality", type=int, default=None, help="JPEG quality for (c) (default: measured, or --out's matching jpeg_quality.json)")
-    p.add_argument("--jpeg-faces", type=int, default=None, help="PrivateTest faces the JPEG quality is measured on (default: all)")
+    p.add_argument("--levels", type=argtypes.comma_separated(argtypes.count), default=[1, 8, 32, 128],
+                   help="calls in flight, comma-separated (default 1,8,32,128)")
+    p.add_argument("--seconds", type=argtypes.positive("seconds"), default=10.0, help="measured seconds per path and level")
+    p.add_argument("--warmup", type=NON_NEGATIVE_SECONDS, default=1.0, help="unmeasured seconds before each level")
+    p.add_argument("--faces", type=argtypes.count, default=512, help="PrivateTest faces the load cycles through")
+    p.add_argument("--runs", type=NONE_OR_MORE, default=5, help="cold-start runs (0 skips the cold-start figures)")
+    p.add_argument("--quality", type=argtypes.checked(int, lambda v: v >= 0, "a quality, 0 or more"), default=None,
+                   help="image codec quality (default: the model's); the naive path uses the same")
+    p.add_argument("--jpeg-quality", type=argtypes.checked(int, lambda v: 0 <= v <= 100, "a JPEG quality from 0 to 100"), default=None,
+                   help="JPEG quality for (c) (default: measured, or --out's matching jpeg_quality.json)")
+    p.add_argument("--jpeg-faces", type=argtypes.count, default=None, help="PrivateTest faces the JPEG quality is measured on (default: all)")
     p.add_argument("--remeasure-jpeg", action="store_true", help="measure the JPEG quality even when --out holds a matching jpeg_quality.json")
     p.add_argument("--no-unbatched", action="store_true", help="skip the fercodec --max-batch 1 path")
     p.add_argument("--no-fp32", action="store_true", help="skip the fercodec path with float networks (--classifier-precision fp32 --synthesis-precision fp32)")
     p.add_argument("--no-edge", action="store_true", help="skip the edge-encoding figures")
-    p.add_argument("--rounds", type=int, default=6, help="alternating fercodec/(c) window pairs per level for the head-to-head ratios (0 skips them)")
-    p.add_argument("--h2h-seconds", type=float, default=2.0, help="measured seconds per head-to-head window")
-    p.add_argument("--rates", type=lambda v: [float(x) for x in v.split(",") if x], default=[100.0, 300.0, 600.0],
+    p.add_argument("--rounds", type=NONE_OR_MORE, default=6, help="alternating fercodec/(c) window pairs per level for the head-to-head ratios (0 skips them)")
+    p.add_argument("--h2h-seconds", type=argtypes.positive("seconds"), default=2.0, help="measured seconds per head-to-head window")
+    p.add_argument("--rates", type=argtypes.comma_separated(argtypes.rate, empty=True), default=[100.0, 300.0, 600.0],
                    help="open-loop arrival rates, faces/s, comma-separated, for the open-loop table (default 100,300,600; '' skips it); "
                         "--rounds window pairs each, of --h2h-seconds")
     p.add_argument("--out", default=str(ROOT / "docs" / "bench"), help="where serving.md and serving.json go")
     p.add_argument("--quick", action="store_true", help="a small run for tests: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
     p.add_argument("--replot", action="store_true", help="measure nothing: draw --out's serving.png again from its serving.json")
     args = p.parse_args(argv)
+    if Path(args.out).exists() and not Path(args.out).is_dir():  # found now, not when the figures are written
+        p.error(f"--out {args.out}: a file, not a folder")
     if args.replot:
         src = Path(args.out) / "serving.json"
         if not src.is_file():
@@ -586,6 +593,12 @@ def main(argv=None) -> int:
     if args.quick:
         p.set_defaults(**QUICK)
         args = p.parse_args(argv)  # flags given explicitly still win
+    if args.quality is not None:  # before any server starts, not in the middle of encoding
+        from ferwire.card import DEFAULT_MODEL_DIR, ModelCard
+
+        top = ModelCard.load(DEFAULT_MODEL_DIR).num_qualities - 1
+        if args.quality > top:
+            p.error(f"argument --quality: the image codec's qualities are 0 to {top}, got {args.quality}")
 
     from PIL import Image
 

@@ -33,6 +33,8 @@ import tempfile
 import tomllib
 from pathlib import Path
 
+from fermodels import argtypes
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -63,10 +65,11 @@ def main(argv=None) -> int:
     p.add_argument("--after", default="WORKTREE", help="git revision served as B (default: the working tree, as installed)")
     p.add_argument("--levels", default="1,8,32,128", help="calls in flight, comma-separated")
     p.add_argument("--rates", default="", help="open-loop arrival rates, faces/s, comma-separated (none by default)")
-    p.add_argument("--rounds", type=int, default=6, help="window pairs per level")
-    p.add_argument("--seconds", type=float, default=2.0, help="measured seconds per window")
-    p.add_argument("--faces", type=int, default=512, help="PrivateTest faces sent, round robin")
-    p.add_argument("--quality", type=int, default=None, help="image codec quality (default: the model's)")
+    p.add_argument("--rounds", type=argtypes.count, default=6, help="window pairs per level")
+    p.add_argument("--seconds", type=argtypes.positive("seconds"), default=2.0, help="measured seconds per window")
+    p.add_argument("--faces", type=argtypes.count, default=512, help="PrivateTest faces sent, round robin")
+    p.add_argument("--quality", type=argtypes.checked(int, lambda v: v >= 0, "a quality, 0 or more"), default=None,
+                   help="image codec quality (default: the model's)")
     p.add_argument("--expression", action="store_true", help="send faces encoded for the expression layer (default: the image codec)")
     p.add_argument("flags", nargs="*", help="ferserver flags for both servers (after --)")
     args = p.parse_args(argv)

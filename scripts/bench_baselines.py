@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fermodels import argtypes
 from ferserver.process import ServerProcess
 
 KINDS = ("naive", "jpeg")
@@ -344,10 +345,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("kind", choices=KINDS)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--threads", type=int, default=d.threads, help=f"torch CPU threads, as ferserver's --threads (default {d.threads}: torch's default)")
-    p.add_argument("--max-batch", type=int, default=auto_batch, help=f"jpeg: the batcher's max batch (ferserver's default on a CPU, {auto_batch})")
-    p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help=f"jpeg: the batcher's wait (ferserver's default, {d.max_wait_ms})")
+    p.add_argument("--port", type=argtypes.checked(int, lambda v: 0 <= v <= 65535, "0 (any free port) to 65535"), default=0)
+    p.add_argument("--threads", type=argtypes.threads, default=d.threads,
+                   help=f"torch CPU threads, as ferserver's --threads (default {d.threads}: torch's default)")
+    p.add_argument("--max-batch", type=argtypes.count, default=auto_batch, help=f"jpeg: the batcher's max batch (ferserver's default on a CPU, {auto_batch})")
+    p.add_argument("--max-wait-ms", type=argtypes.checked(float, lambda v: 0 <= v < float("inf"), "0 or more ms"), default=d.max_wait_ms,
+                   help=f"jpeg: the batcher's wait (ferserver's default, {d.max_wait_ms})")
     args = p.parse_args(argv)
     asyncio.run(serve(args.kind, args))
     return 0

@@ -11,24 +11,43 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
-import torch
+from fermodels import argtypes
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: the default works from any working directory
 
 
 def main(argv=None) -> int:
-    from fermodels.bundle import load_classifier
-    from fermodels.data import load_split
-    from fermodels.train import _decoded_views, _robust_views
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("classifier", help="classifier.pt, a fertrain checkpoint or a model directory")
-    p.add_argument("--decoded", default="models/weights/fercodec-v1", help="model directory whose qualities decode the views")
-    p.add_argument("--seed", type=int, default=5, help="the fine-tune's --seed (it seeds the perturbed copies)")
+    p.add_argument("classifier", type=Path, help="classifier.pt, a fertrain checkpoint or a model directory")
+    p.add_argument("--decoded", default=str(ROOT / "models" / "weights" / "fercodec-v1"),
+                   help="model directory (or bundled model's name) whose qualities decode the views (default: the image codec)")
+    p.add_argument("--seed", type=argtypes.checked(int, lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32 - 1"), default=5,
+                   help="the fine-tune's --seed (it seeds the perturbed copies)")
     args = p.parse_args(argv)
+    if not args.classifier.exists():
+        p.error(f"{args.classifier}: no such file or directory")
+
+    from ferwire.card import ModelCard
+
+    try:  # both models before torch and the minutes of decoding: a path that is not a model is one line
+        ModelCard.load(args.decoded)
+        import torch
+
+        from fermodels.bundle import load_classifier
+        from fermodels.data import load_split
+        from fermodels.train import _decoded_views, _robust_views
+
+        clf = load_classifier(args.classifier).eval()
+        decoded = _decoded_views(args.decoded)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"classifier_val_views: {e}", file=sys.stderr)
+        return 2
     x, y = load_split("val")
     y = torch.from_numpy(y)
-    views = _robust_views(_decoded_views(args.decoded), args.seed)(x)
-    clf = load_classifier(args.classifier).eval()
+    views = _robust_views(decoded, args.seed)(x)
     half, res = views.shape[1] // 2, {}
     with torch.no_grad():
         for v in range(views.shape[1]):

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: --out's default works from any working directory
+
 IOU = 0.5
 FP_BUDGET = 0.05  # false faces per face-free photo
 BETA = 0.5  # F-beta for the threshold choice
@@ -161,7 +163,7 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("bench", type=Path, help="folder with manifest.json and the images")
-    p.add_argument("--out", type=Path, default=Path("docs/detector"))
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "detector", help="folder for the tables written (default: the checkout's docs/detector)")
     p.add_argument("--models", default=None, help="folder with yunet_*.onnx to compare (default: the shipped one only)")
     p.add_argument("--turned", action="store_true",
                    help="instead: ferclient's detector as shipped, without and with its turned passes (a photo with no face upright is searched "

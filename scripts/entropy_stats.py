@@ -29,7 +29,11 @@ def main(argv=None) -> int:
     from fermodels.quantize import ms_per_face
     from ferwire.entropy import ConstantRun
 
-    enc = FaceEncoder(args.model)
+    try:
+        enc = FaceEncoder(args.model)
+    except (FileNotFoundError, ValueError) as e:  # not a model: ModelCard's one line, not its traceback
+        print(f"entropy_stats: {e}", file=sys.stderr)
+        return 2
     tables = enc.tables
     faces = load_split("val", limit=args.faces)[0]
     y = enc.latents(faces)

@@ -36,10 +36,16 @@ def main(argv=None) -> int:
     ap.add_argument("out", type=Path, help="folder for the images written (one subfolder per class)")
     ap.add_argument("--split", default="val", choices=("train", "val", "test"))
     ap.add_argument("--limit", type=argtypes.checked(int, lambda v: v >= 0, "0 (all) or more"), default=1000, help="faces drawn from the split (0: all)")
-    ap.add_argument("--side", type=int, default=0, help="scale each written image to this many px on its longer side (0: as cut)")
+    ap.add_argument("--side", type=argtypes.checked(int, lambda v: v >= 0, "0 (as cut) or a number of px"), default=0,
+                    help="scale each written image to this many px on its longer side (0: as cut)")
     ap.add_argument("--photos", type=Path, help="cut close-ups from these photos (one subfolder per class) instead of FER2013's crops")
     ap.add_argument("--nofaces", type=Path, help="the detector benchmark's face-free photos (BENCH_DIR/nofaces)")
     args = ap.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        ap.error(f"{args.out}: a file, not a folder")
+    for flag, folder in (("--photos", args.photos), ("--nofaces", args.nofaces)):
+        if folder and not folder.is_dir():
+            ap.error(f"{flag} {folder}: no such directory")
 
     from PIL import Image
 

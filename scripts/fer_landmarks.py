@@ -41,13 +41,16 @@ def measure(faces: np.ndarray, scale: int = 3, pad: int = 96):
 
 
 def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--faces", type=argtypes.count, default=3000, help="random training faces to measure (default 3000; at most all of them)")
+    p.add_argument("--seed", type=argtypes.checked(int, lambda v: v >= 0, "0 or more"), default=0, help="seeds the draw of faces")
+    args = p.parse_args(argv)
+
     from fermodels.data import load_split
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--faces", type=argtypes.count, default=3000, help="random training faces to measure (default 3000)")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
     x, _ = load_split("train")
+    if args.faces > len(x):
+        p.error(f"argument --faces: FER2013 has {len(x)} training faces, got {args.faces}")
     idx = np.random.default_rng(args.seed).choice(len(x), args.faces, replace=False)
     lms, boxes, missed = measure(x[idx])
     names = ("right eye", "left eye", "nose tip", "right mouth corner", "left mouth corner")

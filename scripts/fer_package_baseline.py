@@ -32,10 +32,25 @@ def main(argv=None) -> int:
     p.add_argument("--detect", action="store_true", help="find the face with fer's own detector instead of using the whole image")
     p.add_argument("--out", help="write the figures as JSON here")
     args = p.parse_args(argv)
+    root = Path(args.folder)
+    if not root.is_dir():
+        p.error(f"{root}: no such directory")
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        p.error(f"--out {args.out}: no folder {Path(args.out).parent} to write it into")
+    items = [(f, ALIASES.get(d.name.lower(), d.name.lower())) for d in sorted(root.iterdir()) if d.is_dir() for f in sorted(d.iterdir()) if f.is_file()]
+    items = [(f, c) for f, c in items if c in CLASSES]
+    if not items:
+        p.error(f"{root}: no images in subfolders named for a class ({', '.join(CLASSES)})")
 
     import numpy as np
-    from fer.fer import FER
     from PIL import Image
+
+    try:
+        from fer.fer import FER
+    except ModuleNotFoundError as e:  # fercodec's environment has no fer (nor TensorFlow): the docstring's separate one does
+        print(f"fer_package_baseline: needs the `fer` package and TensorFlow ({e}); run it from a separate environment: "
+              "python3 -m venv /tmp/ferenv && /tmp/ferenv/bin/pip install fer", file=sys.stderr)
+        return 2
 
     try:
         from tqdm import tqdm
@@ -43,12 +58,6 @@ def main(argv=None) -> int:
         def tqdm(x, **_):
             return x
 
-    root = Path(args.folder)
-    if not root.is_dir():
-        print(f"fer_package_baseline: {root}: not a directory", file=sys.stderr)
-        return 2
-    items = [(f, ALIASES.get(d.name.lower(), d.name.lower())) for d in sorted(root.iterdir()) if d.is_dir() for f in sorted(d.iterdir()) if f.is_file()]
-    items = [(f, c) for f, c in items if c in CLASSES]
     detector = FER(mtcnn=False, offsets=(OFFSET, OFFSET))
     right: dict[str, list[int]] = {c: [] for c in CLASSES}
     missed = 0

@@ -59,17 +59,28 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=None, help="fer2013.npz (default: fermodels' default)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    if not Path(args.csv).is_file():
+        p.error(f"{args.csv}: no such file")
+    if not Path(args.images).is_dir():
+        p.error(f"{args.images}: no such directory")
+    if args.data and not Path(args.data).is_file():
+        p.error(f"--data {args.data}: no such file")
+    if not Path(args.out).resolve().parent.is_dir():  # before the minutes of matching, not after
+        p.error(f"--out {args.out}: no folder {Path(args.out).parent} to write it into")
     from fermodels.data import load_split
 
     rows = {}
     with open(args.csv, newline="") as f:
         for r in csv.reader(f):
-            if r[0] in FOLDER and r[1]:
+            if r and r[0] in FOLDER and r[1]:
                 rows.setdefault(r[0], []).append((r[1], np.array([int(v) for v in r[2:12]], np.int64)))
     out = {}
     for split, usage in USAGE.items():
         folder = Path(args.images) / FOLDER[usage]
-        have = [(name, v) for name, v in rows[usage] if (folder / name).is_file()]
+        have = [(name, v) for name, v in rows.get(usage, []) if (folder / name).is_file()]
+        if not have:
+            print(f"ferplus_votes: none of {args.csv}'s {usage} images is in {folder} (FER+'s fer2013new.csv and its PNGs?)", file=sys.stderr)
+            return 2
         theirs = np.stack([np.asarray(Image.open(folder / name).convert("L")) for name, _ in have])
         votes = np.stack([v for _, v in have])[:, TO_OURS].astype(np.uint8)
         faces, labels = load_split(split, args.data)

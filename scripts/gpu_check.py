@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fermodels import argtypes
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -217,11 +219,13 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda", help="device under test: cuda (default), cpu or auto")
-    p.add_argument("--faces", type=int, default=None, help="PrivateTest faces (default: all 3,589)")
-    p.add_argument("--batches", default="1,8,32,64,128,256", help="batch sizes of the sweep")
-    p.add_argument("--seconds", type=float, default=2.0, help="time per batch size in the sweep")
-    p.add_argument("--decode-workers", type=int, default=-1, help="the device engine's decode worker processes (-1: ferserver's auto; with any, the sweep also runs in-thread as the baseline)")
-    p.add_argument("--min-agreement", type=float, default=0.999, help="least share of labels equal to the CPU's")
+    p.add_argument("--faces", type=argtypes.count, default=None, help="PrivateTest faces (default: all 3,589)")
+    p.add_argument("--batches", type=argtypes.comma_separated(argtypes.count), default="1,8,32,64,128,256", help="batch sizes of the sweep")
+    p.add_argument("--seconds", type=argtypes.positive("seconds"), default=2.0, help="time per batch size in the sweep")
+    p.add_argument("--decode-workers", type=argtypes.checked(int, lambda v: v >= -1, "-1 (auto), 0 or more"), default=-1,
+                   help="the device engine's decode worker processes (-1: ferserver's auto; with any, the sweep also runs in-thread as the baseline)")
+    p.add_argument("--min-agreement", type=argtypes.checked(float, lambda v: 0 <= v <= 1, "a share between 0 and 1"), default=0.999,
+                   help="least share of labels equal to the CPU's")
     p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "docs" / "gpu"), help="folder for gpu_check.json/.md (default $OUT, else docs/gpu)")
     args = p.parse_args(argv)
 
@@ -237,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(env), flush=True)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     faces, _ = load_split("test", limit=args.faces)
-    batches = [int(b) for b in args.batches.split(",")]
+    batches = args.batches
     report = {"date": time.strftime("%Y-%m-%d"), "environment": env, "faces": len(faces), "agreement": {}, "sweep": {}}
     ok = True
     for model_dir in (DEFAULT_MODEL_DIR, EXPRESSION_MODEL_DIR):

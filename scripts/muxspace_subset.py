@@ -29,6 +29,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from fermodels import argtypes
+
 PARTS = {"train": (0, 60), "val": (60, 75), "test": (75, 100)}  # hash buckets 0-99 per part
 SALT = 5
 
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkout", help="the repository's checkout (data/legend.csv and images/)")
     p.add_argument("out", help="folder to create (must not exist)")
-    p.add_argument("--per-class", type=int, default=400, help="most faces drawn per class (default 400)")
+    p.add_argument("--per-class", type=argtypes.count, default=400, help="most faces drawn per class (default 400)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--part", choices=("all", *PARTS), default="all", help="only the photos of one part of the people (default all)")
     args = p.parse_args(argv)

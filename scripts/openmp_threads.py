@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import threading
 import time
 
 import numpy as np
+
+from fermodels import argtypes
 
 
 def case(built_on: str, faces: int, gaps_ms: list[float], repeat: int) -> dict:
@@ -60,20 +63,21 @@ def case(built_on: str, faces: int, gaps_ms: list[float], repeat: int) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--faces", default="1,8", help="faces per run, comma-separated")
-    p.add_argument("--gaps-ms", default="0.5,5,30", help="sleep between runs, ms, comma-separated")
-    p.add_argument("--repeat", type=int, default=150)
+    p.add_argument("--faces", type=argtypes.comma_separated(argtypes.count), default="1,8", help="faces per run, comma-separated")
+    p.add_argument("--gaps-ms", type=argtypes.comma_separated(argtypes.checked(float, lambda v: 0 <= v < math.inf, "0 or more ms")), default="0.5,5,30",
+                   help="sleep between runs, ms, comma-separated")
+    p.add_argument("--repeat", type=argtypes.count, default=150, help="timed runs per thread count and gap")
     p.add_argument("--case", help=argparse.SUPPRESS)  # "main|passing FACES": one case, in a child process
     args = p.parse_args(argv)
-    gaps = [float(g) for g in args.gaps_ms.split(",")]
     if args.case:
         built_on, faces = args.case.split()
-        print(json.dumps(case(built_on, int(faces), gaps, args.repeat)))
+        print(json.dumps(case(built_on, int(faces), args.gaps_ms, args.repeat)))
         return 0
+    gaps = ",".join(map(str, args.gaps_ms))
     print("| engine built on | faces | torch threads | gap ms | median ms | p90 ms |\n|---|---|---|---|---|---|")
-    for faces in (int(f) for f in args.faces.split(",")):
+    for faces in args.faces:
         for built_on in ("main", "passing"):
-            r = subprocess.run([sys.executable, __file__, "--case", f"{built_on} {faces}", "--gaps-ms", args.gaps_ms, "--repeat", str(args.repeat)],
+            r = subprocess.run([sys.executable, __file__, "--case", f"{built_on} {faces}", "--gaps-ms", gaps, "--repeat", str(args.repeat)],
                                capture_output=True, text=True, check=True)
             for key, (med, p90) in json.loads(r.stdout.strip().splitlines()[-1]).items():
                 threads, gap = key.split()

@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--split", default="val", choices=("val", "test"))
     p.add_argument("--limit", type=argtypes.count, default=1800, help="evenly spaced faces of the split")
-    p.add_argument("--sides", default="24,32,40,64,80", help="face sides in px, comma-separated")
+    p.add_argument("--sides", type=argtypes.comma_separated(argtypes.positive("px", int)), default="24,32,40,64,80", help="face sides in px, comma-separated")
     args = p.parse_args(argv)
 
     import cv2
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     marks = FER2013_LANDMARKS.astype(np.float64)
     print(f"{len(faces)} {args.split} faces, deployed classifier, uncompressed")
     print("| face side | bilinear | Lanczos |\n|---|---|---|")
-    for side in (int(v) for v in args.sides.split(",")):
+    for side in args.sides:
         crops = {False: [], True: []}
         for face in faces:
             photo = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA if side < 48 else cv2.INTER_LANCZOS4)

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from fermodels import argtypes
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,8 +27,9 @@ def main(argv=None) -> int:
     p.add_argument("candidate", help="the model directory to compare")
     p.add_argument("--against", default=str(ROOT / "models" / "weights" / "fercodec-v1"), help="the reference (default: the shipped image model)")
     p.add_argument("--split", default="val", choices=("val", "test"), help="FER2013 split (choose on val)")
-    p.add_argument("--qualities", default="0,5,7", help="comma-separated qualities")
-    p.add_argument("--rounds", type=int, default=6, help="timing rounds per batch size, the engines taking turns")
+    p.add_argument("--qualities", type=argtypes.comma_separated(argtypes.checked(int, lambda v: v >= 0, "a quality, 0 or more")), default="0,5,7",
+                   help="comma-separated qualities")
+    p.add_argument("--rounds", type=argtypes.count, default=6, help="timing rounds per batch size, the engines taking turns")
     p.add_argument("--out", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
 
@@ -40,7 +43,15 @@ def main(argv=None) -> int:
     from ferserver.engine import Engine, FaceJob, on_passing_thread
     from ferwire.card import ModelCard
 
-    cards = {"reference": ModelCard.load(args.against), "candidate": ModelCard.load(args.candidate)}
+    try:
+        cards = {"reference": ModelCard.load(args.against), "candidate": ModelCard.load(args.candidate)}
+    except (FileNotFoundError, ValueError) as e:
+        print(f"synthesis_compare: {e}", file=sys.stderr)
+        return 2
+    top = min(c.num_qualities for c in cards.values()) - 1
+    if max(args.qualities) > top:
+        print(f"synthesis_compare: --qualities go from 0 to {top} for these models, got {max(args.qualities)}", file=sys.stderr)
+        return 2
     if cards["reference"].model_tag != cards["candidate"].model_tag:
         print(f"synthesis_compare: {args.candidate} decodes other bitstreams than {args.against} (tag {cards['candidate'].model_tag:#06x})", file=sys.stderr)
         return 2
@@ -52,7 +63,7 @@ def main(argv=None) -> int:
 
     def work():
         engines = {k: Engine([c], "cpu", 0, None, 0, "auto", "auto") for k, c in cards.items()}
-        for q in (int(v) for v in args.qualities.split(",")):
+        for q in args.qualities:
             bits = enc.encode(faces, q)
             pred = {}
             for k, e in engines.items():

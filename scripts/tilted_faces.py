@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from fermodels import argtypes
 
@@ -41,10 +42,21 @@ def _variant(text: str) -> tuple[str, dict]:
     out = {}
     for item in filter(None, settings.split(",")):
         key, _, value = item.partition("=")
-        out[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
+        try:
+            out[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item.strip()}: not a number, in {text}") from None
     if not name or not out:
-        raise SystemExit(f"--also {text!r}: expected NAME:SETTING=VALUE[,SETTING=VALUE]")
+        raise argparse.ArgumentTypeError(f"expected NAME:SETTING=VALUE[,SETTING=VALUE], got {text}")
     return name, out
+
+
+def _sides(text: str) -> tuple[int, int]:
+    """'LO-HI' px -> (LO, HI)."""
+    lo, _, hi = text.partition("-")
+    if not (lo.isdigit() and hi.isdigit() and 0 < int(lo) <= int(hi)):
+        raise argparse.ArgumentTypeError(f"must be LO-HI px, 0 < LO <= HI, got {text}")
+    return int(lo), int(hi)
 
 
 def _apply(faces, settings: dict) -> None:
@@ -58,14 +70,22 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--split", default="val", choices=("val", "test"))
     p.add_argument("--limit", type=argtypes.checked(int, lambda v: v >= 0, "0 (all) or more"), default=300, help="evenly spaced faces of the split, or images of --folder (0: all)")
-    p.add_argument("--tilts", default=None, help="degrees, counter-clockwise (default 0,15,30,45,60,-30; --folder: 15,-15,30,-30)")
-    p.add_argument("--sides", default="64-192", help="px, the pasted face's side: LO-HI, drawn evenly")
+    p.add_argument("--tilts", type=argtypes.comma_separated(argtypes.checked(float, math.isfinite, "a number of degrees")), default=None,
+                   help="degrees, counter-clockwise (default 0,15,30,45,60,-30; --folder: 15,-15,30,-30)")
+    p.add_argument("--sides", type=_sides, default="64-192", help="px, the pasted face's side: LO-HI, drawn evenly")
     p.add_argument("--folder", help="real photos instead: how faithfully the eye line follows a tilt")
-    p.add_argument("--scale", type=float, default=1.0, help="--folder: shrink each image by this first (smaller faces)")
+    p.add_argument("--scale", type=argtypes.checked(float, lambda v: 0 < v < math.inf, "a positive factor"), default=1.0,
+                   help="--folder: shrink each image by this first (smaller faces)")
     p.add_argument("--also", action="append", default=[], type=_variant, metavar="NAME:SETTING=VALUE", help="one more variant (repeatable)")
     args = p.parse_args(argv)
+    if args.folder and not Path(args.folder).is_dir():
+        p.error(f"--folder {args.folder}: no such directory")
 
     import ferclient.faces as faces
+
+    unknown = sorted({k for _, settings in args.also for k in settings if not hasattr(faces, k)})
+    if unknown:
+        p.error(f"argument --also: ferclient.faces has no setting {', '.join(unknown)}")
 
     variants = (FOLDER_VARIANTS if args.folder else VARIANTS) + tuple(args.also)
     shipped = {k: getattr(faces, k) for _, v in variants for k in v if hasattr(faces, k)}
@@ -89,7 +109,7 @@ def _fer2013(args, faces, variants, shipped) -> None:
     from fermodels.evaluation.photos import _hit
     from ferwire.card import ModelCard
 
-    lo, hi = (int(v) for v in args.sides.split("-"))
+    lo, hi = args.sides
     keep_freed_memory()
     clf = load_classifier(ModelCard.load().file("classifier.pt"))
     crops48, labels = load_split(args.split, limit=args.limit or None)
@@ -98,7 +118,7 @@ def _fer2013(args, faces, variants, shipped) -> None:
           "median eye-line tilt levelled")
     print("| tilt | " + " | ".join(name for name, _ in variants) + " |")
     print("|---|" + "---|" * len(variants))
-    for tilt in (float(t) for t in (args.tilts or "0,15,30,45,60,-30").split(",")):
+    for tilt in args.tilts or (0.0, 15.0, 30.0, 45.0, 60.0, -30.0):
         rng = np.random.default_rng(0)
         canvases = []
         for face in crops48:
@@ -125,8 +145,6 @@ def _fer2013(args, faces, variants, shipped) -> None:
 
 
 def _folder(args, faces, variants, shipped) -> None:
-    from pathlib import Path
-
     import numpy as np
     from PIL import Image
 
@@ -135,7 +153,7 @@ def _folder(args, faces, variants, shipped) -> None:
     files = sorted(f for f in Path(args.folder).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
     if args.limit and len(files) > args.limit:
         files = [files[int(i)] for i in np.linspace(0, len(files) - 1, args.limit)]
-    tilts = [float(t) for t in (args.tilts or "15,-15,30,-30").split(",")]
+    tilts = args.tilts or [15.0, -15.0, 30.0, -30.0]
     det = faces.FaceDetector()
     errors: dict = {}
     sizes = []

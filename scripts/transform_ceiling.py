@@ -15,27 +15,34 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fermodels import argtypes
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-dir", default=None, help="model directory (default: the shipped one)")
+    p.add_argument("--model-dir", default=None, help="model directory or bundled model's name (default: the shipped one)")
     p.add_argument("--split", default="val", choices=("val", "test"))
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=argtypes.threads, default=0, help="torch CPU threads (0 = torch default)")
     args = p.parse_args(argv)
 
-    import torch
-    import torch.nn.functional as F
-
-    from fermodels.bundle import decoded_faces, load_torch_models
-    from fermodels.data import load_split, to_tensor
     from ferwire.card import ModelCard
-    from ferwire.entropy import EntropyTables
 
+    try:  # the card before torch loads: a directory that is not a model is one line at once
+        card = ModelCard.load(args.model_dir)
+        import torch
+        import torch.nn.functional as F
+
+        from fermodels.bundle import decoded_faces, load_torch_models
+        from fermodels.data import load_split, to_tensor
+        from ferwire.entropy import EntropyTables
+
+        codec, clf = load_torch_models(card)  # an expression model has no codec.pt: one line too
+        tables = EntropyTables.load(card.file("tables.npz"))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"transform_ceiling: {e}", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    card = ModelCard.load(args.model_dir)
-    codec, clf = load_torch_models(card)
-    tables = EntropyTables.load(card.file("tables.npz"))
     faces, labels = load_split(args.split)
     x, y = to_tensor(faces), torch.from_numpy(labels)
 

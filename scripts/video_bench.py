@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -25,6 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from fermodels import argtypes
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -95,8 +98,11 @@ def baselines(video: Path, webp_q: int) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "docs/video"), help="folder for bench.md, bench.json, timeline.png")
-    p.add_argument("--long-seconds", type=float, default=60.0, help="length of the long synthetic video")
+    p.add_argument("--long-seconds", type=argtypes.checked(float, lambda v: 1 <= v < math.inf, "a number of seconds, at least 1"), default=60.0,
+                   help="length of the long synthetic video (at least 1 s: a few sampled frames)")
     args = p.parse_args(argv)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        p.error(f"--out {args.out}: a file, not a folder")
 
     from ferclient.watch import SKIP_THRESHOLD, write_plot
     from fermodels.data import load_split

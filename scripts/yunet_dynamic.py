@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 from pathlib import Path
-
-import onnx
 
 
 def make_dynamic(src: Path, dst: Path) -> None:
-    model = onnx.load(str(src))
+    """ValueError when src is not an ONNX model whose inputs are 4-D images, as YuNet's [1, 3, 640, 640] is."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(src))
+    except DecodeError as e:
+        raise ValueError(f"{src} is not an ONNX model ({e})") from None
+    if not model.graph.input or any(len(v.type.tensor_type.shape.dim) != 4 for v in model.graph.input):
+        raise ValueError(f"{src} is not YuNet's graph: it has no 4-D image input")
     for value in model.graph.input:
         dims = value.type.tensor_type.shape.dim
         dims[2].dim_param, dims[3].dim_param = "height", "width"
@@ -29,15 +37,27 @@ def make_dynamic(src: Path, dst: Path) -> None:
     onnx.save(model, str(dst))
 
 
-def main() -> None:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("src", type=Path, help="upstream yunet_n_640_640.onnx")
     p.add_argument("dst", type=Path, help="where to write the symbolic-size copy")
-    args = p.parse_args()
-    make_dynamic(args.src, args.dst)
+    args = p.parse_args(argv)
+    if not args.src.is_file():
+        p.error(f"{args.src}: no such file")
+    if not args.dst.parent.is_dir():
+        p.error(f"{args.dst}: no folder {args.dst.parent} to write it into")
+    try:
+        make_dynamic(args.src, args.dst)
+    except ModuleNotFoundError as e:  # the base install has no onnx
+        print(f"yunet_dynamic: needs the `onnx` package (the train extra: pip install 'fercodec[train]'); {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"yunet_dynamic: {e}", file=sys.stderr)
+        return 2
     for f in (args.src, args.dst):
         print(f"{f}: {f.stat().st_size:,} bytes, sha256 {hashlib.sha256(f.read_bytes()).hexdigest()}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

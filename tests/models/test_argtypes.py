@@ -20,3 +20,11 @@ def test_good_values_pass_through():
 def test_bad_values_are_argparse_errors(kind, text):
     with pytest.raises(argparse.ArgumentTypeError, match=f"got {text}"):
         kind(text)
+
+
+def test_comma_separated_checks_every_value():
+    levels = argtypes.comma_separated(argtypes.count)
+    assert levels("1,8, 32") == [1, 8, 32] and argtypes.comma_separated(argtypes.rate, empty=True)("") == []
+    for text, got in (("1,0", "got 0"), ("1,,8", "got '1,,8'"), ("", "got ''"), ("1,x", "got x")):
+        with pytest.raises(argparse.ArgumentTypeError, match=got):
+            levels(text)
