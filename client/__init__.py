@@ -2,4 +2,17 @@
 
 Never imports torch or CompressAI: ONNX Runtime runs the analysis transform and
 ferwire.bitstream (numpy + constriction, or ferwire.rangecoder where constriction has no wheel) entropy-codes it.
+
+As a library: `from ferclient import Client` (ferclient.api).
 """
+
+__all__ = ["Client", "FaceResult", "FerError"]
+
+
+def __getattr__(name: str):
+    """The library's names, imported on first use: `ferclient send` starts without them."""
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

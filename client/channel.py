@@ -87,7 +87,10 @@ def _read(path: str, what: str, kind: str | None = None) -> bytes:
 
 
 def token(args) -> str | None:
-    """--token-file's first non-empty line, else $FERCODEC_TOKEN, else None."""
+    """The token itself where given (ferclient.api.Client's token=), else --token-file's first non-empty line, else
+    $FERCODEC_TOKEN, else None."""
+    if getattr(args, "token", None):
+        return args.token
     if args.token_file:
         lines = [t.strip() for t in _read(args.token_file, "token file").decode(errors="replace").splitlines()]
         found = [t for t in lines if t and not t.startswith("#")]

@@ -59,9 +59,11 @@ class _Reply:
         return ((max(ends) if len(ends) == len(self._futures) else time.perf_counter()) - self.t0) * 1000.0
 
 
-def parser() -> argparse.ArgumentParser:
-    """ferclient's command line (tests/client/test_cli.py holds README's usage block to it)."""
-    p = argparse.ArgumentParser(prog="ferclient", description="Send faces as learned bitstreams to a fercodec server.")
+def parser(error=None) -> argparse.ArgumentParser:
+    """ferclient's command line (tests/client/test_cli.py holds README's usage block to it). error: called with argparse's
+    message instead of printing usage and exiting (ferclient.api checks a Client's settings with this parser)."""
+    cls = argparse.ArgumentParser if error is None else type("Parser", (argparse.ArgumentParser,), {"error": lambda self, message: error(message)})
+    p = cls(prog="ferclient", description="Send faces as learned bitstreams to a fercodec server.")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("send", help="detect, encode and send the faces in images")
@@ -122,29 +124,20 @@ def _err(msg: str) -> None:
 
 
 def _prepare(path: str, args, encoder, detector):
-    """(faces, bitstreams, skipped) for one image, faces being [None] for --no-detect and skipped the faces under
-    --min-face; raises ImageError/ValueError with a one-line reason."""
-    import numpy as np
-
-    from .faces import align, box_crop, load_rgb, to_gray, whole
+    """(faces, bitstreams, skipped) for one image (ferclient.api.prepare), faces being [None] for --no-detect and skipped
+    the faces under --min-face; raises ImageError/ValueError with a one-line reason, such as no face found."""
+    from .api import prepare
+    from .faces import load_rgb
 
     rgb, scale = load_rgb(_source(path, args), warn=lambda note: _err(f"{path}: {note}"))
-    gray = to_gray(rgb)
-    size = encoder.card.face_size[0]
-    if args.no_detect:
-        return [None], encoder.encode(whole(gray, size)[None], args.quality), []
-    found = detector.detect(rgb)
-    shown = [f.rescaled(scale) for f in found]  # in the file's own pixels, which a large JPEG was not decoded at
-    skipped = [f for f in shown if f.size < args.min_face]
+    faces, streams, skipped = prepare(rgb, scale, encoder, detector, args.quality, args.min_face, not args.no_align)
     for f in skipped:
         _err("{}: skipped a face at box=[{},{},{},{}]: {} px is below --min-face {}".format(path, *f.box, f.size, args.min_face))
-    keep = [k for k, f in enumerate(shown) if f.size >= args.min_face]
-    if not keep:
-        if found:
+    if not faces:
+        if skipped:
             raise _AllTooSmall(f"no face of at least {args.min_face} px (lower --min-face to classify smaller ones)", skipped)
         raise ValueError("no face found (pass --no-detect if the image is already a face crop, or lower --detect-threshold)")
-    cut = box_crop if args.no_align else align
-    return [shown[k] for k in keep], encoder.encode(np.stack([cut(gray, found[k], size) for k in keep]), args.quality), skipped
+    return faces, streams, skipped
 
 
 class _AllTooSmall(ValueError):
@@ -289,29 +282,20 @@ def _answer(entry, args, state, channel, stub, detector) -> bool:
             _err(f"{path}: {channel_mod.rpc_error_message(e, args)}")
             return False
         try:
-            state["encoder"], faces, streams, skipped, sent = _resend(path, args, state["swap"], state["encoder"], channel, stub, detector)
+            state["encoder"], (faces, streams, skipped), sent = _resend(args, state["swap"], state["encoder"], channel, stub,
+                                                                        lambda enc: _prepare(path, args, enc, detector), bool(args.reconstruct))
             reply = sent.result()
         except (grpc.RpcError, ValueError, OSError) as e2:
             _err(f"{path}: {channel_mod.rpc_error_message(e2, args) if isinstance(e2, grpc.RpcError) else e2}")
             return False
+    from .api import FaceResult
+
     card = state["encoder"].card
-    names, (h, w) = card.class_names, card.face_size
     stem = _stem(path, state["stems"]) if args.reconstruct or args.annotate else None
     latency_ms, ok = sent.latency_ms(), True
     for k, (face, stream, r) in enumerate(zip(faces, streams, reply.results)):
         box = None if face is None else face.box
-        row = {
-            "file": path,
-            "box": list(box) if box is not None else None,
-            "score": None if face is None else round(face.score, 4),
-            "label": r.label,
-            "confidence": round(r.confidence, 4),
-            "probabilities": {n: round(p, 4) for n, p in zip(names, r.probabilities)},
-            "bytes": len(stream),
-            "bpp": round(8 * len(stream) / (h * w), 4),
-            "latency_ms": round(latency_ms, 2),
-            "model": r.model_id,
-        }
+        row = {"file": path, **FaceResult.of(face, stream, r, card).row(), "latency_ms": round(latency_ms, 2), "model": r.model_id}
         if args.reconstruct:
             out = Path(args.reconstruct) / f"{stem}_face{k}.png"
             try:
@@ -379,8 +363,9 @@ def _unknown_model(e) -> bool:
     return models.unknown_model(e)
 
 
-def _load_encoder(args):
-    """FaceEncoder for --model; the id of a model neither local nor cached is pulled from --server first (unless --no-pull)."""
+def _load_encoder(args, note=None):
+    """FaceEncoder for --model; the id of a model neither local nor cached is pulled from --server first (unless --no-pull).
+    note: told in one line when a model was pulled (default: stderr)."""
     from . import models
     from .encoder import FaceEncoder
 
@@ -392,13 +377,14 @@ def _load_encoder(args):
     with channel_mod.open_channel(args) as channel:
         channel_mod.wait_ready(channel, args)
         where = models.pull(channel, args.model_dir, max(args.timeout, PULL_TIMEOUT_S), source=args.server)
-    _err(f"note: pulled model {args.model_dir} from {args.server} into {where}")
+    (note or _err)(f"note: pulled model {args.model_dir} from {args.server} into {where}")
     return FaceEncoder(where)
 
 
-def _resend(path, args, swap, encoder, channel, stub, detector):
-    """The server refused this file's faces as encoded for a model it does not run: pull its model of the same kind
-    (once per run), re-encode the file with it and send it once more. Returns (encoder, faces, streams, skipped, _Reply)."""
+def _resend(args, swap, encoder, channel, stub, encoded, reconstruct: bool, note=None):
+    """The server refused faces as encoded for a model it does not run: pull its model of the same kind (once per run:
+    swap holds it, or why that failed), re-encode with it (encoded(encoder) -> (faces, streams, skipped)) and send once
+    more. Returns (encoder, (faces, streams, skipped), _Reply); note (default: stderr) is told in one line."""
     import grpc
 
     from . import models
@@ -415,11 +401,11 @@ def _resend(path, args, swap, encoder, channel, stub, detector):
             why = channel_mod.rpc_error_message(e, args) if isinstance(e, grpc.RpcError) else str(e)
             swap["error"] = f"the server does not run model {encoder.card.model_id}, and getting the one it runs failed: {why}"
             raise models.BundleError(swap["error"]) from None
-        _err(f"note: the server does not run model {encoder.card.model_id}; {'pulled' if pulled else 'using the cached'} {model_id} "
-             f"({where}), re-encoding and sending again")
+        (note or _err)(f"note: the server does not run model {encoder.card.model_id}; {'pulled' if pulled else 'using the cached'} {model_id} "
+                       f"({where}), re-encoding and sending again")
     encoder = swap["encoder"]
-    faces, streams, skipped = _prepare(path, args, encoder, detector)
-    return encoder, faces, streams, skipped, _Reply(stub, streams, bool(args.reconstruct), args.timeout)
+    prepared = encoded(encoder)
+    return encoder, prepared, _Reply(stub, prepared[1], reconstruct, args.timeout)
 
 
 def models_command(args) -> int:

@@ -234,6 +234,24 @@ def test_send_pulls_the_servers_encoder_when_the_server_refuses_its_own(upgraded
 
 
 @pytest.mark.slow
+def test_the_library_pulls_the_servers_encoder_as_send_does(upgraded, cache, astronaut, caplog):
+    """ferclient.Client: refused as encoded for a model the server does not run, it pulls the server's, re-encodes and
+    sends again (the note goes to the "ferclient" logger); with pull=False the refusal is the FerError."""
+    from ferclient import Client, FerError
+
+    copy, server = upgraded
+    with Client(server.address, pull=False) as c, pytest.raises(FerError) as e:
+        c.recognize(astronaut)
+    assert e.value.code == "FAILED_PRECONDITION" and "face encoded for model tag" in str(e.value) and _left(cache) == []
+    with caplog.at_level("INFO", logger="ferclient"), Client(server.address) as c:
+        (face,) = c.recognize(astronaut)
+        assert face.model == c.model == copy.model_id and face.label == "happy"
+        (again,) = c.recognize(astronaut)  # the pulled encoder from now on
+    assert again.bytes == face.bytes and _left(cache) == [copy.model_id]
+    assert [r.message for r in caplog.records if "does not run model" in r.message][0].endswith("re-encoding and sending again")
+
+
+@pytest.mark.slow
 def test_send_with_an_uncached_model_id_pulls_it_first(upgraded, cache, astronaut):
     copy, server = upgraded
     r = run_client("send", str(astronaut), "--server", server.address, "--model", copy.model_id, "--json")

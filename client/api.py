@@ -1,0 +1,212 @@
+"""ferclient as a library: the faces in an image, and their expressions, from Python.
+
+    from ferclient import Client
+
+    with Client("localhost:50051") as client:
+        for face in client.recognize("photo.jpg"):
+            print(face.box, face.label, face.confidence)
+
+The path is `ferclient send`'s (ferclient.cli is built from the same pieces): the detector, alignment onto
+FER2013's frame, the edge encoder, one channel with TLS, a bearer token, round_robin and retries, and the server's
+encoder pulled once when it runs another model. Settings left out are the command line's defaults, FERCODEC_*
+environment variables included. Errors are FerError, with the one line `ferclient send` would print. No torch.
+
+A Client holds one detector and one encoder: use one Client per thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("ferclient")
+
+
+class FerError(Exception):
+    """What went wrong, in one line; `code` is the gRPC status's name (UNAVAILABLE, ...) when the server refused."""
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One face's answer."""
+
+    label: str
+    confidence: float
+    probabilities: dict[str, float]  # every class, in the model's order
+    box: tuple[int, int, int, int] | None  # x, y, w, h in the image's pixels; None: the whole image was sent as the face
+    score: float | None  # the detector's confidence (None without detection)
+    bytes: int  # the face's bitstream
+    bpp: float
+    model: str  # the model that answered
+    reconstruction_png: bytes | None = None  # the server's reconstruction, where asked for (the image codec only)
+
+    @classmethod
+    def of(cls, face, stream: bytes, r, card) -> "FaceResult":
+        """From a detected face (or None), its bitstream, the server's FaceResult message and the encoder's card."""
+        h, w = card.face_size
+        return cls(label=r.label, confidence=r.confidence, probabilities=dict(zip(card.class_names, r.probabilities)),
+                   box=None if face is None else tuple(face.box), score=None if face is None else face.score,
+                   bytes=len(stream), bpp=8 * len(stream) / (h * w), model=r.model_id, reconstruction_png=r.reconstruction_png or None)
+
+    def row(self) -> dict:
+        """The JSON object `ferclient send --json` prints for this face (less "file" and "latency_ms")."""
+        return {"box": list(self.box) if self.box is not None else None, "score": None if self.score is None else round(self.score, 4),
+                "label": self.label, "confidence": round(self.confidence, 4), "probabilities": {n: round(p, 4) for n, p in self.probabilities.items()},
+                "bytes": self.bytes, "bpp": round(self.bpp, 4)}
+
+
+def prepare(rgb: np.ndarray, scale: float, encoder, detector, quality: int | None, min_face: int, align: bool = True):
+    """(faces, bitstreams, skipped) for one image's pixels: faces [None] where detector is None (the image is the face
+    crop), else the detected faces of at least min_face px in the image's own pixels (scale: how many of them one of
+    rgb's spans), aligned (or box-cropped) and encoded; skipped, the smaller ones. faces is empty when none is left."""
+    from .faces import align as aligned
+    from .faces import box_crop, to_gray, whole
+
+    gray = to_gray(rgb)
+    size = encoder.card.face_size[0]
+    if detector is None:
+        return [None], encoder.encode(whole(gray, size)[None], quality), []
+    found = detector.detect(rgb)
+    shown = [f.rescaled(scale) for f in found]  # in the file's own pixels, which a large JPEG was not decoded at
+    keep = [k for k, f in enumerate(shown) if f.size >= min_face]
+    skipped = [f for f in shown if f.size < min_face]
+    if not keep:
+        return [], [], skipped
+    cut = aligned if align else box_crop
+    return [shown[k] for k in keep], encoder.encode(np.stack([cut(gray, found[k], size) for k in keep]), quality), skipped
+
+
+def pixels(image: Any) -> tuple[np.ndarray, float]:
+    """(uint8 [H, W, 3], scale) of what recognize() takes: a path, an image file's bytes, a Pillow image, or a
+    uint8 array ([H, W] gray, [H, W, 3] RGB or [H, W, 4] RGBA). ImageError with one line otherwise."""
+    from .faces import ImageError, _rgb8, load_rgb
+
+    if isinstance(image, (str, Path, bytes)):
+        return load_rgb(image, warn=lambda note: log.warning("%s: %s", _name(image), note))
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise ImageError(f"an array image must be uint8, got {image.dtype}")
+        if image.ndim == 2:
+            return np.ascontiguousarray(np.repeat(image[..., None], 3, axis=-1)), 1.0
+        if image.ndim == 3 and image.shape[-1] in (3, 4):
+            return np.ascontiguousarray(image[..., :3]), 1.0
+        raise ImageError(f"an array image must be [H, W], [H, W, 3] (RGB) or [H, W, 4], got shape {list(image.shape)}")
+    if hasattr(image, "getexif") and hasattr(image, "mode"):  # a Pillow image
+        return _rgb8(image), 1.0
+    raise ImageError(f"cannot read a {type(image).__name__} as an image: give a path, bytes, a Pillow image or a uint8 array")
+
+
+def _name(image: Any) -> str:
+    return str(image) if isinstance(image, (str, Path)) else f"<{type(image).__name__}>"
+
+
+class Client:
+    """A connection to ferserver and the edge half of its model: `recognize(image)` -> list[FaceResult].
+
+    server: host:port or dns:///name:port (default $FERCODEC_SERVER, else localhost:50051). model: a bundled name
+    (fercodec-v1, the default; fercodec-v1-expr), a model directory, or the id of a model the server runs (pulled).
+    token: the bearer token itself (token_file: a file holding it). tls_ca, tls_cert, tls_key: PEM files, as the
+    command line's --tls-* flags. timeout: seconds per request. pull=False never downloads an encoder.
+    """
+
+    def __init__(self, server: str | None = None, *, model: str | None = None, quality: int | None = None, timeout: float | None = None,
+                 tls_ca: str | None = None, tls_cert: str | None = None, tls_key: str | None = None, token: str | None = None,
+                 token_file: str | None = None, plaintext_token: bool = False, detect_threshold: float | None = None,
+                 min_face: int | None = None, align: bool = True, pull: bool = True):
+        import grpc
+
+        from . import channel as channel_mod
+        from . import cli
+        from .faces import FaceDetector
+
+        given = {"--server": server, "--model": model, "--quality": quality, "--timeout": timeout, "--tls-ca": tls_ca, "--tls-cert": tls_cert,
+                 "--tls-key": tls_key, "--token-file": token_file, "--detect-threshold": detect_threshold, "--min-face": min_face}
+        argv = ["send", "-", *[a for flag, v in given.items() if v is not None for a in (flag, str(v))]]
+        argv += [flag for flag, on in (("--plaintext-token", plaintext_token), ("--no-align", not align), ("--no-pull", not pull)) if on]
+        self.args = cli.parser(error=_raise).parse_args(argv)  # the command line's checks and defaults, the environment's included
+        self.args.token = token
+        try:
+            self.encoder = cli._load_encoder(self.args, note=log.info)
+            self.encoder.check_quality(self.args.quality)
+            self.detector = FaceDetector(self.args.detect_threshold)
+            self.channel = channel_mod.open_channel(self.args, warn_faces=lambda msg: warnings.warn(msg, stacklevel=3))
+        except channel_mod.ChannelSettingError as e:
+            raise FerError(str(e)) from None
+        except ConnectionError as e:
+            raise FerError(f"cannot pull model {self.args.model_dir}: {e}", "UNAVAILABLE") from None
+        except (OSError, ValueError) as e:
+            raise FerError(str(e)) from None
+        except grpc.RpcError as e:
+            raise FerError(f"cannot pull model {self.args.model_dir}: {channel_mod.rpc_error_message(e, self.args)}", e.code().name) from None
+        from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
+
+        self._stub, self._swap = pb_grpc.FerCodecStub(self.channel), {}
+
+    @property
+    def model(self) -> str:
+        """The id of the model faces are encoded for (the server's, once it was pulled)."""
+        return self.encoder.card.model_id
+
+    def recognize(self, image: Any, *, detect: bool = True, reconstruct: bool = False) -> list[FaceResult]:
+        """Every face in image (a path, an image file's bytes, a Pillow image or a uint8 array), largest confidence
+        first as the detector ranks them; [] when there is none of at least min_face px. detect=False: the image is
+        already a face crop. reconstruct: each result carries the server's reconstruction as PNG (image codec)."""
+        import grpc
+
+        from . import channel as channel_mod
+        from . import cli
+        from .faces import ImageError
+
+        if reconstruct and self.encoder.card.kind == "expression":
+            raise FerError(f"model {self.model} is the expression layer: it sends no image, so there is nothing to reconstruct")
+        name = _name(image)
+        try:
+            rgb, scale = pixels(image)
+        except ImageError as e:
+            raise FerError(f"{name}: {e}") from None
+        detector = self.detector if detect else None
+
+        def encoded(encoder):
+            return prepare(rgb, scale, encoder, detector, self.args.quality, self.args.min_face, not self.args.no_align)
+
+        faces, streams, _ = encoded(self.encoder)
+        if not faces:
+            return []
+        sent = cli._Reply(self._stub, streams, reconstruct, self.args.timeout)
+        try:
+            try:
+                reply = sent.result()
+            except grpc.RpcError as e:
+                if self.args.no_pull or not cli._unknown_model(e):
+                    raise
+                self.encoder, (faces, streams, _), sent = cli._resend(self.args, self._swap, self.encoder, self.channel, self._stub, encoded,
+                                                                      reconstruct, note=log.info)
+                reply = sent.result()
+        except grpc.RpcError as e:
+            raise FerError(f"{name}: {channel_mod.rpc_error_message(e, self.args)}", e.code().name) from None
+        except (ValueError, OSError) as e:  # the server's model could not be pulled
+            raise FerError(f"{name}: {e}") from None
+        return [FaceResult.of(f, s, r, self.encoder.card) for f, s, r in zip(faces, streams, reply.results)]
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _raise(message: str):
+    """argparse's error(), for the library: FerError instead of usage text and SystemExit."""
+    raise FerError(message)
