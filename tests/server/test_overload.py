@@ -184,6 +184,30 @@ def test_a_stream_that_writes_without_reading_is_held_to_the_window(busy_server,
     assert rss.peak <= idle + 150
 
 
+def test_a_stream_whose_messages_are_refused_is_read_at_most_ten_times_a_second(busy_server, streams):
+    """A refusal for overload is answered at once, so a stream writing regardless kept the event loop busy refusing it:
+    eight such streams against a 64-face queue held a one-face call from elsewhere for 0.7 s. After a refusal the
+    server reads that stream again only after service.REFUSED_PAUSE_S (0.1 s); every message is still answered."""
+    from ferserver.service import REFUSED_PAUSE_S
+
+    messages = 20
+
+    async def run() -> list[pb.RecognizeResponse]:
+        async with grpc.aio.insecure_channel(busy_server.address) as ch:
+            call = pb_grpc.FerCodecStub(ch).RecognizeStream(timeout=60)
+            for k in range(messages):  # 65 faces: over --max-queue-faces 64, refused every time
+                await call.write(pb.RecognizeRequest(faces=[streams[k % len(streams)]] * 65, request_id=str(k)))
+            await call.done_writing()
+            return [reply async for reply in call]
+
+    t0 = time.monotonic()
+    replies = asyncio.run(run())
+    wall = time.monotonic() - t0
+    assert [r.request_id for r in replies] == [str(k) for k in range(messages)]
+    assert all(r.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0] for r in replies)
+    assert wall >= (messages - 2) * REFUSED_PAUSE_S  # the first two may be read before the first refusal is known
+
+
 @pytest.fixture(scope="module")
 def deep_queue_server():
     s = ServerProcess("--max-queue-faces", "2048", "--stream-window", "4")
