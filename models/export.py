@@ -85,6 +85,9 @@ def _staged(out: str | Path):
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    stage.chmod(0o777 & ~umask)  # mkdtemp's 0700 would become the model directory's: unreadable to a server run as another user
     try:
         yield stage
         _move_in(stage, out)

@@ -5,8 +5,8 @@ edge client, the server's bitstream decoder and synthesis), so the bytes are
 real bitstreams and the accuracy is what the server would report. Baselines are
 whole files as Pillow writes them, decoded back and classified the same way.
 
-    fereval --out docs/results                     # all of FER2013 PrivateTest
-    fereval --limit 300 --baselines jpeg,webp      # a quick look
+    fereval --out docs/results                     # all of FER2013 PrivateTest: the published figures (make eval)
+    fereval --limit 300 --baselines jpeg,webp      # a quick look, into runs/fereval
     fereval --extra-classifier plain=runs/classifier/best.pt --update-card
 
 The expression layer (fercodec-v1-expr, a feature codec that sends no pixels)
@@ -83,7 +83,8 @@ def _args(argv):
     p.add_argument("--data", default=None, help=f"FER2013 npz (default {DEFAULT_DATA} or $FERCODEC_DATA)")
     p.add_argument("--split", choices=SPLITS, default="test", help="test = PrivateTest (default), val = PublicTest")
     p.add_argument("--limit", type=argtypes.count, default=None, help="evaluate N evenly spaced faces of the split")
-    p.add_argument("--out", default="docs/results", help="directory for results.json, results.md and the plots")
+    p.add_argument("--out", default="runs/fereval", help="directory for results.json, results.md and the plots (or photos.md, folder.md, "
+                   "robustness.md); the default keeps a quick look out of the published docs/results, which make eval writes")
     p.add_argument("--baselines", type=_baseline_names, default=list(BASELINES), help=f"comma-separated subset of {','.join(BASELINES)}, or none (default all)")
     p.add_argument("--extra-classifier", type=_extra_classifier, action="append", default=[], metavar="NAME=PATH", help="also classify every decoded face with this checkpoint (repeatable)")
     p.add_argument("--update-card", action="store_true", help="write our metrics into the model directory's model.json and MODEL_CARD.md")

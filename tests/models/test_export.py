@@ -54,6 +54,15 @@ def test_a_failed_export_into_a_new_directory_creates_nothing(model, tmp_path, m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
+def test_a_new_model_directory_has_the_usual_permissions(model, tmp_path):
+    """Not mkdtemp's 0700: a server run as another user (the Docker image's) must be able to read it."""
+    out = tmp_path / "new"
+    assert export.main(["--codec", str(model), "--classifier-only", "--classifier", str(model / "classifier.pt"), "--out", str(out)]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
 def test_a_signal_while_the_files_move_in_waits_for_them(model, monkeypatch, capsys):
     moved, real = [], os.replace
 

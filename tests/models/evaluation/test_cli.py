@@ -66,3 +66,12 @@ def test_update_card_fills_model_json_and_the_marked_block(tmp_path, card, faces
     assert text.startswith("# card\n\nintro\n\n<!-- metrics:start -->\n") and text.endswith("<!-- metrics:end -->\n\nafter\n")
     assert "old" not in text and "| fercodec | q0 |" in text
     assert np.isfinite(m["uncompressed_accuracy"])
+
+
+def test_a_quick_look_writes_outside_the_published_results(tmp_path, monkeypatch):
+    """--out defaulted to docs/results: `fereval --limit 30` from the checkout replaced the committed 3,589-face tables."""
+    from fermodels.evaluation.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--limit", "10", "--baselines", "none", "--expression-dir", "none", "--threads", "1"]) == 0
+    assert (tmp_path / "runs" / "fereval" / "results.json").is_file() and not (tmp_path / "docs").exists()
