@@ -32,3 +32,35 @@ def source_revision() -> str:
     """source_commit() as one string: the commit, with "+changes" when tracked files differ from it."""
     commit, changed = source_commit()
     return commit + ("+changes" if changed else "")
+
+
+_OURS = {"ferclient", "ferserver", "ferwire", "fermodels", "fercodec"}
+
+
+def launch(module: str, command: str, extras: str) -> int:
+    """Run `command` (module's main), or say in one line which extra to install: the edge install (`pip install .`)
+    puts every command on PATH but has ferclient's packages only, and the others died in a ModuleNotFoundError traceback."""
+    import importlib
+    import sys
+
+    try:
+        return importlib.import_module(module).main()  # torch is imported inside some mains, once their arguments are read
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").split(".")[0]
+        if not missing or missing in _OURS:
+            raise
+        print(f"{command}: this install lacks {missing} (the plain install is the edge client, ferclient): "
+              f"pip install 'fercodec[{extras}]'", file=sys.stderr)
+        return 2
+
+
+def fertrain() -> int:
+    return launch("fermodels.train", "fertrain", "server,train")
+
+
+def ferexport() -> int:
+    return launch("fermodels.export", "ferexport", "server,train")
+
+
+def fereval() -> int:
+    return launch("fermodels.evaluation.cli", "fereval", "server,train")

@@ -65,6 +65,10 @@ def test_the_edge_client_installed_alone_on_another_python_sends_the_same_bits(v
     assert pip.returncode == 0, pip.stderr[-3000:]
     has_torch = subprocess.run([str(env / "bin/python"), "-c", "import torch"], capture_output=True, timeout=60)
     assert has_torch.returncode != 0, "the edge install pulled in torch"
+    for command, extras in ((["ferserver"], "server"), (["fertrain", "classifier", "--out", str(tmp_path / "run")], "server,train"),
+                            (["fereval", "--help"], "server,train")):  # on PATH, their packages not installed: one line each
+        r = subprocess.run([str(env / "bin" / command[0]), *command[1:]], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and f"pip install 'fercodec[{extras}]'" in r.stderr, r.stderr
     for args in (["send", str(astronaut), "--json", "--model", "fercodec-v1"], ["send", str(astronaut), "--json", "--model", "fercodec-v1-expr"],
                  ["watch", str(video), "--json"]):
         args += ["--server", server.address]
