@@ -17,13 +17,18 @@ A Client holds one detector and one encoder: use one Client per thread.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+# grpc's C core writes failed TLS handshakes to stderr in lines of its own; read when grpc is first imported (as the
+# command line does). An application's own GRPC_VERBOSITY wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 log = logging.getLogger("ferclient")
 
 
@@ -47,7 +52,7 @@ class FaceResult:
     bytes: int  # the face's bitstream
     bpp: float
     model: str  # the model that answered
-    reconstruction_png: bytes | None = None  # the server's reconstruction, where asked for (the image codec only)
+    reconstruction_png: bytes | None = field(default=None, repr=False)  # the server's reconstruction, where asked for (image codec)
 
     @classmethod
     def of(cls, face, stream: bytes, r, card) -> "FaceResult":
@@ -58,7 +63,7 @@ class FaceResult:
                    bytes=len(stream), bpp=8 * len(stream) / (h * w), model=r.model_id, reconstruction_png=r.reconstruction_png or None)
 
     def row(self) -> dict:
-        """The JSON object `ferclient send --json` prints for this face (less "file" and "latency_ms")."""
+        """The JSON object `ferclient send --json` prints for this face, less "file", "latency_ms" and "model"."""
         return {"box": list(self.box) if self.box is not None else None, "score": None if self.score is None else round(self.score, 4),
                 "label": self.label, "confidence": round(self.confidence, 4), "probabilities": {n: round(p, 4) for n, p in self.probabilities.items()},
                 "bytes": self.bytes, "bpp": round(self.bpp, 4)}
@@ -93,6 +98,8 @@ def pixels(image: Any) -> tuple[np.ndarray, float]:
     if isinstance(image, (str, Path, bytes)):
         return load_rgb(image, warn=lambda note: log.warning("%s: %s", _name(image), note))
     if isinstance(image, np.ndarray):
+        if image.size == 0:
+            raise ImageError(f"empty: an array of shape {list(image.shape)}")
         if image.dtype != np.uint8:
             raise ImageError(f"an array image must be uint8, got {image.dtype}")
         if image.ndim == 2:
@@ -100,13 +107,21 @@ def pixels(image: Any) -> tuple[np.ndarray, float]:
         if image.ndim == 3 and image.shape[-1] in (3, 4):
             return np.ascontiguousarray(image[..., :3]), 1.0
         raise ImageError(f"an array image must be [H, W], [H, W, 3] (RGB) or [H, W, 4], got shape {list(image.shape)}")
-    if hasattr(image, "getexif") and hasattr(image, "mode"):  # a Pillow image
-        return _rgb8(image), 1.0
+    if hasattr(image, "getexif") and hasattr(image, "mode"):  # a Pillow image: turned upright as a file would be
+        from PIL import ImageOps
+
+        if 0 in image.size:
+            raise ImageError(f"empty: a {image.size[0]}x{image.size[1]} image")
+        return _rgb8(ImageOps.exif_transpose(image)), 1.0
     raise ImageError(f"cannot read a {type(image).__name__} as an image: give a path, bytes, a Pillow image or a uint8 array")
 
 
 def _name(image: Any) -> str:
-    return str(image) if isinstance(image, (str, Path)) else f"<{type(image).__name__}>"
+    """What an error says the image was: a path (its last 80 characters of a long one), or the kind of object."""
+    if isinstance(image, (str, Path)):
+        text = str(image).encode("unicode_escape").decode("ascii")  # one line, whatever the string holds
+        return text if len(text) <= 80 else "..." + text[-77:]
+    return f"<{type(image).__name__}>"
 
 
 class Client:
@@ -130,7 +145,7 @@ class Client:
 
         given = {"--server": server, "--model": model, "--quality": quality, "--timeout": timeout, "--tls-ca": tls_ca, "--tls-cert": tls_cert,
                  "--tls-key": tls_key, "--token-file": token_file, "--detect-threshold": detect_threshold, "--min-face": min_face}
-        argv = ["send", "-", *[a for flag, v in given.items() if v is not None for a in (flag, str(v))]]
+        argv = ["send", "-", *[f"{flag}={v}" for flag, v in given.items() if v is not None]]  # "=": a value may start with "-"
         argv += [flag for flag, on in (("--plaintext-token", plaintext_token), ("--no-align", not align), ("--no-pull", not pull)) if on]
         self.args = cli.parser(error=_raise).parse_args(argv)  # the command line's checks and defaults, the environment's included
         self.args.token = token
@@ -138,7 +153,7 @@ class Client:
             self.encoder = cli._load_encoder(self.args, note=log.info)
             self.encoder.check_quality(self.args.quality)
             self.detector = FaceDetector(self.args.detect_threshold)
-            self.channel = channel_mod.open_channel(self.args, warn_faces=lambda msg: warnings.warn(msg, stacklevel=3))
+            self.channel = channel_mod.open_channel(self.args, warn_faces=lambda msg: warnings.warn(msg, stacklevel=4))  # at the caller's line
         except channel_mod.ChannelSettingError as e:
             raise FerError(str(e)) from None
         except ConnectionError as e:
@@ -149,7 +164,7 @@ class Client:
             raise FerError(f"cannot pull model {self.args.model_dir}: {channel_mod.rpc_error_message(e, self.args)}", e.code().name) from None
         from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 
-        self._stub, self._swap = pb_grpc.FerCodecStub(self.channel), {}
+        self._stub, self._swap, self._closed = pb_grpc.FerCodecStub(self.channel), {}, False
 
     @property
     def model(self) -> str:
@@ -157,8 +172,8 @@ class Client:
         return self.encoder.card.model_id
 
     def recognize(self, image: Any, *, detect: bool = True, reconstruct: bool = False) -> list[FaceResult]:
-        """Every face in image (a path, an image file's bytes, a Pillow image or a uint8 array), largest confidence
-        first as the detector ranks them; [] when there is none of at least min_face px. detect=False: the image is
+        """Every face in image (a path, an image file's bytes, a Pillow image or a uint8 array), in the detector's
+        order (largest first); [] when there is none of at least min_face px. detect=False: the image is
         already a face crop. reconstruct: each result carries the server's reconstruction as PNG (image codec)."""
         import grpc
 
@@ -166,6 +181,8 @@ class Client:
         from . import cli
         from .faces import ImageError
 
+        if self._closed:
+            raise FerError("this Client is closed")
         if reconstruct and self.encoder.card.kind == "expression":
             raise FerError(f"model {self.model} is the expression layer: it sends no image, so there is nothing to reconstruct")
         name = _name(image)
@@ -198,7 +215,9 @@ class Client:
         return [FaceResult.of(f, s, r, self.encoder.card) for f, s, r in zip(faces, streams, reply.results)]
 
     def close(self) -> None:
-        self.channel.close()
+        if not self._closed:
+            self._closed = True
+            self.channel.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -208,5 +227,6 @@ class Client:
 
 
 def _raise(message: str):
-    """argparse's error(), for the library: FerError instead of usage text and SystemExit."""
-    raise FerError(message)
+    """argparse's error(), for the library: FerError instead of usage text and SystemExit, naming the keyword
+    (quality=) where argparse names the flag (argument --quality)."""
+    raise FerError(re.sub(r"argument --([a-z-]+)(/--[a-z-]+)*", lambda m: m.group(1).replace("-", "_") + "=", message))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import urllib.parse
 
 from fermodels import argtypes
 from ferwire.credentials import host_port, target_is_local
@@ -86,18 +87,29 @@ def _read(path: str, what: str, kind: str | None = None) -> bytes:
         raise ChannelSettingError(str(e)) from None
 
 
+RECONNECT_MAX_MS = 5000
+
+
+def _checked_token(value: str, where: str) -> str:
+    """A bearer token as HTTP/2 carries it: printable ASCII without spaces (a newline made grpc log errors and send nothing)."""
+    if not value.isascii() or not value.isprintable() or " " in value:
+        raise ChannelSettingError(f"the token in {where} holds spaces, control or non-ASCII characters: a bearer token cannot")
+    return value
+
+
 def token(args) -> str | None:
     """The token itself where given (ferclient.api.Client's token=), else --token-file's first non-empty line, else
     $FERCODEC_TOKEN, else None."""
     if getattr(args, "token", None):
-        return args.token
+        return _checked_token(args.token, "token=")
     if args.token_file:
         lines = [t.strip() for t in _read(args.token_file, "token file").decode(errors="replace").splitlines()]
         found = [t for t in lines if t and not t.startswith("#")]
         if not found:
             raise ChannelSettingError(f"token file {args.token_file} holds no token")
-        return found[0]
-    return os.environ.get("FERCODEC_TOKEN") or None
+        return _checked_token(found[0], f"token file {args.token_file}")
+    env = os.environ.get("FERCODEC_TOKEN", "").strip()
+    return _checked_token(env, "FERCODEC_TOKEN") if env else None
 
 
 def open_channel(args, warn_faces=None):
@@ -120,7 +132,10 @@ def open_channel(args, warn_faces=None):
     if warn_faces is not None and remote_plaintext:
         warn_faces(f"warning: faces go to {args.server} unencrypted, readable on the way: give --tls-ca (the server's CA) "
                    "to connect with TLS, or --plaintext-token where the network is encrypted")
-    options = [("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1)]
+    # Reconnect within a few seconds of a server coming back: grpc's backoff grows to 120 s, so a long-lived channel
+    # (ferclient watch, a ferclient.Client in an application) kept failing long after a restarted server was up.
+    options = [("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1),
+               ("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS)]
     if tls:
         key = _read(args.tls_key, "TLS key", "key") if args.tls_key else None
         cert = _read(args.tls_cert, "TLS certificate", "certificate") if args.tls_cert else None
@@ -194,7 +209,8 @@ def rpc_error_message(e, args, timeout: float | None = None) -> str:
     server, timeout = args.server, args.timeout if timeout is None else timeout
     code = e.code()
     if code == grpc.StatusCode.UNAVAILABLE:
-        return f"cannot reach server at {server} ({e.details()}){_unreachable_hint(e.details() or '', args)}"
+        details = urllib.parse.unquote(e.details() or "")  # grpc writes the address it tried URL-quoted: ipv6:%5B::1%5D:50051
+        return f"cannot reach server at {server} ({details}){_unreachable_hint(details, args)}"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"deadline exceeded: no answer from {server} within {timeout:g}s"
     if code == grpc.StatusCode.UNAUTHENTICATED:
@@ -209,7 +225,7 @@ def _unreachable_hint(details: str, args) -> str:
         if args.tls_ca in (None, SYSTEM_CAS):
             return "; the server's certificate is not signed by a public CA: give its CA with --tls-ca"
         return f"; the server's certificate does not chain to --tls-ca {args.tls_ca}"
-    if "not in peer certificate" in low:
+    if "not in peer certificate" in low or "hostname verification" in low:
         return "; the server's certificate is for another name: reach it by a name the certificate holds"
     if "socket closed" in low or "connection reset" in low:
         if not (args.tls_ca or args.tls_cert):

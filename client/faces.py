@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import io
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -134,10 +135,13 @@ def load_rgb(path: str | Path | bytes, warn: Callable[[str], None] | None = None
         p = _Bytes(path)
     else:
         p = Path(path)
-        if not p.exists():
-            raise ImageError("no such file")
-        if p.is_dir():
-            raise ImageError("is a directory, not an image")
+        try:
+            if not p.exists():
+                raise ImageError("no such file")
+            if p.is_dir():
+                raise ImageError("is a directory, not an image")
+        except OSError as e:  # a name too long for the file system, say
+            raise ImageError(f"cannot read it ({e.strerror or e})") from None
     try:
         try:
             return _decoded(p)
@@ -160,6 +164,9 @@ def load_rgb(path: str | Path | bytes, warn: Callable[[str], None] | None = None
         raise ImageError(f"cannot read image ({e})") from None
 
 
+_PIXEL_LIMIT_LOCK = threading.Lock()
+
+
 class _Bytes(bytes):
     """An image's bytes where load_rgb expects a path: no file name, so no suffix; opened afresh for each try."""
 
@@ -173,11 +180,15 @@ def _decoded(p: Path | _Bytes, truncated: bool = False) -> tuple[np.ndarray, flo
     """load_rgb's work, for a file Pillow can open (`truncated`: decode what there is of a file cut short)."""
     from PIL import Image, ImageFile, ImageFilter, ImageOps
 
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # checked below, on the pixels actually decoded
-    try:
-        im = Image.open(p.open() if isinstance(p, _Bytes) else p)
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
+    # Pillow's limit (and its warning) judge the file's size: set aside while it opens, and checked below on the pixels
+    # actually decoded (a 200 MP phone JPEG decodes at 1/8 of a side). It is one global: under a lock, or two threads
+    # (a ferclient.Client per thread) could leave it off for the whole process.
+    with _PIXEL_LIMIT_LOCK:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            im = Image.open(p.open() if isinstance(p, _Bytes) else p)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
     with im:
         full = im.size
         if im.format == "JPEG" and max(full) > DECODE_MIN_SIDE:

@@ -80,7 +80,7 @@ def test_what_is_not_an_image_is_one_line(client, image, says):
 
 
 def test_bad_settings_and_an_unreachable_server_are_fer_errors(astronaut, tmp_path):
-    for kwargs, says in (({"server": "myhost"}, "has no port"), ({"timeout": -1}, "--timeout"), ({"quality": 99}, "quality 99 out of range"),
+    for kwargs, says in (({"server": "myhost"}, "has no port"), ({"timeout": -1}, "^timeout=: must be a positive number"), ({"quality": 99}, "quality 99 out of range"),
                          ({"tls_cert": str(tmp_path / "c.pem")}, "--tls-cert and --tls-key go together"),
                          ({"model": str(tmp_path)}, "model.json")):
         with pytest.raises(FerError, match=says):
@@ -105,3 +105,32 @@ def test_the_library_imports_neither_torch_nor_the_library_for_the_command_line(
             "from ferclient import Client; assert not {'torch', 'compressai'} & set(sys.modules), 'heavy import'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_what_a_library_user_met_first(client, server, astronaut, tmp_path):
+    """The first audit of the library: Pillow's pixel limit left off by two threads, empty and unnamable images, use
+    after close, a token with a newline, errors naming flags instead of keywords, a PNG's bytes in a result's repr."""
+    import threading
+
+    limit = Image.MAX_IMAGE_PIXELS
+    threads = [threading.Thread(target=lambda: [client.recognize(astronaut) for _ in range(3)]) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert Image.MAX_IMAGE_PIXELS == limit
+    for image, says in ((np.zeros((0, 0, 3), np.uint8), "empty"), (Image.new("L", (0, 0)), "empty"), ("x" * 300, "cannot read it")):
+        with pytest.raises(FerError, match=says):
+            client.recognize(image)
+    with Client(server.address) as c:
+        pass
+    with pytest.raises(FerError, match="closed"):
+        c.recognize(astronaut)
+    c.close()  # twice: nothing to say
+    with pytest.raises(FerError, match="token= holds"):
+        Client(server.address, token="s3cret\n")
+    with pytest.raises(FerError, match=r"^detect_threshold=: must be between 0 and 1, got 2"):
+        Client(server.address, detect_threshold=2)
+    (tmp_path / "-tok").write_text("t\n")
+    with Client(server.address, token_file=str(tmp_path / "-tok")):  # a value starting with "-" is a value
+        pass
+    (face,) = client.recognize(astronaut, reconstruct=True)
+    assert "reconstruction_png" not in repr(face) and len(repr(face)) < 600
