@@ -62,10 +62,10 @@ class _Reply:
 def parser(error=None) -> argparse.ArgumentParser:
     """ferclient's command line (tests/client/test_cli.py holds README's usage block to it). error: called with argparse's
     message instead of printing usage and exiting (ferclient.api checks a Client's settings with this parser)."""
-    cls = argparse.ArgumentParser if error is None else type("Parser", (argparse.ArgumentParser,), {"error": lambda self, message: error(message)})
+    cls = _Parser if error is None else type("Parser", (_Parser,), {"error": lambda self, message: error(message)})
     p = cls(prog="ferclient", description="Send faces as learned bitstreams to a fercodec server.")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="{send,watch,info,models}")
     s = sub.add_parser("send", help="detect, encode and send the faces in images")
     s.add_argument("images", nargs="+", metavar="IMAGE", type=_image_arg, help="image files (anything Pillow reads, and HEIC); a directory stands for the images directly inside it; - for one image read from standard input")
     channel_mod.add_arguments(s)
@@ -91,7 +91,7 @@ def parser(error=None) -> argparse.ArgumentParser:
     channel_mod.add_arguments(i)
     _watch_parser(sub)
     m = sub.add_parser("models", help="encoders pulled from a server into this user's cache (see ferclient.models)")
-    msub = m.add_subparsers(dest="models_command", required=True)
+    msub = m.add_subparsers(dest="models_command", required=True, metavar="{pull,list,remove}")
     mp = msub.add_parser("pull", help="download the encoder of a model the server runs, verify its SHA-256s, cache it")
     mp.add_argument("model_id", nargs="?", default="", help="model id or model directory name (default: the server's first model)")
     mp.add_argument("--sha256", default=None, metavar="HEX", help="refuse the bundle unless its SHA-256 is HEX (ferclient models list shows it)")
@@ -99,8 +99,26 @@ def parser(error=None) -> argparse.ArgumentParser:
     ml = msub.add_parser("list", help="the cached encoders, each verified against its manifest")
     ml.add_argument("--json", action="store_true", help="one JSON object per model per line")
     mr = msub.add_parser("remove", help="delete a cached encoder")
-    mr.add_argument("model_id")
+    mr.add_argument("model_id", metavar="MODEL_ID", help="a cached model's id (ferclient models list shows them)")
     return p
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line and exit 2 (argparse printed its usage block first), naming the environment variable a bad value came
+        from where no flag gave it (FERCODEC_TIMEOUT=abc was reported as a --timeout never typed)."""
+        self.exit(2, f"{self.prog}: error: {_from_env(self, message)} ({self.prog} --help)\n")
+
+
+def _from_env(parser: argparse.ArgumentParser, message: str) -> str:
+    """message, plus where the value came from when it was an environment variable (the flag's help names it: env VAR)."""
+    import re
+
+    flag = re.match(r"argument (--[a-z-]+)", message)
+    action = next((a for a in parser._actions if flag and flag.group(1) in a.option_strings), None)
+    var = re.search(r"env (FERCODEC_[A-Z_]+)", (action.help or "") if action else "")
+    given = flag and any(arg == flag.group(1) or arg.startswith(flag.group(1) + "=") for arg in sys.argv[1:])
+    return f"{message} (from ${var.group(1)})" if var and os.environ.get(var.group(1)) and not given else message
 
 
 def _version() -> str:

@@ -1,4 +1,4 @@
-"""ferexport: turn training checkpoints into a shipped model directory (see ferwire.card).
+r"""ferexport: turn training checkpoints into a shipped model directory (see ferwire.card).
 
     ferexport --codec runs/codec/best.pt --classifier runs/classifier/best.pt \
               --out models/weights/fercodec-v1

@@ -31,6 +31,9 @@ layer (fermodels.expression): a feature codec on the classifier's frozen front,
 distilled from its mirror-pair answer on uncompressed faces (docs/expression),
 or with --teacher MODEL from another classifier's (a shipped ensemble's) answer on the same views.
 Where MODEL_DIR ships an ensemble, --member K splits its network K (default 0, the first).
+With --cache DIR the front's features (most of ten minutes to compute) are
+kept on disk and reused by the next run with the same classifier, split, views and seed;
+runs reading the same cache at once share its pages (memory-mapped).
 
 `fertrain synthesis --from MODEL_DIR --widths 64 32` distils a thinner synthesis
 transform from an image model's: on every training face (mirrored at random) at a
@@ -38,9 +41,6 @@ quality picked at random, through the shipped quantizer, it learns the shipped
 transform's reconstruction, plus --alpha times the face itself. The encoder,
 tables and bitstreams stay as they are; `<out>/model` is MODEL_DIR with it in
 codec.pt, for `fereval --update-card` (docs/synthesis).
-With --cache DIR the front's features (most of ten minutes to compute) are
-kept on disk and reused by the next run with the same classifier, split, views and seed;
-runs reading the same cache at once share its pages (memory-mapped).
 """
 
 from __future__ import annotations

@@ -89,6 +89,15 @@ _HELP = {
 MIN_MESSAGE_BYTES = 4096
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fercodec")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         """One line and exit 2: argparse printed the whole usage block (20 lines) before the line that matters."""
@@ -107,7 +116,9 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> C
             value = kind(value) if value is not None else None
         except ValueError:
             p.error(f"{var}={env[var]!r} is not a valid {kind.__name__}")
-        p.add_argument(flag, type=kind, default=value, help=f"{_HELP[name]} (env {var}, default {default})")
+        shown = "" if default is None or "default" in _HELP[name] else f", default {default}"  # None: the help says what happens
+        p.add_argument(flag, type=kind, default=value, help=f"{_HELP[name]} (env {var}{shown})")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     args = p.parse_args(argv)
     cfg = Config(**vars(args))
     if cfg.device not in ("cpu", "cuda", "auto"):
@@ -118,8 +129,11 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> C
         p.error(f"--synthesis-precision must be auto, bf16 or fp32, not {cfg.synthesis_precision!r}")
     if cfg.max_batch < 0:
         p.error("--max-batch must be 0 (auto) or a number of faces")
-    if min(cfg.max_faces, cfg.max_concurrent_rpcs, cfg.max_queue_faces, cfg.stream_window) < 1 or not 0 <= cfg.max_wait_ms < math.inf:
-        p.error("--max-faces, --max-concurrent-rpcs, --max-queue-faces and --stream-window must be >= 1 and --max-wait-ms a number >= 0")
+    for name in ("max_faces", "max_concurrent_rpcs", "max_queue_faces", "stream_window"):
+        if getattr(cfg, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be 1 or more, not {getattr(cfg, name)}")
+    if not 0 <= cfg.max_wait_ms < math.inf:  # inf: a batch that never runs; nan compares false everywhere
+        p.error(f"--max-wait-ms must be a finite number of milliseconds >= 0, not {cfg.max_wait_ms}")
     if cfg.max_message_bytes < MIN_MESSAGE_BYTES:  # grpc takes a negative size as no limit at all, and 0 refuses every request
         p.error(f"--max-message-bytes must be at least {MIN_MESSAGE_BYTES} (a request of a few faces), not {cfg.max_message_bytes}")
     if cfg.threads < 0:

@@ -46,6 +46,11 @@ def model_path(model_dir: str | Path) -> Path:
     return path
 
 
+def bundled_names() -> list[str]:
+    """The models shipped inside the package, by name."""
+    return sorted(p.name for p in WEIGHTS.iterdir() if (p / "model.json").is_file())
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """The parsed model.json."""
@@ -70,7 +75,8 @@ class ModelCard:
         path = model_path(model_dir or os.environ.get("FERCODEC_MODEL_DIR") or DEFAULT_MODEL_DIR)
         meta = path / "model.json"
         if not meta.is_file():
-            raise FileNotFoundError(f"no model.json in {path}: not a fercodec model directory")
+            named = "" if path.exists() else f" (no such directory; the bundled models: {', '.join(bundled_names())})"
+            raise FileNotFoundError(f"no model.json in {path}: not a fercodec model directory{named}")
         try:
             d = json.loads(meta.read_text())
         except (ValueError, UnicodeDecodeError) as e:

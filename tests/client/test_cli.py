@@ -88,3 +88,19 @@ def test_readme_usage_is_the_parser():
             assert set(flags) & listed, f"ferclient {command}: {flags} is not in README's usage"
         takes = {f for flags in options for f in flags}
         assert documented.get(command, set()) <= takes, f"README lists {documented[command] - takes} for ferclient {command}"
+
+
+def test_a_bad_value_is_one_line_naming_where_it_came_from(tmp_path):
+    """argparse printed its usage block first (7 lines), and a bad FERCODEC_TIMEOUT was reported as a --timeout never typed."""
+    import os
+    import subprocess
+
+    from ..conftest import BIN
+
+    def run(*args, **env):
+        return subprocess.run([str(BIN / "ferclient"), *args], capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+
+    for r, says in ((run("send", "x.png", "--timeout", "0"), "argument --timeout: must be a positive number of seconds, got 0 (ferclient send --help)"),
+                    (run("send", "x.png", FERCODEC_TIMEOUT="abc"), "got abc (from $FERCODEC_TIMEOUT)"),
+                    (run("models"), "the following arguments are required: {pull,list,remove}")):
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr

@@ -103,3 +103,17 @@ def test_runtime_defaults_leave_an_operators_settings_alone():
     env = {"OMP_WAIT_POLICY": "PASSIVE"}  # a wait policy of their own: no spin count imposed on it
     runtime_defaults(env)
     assert "GOMP_SPINCOUNT" not in env
+
+
+def test_each_message_names_the_setting_it_refuses_and_help_shows_no_default_none(capsys):
+    for argv, says in ((["--max-wait-ms", "inf"], "--max-wait-ms must be a finite number of milliseconds >= 0, not inf"),
+                       (["--stream-window", "0"], "--stream-window must be 1 or more, not 0")):
+        with pytest.raises(SystemExit):
+            parse(argv, env={})
+        assert says in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        parse(["--version"], env={})
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("ferserver ")
+    with pytest.raises(SystemExit):
+        parse(["--help"], env={})
+    assert "default None" not in capsys.readouterr().out

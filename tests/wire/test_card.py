@@ -50,3 +50,10 @@ def test_card_reads_the_prior_correction_and_refuses_a_bad_prior(tmp_path, card)
     del meta["prior_correction"]
     (d / "model.json").write_text(json.dumps(meta))
     assert ModelCard.load(d).log_bias is None
+
+
+def test_a_model_name_that_is_not_there_lists_the_bundled_ones(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"fercodec-v9: .*no such directory; the bundled models: fercodec-v1, fercodec-v1-expr\)$"):
+        ModelCard.load("fercodec-v9")
+    with pytest.raises(FileNotFoundError, match=r"not a fercodec model directory$"):  # a directory that is there: no list
+        ModelCard.load(tmp_path)
