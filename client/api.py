@@ -113,7 +113,7 @@ def pixels(image: Any) -> tuple[np.ndarray, float]:
         if 0 in image.size:
             raise ImageError(f"empty: a {image.size[0]}x{image.size[1]} image")
         return _rgb8(ImageOps.exif_transpose(image)), 1.0
-    raise ImageError(f"cannot read a {type(image).__name__} as an image: give a path, bytes, a Pillow image or a uint8 array")
+    raise ImageError(f"cannot read an object of type {type(image).__name__} as an image: give a path, bytes, a Pillow image or a uint8 array")
 
 
 def _name(image: Any) -> str:

@@ -234,7 +234,7 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better,
         ck = _load_state(last)
         _check_resumable(last, ck.get("args", {}), vars(args))
         if ck["epoch"] >= args.epochs:
-            print(f"fertrain: {last} is a finished run ({ck['epoch']} epochs; the best is {out / 'best.pt'}): nothing to do "
+            print(f"fertrain: {last} is a finished run ({ck['epoch']} epoch{'s' if ck['epoch'] != 1 else ''}; the best is {out / 'best.pt'}): nothing to do "
                   f"(--fresh starts over)", file=sys.stderr)
             return ck["history"]
         for k, m in model_parts.items():

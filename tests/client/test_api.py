@@ -71,7 +71,7 @@ def test_the_expression_layer(server, astronaut):
     (b"not an image", "not an image Pillow can read"),
     (np.zeros((48, 48), np.float32), "must be uint8, got float32"),
     (np.zeros((4, 48, 48), np.uint8), "got shape [4, 48, 48]"),
-    (42, "cannot read a int as an image"),
+    (42, "cannot read an object of type int as an image"),
 ])
 def test_what_is_not_an_image_is_one_line(client, image, says):
     with pytest.raises(FerError) as e:
