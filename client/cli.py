@@ -381,7 +381,7 @@ def _unknown_model(e) -> bool:
     return models.unknown_model(e)
 
 
-def _load_encoder(args, note=None):
+def _load_encoder(args, note=_err):
     """FaceEncoder for --model; the id of a model neither local nor cached is pulled from --server first (unless --no-pull).
     note: told in one line when a model was pulled (default: stderr)."""
     from . import models
@@ -395,11 +395,11 @@ def _load_encoder(args, note=None):
     with channel_mod.open_channel(args) as channel:
         channel_mod.wait_ready(channel, args)
         where = models.pull(channel, args.model_dir, max(args.timeout, PULL_TIMEOUT_S), source=args.server)
-    (note or _err)(f"note: pulled model {args.model_dir} from {args.server} into {where}")
+    note(f"note: pulled model {args.model_dir} from {args.server} into {where}")
     return FaceEncoder(where)
 
 
-def _resend(args, swap, encoder, channel, stub, encoded, reconstruct: bool, note=None):
+def _resend(args, swap, encoder, channel, stub, encoded, reconstruct: bool, note=_err):
     """The server refused faces as encoded for a model it does not run: pull its model of the same kind (once per run:
     swap holds it, or why that failed), re-encode with it (encoded(encoder) -> (faces, streams, skipped)) and send once
     more. Returns (encoder, (faces, streams, skipped), _Reply); note (default: stderr) is told in one line."""
@@ -419,8 +419,8 @@ def _resend(args, swap, encoder, channel, stub, encoded, reconstruct: bool, note
             why = channel_mod.rpc_error_message(e, args) if isinstance(e, grpc.RpcError) else str(e)
             swap["error"] = f"the server does not run model {encoder.card.model_id}, and getting the one it runs failed: {why}"
             raise models.BundleError(swap["error"]) from None
-        (note or _err)(f"note: the server does not run model {encoder.card.model_id}; {'pulled' if pulled else 'using the cached'} {model_id} "
-                       f"({where}), re-encoding and sending again")
+        note(f"note: the server does not run model {encoder.card.model_id}; {'pulled' if pulled else 'using the cached'} {model_id} "
+             f"({where}), re-encoding and sending again")
     encoder = swap["encoder"]
     prepared = encoded(encoder)
     return encoder, prepared, _Reply(stub, prepared[1], reconstruct, args.timeout)

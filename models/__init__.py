@@ -34,6 +34,15 @@ def source_revision() -> str:
     return commit + ("+changes" if changed else "")
 
 
+def progress_bar(desc: str, total: int | None = None, unit: str = "face", iterable=None):
+    """A tqdm bar on stderr, redrawn at most every 2 s: what fereval's passes, calibration and quantization show."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=2, file=sys.stderr)
+
+
 _OURS = {"ferclient", "ferserver", "ferwire", "fermodels", "fercodec"}
 
 

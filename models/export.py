@@ -132,10 +132,10 @@ def _stale_note(out: Path, meta_before: dict | None, meta: dict) -> str | None:
     return f"{out} now holds a new model; stale or cleared: " + "; ".join(stale) if stale else None
 
 
-def _previous(out: str | Path) -> dict | None:
-    """model.json of the directory an export is about to replace, if any."""
+def _previous(model_dir: str | Path) -> dict | None:
+    """The raw model.json of a model directory (the one an export replaces, or re-exports), if it has one."""
     try:
-        return json.loads((Path(out) / "model.json").read_text())
+        return json.loads((Path(model_dir) / "model.json").read_text())
     except (OSError, ValueError):
         return None
 
@@ -237,7 +237,7 @@ def export(codec_src: str, classifier_src: str | list[str] | None, out: str | Pa
 
     codec, clf = load_training_models(codec_src)
     if default_quality is None and Path(codec_src).is_dir():  # re-exporting a model keeps the quality its clients use
-        kept = json.loads((Path(codec_src) / "model.json").read_text()).get("default_quality")
+        kept = (_previous(codec_src) or {}).get("default_quality")
         default_quality = kept if isinstance(kept, int) and 0 <= kept < codec.num_qualities else None
     if default_quality is not None and not 0 <= default_quality < codec.num_qualities:  # written as given, and loaded, before
         raise ValueError(f"--default-quality must be 0 to {codec.num_qualities - 1} ({codec.num_qualities} qualities), got {default_quality}")

@@ -26,6 +26,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from . import progress_bar
+
 INT8_FILE = "classifier.int8.pt"
 CALIBRATION_FACES = 2048  # FER2013 train faces, evenly spaced; each also mirrored
 CALIBRATION_BATCH = 256
@@ -78,7 +80,7 @@ def quantize(classifier, faces):
     starts = range(0, len(calibration), CALIBRATION_BATCH)
     out = []
     # The observers' passes are most of a minute with nothing else to show for it: a bar over every member's batches.
-    with warnings.catch_warnings(), _bar(len(members) * len(starts), f"int8 calibration, {len(members)} network{'s' * (len(members) > 1)}") as bar:
+    with warnings.catch_warnings(), progress_bar(f"int8 calibration, {len(members)} network{'s' * (len(members) > 1)}", len(members) * len(starts), "batch") as bar:
         warnings.simplefilter("ignore")  # FX quantization's deprecation notice (torch 2.x keeps it working)
         for m in members:
             m = copy.deepcopy(m).cpu().eval()
@@ -90,13 +92,6 @@ def quantize(classifier, faces):
             out.append(convert_fx(prepared))
         with torch.no_grad():
             return torch.jit.freeze(torch.jit.trace(_mirror_ensemble(out).eval(), (faces[:8],)))
-
-
-def _bar(total: int, desc: str, unit: str = "batch"):
-    """A tqdm bar on stderr, as fermodels' other long stages show theirs."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=2, file=sys.stderr)
 
 
 def calibration_faces(model_dir, count: int = CALIBRATION_FACES, seed: int = 0, data: str | None = None):
@@ -116,7 +111,7 @@ def calibration_faces(model_dir, count: int = CALIBRATION_FACES, seed: int = 0, 
     x = to_tensor(load_split("train", data, limit=count)[0])
     q = np.random.default_rng(seed).integers(0, card.num_qualities, len(x))
     out = torch.empty_like(x)
-    with _bar(len(x), f"calibration faces, decoded at {card.num_qualities} qualities", "face") as bar:  # one bar, not one a quality
+    with progress_bar(f"calibration faces, decoded at {card.num_qualities} qualities", len(x)) as bar:  # one bar, not one a quality
         for k in range(card.num_qualities):
             pick = np.flatnonzero(q == k)
             if len(pick):
@@ -253,7 +248,7 @@ def check(model_dir, data: str | None = None, batch: int = 32, repeats: int = 30
     out = {"model": card.model_id, "faces": len(x), "threads": torch.get_num_threads(), "bf16_native": bf16_native()}
     # Two bars, for the two silent stretches of about half a minute each: the passes over val (every face 9 times: the
     # encoder, 3 syntheses, 5 classifier passes) and the timed calls (8 timings, each warm-up and repeats).
-    passes = _bar(9 * len(x), f"--check: passes over {len(x)} val faces", "face")
+    passes = progress_bar(f"--check: passes over {len(x)} val faces", 9 * len(x))
 
     def run(f, v):
         parts = []
@@ -273,7 +268,7 @@ def check(model_dir, data: str | None = None, batch: int = 32, repeats: int = 30
         p32, p16 = run(int8.probabilities, r32).numpy(), run(int8.probabilities, r16).numpy()
         out["synthesis"] = {"quality": q, "same_label": float((p16.argmax(1) == p32.argmax(1)).mean()), "accuracy_fp32": float((p32.argmax(1) == y).mean()),
                             "accuracy_bf16": float((p16.argmax(1) == y).mean()), "max_abs_pixel_diff": float((r16 - r32).abs().max())}
-    with _bar(8 * (WARMUP_CALLS + repeats), "--check: timing", "call") as timing, torch.no_grad():
+    with progress_bar("--check: timing", 8 * (WARMUP_CALLS + repeats), "call") as timing, torch.no_grad():
         b = x[:batch]
         out["ms_per_face_fp32"], out["ms_per_face_int8"] = ms_per_face(fp32.probabilities, b, repeats, timing), ms_per_face(int8.probabilities, b, repeats, timing)
         out["ms_one_face_fp32"], out["ms_one_face_int8"] = ms_per_face(fp32.probabilities, x[:1], repeats, timing), ms_per_face(int8.probabilities, x[:1], repeats, timing)

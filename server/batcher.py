@@ -65,19 +65,23 @@ class _FairQueue:
             self._sources.setdefault(source, deque()).extend(entries)
             self._ready.notify()
 
-    def control(self, item: Any) -> None:
+    def drain(self) -> None:
         with self._ready:
-            if item is _DRAIN:
-                self._drain = True
-            else:
-                self._stop = True
+            self._drain = True
             self._ready.notify()
 
-    def waiting(self, source: Hashable, n: int) -> int:
-        """Entries that would run before the last of n more from source: its own queue, and from each other source
-        as many as n (they take turns)."""
+    def stop(self) -> None:
         with self._ready:
-            return sum(len(q) if s == source else min(len(q), n) for s, q in self._sources.items())
+            self._stop = True
+            self._ready.notify()
+
+    def standing(self, source: Hashable, n: int) -> tuple[int, int, int]:
+        """(ahead, mine, sources) for n more entries from source: the entries that would run before its last (its own
+        queue, and from each other source as many as n: they take turns), its own queue, and the sources waiting."""
+        with self._ready:
+            mine = len(self._sources.get(source, ()))
+            others = sum(min(len(q), n) for s, q in self._sources.items() if s != source)
+            return mine + others, mine, len(self._sources)
 
     def get(self, timeout: float | None) -> Any:
         """The next entry or control item; queue.Empty past timeout (None: wait for ever; 0: don't wait)."""
@@ -133,8 +137,8 @@ class Batcher:
         n = len(items)
         source = object() if source is None else source
         with self._lock:
-            ahead = self._queue.waiting(source, n) + self._running
-            mine, sources = self._queue.waiting(source, 0), len(self._queue._sources)
+            ahead, mine, sources = self._queue.standing(source, n)
+            ahead += self._running
             if self._queued + n > self._max_queue and (n > self._max_queue or mine + n > self._max_queue // (sources + 1)):
                 self._shed("queue_full", n)
                 if n > self._max_queue:
@@ -159,11 +163,11 @@ class Batcher:
     def drain(self) -> None:
         """Stop waiting for company: the server has stopped taking calls (SIGTERM), so a batch waiting to fill would
         only hold its callers until max_wait. Faces still submitted run at once."""
-        self._queue.control(_DRAIN)
+        self._queue.drain()
 
     def close(self) -> None:
         """Finish what is queued, then stop the worker."""
-        self._queue.control(_STOP)
+        self._queue.stop()
         self._thread.join()
 
     def _gauge(self) -> None:

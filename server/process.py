@@ -67,8 +67,6 @@ class ServerProcess:
         """Everything the server logged so far (or in all, once it has exited and been stopped)."""
         return self._final if self._final is not None else self.log_path.read_text()
 
-    _final: str | None = None
-
     def _keep_output(self) -> str:
         """Once the process has ended: its log, kept in memory, and the temporary file removed (a test run starts
         dozens of servers; their logs piled up in /tmp)."""

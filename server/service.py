@@ -192,9 +192,9 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
 
 
 # A stream whose message was refused for overload has its next message worked on (and so the one after it read) only
-# after this pause. Refusals are answered at once, so a
-# client writing 64-face messages without pause kept the event loop busy refusing them (8 such streams against a
-# 64-face queue: about 1,300 messages a second), and a one-face call from elsewhere waited 0.7 s for the loop.
+# after this pause. Refusals are answered at once, so a client writing 64-face messages regardless kept the event loop
+# busy refusing them (8 such streams against a 64-face queue: about 1,300 messages a second), and a one-face call from
+# elsewhere waited 0.7 s for the loop.
 REFUSED_PAUSE_S = 0.1
 
 

@@ -9,8 +9,9 @@ from typing import Callable
 
 import numpy as np
 
+from .. import progress_bar
 from ..data import to_tensor
-from .measure import progress_bar, rate_point
+from .measure import rate_point
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import numpy as np
 
 from ferwire.card import tempered
 
-from .. import argtypes
+from .. import argtypes, progress_bar
 
 BINS = 15
 
@@ -104,13 +104,6 @@ def _measures(p: np.ndarray, y: np.ndarray, names) -> dict:
             "balanced_nll": balanced_nll(p, y), "mean_confidence": float(p.max(1).mean()), "recall": recalls(p, y, names)}
 
 
-def _bar(desc: str, unit: str, total: int | None = None, iterable=None):
-    """A tqdm bar on stderr, as fereval's passes show theirs (fermodels.evaluation.measure.progress_bar)."""
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=2, file=sys.stderr)
-
-
 SERVER_CHUNK = 512  # faces per server_probabilities call: a multiple of its 64-face requests, so the server sees the same batches
 
 
@@ -120,7 +113,7 @@ def _served(address: str, card, faces: np.ndarray, desc: str) -> np.ndarray:
     from .photos import server_probabilities
 
     out = []
-    with _bar(desc, "face", len(faces)) as bar:
+    with progress_bar(desc, len(faces)) as bar:
         for i in range(0, len(faces), SERVER_CHUNK):
             out.append(server_probabilities(address, card.path, faces[i : i + SERVER_CHUNK]))
             bar.update(len(out[-1]))
@@ -140,7 +133,7 @@ def calibrate(address: str, model_dir, data=None, limit=None, strength: float | 
     # The balance the model learned: the card's, where an earlier fit or its trainer wrote one (a model trained on other
     # targets than FER2013's labels, e.g. docs/ferplus), else FER2013 train's labels'.
     prior = np.asarray(card.train_prior) if card.train_prior else train_prior(data)
-    s, t = fit_correction(*raw["val"], prior, strength, lambda it: _bar(f"{card.model_id}: fitting s and T on val", "strength", iterable=it))
+    s, t = fit_correction(*raw["val"], prior, strength, lambda it: progress_bar(f"{card.model_id}: fitting s and T on val", unit="strength", iterable=it))
     row = {"model": card.model_id, "path": str(card.path), "prior_strength": s, "train_prior": prior.tolist(), "temperature": t,
            "previous": {"prior_strength": card.prior_correction, "temperature": card.temperature}}
     for split, (p, y) in raw.items():

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .measure import DEPLOYED, EXPRESSION, OURS, progress_bar, rate_point
+from .. import progress_bar
+from .measure import DEPLOYED, EXPRESSION, OURS, rate_point
 
 
 def _reconstruct(encoder, codec, faces: np.ndarray, q: int, batch_size: int, bar) -> tuple[list[int], torch.Tensor]:

@@ -7,12 +7,9 @@ is the first classifier's, "accuracies" all of them).
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import torch
 from pytorch_msssim import ms_ssim
-from tqdm import tqdm
 
 from ..data import to_tensor
 
@@ -68,6 +65,3 @@ def rate_point(codec: str, setting, sizes, faces, labels, recon, classifiers: di
         "accuracies": acc,
     }
 
-
-def progress_bar(desc: str, total: int):
-    return tqdm(total=total, desc=desc, unit="face", dynamic_ncols=True, mininterval=2, file=sys.stderr)
