@@ -155,13 +155,52 @@ def open_channel(args, warn_faces=None):
 
 def wait_ready(channel, args) -> None:
     """Wait up to --timeout for the channel to connect; ConnectionError with one line when it does not. For calls whose own
-    deadline is long (a model download): a stalled or unreachable server is reported after --timeout, not after it."""
+    deadline is long (a model download): a stalled or unreachable server is reported after --timeout, not after it.
+
+    A connection that fails outright (refused, a TLS handshake refused) ends the wait at once with grpc's reason, as
+    `send` reports it: waiting out --timeout for a port with nothing on it told the user nothing more, ten seconds later.
+    A server that accepts but does not answer (stalled) still gets the whole --timeout."""
+    import threading
+    import time
+
     import grpc
 
+    ready, failed = threading.Event(), threading.Event()
+
+    def seen(state) -> None:
+        if state == grpc.ChannelConnectivity.READY:
+            ready.set()
+        elif state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            failed.set()
+
+    deadline = time.monotonic() + args.timeout
+    channel.subscribe(seen, try_to_connect=True)
     try:
-        grpc.channel_ready_future(channel).result(timeout=args.timeout)
-    except grpc.FutureTimeoutError:
-        raise ConnectionError(f"cannot reach server at {args.server} within {args.timeout:g}s") from None
+        while not ready.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ConnectionError(f"cannot reach server at {args.server} within {args.timeout:g}s")
+            if failed.wait(min(left, 0.05)) and not ready.is_set():
+                _probe(channel, args, left)  # raises with grpc's reason, unless the server came up meanwhile
+                return
+    finally:
+        channel.unsubscribe(seen)
+
+
+def _probe(channel, args, timeout: float) -> None:
+    """One health check (open to every caller, even without a token) on a channel that failed to connect: ConnectionError
+    with the reason grpc gives, as `send`'s message words it; returns when the call was answered at all."""
+    import grpc
+
+    check = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=bytes, response_deserializer=bytes)
+    try:
+        check(b"", timeout=timeout)
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.UNAVAILABLE:
+            raise ConnectionError(rpc_error_message(e, args)) from None
+        if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise ConnectionError(f"cannot reach server at {args.server} within {args.timeout:g}s") from None
+        # anything else (NOT_FOUND for an unknown service, UNIMPLEMENTED) came from a server: it is reachable
 
 
 def _check_pair(cert_path: str, key_path: str, key: bytes, cert: bytes) -> None:

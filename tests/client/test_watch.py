@@ -243,3 +243,28 @@ def test_a_server_that_shuts_down_ends_the_run_with_one_line(tmp_path):
     assert p.returncode == 1 and "the server ended the stream before the video ended" in err and "Traceback" not in err, err
     with open(tmp_path / "t.csv") as f:
         assert len(list(csv.DictReader(f))) == 1 + len(out.splitlines())
+
+
+def test_a_refused_connection_is_reported_at_once_and_a_stalled_server_after_timeout(video):
+    """Nothing listening: one line with grpc's reason within a second or two, as `send` says it (watch waited out the
+    whole --timeout before saying only that it could not reach the server). A server that accepts connections but
+    answers nothing (stopped before the run) still gets the whole --timeout."""
+    from ..conftest import ServerProcess, free_port
+
+    closed = f"127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    r = subprocess.run([str(BIN / "ferclient"), "watch", str(video), "--server", closed, "--timeout", "20"], capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - t0
+    assert r.returncode == 1 and took < 8, (took, r.stderr)
+    assert f"cannot reach server at {closed} (" in r.stderr and "refused" in r.stderr.lower() and "Traceback" not in r.stderr, r.stderr
+    with ServerProcess("--metrics-port", "-1") as stalled:
+        stalled.proc.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        try:
+            r = subprocess.run([str(BIN / "ferclient"), "watch", str(video), "--server", stalled.address, "--timeout", "2"],
+                               capture_output=True, text=True, timeout=60)
+        finally:
+            stalled.proc.send_signal(signal.SIGCONT)
+        took = time.monotonic() - t0
+    assert r.returncode == 1 and 1.9 < took < 15, (took, r.stderr)
+    assert f"cannot reach server at {stalled.address} within 2s" in r.stderr, r.stderr
