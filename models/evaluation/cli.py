@@ -227,7 +227,7 @@ def run_robustness(args, command: str) -> Path:
     from ferwire.card import ModelCard
 
     from ..bundle import pick_device
-    from .robustness import evaluate_robustness, markdown
+    from .robustness import evaluate_robustness, markdown, replot
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -247,6 +247,7 @@ def run_robustness(args, command: str) -> Path:
     (out / "robustness.json").write_text(json.dumps({"command": command, "split": args.split, "faces": len(faces), "seconds": time.perf_counter() - t0,
                                                      "machine": machine, "columns": columns, "rows": rows}, indent=1))
     (out / "robustness.md").write_text(markdown(columns, rows, command, f"{machine['processor']}, {machine['cpu_count']} cores, {device}", len(faces), SPLIT_NAMES[args.split]))
+    replot(out)
     return out / "robustness.md"
 
 

@@ -8,6 +8,10 @@ fermodels.perturb's, with fixed seeds, so every column and every run sees the sa
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
+
 from ..perturb import PERTURBATIONS, conditions, perturb
 from .deployment import codec_accuracy, evaluate_expression
 from .measure import classifier_accuracy
@@ -44,6 +48,8 @@ def markdown(columns: list[str], rows: list[dict], command: str, machine: str, f
         "",
         f"Command: `{command}`. {faces} FER2013 {split} faces. Machine: {machine}.",
         "",
+        "![accuracy under each perturbation, per column](robustness.png)",
+        "",
         "| perturbation | severity | " + " | ".join(columns) + " |",
         "|---|---|" + "---|" * len(columns),
     ]
@@ -53,3 +59,57 @@ def markdown(columns: list[str], rows: list[dict], command: str, machine: str, f
     lines += ["", "Perturbations (fermodels.perturb; each face draws its own direction, tilt sign or place, seeded):", ""]
     lines += [f"- {k}: {d}" for k, (d, _) in PERTURBATIONS.items() if k != "none"]
     return "\n".join(lines) + "\n"
+
+
+def plot(columns: list[str], rows: list[dict], path: Path, title: str) -> None:
+    """robustness.png: one group of bars per perturbation and severity, one bar per column, each column's unperturbed
+    accuracy a dashed line in its colour: which degradation costs what, and which network or path holds up, at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    perturbed = [r for r in rows if r["kind"] != "none"]
+    clean = next((r for r in rows if r["kind"] == "none"), None)
+    height = 0.8 / len(columns)
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(perturbed) + 1.6), dpi=110)
+    for k, c in enumerate(columns):
+        ys = [i + (k - (len(columns) - 1) / 2) * height for i in range(len(perturbed))]
+        ax.barh(ys, [100 * r[c] for r in perturbed], height=height, color=f"C{k}", label=c)
+        if clean is not None:
+            ax.axvline(100 * clean[c], color=f"C{k}", lw=0.9, ls="--")
+    ax.set_yticks(range(len(perturbed)), [f"{r['kind']} {r['severity']:g}" for r in perturbed])
+    ax.invert_yaxis()
+    low = min(100 * r[c] for r in perturbed for c in columns)
+    ax.set_xlim(max(0.0, 5 * (low // 5) - 5), None)
+    ax.set_xlabel("accuracy (%); dashed: the same column on unperturbed faces")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08 - 0.6 / len(perturbed)), ncol=2, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def replot(folder: Path) -> Path:
+    """robustness.png drawn again from the robustness.json in folder (as fereval --robustness wrote it)."""
+    r = json.loads((folder / "robustness.json").read_text())
+    path = folder / "robustness.png"
+    plot(r["columns"], r["rows"], path, title_of(r))
+    return path
+
+
+def title_of(r: dict) -> str:
+    from .report import SPLIT_NAMES
+
+    return f"FER2013 {SPLIT_NAMES.get(r['split'], r['split'])}, {r['faces']} faces per row, perturbed as fermodels.perturb does"
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(prog="python -m fermodels.evaluation.robustness",
+                                description="Draw robustness.png again from a folder's robustness.json (fereval --robustness draws it when it measures).")
+    p.add_argument("folder", type=Path, help="a folder fereval --robustness wrote (robustness.json)")
+    a = p.parse_args()
+    if not (a.folder / "robustness.json").is_file():
+        p.error(f"{a.folder / 'robustness.json'}: no such file (fereval --robustness --out {a.folder} writes it)")
+    print(replot(a.folder))

@@ -20,6 +20,7 @@ def test_robustness_table(tmp_path, card, expression_card, capsys):
     assert rows[("blur", 1.5)]["deployed, uncompressed"] < none["deployed, uncompressed"] - 0.1  # heavy blur must cost accuracy
     text = (out / "robustness.md").read_text()
     assert "mean of the perturbed rows" in text and "| occlude | 20 |" in text
+    _is_png(out / "robustness.png")
 
     # --model-dir none: the expression layer's column alone, the same figures as beside the image codec
     alone = tmp_path / "alone"
@@ -37,3 +38,25 @@ def test_model_dir_none_is_for_robustness_only(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--model-dir", "none", "--limit", "10"])
     assert e.value.code == 2 and "--model-dir none goes with --robustness" in capsys.readouterr().err
+
+
+def _is_png(path) -> None:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.width > 400 and im.height > 400
+
+
+def test_replot_draws_the_figure_again_from_the_json(tmp_path):
+    """python -m fermodels.evaluation.robustness FOLDER: the published figure redrawn from its committed JSON, without the
+    15-minute measurement; a folder without robustness.json is one line and exit 2."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy("docs/robustness/robustness.json", tmp_path / "robustness.json")
+    r = subprocess.run([sys.executable, "-m", "fermodels.evaluation.robustness", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == str(tmp_path / "robustness.png"), r.stderr
+    _is_png(tmp_path / "robustness.png")
+    r = subprocess.run([sys.executable, "-m", "fermodels.evaluation.robustness", str(tmp_path / "none")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "robustness.json: no such file" in r.stderr and "Traceback" not in r.stderr
