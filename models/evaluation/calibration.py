@@ -99,9 +99,26 @@ def train_prior(data=None) -> np.ndarray:
     return np.bincount(y) / len(y)
 
 
+def reliability(p: np.ndarray, labels: np.ndarray, bins: int = BINS) -> list[list[float]]:
+    """Per equal-width confidence bin (ece's): [faces, mean confidence, accuracy]; an empty bin is [0, 0, 0]."""
+    conf, right = p.max(1), p.argmax(1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        out.append([int(m.sum()), float(conf[m].mean()) if m.any() else 0.0, float(right[m].mean()) if m.any() else 0.0])
+    return out
+
+
+def confusion(p: np.ndarray, labels: np.ndarray, classes: int) -> list[list[int]]:
+    """Counts [true class][answered class]."""
+    return np.bincount(labels * classes + p.argmax(1), minlength=classes * classes).reshape(classes, classes).tolist()
+
+
 def _measures(p: np.ndarray, y: np.ndarray, names) -> dict:
     return {"accuracy": float((p.argmax(1) == y).mean()), "mean_recall": mean_recall(p, y), "ece": ece(p, y), "nll": nll(p, y),
-            "balanced_nll": balanced_nll(p, y), "mean_confidence": float(p.max(1).mean()), "recall": recalls(p, y, names)}
+            "balanced_nll": balanced_nll(p, y), "mean_confidence": float(p.max(1).mean()), "recall": recalls(p, y, names),
+            "reliability": reliability(p, y), "confusion": confusion(p, y, len(names))}
 
 
 SERVER_CHUNK = 512  # faces per server_probabilities call: a multiple of its 64-face requests, so the server sees the same batches
@@ -157,6 +174,8 @@ def markdown(rows: list[dict], command: str) -> str:
         "class-balanced NLL (each class weighs the same); test (PrivateTest) is reported, not used. T changes no label; s does.",
         f"Before: the raw probabilities (s = 0, T = 1). ECE: {BINS} equal-width confidence bins.",
         "",
+        "![reliability diagrams and confusion matrices on test](calibration.png)",
+        "",
         "| model | s | T | split | accuracy | mean recall | ECE | NLL | balanced NLL |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -171,6 +190,45 @@ def markdown(rows: list[dict], command: str) -> str:
         b, a = r["test"]["before"]["recall"], r["test"]["after"]["recall"]
         lines.append(f"| {r['model']} | " + " | ".join(f"{100 * b[n]:.1f} -> {100 * a[n]:.1f} %" for n in names) + " |")
     return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """calibration.png, test (PrivateTest) per model: the reliability diagram before and after the correction (a point per
+    confidence bin, its size the bin's faces; on the diagonal, a confidence means what it says) and the confusion matrix
+    after it, each row the true class in % (where fear and sad go)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows[0]["test"]["after"]["recall"])
+    fig, axes = plt.subplots(2, len(rows), figsize=(5.2 * len(rows), 9.6), dpi=110, squeeze=False)
+    for k, r in enumerate(rows):
+        ax = axes[0][k]
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        for when, colour, label in (("before", "C7", f"raw (ECE {r['test']['before']['ece']:.3f})"),
+                                    ("after", "C0", f"served: s {r['prior_strength']:.2f}, T {r['temperature']:.2f} (ECE {r['test']['after']['ece']:.3f})")):
+            bins = [b for b in r["test"][when]["reliability"] if b[0]]
+            total = sum(b[0] for b in bins)
+            ax.plot([b[1] for b in bins], [b[2] for b in bins], "-", color=colour, lw=1, label=label)
+            ax.scatter([b[1] for b in bins], [b[2] for b in bins], s=[1500 * b[0] / total for b in bins], color=colour, alpha=0.6)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence of the answer", ylabel="fraction of answers right",
+               title=f"{r['model']}: reliability, test ({r['test']['faces']} faces)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+        ax = axes[1][k]
+        m = np.asarray(r["test"]["after"]["confusion"], float)
+        pct = 100 * m / np.maximum(m.sum(1, keepdims=True), 1)
+        ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
+        for i in range(len(names)):
+            for j in range(len(names)):
+                ax.text(j, i, f"{pct[i, j]:.0f}", ha="center", va="center", fontsize=8, color="white" if pct[i, j] > 55 else "black")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(names)), [f"{n} ({int(c)})" for n, c in zip(names, m.sum(1))], fontsize=8)
+        ax.set(xlabel="answered", ylabel="true class (faces)", title=f"{r['model']}: confusion, test (% of each row)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def write_calibration(model_dir, row: dict) -> None:
@@ -195,6 +253,7 @@ def main(argv=None) -> int:
     p.add_argument("--prior-strength", type=float, default=None, metavar="S",
                    help="use this prior correction instead of fitting it (0: temperature only)")
     p.add_argument("--write", action="store_true", help="store each fitted s and T in its model.json")
+    p.add_argument("--replot", action="store_true", help="measure nothing: draw calibration.png again from --out's calibration.json")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for README.md and calibration.json (default: this checkout's docs/calibration, the committed figures; "
                         "with --limit, none)")
@@ -207,6 +266,12 @@ def main(argv=None) -> int:
         p.error(f"--out {args.out} is a file; give a folder")
     if args.prior_strength is not None and not 0 <= args.prior_strength <= 10:
         p.error(f"--prior-strength {args.prior_strength:g}: give a strength between 0 and 10")
+    if args.replot:
+        if args.out is None or not (args.out / "calibration.json").is_file():
+            p.error(f"--replot reads calibration.json in --out, and {args.out} has none")
+        plot(json.loads((args.out / "calibration.json").read_text()), args.out / "calibration.png")
+        print(args.out / "calibration.png")
+        return 0
     dirs = args.model_dir or [DEFAULT_MODEL_DIR, EXPRESSION_MODEL_DIR]
     try:
         with ServerProcess("--model-dir", ",".join(str(d) for d in dirs)) as server:
@@ -225,6 +290,7 @@ def main(argv=None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "calibration.json").write_text(json.dumps(rows, indent=1))
         (args.out / "README.md").write_text(text)
+        plot(rows, args.out / "calibration.png")
     print(text)
     return 0
 

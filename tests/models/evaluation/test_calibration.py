@@ -101,3 +101,31 @@ def test_a_quick_look_cannot_overwrite_the_shipped_figures(tmp_path, capsys):
             main(argv)
         assert e.value.code == 2 and says in capsys.readouterr().err
 
+
+
+def test_reliability_and_confusion_agree_with_ece_and_accuracy_and_replot_draws_them(tmp_path, capsys):
+    """The bins the figure draws are ece's bins (their weighted gap is the ECE), the confusion matrix's diagonal is the
+    accuracy; --replot draws calibration.png from calibration.json alone and refuses a folder without one."""
+    import pytest
+    from PIL import Image
+
+    from fermodels.evaluation.calibration import _measures, confusion, main, reliability
+
+    rng = np.random.default_rng(3)
+    names = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    p = rng.dirichlet(np.ones(7) * 0.5, size=500)
+    y = rng.integers(0, 7, 500)
+    bins = reliability(p, y)
+    assert sum(b[0] for b in bins) == 500
+    assert sum(b[0] / 500 * abs(b[2] - b[1]) for b in bins) == pytest.approx(ece(p, y))
+    m = np.array(confusion(p, y, 7))
+    assert m.sum() == 500 and (m.sum(1) == np.bincount(y, minlength=7)).all() and np.trace(m) == (p.argmax(1) == y).sum()
+    split = {"faces": 500, "before": _measures(p, y, names), "after": _measures(p, y, names)}
+    row = {"model": "m", "prior_strength": 0.6, "temperature": 0.8, "val": split, "test": split}
+    (tmp_path / "calibration.json").write_text(json.dumps([row]))
+    assert main(["--replot", "--out", str(tmp_path)]) == 0
+    with Image.open(tmp_path / "calibration.png") as im:
+        assert im.format == "PNG" and im.width > 400
+    with pytest.raises(SystemExit) as e:
+        main(["--replot", "--out", str(tmp_path / "none")])
+    assert e.value.code == 2 and "has none" in capsys.readouterr().err
