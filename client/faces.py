@@ -22,11 +22,11 @@ DETECT_THRESHOLD = 0.55  # YuNet score: the best F0.5 on the detection benchmark
 NMS_IOU = 0.3
 MIN_FACE = 24  # px, the box's longer side in the original photo; smaller faces are skipped, not classified
 EXIF_ORIENTATION = 0x0112
-DECODE_MIN_SIDE = 1600  # px: large JPEGs are decoded at the smallest DCT scale that keeps the longer side at least this, others reduced so
+DECODE_MIN_SIDE = 1600  # px: large JPEGs are decoded at the smallest DCT scale that keeps the longer side (budget_side) at least this, others reduced so
 DITHER_BLUR_PX = 1.5  # Gaussian sigma that turns a 1-bit photo's dither back into greys the detector finds a face in
 REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "RGBa", "PA", "La", "I", "F", "CMYK", "YCbCr")  # what Pillow's Image.reduce takes
 SHRINK_TAP_BYTES = 4 << 20  # shrink works in column bands whose float32 tap is at most this (peak memory)
-DETECT_MAX_SIDE = 640  # photos are shrunk to this longer side for detection (YuNet's training size; peak RSS), crops come from full resolution
+DETECT_MAX_SIDE = 640  # photos are shrunk to this longer side (budget_side: a panorama's by its area) for detection (YuNet's training size; peak RSS), crops come from full resolution
 # A second, finer pass finds the small faces the shrink loses: the photo at up to this longer side, in tiles of
 # DETECT_MAX_SIDE; it keeps only faces under SMALL_FACE px at the first pass's scale, where that pass is weak.
 # Small faces are where phantoms are (textures, windows), so that pass asks for FINE_THRESHOLD at least: the threshold the
@@ -191,8 +191,8 @@ def _decoded(p: Path | _Bytes, truncated: bool = False) -> tuple[np.ndarray, flo
             Image.MAX_IMAGE_PIXELS = limit
     with im:
         full = im.size
-        if im.format == "JPEG" and max(full) > DECODE_MIN_SIDE:
-            k = DECODE_MIN_SIDE / max(full)
+        if im.format == "JPEG" and budget_side(full[1], full[0]) > DECODE_MIN_SIDE:
+            k = DECODE_MIN_SIDE / budget_side(full[1], full[0])
             im.draft("RGB", (max(1, int(full[0] * k)), max(1, int(full[1] * k))))
         if limit and im.size[0] * im.size[1] > 2 * limit:
             # Pillow's own refusal (twice its warning size, 179 megapixels) judged the file's size, so a 200-megapixel
@@ -207,7 +207,7 @@ def _decoded(p: Path | _Bytes, truncated: bool = False) -> tuple[np.ndarray, flo
             ImageFile.LOAD_TRUNCATED_IMAGES = before
         if im.mode == "1":  # a dithered black-and-white photo: in pure black and white dots the detector found no face
             im = im.convert("L").filter(ImageFilter.GaussianBlur(DITHER_BLUR_PX))
-        k = max(im.size) // DECODE_MIN_SIDE
+        k = int(budget_side(im.size[1], im.size[0]) // DECODE_MIN_SIDE)
         if k >= 2 and im.mode == "P":  # a mode Image.reduce refuses; _rgb8 would make it RGB anyway
             im = im.convert("RGB")
         if k >= 2 and im.mode in REDUCIBLE_MODES:  # any other large photo: k x k box averages, as libjpeg's scaling gives
@@ -365,7 +365,7 @@ class FaceDetector:
         """raw() rows, in rgb's pixels, of the faces under SMALL_FACE px at scale `coarse`, found on rgb at up to
         fine_side in the fewest tiles of about max_side that overlap by more than such a face, so each lies whole in one tile."""
         h, w = rgb.shape[:2]
-        fine = min(1.0, self.fine_side / max(h, w))
+        fine = min(1.0, self.fine_side / budget_side(h, w))
         if fine < 1.5 * coarse:  # not enough more pixels to find anything the first pass missed
             return np.zeros((0, 15), np.float32)
         img = rgb if fine == 1.0 else _box_resize(rgb, fine)
@@ -452,7 +452,7 @@ class FaceDetector:
     def _shrunk(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         """(rgb shrunk to max_side on its longer side, the scale) : what the first pass and the turned passes run on."""
         h, w = rgb.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
+        scale = min(1.0, self.max_side / budget_side(h, w))
         return (rgb if scale == 1.0 else shrink(rgb, (max(1, round(w * scale)), max(1, round(h * scale))))), scale
 
     def _close_up(self, rgb: np.ndarray) -> np.ndarray:
@@ -554,6 +554,14 @@ def turn_boxes(boxes: np.ndarray, turns: int, shape: tuple[int, int]) -> np.ndar
     turned = shape if turns % 2 == 0 else shape[::-1]
     a, b = _unrotate(boxes[:, :2], -90 * turns, shape, turned), _unrotate(boxes[:, :2] + boxes[:, 2:4], -90 * turns, shape, turned)
     return np.column_stack([np.minimum(a, b), np.abs(b - a)])
+
+
+def budget_side(h: int, w: int) -> float:
+    """The longer side by which a photo's size budgets (DETECT_MAX_SIDE, DETECT_FINE_SIDE, DECODE_MIN_SIDE) are met:
+    the longer side of a 4:3 photo of the same area, or its own where shorter. A 4:3 (or 3:4) photo is budgeted by its
+    longer side as ever; a panorama or a strip by its area, since budgeting a 6000x1000 panorama by its 6000 px shrank
+    a 40 px face to 8 px in every pass, and none was found where the same face in a 4000x3000 photo is."""
+    return min(float(max(h, w)), float(np.sqrt(h * w * 4.0 / 3.0)))
 
 
 def _box_resize(rgb: np.ndarray, scale: float) -> np.ndarray:

@@ -136,6 +136,27 @@ def test_small_faces_in_a_large_photo_are_found_by_the_tiled_pass():
         assert tile <= most + overlap + 32 and len(starts) == -(-length // most)
 
 
+def test_a_small_face_in_a_panorama_or_a_strip_is_found(detector, tmp_path):
+    """The size budgets (the first pass's 640 px, the tiled pass's 1280, the JPEG decode's 1600) were met by the longer
+    side, so in a 6000x1000 panorama a 40 px face shrank to 8 px in every pass and was not found, where the same face in
+    a 4000x3000 photo is. They are now met by the area of a 4:3 photo (budget_side): 4:3 photos are treated as before."""
+    from PIL import Image
+
+    from ferclient.faces import budget_side, load_rgb
+
+    assert budget_side(3000, 4000) == budget_side(4000, 3000) == 4000 and budget_side(1000, 6000) < 3000
+    face = Image.fromarray(skimage.data.astronaut()).resize((220, 220), Image.Resampling.LANCZOS)  # its face about 40 px
+    for w, h in ((6000, 1000), (8000, 220), (4000, 3000)):
+        im = Image.new("RGB", (w, h), (120, 120, 120))
+        im.paste(face, (w // 2 - 110, h // 2 - 110))
+        im.save(tmp_path / "p.jpg", quality=92)
+        rgb, scale = load_rgb(tmp_path / "p.jpg")
+        faces = [f.rescaled(scale) for f in detector.detect(rgb)]
+        truth = (w // 2 - 110 + ASTRONAUT_FACE[0] * 220 // 512, h // 2 - 110 + ASTRONAUT_FACE[1] * 220 // 512,
+                 ASTRONAUT_FACE[2] * 220 // 512, ASTRONAUT_FACE[3] * 220 // 512)
+        assert len(faces) == 1 and iou(faces[0].box, truth) >= 0.5, (w, h, [f.box for f in faces], truth)
+
+
 def _photos():
     a = skimage.data.astronaut()
     return {"astronaut": a, "pair": np.concatenate([a, a[:, ::-1]], axis=1), "crop": a[50:250, 150:300],
