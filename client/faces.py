@@ -24,6 +24,9 @@ MIN_FACE = 24  # px, the box's longer side in the original photo; smaller faces 
 EXIF_ORIENTATION = 0x0112
 DECODE_MIN_SIDE = 1600  # px: large JPEGs are decoded at the smallest DCT scale that keeps the longer side (budget_side) at least this, others reduced so
 DITHER_BLUR_PX = 1.5  # Gaussian sigma that turns a 1-bit photo's dither back into greys the detector finds a face in
+# WebP's decoder holds about 16 bytes a pixel while it decodes (a 108-megapixel WebP peaked at 1.75 GB, the same image as
+# PNG at 0.54 GB and as JPEG at 0.19 GB): larger WebPs are refused with one line rather than risk an edge device's memory.
+WEBP_MAX_PIXELS = 40_000_000
 REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "RGBa", "PA", "La", "I", "F", "CMYK", "YCbCr")  # what Pillow's Image.reduce takes
 SHRINK_TAP_BYTES = 4 << 20  # shrink works in column bands whose float32 tap is at most this (peak memory)
 DETECT_MAX_SIDE = 640  # photos are shrunk to this longer side (budget_side: a panorama's by its area) for detection (YuNet's training size; peak RSS), crops come from full resolution
@@ -142,26 +145,38 @@ def load_rgb(path: str | Path | bytes, warn: Callable[[str], None] | None = None
                 raise ImageError("is a directory, not an image")
         except OSError as e:  # a name too long for the file system, say
             raise ImageError(f"cannot read it ({e.strerror or e})") from None
+    heif = p.suffix.lower() in (".heic", ".heif")
     try:
         try:
-            return _decoded(p)
+            return _decoded(p, warn=warn)
         except UnidentifiedImageError:
             if not _heif_opener():
                 raise
-            return _decoded(p)  # HEIC/HEIF (an iPhone's photos), read with pi-heif's opener in place
+            return _decoded(p, warn=warn)  # HEIC/HEIF (an iPhone's photos), read with pi-heif's opener in place
         except OSError as e:
             if "truncated" not in str(e):
                 raise
-            out = _decoded(p, truncated=True)
+            out = _decoded(p, truncated=True)  # its frame count was told on the first try
             if warn:
                 warn("the file is truncated: read the part that arrived, the rest is blank")
             return out
     except UnidentifiedImageError:
-        if p.suffix.lower() in (".heic", ".heif") and not _heif_opener():
+        if heif and not _heif_opener():
             raise ImageError("HEIC/HEIF photos need the pi-heif package (pip install pi-heif), or convert it to JPEG") from None
-        raise ImageError("not an image Pillow can read") from None
+        raise ImageError("not an image pi-heif can read as HEIC/HEIF" if heif else "not an image Pillow can read") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"cannot read image ({e})") from None
+        raise ImageError(_unreadable(e)) from None
+
+
+def _unreadable(e: Exception) -> str:
+    """One line for a decoder's refusal (some span lines, e.g. libheif's), saying 'truncated or damaged' where the
+    decoder's own words would not tell a user that (WebP's 'could not create decoder object', 'decoder error -2')."""
+    what = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, ValueError) and "megapixels" in what:  # our own limit (DecompressionBombError is not a ValueError)
+        return f"cannot read image ({what})"
+    if any(k in what.lower() for k in ("decoder", "end of file", "unexpected end", "broken data", "image file is truncated")):
+        return f"cannot read image: the file is truncated or damaged ({what})"
+    return f"cannot read image ({what})"
 
 
 _PIXEL_LIMIT_LOCK = threading.Lock()
@@ -176,8 +191,18 @@ class _Bytes(bytes):
         return io.BytesIO(self)
 
 
-def _decoded(p: Path | _Bytes, truncated: bool = False) -> tuple[np.ndarray, float]:
+def _decoded(p: Path | _Bytes, truncated: bool = False, warn: Callable[[str], None] | None = None) -> tuple[np.ndarray, float]:
     """load_rgb's work, for a file Pillow can open (`truncated`: decode what there is of a file cut short)."""
+    import warnings
+
+    # Pillow warns of a malformed EXIF block in lines of its own (with its source path); the photo's pixels are read
+    # as stored then, which is all a user needs to know.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="(?i).*exif", category=UserWarning)
+        return _decode(p, truncated, warn)
+
+
+def _decode(p: Path | _Bytes, truncated: bool, warn: Callable[[str], None] | None) -> tuple[np.ndarray, float]:
     from PIL import Image, ImageFile, ImageFilter, ImageOps
 
     # Pillow's limit (and its warning) judge the file's size: set aside while it opens, and checked below on the pixels
@@ -190,6 +215,12 @@ def _decoded(p: Path | _Bytes, truncated: bool = False) -> tuple[np.ndarray, flo
         finally:
             Image.MAX_IMAGE_PIXELS = limit
     with im:
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1 and warn:  # an animated GIF or WebP, a multi-page TIFF: `ferclient watch` reads moving images
+            warn(f"{frames} frames or pages: only the first is read")
+        if im.format == "WEBP" and im.size[0] * im.size[1] > WEBP_MAX_PIXELS:
+            raise ValueError(f"{im.size[0]}x{im.size[1]} pixels ({im.size[0] * im.size[1] / 1e6:.0f} megapixels) is more than ferclient "
+                             f"decodes as WebP ({WEBP_MAX_PIXELS / 1e6:.0f}; WebP's decoder needs about 16 bytes a pixel): shrink it or save it as JPEG")
         full = im.size
         if im.format == "JPEG" and budget_side(full[1], full[0]) > DECODE_MIN_SIDE:
             k = DECODE_MIN_SIDE / budget_side(full[1], full[0])
@@ -238,17 +269,41 @@ def _rgb8(im) -> np.ndarray:
 
     Why not im.convert('RGB') alone: Pillow clips single-channel images of more than 8 bits instead of scaling
     them, so a 16-bit grayscale PNG came out almost white and a float TIFF black, and no face was found.
-    16-bit samples (modes I;16*, and I holding values above 255) are scaled by 255/65535; float ones (F) are read
-    as 0..1 when none exceeds 1, else as 0..255."""
+    16-bit samples (modes I;16*, and I holding values above 255) are scaled by 255/65535; float ones (F) as
+    _float_white says. Transparent pixels are shown over white, as viewers show them."""
     if im.mode.startswith("I") or im.mode == "F":
         a = np.asarray(im, dtype=np.float64)
         if im.mode == "F":
-            a = a * 255.0 if a.size and np.nanmax(a) <= 1.0 else a
+            a = a * (255.0 / _float_white(a))
         elif im.mode.startswith("I;16") or (a.size and a.max() > 255):
             a = a / 257.0
         g = np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8)
         return np.repeat(g[..., None], 3, axis=-1)
+    if im.mode in ("RGBA", "LA", "La", "RGBa", "PA") or (im.mode == "P" and "transparency" in im.info):
+        # Transparent pixels are shown over a background, white in most viewers; converted as they were, their hidden
+        # colours came back (a fully transparent PNG, blank on screen, was labelled "happy 0.88").
+        from PIL import Image
+
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        white.alpha_composite(rgba)
+        return np.asarray(white.convert("RGB"))
     return np.asarray(im.convert("RGB"))
+
+
+def _float_white(a: np.ndarray) -> float:
+    """The value a float image's white has: 1 when its samples (but for the odd overshoot: the 99.9th percentile) stay
+    within 0..1, 255 when they reach past that up to 255, else their 99.9th percentile itself (a high-dynamic-range image,
+    shown stretched). Why not its maximum: one resampling overshoot of 1.02 made a 0..1 image read as 0..255, all black."""
+    finite = a[np.isfinite(a)]
+    if not finite.size:
+        return 1.0
+    top = float(np.percentile(finite, 99.9))
+    if top <= 1.0 + 1e-6:
+        return 1.0
+    if 16.0 <= top <= 255.0 + 1e-6:
+        return 255.0
+    return max(top, 1e-6)
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:

@@ -508,6 +508,10 @@ def test_gray_palette_and_high_bit_depth_images_load_as_their_8_bit_pixels(detec
     images = {"L.png": Image.fromarray(gray), "P.png": Image.fromarray(gray).convert("P"), "I16.png": Image.fromarray(gray.astype(np.uint16) * 257),
               "I32.tiff": Image.fromarray(gray.astype(np.int32) * 257), "F1.tiff": Image.fromarray(gray.astype(np.float32) / 255),
               "F255.tiff": Image.fromarray(gray.astype(np.float32))}
+    over = gray.astype(np.float32) / 255
+    over[0, 0] = 1.02  # one resampling overshoot: the whole image was read as 0..255, black, and no face found
+    images["F1over.tiff"] = Image.fromarray(over)
+    images["Fhdr.tiff"] = Image.fromarray(gray.astype(np.float32) / 255 * 4)  # high dynamic range, 0..4: shown stretched
     images["1.png"] = Image.fromarray(gray).convert("1")  # dithered black and white, blurred back into greys
     for name, im in images.items():
         im.save(tmp_path / name)
@@ -515,6 +519,10 @@ def test_gray_palette_and_high_bit_depth_images_load_as_their_8_bit_pixels(detec
         assert rgb.shape == (512, 512, 3) and rgb.dtype == np.uint8 and scale == 1.0
         if name == "1.png":  # only the shape of the photo comes back from its dots
             assert np.abs(rgb.astype(int) - gray[..., None]).mean() < 40, name
+        elif name == "F1over.tiff":
+            assert np.abs(rgb[..., 0].astype(int) - gray).ravel()[1:].max() <= 1, name
+        elif name == "Fhdr.tiff":  # stretched to its 99.9th percentile
+            assert np.abs(rgb.astype(int) - gray[..., None]).mean() < 4, name
         elif name != "P.png":  # a palette of 256 grays may merge a few levels
             assert np.abs(rgb.astype(int) - gray[..., None]).max() <= 1, name
         faces = detector.detect(rgb)
@@ -547,3 +555,52 @@ def test_a_fixed_size_detector_file_is_refused_with_the_fix(tmp_path):
     onnx.save(model, str(tmp_path / "fixed.onnx"))
     with pytest.raises(OSError, match="scripts/yunet_dynamic.py"):
         FaceDetector(model=tmp_path / "fixed.onnx")
+
+
+def test_odd_but_legitimate_files_read_as_a_viewer_shows_them(detector, tmp_path):
+    """From the audit of unusual files (2026-12-07): transparent pixels are shown over white (a fully transparent PNG,
+    blank on screen, was labelled); an animated GIF or a multi-page TIFF says only its first frame is read; a malformed
+    EXIF block prints no Pillow warning; a huge WebP is refused in one line before its decoder takes gigabytes; a
+    truncated file's decoder error is one line saying so."""
+    import warnings
+
+    from ferclient import faces as faces_mod
+
+    photo = Image.fromarray(skimage.data.astronaut())
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(0)
+    rgba.save(tmp_path / "clear.png")
+    rgb, _ = load_rgb(tmp_path / "clear.png")
+    assert (rgb == 255).all() and detector.detect(rgb) == []
+    half = photo.convert("RGBA")
+    half.putalpha(Image.new("L", photo.size, 255))
+    half.save(tmp_path / "opaque.png")
+    assert len(detector.detect(load_rgb(tmp_path / "opaque.png")[0])) == 1
+
+    notes = []
+    Image.new("RGB", photo.size).save(tmp_path / "anim.gif", save_all=True, append_images=[photo], duration=100)
+    load_rgb(tmp_path / "anim.gif", warn=notes.append)
+    assert notes == ["2 frames or pages: only the first is read"]
+
+    good = tmp_path / "p.jpg"
+    photo.save(good, quality=90)
+    b = good.read_bytes()
+    seg = b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08" + b"\xff" * 40
+    (tmp_path / "bad_exif.jpg").write_bytes(b[:2] + b"\xff\xe1" + (len(seg) + 2).to_bytes(2, "big") + seg + b[2:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would fail here
+        rgb, _ = load_rgb(tmp_path / "bad_exif.jpg")
+    assert len(detector.detect(rgb)) == 1
+
+    photo.save(tmp_path / "p.webp", quality=80)
+    faces_mod.WEBP_MAX_PIXELS, before = 100_000, faces_mod.WEBP_MAX_PIXELS
+    try:
+        with pytest.raises(ImageError, match=r"512x512 pixels \(0 megapixels\) is more than ferclient decodes as WebP"):
+            load_rgb(tmp_path / "p.webp")
+    finally:
+        faces_mod.WEBP_MAX_PIXELS = before
+    data = (tmp_path / "p.webp").read_bytes()
+    (tmp_path / "cut.webp").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError) as e:
+        load_rgb(tmp_path / "cut.webp")
+    assert "\n" not in str(e.value) and ("truncated" in str(e.value) or "not an image" in str(e.value)), str(e.value)
