@@ -6,7 +6,7 @@ ferwire.bitstream (numpy + constriction, or ferwire.rangecoder where constrictio
 As a library: `from ferclient import Client` (ferclient.api).
 """
 
-__all__ = ["Client", "FaceResult", "FerError"]
+__all__ = ["Client", "FaceResult", "FerError", "Quality", "ServedModel", "ServerInfo", "SkippedFace"]
 
 
 def __getattr__(name: str):

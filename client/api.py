@@ -5,6 +5,8 @@
     with Client("localhost:50051") as client:
         for face in client.recognize("photo.jpg"):
             print(face.box, face.label, face.confidence)
+        per_image = client.recognize_many(["a.jpg", "b.jpg"])  # faces of many images in few requests
+        print(client.server_info().models[0].model_id)
 
 The path is `ferclient send`'s (ferclient.cli is built from the same pieces): the detector, alignment onto
 FER2013's frame, the edge encoder, one channel with TLS, a bearer token, round_robin and retries, and the server's
@@ -22,7 +24,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -33,11 +35,12 @@ log = logging.getLogger("ferclient")
 
 
 class FerError(Exception):
-    """What went wrong, in one line; `code` is the gRPC status's name (UNAVAILABLE, ...) when the server refused."""
+    """What went wrong, in one line; `code` is the gRPC status's name (UNAVAILABLE, ...) when the server refused;
+    `index`, the position in recognize_many()'s images of the one that could not be read (so it can be left out)."""
 
-    def __init__(self, message: str, code: str | None = None):
+    def __init__(self, message: str, code: str | None = None, index: int | None = None):
         super().__init__(message)
-        self.code = code
+        self.code, self.index = code, index
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,70 @@ class FaceResult:
         return {"box": list(self.box) if self.box is not None else None, "score": None if self.score is None else round(self.score, 4),
                 "label": self.label, "confidence": round(self.confidence, 4), "probabilities": {n: round(p, 4) for n, p in self.probabilities.items()},
                 "bytes": self.bytes, "bpp": round(self.bpp, 4)}
+
+
+@dataclass(frozen=True)
+class SkippedFace:
+    """A face found but not sent, its box's longer side (size) being under the Client's min_face."""
+
+    box: tuple[int, int, int, int]  # x, y, w, h in the image's pixels
+    score: float  # the detector's confidence
+    size: int  # px, the box's longer side
+    image: int = 0  # its image's position in recognize_many()'s images (0 for recognize())
+
+
+@dataclass(frozen=True)
+class Quality:
+    """One codec quality a model offers."""
+
+    index: int
+    lambda_: float  # the weight it was trained with (proto: lambda; its meaning per kind: protos/fercodec/v1/fercodec.proto)
+    mean_bpp: float  # mean bits per pixel on FER2013 PrivateTest
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One model a server decodes (GetModelInfo's ModelInfo)."""
+
+    model_id: str
+    model_tag: int  # the 16-bit tag its bitstreams carry
+    kind: str  # "image" (reconstructed, then classified) or "expression" (classified without pixels)
+    version: str
+    input_size: tuple[int, int]  # height, width of a face
+    qualities: tuple[Quality, ...]
+    default_quality: int
+    class_names: tuple[str, ...]  # FaceResult.probabilities' order
+    bitstream_version: int
+    device: str  # cpu or cuda
+    classifier_precision: str | None  # "int8" or "fp32"; None for the expression layer
+    synthesis_precision: str | None  # "bf16" or "fp32"; None for the expression layer
+    temperature: float  # calibration: probabilities = softmax((log p - prior_correction * log train_prior) / temperature)
+    prior_correction: float
+    train_prior: tuple[float, ...]
+
+    @classmethod
+    def of(cls, m) -> "ServedModel":
+        return cls(model_id=m.model_id, model_tag=m.model_tag, kind=m.kind, version=m.version, input_size=(m.input_height, m.input_width),
+                   qualities=tuple(Quality(q.index, _f32(getattr(q, "lambda")), _f32(q.mean_bits_per_pixel)) for q in m.qualities),
+                   default_quality=m.default_quality, class_names=tuple(m.class_names), bitstream_version=m.bitstream_version,
+                   device=m.device, classifier_precision=m.classifier_precision or None, synthesis_precision=m.synthesis_precision or None,
+                   temperature=_f32(m.temperature), prior_correction=_f32(m.prior_correction), train_prior=tuple(_f32(v) for v in m.train_prior))
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What a server runs (`ferclient info`): models[0] is its first model, the one GetEncoder("") gives; the others
+    follow in its order. A face encoded for any of them is decoded."""
+
+    models: tuple[ServedModel, ...]
+
+    @property
+    def device(self) -> str:
+        return self.models[0].device
+
+    def model(self, model_id: str) -> ServedModel | None:
+        """The served model of this id, or None."""
+        return next((m for m in self.models if m.model_id == model_id), None)
 
 
 def prepare(rgb: np.ndarray, scale: float, encoder, detector, quality: int | None, min_face: int, align: bool = True):
@@ -116,6 +183,11 @@ def pixels(image: Any) -> tuple[np.ndarray, float]:
     raise ImageError(f"cannot read an object of type {type(image).__name__} as an image: give a path, bytes, a Pillow image or a uint8 array")
 
 
+def _f32(v: float) -> float:
+    """A proto float (float32) as its shortest decimal: 0.0018, not 0.0017999999690800905."""
+    return float(str(np.float32(v)))
+
+
 def _name(image: Any) -> str:
     """What an error says the image was: a path (its last 80 characters of a long one), or the kind of object."""
     if isinstance(image, (str, Path)):
@@ -125,7 +197,8 @@ def _name(image: Any) -> str:
 
 
 class Client:
-    """A connection to ferserver and the edge half of its model: `recognize(image)` -> list[FaceResult].
+    """A connection to ferserver and the edge half of its model: `recognize(image)` -> list[FaceResult],
+    `recognize_many(images)` -> one such list per image, `server_info()` -> ServerInfo.
 
     server: host:port or dns:///name:port (default $FERCODEC_SERVER, else localhost:50051). model: a bundled name
     (fercodec-v1, the default; fercodec-v1-expr), a model directory, or the id of a model the server runs (pulled).
@@ -171,48 +244,118 @@ class Client:
         """The id of the model faces are encoded for (the server's, once it was pulled)."""
         return self.encoder.card.model_id
 
-    def recognize(self, image: Any, *, detect: bool = True, reconstruct: bool = False) -> list[FaceResult]:
+    def recognize(self, image: Any, *, detect: bool = True, reconstruct: bool = False,
+                  on_skipped: Callable[[SkippedFace], None] | None = None) -> list[FaceResult]:
         """Every face in image (a path, an image file's bytes, a Pillow image or a uint8 array), in the detector's
         order (largest first); [] when there is none of at least min_face px. detect=False: the image is
-        already a face crop. reconstruct: each result carries the server's reconstruction as PNG (image codec)."""
+        already a face crop. reconstruct: each result carries the server's reconstruction as PNG (image codec).
+        on_skipped: called with each face under min_face before anything is sent (send's note on stderr); a callback
+        rather than a field or a Client attribute, so the result stays a plain list and no state outlives the call."""
+        return self._recognize([image], [_name(image)], detect, reconstruct, on_skipped, many=False)[0]
+
+    def recognize_many(self, images: Iterable[Any], *, detect: bool = True, reconstruct: bool = False,
+                       on_skipped: Callable[[SkippedFace], None] | None = None) -> list[list[FaceResult]]:
+        """recognize() for each image, one list per image in order, the faces of all going together in requests of
+        up to 32 (send's batching, cli._Reply), at most 64 on the wire at once: one round trip for a few images, not one
+        each. Every image is read and encoded before anything is sent, so an unreadable one raises FerError naming it
+        (`images[3] (photo.jpg): ...`, its position in FerError.index) and no request has been made; any later failure
+        raises too, with no partial results. SkippedFace.image says which image a skipped face is in."""
+        if isinstance(images, (str, bytes, Path, np.ndarray)) or hasattr(images, "getexif"):
+            raise FerError(f"recognize_many takes a list of images, got one {type(images).__name__}: give [image], or call recognize(image)")
+        images = list(images)
+        return self._recognize(images, [f"images[{k}] ({_name(im)})" for k, im in enumerate(images)], detect, reconstruct, on_skipped, many=True)
+
+    def server_info(self) -> ServerInfo:
+        """The models the server runs (GetModelInfo, what `ferclient info` prints); errors as FerError with info's line."""
         import grpc
 
+        from fercodec.v1 import fercodec_pb2 as pb
+
         from . import channel as channel_mod
+
+        if self._closed:
+            raise FerError("this Client is closed")
+        try:
+            reply = self._stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self.args.timeout)
+        except grpc.RpcError as e:
+            raise FerError(channel_mod.rpc_error_message(e, self.args), e.code().name) from None
+        return ServerInfo(tuple(ServedModel.of(m) for m in (reply, *reply.other_models)))
+
+    def _recognize(self, images: list, labels: list[str], detect: bool, reconstruct: bool, on_skipped, many: bool) -> list[list[FaceResult]]:
+        """recognize() and recognize_many(): labels name each image in errors; many sets FerError.index."""
         from . import cli
-        from .faces import ImageError
 
         if self._closed:
             raise FerError("this Client is closed")
         if reconstruct and self.encoder.card.kind == "expression":
             raise FerError(f"model {self.model} is the expression layer: it sends no image, so there is nothing to reconstruct")
-        name = _name(image)
-        try:
-            rgb, scale = pixels(image)
-        except ImageError as e:
-            raise FerError(f"{name}: {e}") from None
-        detector = self.detector if detect else None
+        detector, held = self.detector if detect else None, {}
 
-        def encoded(encoder):
-            return prepare(rgb, scale, encoder, detector, self.args.quality, self.args.min_face, not self.args.no_align)
+        def encoded(k: int, encoder) -> tuple:
+            """(encoder, faces, streams, skipped) of images[k]. One image's pixels are held for a pulled encoder to encode
+            again; many images are read again then, rather than all held in memory at once."""
+            from .faces import ImageError
 
-        faces, streams, _ = encoded(self.encoder)
-        if not faces:
-            return []
-        sent = cli._Reply(self._stub, streams, reconstruct, self.args.timeout)
+            try:
+                rgb, scale = held[k] if k in held else pixels(images[k])
+            except ImageError as e:
+                raise FerError(f"{labels[k]}: {e}", index=k if many else None) from None
+            if not many:
+                held[k] = rgb, scale
+            return encoder, *prepare(rgb, scale, encoder, detector, self.args.quality, self.args.min_face, not self.args.no_align)
+
+        prepared = [encoded(k, self.encoder) for k in range(len(images))]  # a bad image fails here, before any request
+        if on_skipped is not None:
+            for k, (*_, skipped) in enumerate(prepared):
+                for f in skipped:
+                    on_skipped(SkippedFace(tuple(f.box), float(f.score), int(f.size), k))
+        out: list[list[FaceResult]] = [[] for _ in images]
+        limit, group, n = cli.IN_FLIGHT * cli.FACES_PER_REQUEST, [], 0  # a group's faces go as one cli._Reply: at most IN_FLIGHT requests
+        for k, p in enumerate(prepared):
+            if group and n + len(p[2]) > limit:
+                self._send(group, prepared, encoded, labels, reconstruct, out)
+                group, n = [], 0
+            group.append(k)
+            n += len(p[2])
+        if n:
+            self._send(group, prepared, encoded, labels, reconstruct, out)
+        return out
+
+    def _send(self, group: list[int], prepared: list, encoded, labels: list[str], reconstruct: bool, out: list) -> None:
+        """Send the faces of the images in group (consecutive positions) as one cli._Reply, and put each image's results
+        in out; a refusal for a model the server does not run pulls its encoder once and sends the group again."""
+        import grpc
+
+        from . import channel as channel_mod
+        from . import cli
+
+        for k in group:  # encoded before an earlier group swapped the encoder for the server's
+            if prepared[k][0] is not self.encoder and prepared[k][2]:
+                prepared[k] = encoded(k, self.encoder)
+
+        def again(encoder):
+            for k in group:
+                prepared[k] = encoded(k, encoder)
+            return None, [s for k in group for s in prepared[k][2]], None
+
+        label = labels[group[0]] if len(group) == 1 else f"images[{group[0]}:{group[-1] + 1}]"
+        sent = cli._Reply(self._stub, [s for k in group for s in prepared[k][2]], reconstruct, self.args.timeout)
         try:
             try:
                 reply = sent.result()
             except grpc.RpcError as e:
                 if self.args.no_pull or not cli._unknown_model(e):
                     raise
-                self.encoder, (faces, streams, _), sent = cli._resend(self.args, self._swap, self.encoder, self.channel, self._stub, encoded,
-                                                                      reconstruct, note=log.info)
+                self.encoder, _, sent = cli._resend(self.args, self._swap, self.encoder, self.channel, self._stub, again, reconstruct, note=log.info)
                 reply = sent.result()
         except grpc.RpcError as e:
-            raise FerError(f"{name}: {channel_mod.rpc_error_message(e, self.args)}", e.code().name) from None
+            raise FerError(f"{label}: {channel_mod.rpc_error_message(e, self.args)}", e.code().name) from None
         except (ValueError, OSError) as e:  # the server's model could not be pulled
-            raise FerError(f"{name}: {e}") from None
-        return [FaceResult.of(f, s, r, self.encoder.card) for f, s, r in zip(faces, streams, reply.results)]
+            raise FerError(f"{label}: {e}") from None
+        results = iter(reply.results)
+        for k in group:
+            encoder, faces, streams, _ = prepared[k]
+            out[k] = [FaceResult.of(f, s, r, encoder.card) for f, s, r in zip(faces, streams, results)]
 
     def close(self) -> None:
         if not self._closed:

@@ -1,5 +1,6 @@
 """ferclient.Client, the client as a library, against a real ferserver: the answers `ferclient send` gives, from a
-path, bytes, a Pillow image or an array; errors as FerError with the command line's one line; no torch."""
+path, bytes, a Pillow image or an array, one image or many; faces skipped as too small; what the server runs;
+errors as FerError with the command line's one line; no torch."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferclient import Client, FaceResult, FerError
+from ferclient import Client, FaceResult, FerError, ServerInfo, SkippedFace
 from ferserver.process import ServerProcess, free_port
 
 from ..conftest import run_client
@@ -98,6 +99,9 @@ def test_a_token_given_directly(tmp_path, astronaut):
         with Client(s.address, token="wrong") as c, pytest.raises(FerError) as e:
             c.recognize(astronaut)
         assert e.value.code == "UNAUTHENTICATED"
+        with Client(s.address) as c, pytest.raises(FerError) as e:
+            c.server_info()
+        assert e.value.code == "UNAUTHENTICATED" and str(e.value).startswith("server refused the token")
 
 
 def test_the_library_imports_neither_torch_nor_the_library_for_the_command_line():
@@ -134,3 +138,108 @@ def test_what_a_library_user_met_first(client, server, astronaut, tmp_path):
         pass
     (face,) = client.recognize(astronaut, reconstruct=True)
     assert "reconstruction_png" not in repr(face) and len(repr(face)) < 600
+
+
+def _recognize_calls(server) -> float:
+    """Recognize calls the server has answered (its fercodec_requests_total), whatever their status."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in server.metrics().splitlines()
+               if line.startswith("fercodec_requests_total{") and 'method="Recognize"' in line)
+
+
+def test_many_images_go_in_few_requests_and_answer_as_one_at_a_time(client, server, astronaut, fer_test):
+    """recognize_many: one list per image, in order, as recognize() gives it; 40 faces in 2 requests (of up to 32),
+    4 photos in 1, where recognize() made one request per image."""
+    crops = list(fer_test[0][:40])
+    before = _recognize_calls(server)
+    many = client.recognize_many(crops, detect=False)
+    assert _recognize_calls(server) - before == 2 and [len(faces) for faces in many] == [1] * 40
+    for k in (0, 31, 32, 39):  # either side of the requests' seam
+        _same(many[k][0], client.recognize(crops[k], detect=False)[0])
+    (alone,) = client.recognize(astronaut)
+    before = _recognize_calls(server)
+    photos = client.recognize_many(iter([astronaut, np.full((240, 320, 3), 128, np.uint8), str(astronaut), astronaut.read_bytes()]))
+    assert _recognize_calls(server) - before == 1 and [len(faces) for faces in photos] == [1, 0, 1, 1]
+    for faces in (photos[0], photos[2], photos[3]):
+        _same(faces[0], alone)
+    before = _recognize_calls(server)
+    assert client.recognize_many([]) == [] and client.recognize_many([np.full((64, 64), 9, np.uint8)]) == [[]]
+    assert _recognize_calls(server) == before  # nothing to send: no request
+
+
+def test_a_bad_image_among_many_is_named_before_anything_is_sent(client, server, astronaut):
+    before = _recognize_calls(server)
+    with pytest.raises(FerError) as e:
+        client.recognize_many([astronaut, "/nonexistent/photo.jpg", astronaut])
+    assert str(e.value) == "images[1] (/nonexistent/photo.jpg): no such file" and e.value.index == 1 and e.value.code is None
+    with pytest.raises(FerError) as e:
+        client.recognize_many([astronaut, np.zeros((48, 48), np.float32)])
+    assert str(e.value).startswith("images[1] (<ndarray>): an array image must be uint8") and e.value.index == 1
+    assert _recognize_calls(server) == before
+    for one in (str(astronaut), astronaut.read_bytes(), Image.open(astronaut), np.asarray(Image.open(astronaut))):
+        with pytest.raises(FerError, match="recognize_many takes a list of images"):  # not its characters, bytes or rows
+            client.recognize_many(one)
+
+
+def test_faces_under_min_face_are_told_to_a_callback(client, server, astronaut):
+    """send's note per skipped face, for the library: on_skipped gets each one, the result is the usual list."""
+    (face,) = client.recognize(astronaut)
+    with Client(server.address, min_face=face.box[3] + 1) as c:
+        seen: list[SkippedFace] = []
+        assert c.recognize(astronaut, on_skipped=seen.append) == []
+        assert seen == [SkippedFace(box=face.box, score=face.score, size=max(face.box[2:]), image=0)]
+        seen.clear()
+        assert c.recognize_many([str(astronaut), astronaut], detect=True, on_skipped=seen.append) == [[], []]
+        assert [s.image for s in seen] == [0, 1] and c.recognize(astronaut) == []
+    assert client.recognize(astronaut, on_skipped=seen.append) and len(seen) == 2  # none under the default min_face
+
+
+def test_server_info_is_what_ferclient_info_prints(client, server):
+    info = client.server_info()
+    cli = json.loads(run_client("info", "--server", server.address).stdout)
+    assert isinstance(info, ServerInfo) and [m.model_id for m in info.models] == [cli["model_id"]] + [m["model_id"] for m in cli["other_models"]]
+    first, expr = info.models
+    assert (first.kind, first.model_tag, first.default_quality) == ("image", cli["model_tag"], cli["default_quality"])
+    assert first.device == info.device == cli["device"]
+    assert [(q.index, q.lambda_, q.mean_bpp) for q in first.qualities] == [(q["index"], q["lambda"], q["mean_bits_per_pixel"]) for q in cli["qualities"]]
+    assert (first.classifier_precision, first.synthesis_precision) == (cli["classifier_precision"], cli["synthesis_precision"])
+    assert first.class_names == tuple(client.recognize(np.full((48, 48), 99, np.uint8), detect=False)[0].probabilities)
+    assert expr.kind == "expression" and expr.classifier_precision is None and info.model(client.model) is first and info.model("x") is None
+    with pytest.raises(AttributeError):
+        info.models = ()  # frozen: an answer, not a setting
+
+
+def test_server_info_errors_are_ferclient_infos_line():
+    address = f"127.0.0.1:{free_port()}"
+    with Client(address, timeout=2) as c, pytest.raises(FerError) as e:
+        c.server_info()
+    r = run_client("info", "--server", address, "--timeout", "2")
+    assert r.returncode == 1 and r.stderr == f"ferclient: {e.value}\n" and e.value.code == "UNAVAILABLE"
+    c.close()
+    with pytest.raises(FerError, match="closed"):
+        c.server_info()
+
+
+@pytest.fixture(scope="module")
+def upgraded(tmp_path_factory):
+    """A ferserver that runs only a model this client does not ship: what a client meets after a server upgrade."""
+    from ..server.test_repository import model_copy
+
+    copy = model_copy(tmp_path_factory.mktemp("upgraded") / "fercodec-test", weights=True)
+    with ServerProcess("--model-dir", str(copy.path)) as s:
+        yield copy, s
+
+
+@pytest.mark.slow
+def test_many_images_after_a_server_upgrade_are_encoded_again_for_its_model(upgraded, fer_test, tmp_path, monkeypatch):
+    """Refused as encoded for a model the server does not run: its encoder is pulled once, the faces sent again, and
+    a later group of faces (encoded before the pull) is encoded again before it goes."""
+    from ferclient import cli
+
+    monkeypatch.setenv("FERCODEC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(cli, "IN_FLIGHT", 1)  # groups of 32 faces: 40 faces are two groups
+    copy, server = upgraded
+    with Client(server.address) as c:
+        many = c.recognize_many(list(fer_test[0][:40]), detect=False)
+        assert c.model == copy.model_id and [faces[0].model for faces in many] == [copy.model_id] * 40
+        assert _recognize_calls(server) == 3  # the first group refused, then sent again; the second sent once
+        _same(many[39][0], c.recognize(fer_test[0][39], detect=False)[0])
