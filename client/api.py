@@ -146,6 +146,7 @@ def prepare(rgb: np.ndarray, scale: float, encoder, detector, quality: int | Non
     gray = to_gray(rgb)
     size = encoder.card.face_size[0]
     if detector is None:
+        _a_face_crop(gray, min_face)
         return [None], encoder.encode(whole(gray, size)[None], quality), []
     found = detector.detect(rgb)
     shown = [f.rescaled(scale) for f in found]  # in the file's own pixels, which a large JPEG was not decoded at
@@ -155,6 +156,22 @@ def prepare(rgb: np.ndarray, scale: float, encoder, detector, quality: int | Non
         return [], [], skipped
     cut = aligned if align else box_crop
     return [shown[k] for k in keep], encoder.encode(np.stack([cut(gray, found[k], size) for k in keep]), quality), skipped
+
+
+FLAT_LEVELS = 6  # grey levels: an image spanning fewer is one flat colour (JPEG's ripples on a blank one included)
+
+
+def _a_face_crop(gray: np.ndarray, min_face: int) -> None:
+    """ImageError where an image given as a face crop (no detection) cannot be one: smaller than min_face px on its
+    longer side, as a detected face would be skipped, or one flat colour. Each was labelled (a 1x1 px image, a black
+    one: "sad 0.51"), a confident-looking answer about nothing."""
+    from .faces import ImageError
+
+    h, w = gray.shape
+    if max(h, w) < min_face:
+        raise ImageError(f"{w}x{h} px is smaller than the minimum face size, {min_face} px: too small to classify")
+    if int(gray.max()) - int(gray.min()) < FLAT_LEVELS:
+        raise ImageError("the image is one flat colour: there is no face in it to classify")
 
 
 def pixels(image: Any) -> tuple[np.ndarray, float]:
@@ -298,11 +315,11 @@ class Client:
 
             try:
                 rgb, scale = held[k] if k in held else pixels(images[k])
-            except ImageError as e:
+                if not many:
+                    held[k] = rgb, scale
+                return encoder, *prepare(rgb, scale, encoder, detector, self.args.quality, self.args.min_face, not self.args.no_align)
+            except ImageError as e:  # unreadable, or (detect=False) too small or flat to be a face
                 raise FerError(f"{labels[k]}: {e}", index=k if many else None) from None
-            if not many:
-                held[k] = rgb, scale
-            return encoder, *prepare(rgb, scale, encoder, detector, self.args.quality, self.args.min_face, not self.args.no_align)
 
         prepared = [encoded(k, self.encoder) for k in range(len(images))]  # a bad image fails here, before any request
         if on_skipped is not None:

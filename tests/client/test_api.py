@@ -202,7 +202,7 @@ def test_server_info_is_what_ferclient_info_prints(client, server):
     assert first.device == info.device == cli["device"]
     assert [(q.index, q.lambda_, q.mean_bpp) for q in first.qualities] == [(q["index"], q["lambda"], q["mean_bits_per_pixel"]) for q in cli["qualities"]]
     assert (first.classifier_precision, first.synthesis_precision) == (cli["classifier_precision"], cli["synthesis_precision"])
-    assert first.class_names == tuple(client.recognize(np.full((48, 48), 99, np.uint8), detect=False)[0].probabilities)
+    assert first.class_names == tuple(client.recognize(np.arange(48 * 48, dtype=np.uint8).reshape(48, 48), detect=False)[0].probabilities)
     assert expr.kind == "expression" and expr.classifier_precision is None and info.model(client.model) is first and info.model("x") is None
     with pytest.raises(AttributeError):
         info.models = ()  # frozen: an answer, not a setting
@@ -243,3 +243,14 @@ def test_many_images_after_a_server_upgrade_are_encoded_again_for_its_model(upgr
         assert c.model == copy.model_id and [faces[0].model for faces in many] == [copy.model_id] * 40
         assert _recognize_calls(server) == 3  # the first group refused, then sent again; the second sent once
         _same(many[39][0], c.recognize(fer_test[0][39], detect=False)[0])
+
+
+def test_an_image_that_cannot_be_a_face_crop_is_refused_not_labelled(server):
+    """detect=False on a 10x10 px image or a flat one: a FerError (send's line), not a confident label about nothing."""
+    from ferclient import Client, FerError
+
+    with Client(server.address) as client:
+        for image, says in ((np.zeros((10, 10), np.uint8), "10x10 px is smaller than the minimum face size, 24 px"),
+                            (np.full((48, 48), 99, np.uint8), "one flat colour")):
+            with pytest.raises(FerError, match=says):
+                client.recognize(image, detect=False)

@@ -127,6 +127,14 @@ def test_human_output_and_no_detect(server, astronaut, tmp_path):
     r = run_client("send", str(crop), "--no-detect", "--server", server.address, "--quality", "0")
     assert r.returncode == 0, r.stderr
     assert re.match(r".*crop\.png  whole image  \w+ \d\.\d\d  \d+ B  \d\.\d{3} bpp  [\d.]+ ms$", r.stdout.strip())
+    # Images that cannot be a face crop are refused, one line each, not labelled (a 1x1 px image and a black one got
+    # "sad 0.51"); the crop beside them is answered.
+    Image.new("RGB", (10, 10), (90, 60, 40)).save(tmp_path / "tiny.png")
+    Image.new("L", (96, 96), 0).save(tmp_path / "black.jpg")
+    r = run_client("send", str(tmp_path / "tiny.png"), str(tmp_path / "black.jpg"), str(crop), "--no-detect", "--server", server.address)
+    assert r.returncode == 1 and len(r.stdout.splitlines()) == 1 and "crop.png" in r.stdout, r.stdout + r.stderr
+    assert r.stderr.splitlines() == [f"ferclient: {tmp_path / 'tiny.png'}: 10x10 px is smaller than the minimum face size, 24 px: too small to classify",
+                                     f"ferclient: {tmp_path / 'black.jpg'}: the image is one flat colour: there is no face in it to classify"]
 
 
 def test_bad_files_fail_alone_with_one_line_each(server, astronaut, tmp_path):
