@@ -17,6 +17,7 @@ from ferclient import Client, FaceResult, FerError, ServerInfo, SkippedFace
 from ferserver.process import ServerProcess, free_port
 
 from ..conftest import run_client
+from .test_models import upgraded  # noqa: F401 (the fixture: a server running a model this client does not ship)
 
 
 @pytest.fixture(scope="module")
@@ -217,16 +218,6 @@ def test_server_info_errors_are_ferclient_infos_line():
     c.close()
     with pytest.raises(FerError, match="closed"):
         c.server_info()
-
-
-@pytest.fixture(scope="module")
-def upgraded(tmp_path_factory):
-    """A ferserver that runs only a model this client does not ship: what a client meets after a server upgrade."""
-    from ..server.test_repository import model_copy
-
-    copy = model_copy(tmp_path_factory.mktemp("upgraded") / "fercodec-test", weights=True)
-    with ServerProcess("--model-dir", str(copy.path)) as s:
-        yield copy, s
 
 
 @pytest.mark.slow
