@@ -216,13 +216,15 @@ def _decode(p: Path | _Bytes, truncated: bool, warn: Callable[[str], None] | Non
             Image.MAX_IMAGE_PIXELS = limit
     with im:
         frames = getattr(im, "n_frames", 1)
-        if frames > 1 and warn:  # an animated GIF or WebP, a multi-page TIFF: `ferclient watch` reads moving images
+        # An animated GIF, PNG or WebP, a multi-page TIFF: `ferclient watch` reads moving images. Not a phone's MPO
+        # JPEG, whose second frame is a preview or depth map of the same shot.
+        if frames > 1 and warn and im.format != "MPO":
             warn(f"{frames} frames or pages: only the first is read")
         if im.format == "WEBP" and im.size[0] * im.size[1] > WEBP_MAX_PIXELS:
             raise ValueError(f"{im.size[0]}x{im.size[1]} pixels ({im.size[0] * im.size[1] / 1e6:.0f} megapixels) is more than ferclient "
                              f"decodes as WebP ({WEBP_MAX_PIXELS / 1e6:.0f}; WebP's decoder needs about 16 bytes a pixel): shrink it or save it as JPEG")
         full = im.size
-        if im.format == "JPEG" and budget_side(full[1], full[0]) > DECODE_MIN_SIDE:
+        if im.format in ("JPEG", "MPO") and budget_side(full[1], full[0]) > DECODE_MIN_SIDE:  # MPO: a phone's JPEG with a preview
             k = DECODE_MIN_SIDE / budget_side(full[1], full[0])
             im.draft("RGB", (max(1, int(full[0] * k)), max(1, int(full[1] * k))))
         if limit and im.size[0] * im.size[1] > 2 * limit:

@@ -581,6 +581,13 @@ def test_odd_but_legitimate_files_read_as_a_viewer_shows_them(detector, tmp_path
     Image.new("RGB", photo.size).save(tmp_path / "anim.gif", save_all=True, append_images=[photo], duration=100)
     load_rgb(tmp_path / "anim.gif", warn=notes.append)
     assert notes == ["2 frames or pages: only the first is read"]
+    # A phone's MPO JPEG (a second frame: its preview) is a JPEG: no note, and decoded at a reduced scale as one
+    big = photo.resize((4000, 3000))
+    big.save(tmp_path / "phone.jpg", save_all=True, append_images=[photo], quality=85, format="MPO")
+    with Image.open(tmp_path / "phone.jpg") as im:
+        assert (im.format, im.n_frames) == ("MPO", 2)
+    rgb, scale = load_rgb(tmp_path / "phone.jpg", warn=notes.append)
+    assert rgb.shape == (1500, 2000, 3) and scale == 2.0 and len(notes) == 1
 
     good = tmp_path / "p.jpg"
     photo.save(good, quality=90)
