@@ -154,8 +154,13 @@ def _prepare(path: str, args, encoder, detector):
     if not faces:
         if skipped:
             raise _AllTooSmall(f"no face of at least {args.min_face} px (lower --min-face to classify smaller ones)", skipped)
-        raise ValueError("no face found (pass --no-detect if the image is already a face crop, or lower --detect-threshold)")
+        raise _NoFace("no face found (pass --no-detect if the image is already a face crop, or lower --detect-threshold)")
     return faces, streams, skipped
+
+
+class _NoFace(ValueError):
+    """No face found: nothing to send; --annotate still writes the photo, without a box, so a folder's annotated copies
+    are all there (a photo missing from them was the only sign)."""
 
 
 class _AllTooSmall(ValueError):
@@ -262,8 +267,8 @@ def _send_paths(paths, args, state, channel, detector) -> int:
             except (ImageError, ValueError) as e:
                 _err(f"{path}: {e}")
                 failed += 1
-                if isinstance(e, _AllTooSmall) and args.annotate:
-                    _annotate(path, _stem(path, state["stems"]), args, [], [], e.skipped)
+                if isinstance(e, (_AllTooSmall, _NoFace)) and args.annotate:
+                    _annotate(path, _stem(path, state["stems"]), args, [], [], getattr(e, "skipped", []))
             else:
                 pending.append((path, faces, streams, skipped, _Reply(stub, streams, bool(args.reconstruct), args.timeout)))
             while pending and (pending[0][4].done() or len(pending) >= IN_FLIGHT):

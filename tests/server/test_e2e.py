@@ -219,7 +219,7 @@ def test_a_photo_cut_short_is_read_as_far_as_it_goes(server, astronaut, tmp_path
 
 def test_a_folder_is_its_images_and_annotate_draws_each_answer(server, astronaut, tmp_path):
     """ferclient send DIR --annotate OUT: the folder's images are sent (an iPhone's HEIC too; other files ignored), a photo without a face
-    fails alone, an empty folder is one error line, and OUT gets the photo with the face boxed in its class's colour."""
+    fails alone (OUT gets it unmarked), an empty folder is one error line, and OUT gets the photo with the face boxed in its class's colour."""
     from ferclient.annotate import CLASS_COLOURS
 
     photos = tmp_path / "photos"
@@ -240,7 +240,10 @@ def test_a_folder_is_its_images_and_annotate_draws_each_answer(server, astronaut
     assert [row["label"] for row in rows] == ["happy", "happy"]
     errs = r.stderr.strip().splitlines()
     assert len(errs) == 2 and "flat.png: no face found" in errs[0] and "empty: a directory with no image files" in errs[1]
-    assert sorted(p.name for p in out.iterdir()) == ["IMG_0003_annotated.jpg", "astronaut_annotated.jpg"]
+    # the photo without a face is there too, as it is (a missing copy was the only sign of it)
+    assert sorted(p.name for p in out.iterdir()) == ["IMG_0003_annotated.jpg", "astronaut_annotated.jpg", "flat_annotated.jpg"]
+    with Image.open(out / "flat_annotated.jpg") as im:
+        assert np.abs(np.asarray(im.convert("L")).astype(int) - 128).max() <= 2
     with Image.open(out / "astronaut_annotated.jpg") as im, Image.open(astronaut) as src:
         assert im.size == src.size
         drawn = np.asarray(im.convert("RGB")).astype(int)
