@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .. import progress_bar
 from ..perturb import PERTURBATIONS, conditions, perturb
 from .deployment import codec_accuracy, evaluate_expression
 from .measure import classifier_accuracy
@@ -27,7 +28,7 @@ def evaluate_robustness(card, expression, faces, labels, classifiers: dict, devi
 
     models = (*load_torch_models(card, device), FaceEncoder(card.path, threads=torch.get_num_threads())) if card is not None else None
     rows = []
-    for kind, severity in conditions():
+    for kind, severity in progress_bar("perturbations", len(conditions()), unit="setting", iterable=conditions()):
         f = perturb(faces, kind, severity)
         row = {"kind": kind, "severity": severity}
         for name, clf in classifiers.items():

@@ -18,6 +18,7 @@ def test_robustness_table(tmp_path, card, expression_card, capsys):
     none = rows[("none", 0)]
     assert all(0.4 < none[c] <= 1 for c in r["columns"])
     assert rows[("blur", 1.5)]["deployed, uncompressed"] < none["deployed, uncompressed"] - 0.1  # heavy blur must cost accuracy
+    assert "perturbations: 100%" in capsys.readouterr().err.replace("\r", "\n")  # 15 settings of minutes each: a bar
     text = (out / "robustness.md").read_text()
     assert "mean of the perturbed rows" in text and "| occlude | 20 |" in text
     _is_png(out / "robustness.png")
