@@ -165,26 +165,22 @@ def wait_ready(channel, args) -> None:
 
     import grpc
 
-    ready, failed = threading.Event(), threading.Event()
+    settled, first = threading.Event(), []  # the first of READY and TRANSIENT_FAILURE the channel reaches
 
     def seen(state) -> None:
-        if state == grpc.ChannelConnectivity.READY:
-            ready.set()
-        elif state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-            failed.set()
+        if state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE) and not first:
+            first.append(state)
+            settled.set()
 
     deadline = time.monotonic() + args.timeout
     channel.subscribe(seen, try_to_connect=True)
     try:
-        while not ready.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ConnectionError(f"cannot reach server at {args.server} within {args.timeout:g}s")
-            if failed.wait(min(left, 0.05)) and not ready.is_set():
-                _probe(channel, args, left)  # raises with grpc's reason, unless the server came up meanwhile
-                return
+        if not settled.wait(args.timeout):
+            raise ConnectionError(f"cannot reach server at {args.server} within {args.timeout:g}s")
     finally:
         channel.unsubscribe(seen)
+    if first[0] == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+        _probe(channel, args, max(0.1, deadline - time.monotonic()))  # raises with grpc's reason, unless the server came up meanwhile
 
 
 def _probe(channel, args, timeout: float) -> None:

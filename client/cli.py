@@ -162,8 +162,10 @@ class _NoFace(ValueError):
     """No face found: nothing to send; --annotate still writes the photo, without a box, so a folder's annotated copies
     are all there (a photo missing from them was the only sign)."""
 
+    skipped: list = []
 
-class _AllTooSmall(ValueError):
+
+class _AllTooSmall(_NoFace):
     """Every face found was under --min-face: nothing to send, but --annotate still shows them, in grey."""
 
     def __init__(self, msg: str, skipped: list):
@@ -267,8 +269,8 @@ def _send_paths(paths, args, state, channel, detector) -> int:
             except (ImageError, ValueError) as e:
                 _err(f"{path}: {e}")
                 failed += 1
-                if isinstance(e, (_AllTooSmall, _NoFace)) and args.annotate:
-                    _annotate(path, _stem(path, state["stems"]), args, [], [], getattr(e, "skipped", []))
+                if isinstance(e, _NoFace) and args.annotate:
+                    _annotate(path, _stem(path, state["stems"]), args, [], [], e.skipped)
             else:
                 pending.append((path, faces, streams, skipped, _Reply(stub, streams, bool(args.reconstruct), args.timeout)))
             while pending and (pending[0][4].done() or len(pending) >= IN_FLIGHT):

@@ -172,8 +172,6 @@ def _unreadable(e: Exception) -> str:
     """One line for a decoder's refusal (some span lines, e.g. libheif's), saying 'truncated or damaged' where the
     decoder's own words would not tell a user that (WebP's 'could not create decoder object', 'decoder error -2')."""
     what = " ".join(str(e).split()) or type(e).__name__
-    if isinstance(e, ValueError) and "megapixels" in what:  # our own limit (DecompressionBombError is not a ValueError)
-        return f"cannot read image ({what})"
     if any(k in what.lower() for k in ("decoder", "end of file", "unexpected end", "broken data", "image file is truncated")):
         return f"cannot read image: the file is truncated or damaged ({what})"
     return f"cannot read image ({what})"
@@ -221,8 +219,9 @@ def _decode(p: Path | _Bytes, truncated: bool, warn: Callable[[str], None] | Non
         if frames > 1 and warn and im.format != "MPO":
             warn(f"{frames} frames or pages: only the first is read")
         if im.format == "WEBP" and im.size[0] * im.size[1] > WEBP_MAX_PIXELS:
-            raise ValueError(f"{im.size[0]}x{im.size[1]} pixels ({im.size[0] * im.size[1] / 1e6:.0f} megapixels) is more than ferclient "
-                             f"decodes as WebP ({WEBP_MAX_PIXELS / 1e6:.0f}; WebP's decoder needs about 16 bytes a pixel): shrink it or save it as JPEG")
+            raise Image.DecompressionBombError(f"{im.size[0]}x{im.size[1]} pixels ({im.size[0] * im.size[1] / 1e6:.0f} megapixels) is more than "
+                                               f"ferclient decodes as WebP ({WEBP_MAX_PIXELS / 1e6:.0f}; decoding WebP takes about 16 bytes a pixel): "
+                                               "shrink it or save it as JPEG")
         full = im.size
         if im.format in ("JPEG", "MPO") and budget_side(full[1], full[0]) > DECODE_MIN_SIDE:  # MPO: a phone's JPEG with a preview
             k = DECODE_MIN_SIDE / budget_side(full[1], full[0])

@@ -34,15 +34,8 @@ BINS = 15
 
 
 def ece(p: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
-    """Expected calibration error: confidence vs accuracy, weighted over equal-width confidence bins."""
-    conf, pred = p.max(1), p.argmax(1)
-    edges = np.linspace(0, 1, bins + 1)
-    total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        m = (conf > lo) & (conf <= hi)
-        if m.any():
-            total += m.mean() * abs((pred[m] == labels[m]).mean() - conf[m].mean())
-    return float(total)
+    """Expected calibration error: confidence vs accuracy, weighted over equal-width confidence bins (reliability's)."""
+    return float(sum(n * abs(right - conf) for n, conf, right in reliability(p, labels, bins)) / len(labels))
 
 
 def nll(p: np.ndarray, labels: np.ndarray) -> float:
