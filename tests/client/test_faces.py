@@ -256,12 +256,13 @@ def _centre_corr(a, b) -> float:
 @pytest.mark.parametrize("turns", [1, 2, 3])
 def test_a_face_on_its_side_or_upside_down_is_cut_upright(detector, turns):
     """YuNet finds the astronaut turned 90, 180 or 270 degrees but puts its landmarks as on an upright face;
-    upright() takes them from the quarter turn it scores best, so the aligned crop is the upright face's."""
+    upright() takes them from the quarter turn it scores best, so the aligned crop is the upright face's. The box comes
+    from that turn too: YuNet's own box of a face lying down covered part of it (IoU 0.67-0.80 with the face's)."""
     rgb = skimage.data.astronaut()
     upright = align(to_gray(rgb), detector.detect(rgb)[0])
     turned = np.ascontiguousarray(np.rot90(rgb, turns))
     faces = detector.detect(turned)
-    assert len(faces) == 1 and iou(faces[0].box, tuple(turn_boxes(np.array([ASTRONAUT_FACE], float), turns, rgb.shape[:2])[0])) >= 0.5
+    assert len(faces) == 1 and iou(faces[0].box, tuple(turn_boxes(np.array([ASTRONAUT_FACE], float), turns, rgb.shape[:2])[0])) >= 0.85  # 0.92-0.95
     assert _centre_corr(upright, align(to_gray(turned), faces[0])) > 0.75  # 0.81-0.88 measured
     as_found = FaceDetector.raw(detector, turned)[0]  # the landmarks before upright()
     lying = align(to_gray(turned), Face(faces[0].box, faces[0].score, as_found[4:14].reshape(5, 2)))
