@@ -37,6 +37,8 @@ CASES = [
     ("ferplus_votes", "{tmp}/text.onnx {tmp}/missing_images --out {tmp}/votes.npz", "missing_images"),
     ("ferplus_votes", "{tmp}/text.onnx {tmp} --out {tmp}/nofolder/votes.npz", "nofolder"),
     ("hard_faces", "--limit -1", "--limit"),
+    ("nonsquare_crops", "--limit -1", "--limit"),
+    ("nonsquare_crops", "--model-dir notamodel", "notamodel"),
     ("small_faces", "--limit -1", "--limit"),
     ("small_faces", "--sides 24,0", "--sides"),
     ("tilted_faces", "--limit -1", "--limit"),
