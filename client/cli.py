@@ -31,32 +31,70 @@ FACES_PER_REQUEST = 32  # a crowd photo goes as several requests: ferserver refu
 
 
 class _Reply:
-    """One file's faces sent as requests of at most FACES_PER_REQUEST, answered as one RecognizeResponse."""
+    """One file's faces sent as requests of at most FACES_PER_REQUEST, answered as one RecognizeResponse.
+
+    A server started with a lower --max-faces refuses such a request and says its limit (ferwire.MAX_FACES_METADATA):
+    that request is sent again in parts of the limit, and later _Replies on the same stub send parts of it at once."""
 
     def __init__(self, stub, streams: list[bytes], reconstruct: bool, timeout: float):
         from fercodec.v1 import fercodec_pb2 as pb
 
-        requests = [pb.RecognizeRequest(faces=streams[i : i + FACES_PER_REQUEST], return_reconstruction=reconstruct)
-                    for i in range(0, max(len(streams), 1), FACES_PER_REQUEST)]
+        self._stub, self._timeout = stub, timeout
+        most = getattr(stub, "fercodec_max_faces", FACES_PER_REQUEST)
+        self._requests = [pb.RecognizeRequest(faces=streams[i : i + most], return_reconstruction=reconstruct)
+                          for i in range(0, max(len(streams), 1), most)]
         # t0 before the first request goes out: an answer can arrive before the line after .future() runs
         self.t0, self._ends = time.perf_counter(), []  # when each request was answered (callbacks run on gRPC's threads)
-        self._futures = [stub.Recognize.future(r, timeout=timeout) for r in requests]
+        self._futures = [stub.Recognize.future(r, timeout=timeout) for r in self._requests]
         for f in self._futures:
             f.add_done_callback(lambda _: self._ends.append(time.perf_counter()))
+        self._replies = None
 
     def done(self) -> bool:
         return all(f.done() for f in self._futures)
 
     def result(self):
         """The replies' results in the faces' order (raises the first failed request's grpc.RpcError)."""
-        first, *rest = [f.result() for f in self._futures]
+        if self._replies is None:
+            self._replies = [self._split(request, f) for request, f in zip(self._requests, self._futures)]
+        first, *rest = self._replies
         if rest:  # a new message: the first reply itself stays as received, so a second call gives the same answer
             first = type(first)(request_id=first.request_id, model_id=first.model_id, results=[r for reply in (first, *rest) for r in reply.results])
         return first
 
+    def _split(self, request, future):
+        """future's reply; where the server refused the request for its number of faces, the request's faces sent
+        again in parts it takes, their replies as one."""
+        import grpc
+
+        try:
+            return future.result()
+        except grpc.RpcError as e:
+            most = _max_faces(e)
+            if most is None or not 0 < most < len(request.faces):
+                raise
+        self._stub.fercodec_max_faces = min(most, getattr(self._stub, "fercodec_max_faces", FACES_PER_REQUEST))
+        parts = [self._stub.Recognize(type(request)(faces=request.faces[i : i + most], return_reconstruction=request.return_reconstruction),
+                                      timeout=self._timeout) for i in range(0, len(request.faces), most)]
+        self._ends.append(time.perf_counter())
+        return type(parts[0])(request_id=parts[0].request_id, model_id=parts[0].model_id, results=[r for p in parts for r in p.results])
+
     def latency_ms(self) -> float:
         ends = list(self._ends)
-        return ((max(ends) if len(ends) == len(self._futures) else time.perf_counter()) - self.t0) * 1000.0
+        return ((max(ends) if len(ends) >= len(self._futures) else time.perf_counter()) - self.t0) * 1000.0
+
+
+def _max_faces(e) -> int | None:
+    """The faces a server takes in one request, from the trailing metadata of its refusal (None where it said none)."""
+    from ferwire import MAX_FACES_METADATA
+
+    for key, value in (e.trailing_metadata() or ()) if hasattr(e, "trailing_metadata") else ():
+        if key == MAX_FACES_METADATA:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 def parser(error=None) -> argparse.ArgumentParser:

@@ -19,11 +19,11 @@ log = logging.getLogger("ferserver")
 
 
 class RequestError(Exception):
-    """The call is refused with this status and message."""
+    """The call is refused with this status and message (and trailing metadata, where the client can act on it)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str):
+    def __init__(self, code: grpc.StatusCode, message: str, trailers: tuple[tuple[str, str], ...] = ()):
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.trailers = code, message, trailers
 
 
 @contextlib.asynccontextmanager
@@ -36,7 +36,7 @@ async def accounted(method: str, context, metrics=None):
         yield
     except RequestError as e:
         code = e.code
-        await context.abort(e.code, e.message)
+        await context.abort(e.code, e.message, e.trailers)
     except asyncio.CancelledError:
         code = grpc.StatusCode.CANCELLED
         raise

@@ -10,6 +10,7 @@ import grpc
 
 from fercodec.v1 import fercodec_pb2 as pb
 from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
+from ferwire import MAX_FACES_METADATA
 from ferwire.bitstream import FORMAT_VERSION, BitstreamError
 
 from .batcher import Expired, Overloaded
@@ -97,7 +98,9 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
         if n == 0:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "request has no faces")
         if n > self.max_faces:
-            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request has {n} faces; at most {self.max_faces} per request")
+            # the limit as trailing metadata too: a client sending more per request (ferclient: 32) splits and sends again
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request has {n} faces; at most {self.max_faces} per request",
+                               ((MAX_FACES_METADATA, str(self.max_faces)),))
         if request.unchanged_faces:
             self.metrics.faces_unchanged.inc(request.unchanged_faces)
         for data in request.faces:

@@ -9,3 +9,7 @@
 
 Numpy, zlib and constriction only: importing ferwire never pulls torch or CompressAI.
 """
+
+# Trailing metadata on a Recognize refused for carrying more faces than the server takes in one request (its --max-faces):
+# the limit, so a client can split the request and send the parts (protos/fercodec/v1/fercodec.proto, Recognize).
+MAX_FACES_METADATA = "fercodec-max-faces"

@@ -170,6 +170,37 @@ def test_a_crowd_photo_with_more_faces_than_one_request_takes_is_answered_whole(
     assert centres == {(i, j) for i in range(10) for j in range(7)}  # one answer per pasted face
 
 
+def test_a_server_taking_fewer_faces_per_request_gets_them_in_parts(tmp_path):
+    """ferserver --max-faces 4 and a photo of 6 faces (send's requests hold up to 32): the request is refused with the
+    limit in its trailing metadata and sent again in parts of 4; a Client then sends its next photo in parts at once.
+    Before, every such photo failed with "request has 6 faces; at most 4 per request"."""
+    import skimage.data
+
+    from ferclient import Client
+    from ferwire import MAX_FACES_METADATA
+
+    face = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((160, 160)))
+    path = tmp_path / "six.png"
+    Image.fromarray(np.vstack([np.hstack([face] * 3)] * 2)).save(path)
+    with ServerProcess("--max-faces", "4") as s:
+        def calls() -> dict:
+            return {m.group(1): float(m.group(2)) for m in re.finditer(r'fercodec_requests_total\{code="(\w+)",method="Recognize"\} (\S+)', s.metrics())}
+
+        with grpc.insecure_channel(s.address) as ch, pytest.raises(grpc.RpcError) as e:
+            pb_grpc.FerCodecStub(ch).Recognize(pb.RecognizeRequest(faces=encode_faces(np.zeros((5, 48, 48), np.uint8), 5)), timeout=30)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and (MAX_FACES_METADATA, "4") in tuple(e.value.trailing_metadata())
+        r = run_client("send", str(path), "--server", s.address, "--json", timeout=120)
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        rows = [json.loads(line) for line in r.stdout.splitlines()]
+        assert len(rows) == 6 and sum(row["label"] == "happy" for row in rows) >= 5
+        assert calls() == {"RESOURCE_EXHAUSTED": 2.0, "OK": 2.0}  # the call above and send's request; its 2 parts
+        with Client(s.address) as c:
+            assert [f.box for f in c.recognize(path)] == [tuple(row["box"]) for row in rows]
+            assert calls() == {"RESOURCE_EXHAUSTED": 3.0, "OK": 4.0}
+            assert len(c.recognize_many([path, path])) == 2
+            assert calls() == {"RESOURCE_EXHAUSTED": 3.0, "OK": 7.0}  # 12 faces in parts of 4, none refused
+
+
 def test_a_hazy_photo_is_read_as_confidently_as_a_clear_one(server, tmp_path):
     """The astronaut at 0.15x contrast: the crop is stretched to FER2013's contrast before encoding (happy at 0.43 before, 0.87 after)."""
     import skimage.data

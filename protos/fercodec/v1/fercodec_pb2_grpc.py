@@ -57,7 +57,9 @@ class FerCodecServicer:
     def Recognize(self, request, context):
         """One or more encoded faces in, one result per face out, in order. Any bad
         face fails the whole call with INVALID_ARGUMENT / FAILED_PRECONDITION /
-        RESOURCE_EXHAUSTED and a message naming the face.
+        RESOURCE_EXHAUSTED and a message naming the face. A request of more faces
+        than the server takes at once is RESOURCE_EXHAUSTED with its limit in the
+        trailing metadata "fercodec-max-faces" (decimal): split it and send again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
