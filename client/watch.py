@@ -31,6 +31,9 @@ TRACK_TIMEOUT_S = 1.0  # a track unseen this long ends
 # Frames sent and not answered yet, at most: beyond it sampling waits for answers, so a slow or stalled server does not
 # make the client queue frames without end (ferserver also caps a stream's unanswered messages, and sheds the excess).
 MAX_UNANSWERED = 16
+# Consecutive frames OpenCV cannot decode that are skipped before the video is taken to end there: a damaged frame
+# mid-video stopped the run, silently, though the frames after it decode (a truncated file fails on every frame left).
+MAX_BAD_FRAMES = 30
 
 
 class SourceError(ValueError):
@@ -91,6 +94,7 @@ class Sample:
     streams: list[bytes]
     results: list = field(default_factory=list)
     waiting_since: float | None = None  # monotonic time its request went out, until its answer came
+    before: list = field(default_factory=list)  # each sent face's track's last sent latent before this frame (None: none)
 
 
 def _relative_change(y: np.ndarray, last: np.ndarray | None) -> float:
@@ -103,28 +107,38 @@ class Watcher:
     """Samples, tracks, decides what to send; then turns answers into rows, carrying skipped faces forward."""
 
     def __init__(self, args, encoder, detector):
+        from .cli import FACES_PER_REQUEST
         from .tracking import IouTracker
 
         self.args, self.encoder, self.detector = args, encoder, detector
         self.quality = encoder.check_quality(args.quality)
         self.tracker = IouTracker(max_missed=max(1, round(TRACK_TIMEOUT_S * args.fps)))
         self.rows: list[dict] = []
-        self.frames = self.faces_seen = self.faces_sent = self.bytes_sent = 0
+        self.frames = self.faces_seen = self.faces_sent = self.bytes_sent = self.faces_refused = self.bytes_refused = 0
+        self.bad_frames, self.stopped_at = 0, None  # frames that could not be decoded; the frame where decoding gave up
+        self.max_faces = FACES_PER_REQUEST  # faces in one frame's request, as send's; lowered when the server takes fewer
         self.names = encoder.card.class_names
 
-    def samples(self, cap, src_fps: float, live: bool, progress=None):
-        """Sampled frames, in order, with their faces encoded or skipped."""
+    def samples(self, cap, src_fps: float, live: bool, progress=None, total: int | None = None):
+        """Sampled frames, in order, with their faces encoded or skipped. total: the file's frame count (None: unknown
+        or live), up to which frames that cannot be decoded are skipped (MAX_BAD_FRAMES in a row at most)."""
         from ferwire.bitstream import encode
 
         from .faces import align, to_gray
 
-        step, next_t, k, t_start = 1.0 / self.args.fps, 0.0, -1, time.monotonic()
+        step, next_t, k, t_start, bad = 1.0 / self.args.fps, 0.0, -1, time.monotonic(), 0
         size = self.encoder.card.face_size[0]
         while self.args.max_frames is None or self.frames < self.args.max_frames:
             ok, bgr = cap.read()
-            if not ok:
-                return
             k += 1
+            if not ok:  # the end, or a frame that cannot be decoded: those after it may, up to the file's frame count
+                if total is not None and k < total and bad < MAX_BAD_FRAMES:
+                    bad += 1
+                    continue
+                if total is not None and k - bad < total:
+                    self.stopped_at = k - bad  # the first of the frames that could not be decoded to the end
+                return
+            self.bad_frames, bad = self.bad_frames + bad, 0
             t = (time.monotonic() - t_start) if live else k / src_fps
             if t + 1e-9 < next_t:
                 continue
@@ -137,17 +151,36 @@ class Watcher:
             if found:
                 gray = to_gray(np.ascontiguousarray(rgb))
                 latents = self.encoder.latents(np.stack([align(gray, f, size) for f in found]))
-                for i, (track, y) in enumerate(zip(tracks, latents)):
-                    if _relative_change(y, track.state.get("sent")) >= self.args.skip_threshold:
-                        track.state["sent"] = y
-                        sample.sent.append(i)
-                        sample.streams.append(encode(y, self.quality, self.encoder.tables, self.encoder.card.model_tag))
+                change = [_relative_change(y, track.state.get("sent")) for track, y in zip(tracks, latents)]
+                # At most max_faces in one request (a crowd): faces never answered first, then the most changed; the
+                # others keep their last sent latent, so they go in a later frame.
+                due = sorted((i for i, c in enumerate(change) if c >= self.args.skip_threshold), key=lambda i: ("p" in tracks[i].state, -change[i]))
+                for i in sorted(due[: self.max_faces]):
+                    sample.before.append(tracks[i].state.get("sent"))
+                    tracks[i].state["sent"] = latents[i]
+                    sample.sent.append(i)
+                    sample.streams.append(encode(latents[i], self.quality, self.encoder.tables, self.encoder.card.model_tag))
             self.faces_seen += len(found)
             self.faces_sent += len(sample.sent)
             self.bytes_sent += sum(map(len, sample.streams))
             if progress:
                 progress(k)
             yield sample
+
+    def refused(self, sample: Sample, most: int) -> None:
+        """sample's request was refused (a busy server shed it, or it held more faces than the server takes: most > 0):
+        its faces count as not sent and go again in a later frame, in parts the server takes."""
+        for i, y in zip(sample.sent, sample.before):
+            track = sample.tracks[i]
+            if y is None:
+                track.state.pop("sent", None)
+            else:
+                track.state["sent"] = y
+        self.faces_refused += len(sample.sent)  # counted apart: faces_sent is the sampling thread's
+        self.bytes_refused += sum(map(len, sample.streams))
+        sample.sent, sample.streams, sample.before = [], [], []
+        if most:
+            self.max_faces = min(self.max_faces, most)
 
     def rows_of(self, sample: Sample) -> list[dict]:
         """One row per face: its own answer if sent, else its track's last answer carried forward."""
@@ -156,12 +189,13 @@ class Watcher:
             sent = i in sample.sent
             if sent:
                 r = sample.results[sample.sent.index(i)]
-                p = np.asarray(r.probabilities, dtype=np.float64)
-                a = self.args.smooth
-                track.state["p"] = p if "p" not in track.state else a * p + (1 - a) * track.state["p"]
+                track.state["answer"] = np.asarray(r.probabilities, dtype=np.float64)
                 nbytes = len(sample.streams[sample.sent.index(i)])
             else:
                 nbytes = 0
+            if "answer" in track.state:  # smoothed every sampled frame, toward the last answer where none is new: a face
+                a, answer = self.args.smooth, track.state["answer"]  # holding still (not sent) reached it, not stuck midway
+                track.state["p"] = answer if "p" not in track.state else a * answer + (1 - a) * track.state["p"]
             p = track.state.get("p")
             if p is None:  # skipped before its first answer arrived: cannot happen, a new track always sends
                 continue
@@ -176,7 +210,8 @@ class Watcher:
 
 
 def _progress(total: int | None):
-    """A one-line progress bar on stderr for files, when stderr is a terminal."""
+    """A one-line progress bar on stderr for files, when stderr is a terminal: called with each sampled frame's index;
+    .clear() blanks its line (before rows are printed to the same terminal)."""
     if total is None or not sys.stderr.isatty():
         return None
 
@@ -185,6 +220,7 @@ def _progress(total: int | None):
         bar = "#" * int(30 * done)
         print(f"\r[{bar:<30}] {100 * done:5.1f}%  frame {k + 1}/{total}", end="", file=sys.stderr, flush=True)
 
+    show.clear = lambda: print("\r\033[K", end="", file=sys.stderr, flush=True)
     return show
 
 
@@ -236,6 +272,19 @@ def check_output(path: str, flag: str, formats: set[str] | None = None) -> None:
         raise ValueError(f"{flag} {path}: unknown image format {p.suffix or '(no suffix)'}; use one of {', '.join(sorted(formats))}")
 
 
+def _distinct_outputs(args) -> None:
+    """ValueError where --timeline or --plot names the video itself, or both name one file: the run overwrote the video
+    with its CSV (or the CSV with the plot) without a word."""
+    def same(a: str, b: str) -> bool:
+        return Path(a).resolve() == Path(b).resolve()
+
+    for flag, path in (("--timeline", args.timeline), ("--plot", args.plot)):
+        if path and args.video is not None and same(path, args.video):
+            raise ValueError(f"{flag} {path} is the video being watched; give another file name")
+    if args.timeline and args.plot and same(args.timeline, args.plot):
+        raise ValueError(f"--timeline and --plot name the same file, {args.plot}; give each its own")
+
+
 def _plot_formats() -> set[str]:
     from matplotlib.backend_bases import FigureCanvasBase
 
@@ -269,6 +318,7 @@ def run(args, err) -> int:
             check_output(args.timeline, "--timeline")
         if args.plot:
             check_output(args.plot, "--plot", _plot_formats())
+        _distinct_outputs(args)
         encoder = FaceEncoder(args.model_dir)
         encoder.check_quality(args.quality)
         # The first pass only, and no turned passes on a frame without a face: a frame's budget is a fifth of a second.
@@ -278,6 +328,7 @@ def run(args, err) -> int:
         err(str(e))
         return 2
     w = Watcher(args, encoder, detector)
+    bar = _progress(total)
     pending: deque[Sample] = deque()
     failure: list[BaseException] = []
     lock, stop, finished = threading.Lock(), threading.Event(), threading.Event()
@@ -290,7 +341,7 @@ def run(args, err) -> int:
         """Runs on gRPC's sending thread; it must end before the process does (Ctrl-C sets stop)."""
         unchanged = 0  # faces carried forward since the last message, told to the server with the next one
         try:
-            for s in w.samples(cap, src_fps, live=args.video is None, progress=_progress(total)):
+            for s in w.samples(cap, src_fps, live=args.video is None, progress=bar, total=total):
                 if stop.is_set():
                     return
                 with lock:
@@ -311,6 +362,8 @@ def run(args, err) -> int:
             finished.set()
 
     def emit(sample: Sample) -> None:
+        if bar is not None:
+            bar.clear()  # the bar's line on a terminal, before a row goes to stdout beside it (it is drawn again next frame)
         for row in w.rows_of(sample):
             w.rows.append(row)
             if args.json:
@@ -347,7 +400,7 @@ def run(args, err) -> int:
                 call.cancel()
                 return
 
-    status, call, shed = 0, None, []
+    status, call, shed, limited = 0, None, [], []
     t0 = time.perf_counter()
     try:
         with open_channel(args, warn_faces=err) as channel:
@@ -362,9 +415,9 @@ def run(args, err) -> int:
                     answered = next(s for s in pending if s.sent and str(s.frame) == reply.request_id)
                     answered.waiting_since = None
                     answered_cv.notify_all()
-                if busy:  # an overloaded server sheds a frame: its faces carry their last answers forward
-                    shed.append(reply.error.message)
-                    answered.sent = []
+                    if busy:  # an overloaded server shed the frame, or it held more faces than the server takes: its faces
+                        (limited if reply.error.max_faces else shed).append(reply.error.message)  # go again in a later frame
+                        w.refused(answered, reply.error.max_faces)
                 answered.results = list(reply.results)
                 flush(reply.request_id)
             flush(None)
@@ -387,6 +440,11 @@ def run(args, err) -> int:
         status = 1
     except ChannelSettingError:
         raise  # a setting to fix (a certificate, a token): one line and exit 2, as every subcommand
+    except BrokenPipeError:  # `ferclient watch ... | head`: the reader left; main() ends quietly, as for send
+        stop.set()
+        if call is not None:
+            call.cancel()
+        raise
     except (RuntimeError, OSError, ValueError) as e:
         err(str(e))
         status = 1
@@ -402,11 +460,21 @@ def run(args, err) -> int:
     tracks = len({r["track"] for r in w.rows})
     duration = max((r["t"] for r in w.rows), default=0.0)
     if shed:
-        err(f"{len(shed)} frames refused by a busy server, their faces' last answers carried forward (first: {shed[0]})")
+        err(f"{len(shed)} frame{'s' if len(shed) != 1 else ''} refused by a busy server, their faces sent again in later frames "
+            f"(first: {shed[0]})")
+    if limited:
+        err(f"the server takes at most {w.max_faces} faces in one request ({limited[0]}): a frame's faces went in turns, "
+            f"at most {w.max_faces} a frame")
+    if w.bad_frames:
+        err(f"{w.bad_frames} frame{'s' if w.bad_frames != 1 else ''} could not be decoded and {'were' if w.bad_frames != 1 else 'was'} skipped")
+    if w.stopped_at is not None:
+        err(f"{args.video}: frames {w.stopped_at} to {total - 1} could not be decoded (a damaged or cut-short file): stopped there")
     if w.frames:
-        err(f"{w.frames} frames sampled in {elapsed:.1f} s, {tracks} track{'s' if tracks != 1 else ''}, faces sent {w.faces_sent} of {w.faces_seen} "
-            f"({100.0 * (w.faces_seen - w.faces_sent) / max(1, w.faces_seen):.0f} % unchanged, not sent), {w.bytes_sent} B"
-            + (f" ({w.bytes_sent / duration / max(1, tracks):.0f} B/s per track)" if duration > 0 else "")
+        sent, nbytes = w.faces_sent - w.faces_refused, w.bytes_sent - w.bytes_refused  # answered; refused ones went again
+        err(f"{w.frames} frames sampled in {elapsed:.1f} s, {tracks} track{'s' if tracks != 1 else ''}, faces sent {sent} of {w.faces_seen} "
+            f"({100.0 * (w.faces_seen - w.faces_sent) / max(1, w.faces_seen):.0f} % unchanged, not sent), {nbytes} B"
+            + (f" ({nbytes / duration / max(1, tracks):.0f} B/s per track)" if duration > 0 else "")
+            + (f"; {w.faces_refused} refused, sent again in a later frame" if w.faces_refused else "")
             + (f"; {lost} frames sent were never answered" if lost else ""))
         if not w.faces_seen:
             err(f"no face found in {w.frames} sampled frames (faces under --min-face {args.min_face} px are not counted)")

@@ -145,7 +145,8 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
                 source.resume_at = time.monotonic() + REFUSED_PAUSE_S
             self.metrics.requests.labels("RecognizeStream.message", e.code.name).inc()
             request_id = "" if isinstance(request, Undecodable) else request.request_id
-            return pb.RecognizeResponse(request_id=request_id, model_id=self.card.model_id, error=pb.Error(code=e.code.value[0], message=e.message))
+            most = int(dict(e.trailers).get(MAX_FACES_METADATA, 0))
+            return pb.RecognizeResponse(request_id=request_id, model_id=self.card.model_id, error=pb.Error(code=e.code.value[0], message=e.message, max_faces=most))
 
     async def RecognizeStream(self, request_iterator, context):
         """One response per request, in order, up to stream_window of them worked on at once.

@@ -268,3 +268,94 @@ def test_a_refused_connection_is_reported_at_once_and_a_stalled_server_after_tim
         took = time.monotonic() - t0
     assert r.returncode == 1 and 1.9 < took < 15, (took, r.stderr)
     assert f"cannot reach server at {stalled.address} within 2s" in r.stderr, r.stderr
+
+
+def _still_video(path, frames: int, image, fourcc: str = "MJPG", fps: float = 10.0):
+    """A video of one RGB image held still (MJPG AVI: one JPEG per frame, so a frame can be damaged on its own)."""
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (image.shape[1], image.shape[0]))
+    for _ in range(frames):
+        writer.write(np.ascontiguousarray(image[:, :, ::-1]))
+    writer.release()
+    return path
+
+
+def _six_faces():
+    import numpy as np
+    import skimage.data
+
+    face = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((160, 160)))
+    return np.vstack([np.hstack([face] * 3)] * 2)
+
+
+def test_a_crowd_beyond_what_the_server_takes_in_one_request_is_answered_in_turns(tmp_path):
+    """Six faces a frame against ferserver --max-faces 4: each frame's request was refused as if the server were busy,
+    the faces counted as sent and never sent again, and four of the six tracks never printed a row. The refusal now
+    says the limit; the faces go again, at most four a frame, never-answered ones first."""
+    from ..conftest import ServerProcess
+
+    video = _still_video(tmp_path / "six.avi", 40, _six_faces())
+    with ServerProcess("--max-faces", "4", "--metrics-port", "-1") as s:
+        r = run_client("watch", str(video), "--server", s.address, "--json", "--fps", "10", timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = _rows(r.stdout)
+    assert {row["track"] for row in rows} == set(range(1, 7)) and sum(row["label"] == "happy" for row in rows) >= 0.8 * len(rows)
+    assert len([row for row in rows if row["frame"] == max(row["frame"] for row in rows)]) == 6  # every face, in the end
+    assert "the server takes at most 4 faces in one request" in r.stderr and "busy" not in r.stderr
+
+
+def test_a_damaged_frame_is_skipped_and_a_cut_short_video_says_where_it_stopped(server, tmp_path):
+    """An MJPG video whose frame 12 of 40 is damaged: the run stopped there, without a word, though the 27 frames after it
+    decode. Cut short instead, it says from which frame on nothing could be decoded."""
+    import skimage.data
+
+    video = _still_video(tmp_path / "astronaut.avi", 40, skimage.data.astronaut()[::2, ::2])
+    data = bytearray(video.read_bytes())
+    at = data.find(b"movi")
+    for _ in range(13):  # the 13th frame's chunk: frame 12
+        at = data.find(b"00dc", at + 4)
+    data[at + 8 : at + 4008] = bytes(4000)
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(data)
+    r = run_client("watch", str(damaged), "--server", server.address, "--json", "--fps", "10", timeout=120)
+    assert r.returncode == 0, r.stderr
+    frames = {row["frame"] for row in _rows(r.stdout)}
+    assert 12 not in frames and {0, 11, 13, 39} <= frames and len(frames) == 39
+    assert "1 frame could not be decoded and was skipped" in r.stderr
+    short = tmp_path / "short.avi"
+    short.write_bytes(video.read_bytes()[: len(video.read_bytes()) // 2])
+    r = run_client("watch", str(short), "--server", server.address, "--json", "--fps", "10", timeout=120)
+    assert r.returncode == 0, r.stderr
+    last = max(row["frame"] for row in _rows(r.stdout))
+    assert 10 < last < 30 and f"frames {last + 1} to 39 could not be decoded" in r.stderr
+
+
+def test_timeline_and_plot_never_overwrite_the_video_or_each_other(video, tmp_path):
+    """--timeline naming the video replaced it with the CSV; --timeline and --plot naming one file lost the CSV."""
+    copy = tmp_path / "v.mp4"
+    copy.write_bytes(video.read_bytes())
+    for flags, line in ((["--timeline", str(copy)], "--timeline"), (["--plot", str(tmp_path / "v.png"), "--timeline", str(tmp_path / "v.png")], "same file")):
+        r = run_client("watch", str(copy), "--server", "127.0.0.1:1", *flags)
+        assert r.returncode == 2 and line in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert copy.read_bytes() == video.read_bytes()
+
+
+def test_smoothing_moves_toward_the_last_answer_while_a_face_is_not_sent():
+    """--smooth averaged only when an answer came, so a still face (not sent) kept a half-way mix of the faces before it."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from ferclient.tracking import Track
+    from ferclient.watch import Sample, Watcher
+
+    w = Watcher.__new__(Watcher)
+    w.args, w.names = SimpleNamespace(smooth=0.3), ["a", "b"]
+    track = Track(1, (0, 0, 10, 10))
+    track.state["p"] = np.array([1.0, 0.0])  # what an earlier face of the track read as
+    first = Sample(0, 0.0, [track], [(0, 0, 10, 10)], [0], [b"x"], [SimpleNamespace(probabilities=[0.0, 1.0])])
+    assert w.rows_of(first)[0]["confidence"] == 0.7  # 0.3 of the new answer (b), 0.7 of a: still a
+    rows = [w.rows_of(Sample(k, 0.1 * k, [track], [(0, 0, 10, 10)], [], []))[0] for k in range(1, 10)]
+    assert [r["label"] for r in rows][-1] == "b" and rows[-1]["confidence"] > 0.95 and not any(r["sent"] for r in rows)

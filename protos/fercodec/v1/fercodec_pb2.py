@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65rcodec/v1/fercodec.proto\x12\x0b\x66\x65rcodec.v1\"m\n\x10RecognizeRequest\x12\r\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0c\x12\x1d\n\x15return_reconstruction\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x17\n\x0funchanged_faces\x18\x04 \x01(\r\"\xb6\x01\n\nFaceResult\x12\r\n\x05label\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x15\n\rprobabilities\x18\x03 \x03(\x02\x12\x1a\n\x12reconstruction_png\x18\x04 \x01(\x0c\x12\x0f\n\x07quality\x18\x05 \x01(\r\x12\x17\n\x0f\x62itstream_bytes\x18\x06 \x01(\r\x12\x16\n\x0e\x62its_per_pixel\x18\x07 \x01(\x02\x12\x10\n\x08model_id\x18\x08 \x01(\t\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x86\x01\n\x11RecognizeResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x07results\x18\x02 \x03(\x0b\x32\x17.fercodec.v1.FaceResult\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.fercodec.v1.Error\"\x15\n\x13GetModelInfoRequest\"E\n\x07Quality\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06lambda\x18\x02 \x01(\x02\x12\x1b\n\x13mean_bits_per_pixel\x18\x03 \x01(\x02\"\xa9\x03\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x11\n\tmodel_tag\x18\x02 \x01(\r\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x14\n\x0cinput_height\x18\x04 \x01(\r\x12\x13\n\x0binput_width\x18\x05 \x01(\r\x12\'\n\tqualities\x18\x06 \x03(\x0b\x32\x14.fercodec.v1.Quality\x12\x17\n\x0f\x64\x65\x66\x61ult_quality\x18\x07 \x01(\r\x12\x13\n\x0b\x63lass_names\x18\x08 \x03(\t\x12\x19\n\x11\x62itstream_version\x18\t \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\n \x01(\t\x12\x0c\n\x04kind\x18\x0b \x01(\t\x12,\n\x0cother_models\x18\x0c \x03(\x0b\x32\x16.fercodec.v1.ModelInfo\x12\x13\n\x0btemperature\x18\r \x01(\x02\x12\x18\n\x10prior_correction\x18\x0e \x01(\x02\x12\x13\n\x0btrain_prior\x18\x0f \x03(\x02\x12\x1c\n\x14\x63lassifier_precision\x18\x10 \x01(\t\x12\x1b\n\x13synthesis_precision\x18\x11 \x01(\t\"%\n\x11GetEncoderRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"9\n\x0b\x45ncoderFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"\xaa\x01\n\x0f\x45ncoderManifest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x11\n\tmodel_tag\x18\x02 \x01(\r\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\'\n\x05\x66iles\x18\x05 \x03(\x0b\x32\x18.fercodec.v1.EncoderFile\x12\x15\n\rbundle_sha256\x18\x06 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x07 \x01(\x04\"7\n\tFileChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"q\n\x0c\x45ncoderChunk\x12\x30\n\x08manifest\x18\x01 \x01(\x0b\x32\x1c.fercodec.v1.EncoderManifestH\x00\x12\'\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x16.fercodec.v1.FileChunkH\x00\x42\x06\n\x04part2\xf6\x01\n\x08\x46\x65rCodec\x12J\n\tRecognize\x12\x1d.fercodec.v1.RecognizeRequest\x1a\x1e.fercodec.v1.RecognizeResponse\x12T\n\x0fRecognizeStream\x12\x1d.fercodec.v1.RecognizeRequest\x1a\x1e.fercodec.v1.RecognizeResponse(\x01\x30\x01\x12H\n\x0cGetModelInfo\x12 .fercodec.v1.GetModelInfoRequest\x1a\x16.fercodec.v1.ModelInfo2^\n\x11\x45ncoderRepository\x12I\n\nGetEncoder\x12\x1e.fercodec.v1.GetEncoderRequest\x1a\x19.fercodec.v1.EncoderChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65rcodec/v1/fercodec.proto\x12\x0b\x66\x65rcodec.v1\"m\n\x10RecognizeRequest\x12\r\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0c\x12\x1d\n\x15return_reconstruction\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x17\n\x0funchanged_faces\x18\x04 \x01(\r\"\xb6\x01\n\nFaceResult\x12\r\n\x05label\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x15\n\rprobabilities\x18\x03 \x03(\x02\x12\x1a\n\x12reconstruction_png\x18\x04 \x01(\x0c\x12\x0f\n\x07quality\x18\x05 \x01(\r\x12\x17\n\x0f\x62itstream_bytes\x18\x06 \x01(\r\x12\x16\n\x0e\x62its_per_pixel\x18\x07 \x01(\x02\x12\x10\n\x08model_id\x18\x08 \x01(\t\"9\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tmax_faces\x18\x03 \x01(\r\"\x86\x01\n\x11RecognizeResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x07results\x18\x02 \x03(\x0b\x32\x17.fercodec.v1.FaceResult\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.fercodec.v1.Error\"\x15\n\x13GetModelInfoRequest\"E\n\x07Quality\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06lambda\x18\x02 \x01(\x02\x12\x1b\n\x13mean_bits_per_pixel\x18\x03 \x01(\x02\"\xa9\x03\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x11\n\tmodel_tag\x18\x02 \x01(\r\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x14\n\x0cinput_height\x18\x04 \x01(\r\x12\x13\n\x0binput_width\x18\x05 \x01(\r\x12\'\n\tqualities\x18\x06 \x03(\x0b\x32\x14.fercodec.v1.Quality\x12\x17\n\x0f\x64\x65\x66\x61ult_quality\x18\x07 \x01(\r\x12\x13\n\x0b\x63lass_names\x18\x08 \x03(\t\x12\x19\n\x11\x62itstream_version\x18\t \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\n \x01(\t\x12\x0c\n\x04kind\x18\x0b \x01(\t\x12,\n\x0cother_models\x18\x0c \x03(\x0b\x32\x16.fercodec.v1.ModelInfo\x12\x13\n\x0btemperature\x18\r \x01(\x02\x12\x18\n\x10prior_correction\x18\x0e \x01(\x02\x12\x13\n\x0btrain_prior\x18\x0f \x03(\x02\x12\x1c\n\x14\x63lassifier_precision\x18\x10 \x01(\t\x12\x1b\n\x13synthesis_precision\x18\x11 \x01(\t\"%\n\x11GetEncoderRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"9\n\x0b\x45ncoderFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"\xaa\x01\n\x0f\x45ncoderManifest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x11\n\tmodel_tag\x18\x02 \x01(\r\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\'\n\x05\x66iles\x18\x05 \x03(\x0b\x32\x18.fercodec.v1.EncoderFile\x12\x15\n\rbundle_sha256\x18\x06 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x07 \x01(\x04\"7\n\tFileChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"q\n\x0c\x45ncoderChunk\x12\x30\n\x08manifest\x18\x01 \x01(\x0b\x32\x1c.fercodec.v1.EncoderManifestH\x00\x12\'\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x16.fercodec.v1.FileChunkH\x00\x42\x06\n\x04part2\xf6\x01\n\x08\x46\x65rCodec\x12J\n\tRecognize\x12\x1d.fercodec.v1.RecognizeRequest\x1a\x1e.fercodec.v1.RecognizeResponse\x12T\n\x0fRecognizeStream\x12\x1d.fercodec.v1.RecognizeRequest\x1a\x1e.fercodec.v1.RecognizeResponse(\x01\x30\x01\x12H\n\x0cGetModelInfo\x12 .fercodec.v1.GetModelInfoRequest\x1a\x16.fercodec.v1.ModelInfo2^\n\x11\x45ncoderRepository\x12I\n\nGetEncoder\x12\x1e.fercodec.v1.GetEncoderRequest\x1a\x19.fercodec.v1.EncoderChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,27 +36,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FACERESULT']._serialized_start=155
   _globals['_FACERESULT']._serialized_end=337
   _globals['_ERROR']._serialized_start=339
-  _globals['_ERROR']._serialized_end=377
-  _globals['_RECOGNIZERESPONSE']._serialized_start=380
-  _globals['_RECOGNIZERESPONSE']._serialized_end=514
-  _globals['_GETMODELINFOREQUEST']._serialized_start=516
-  _globals['_GETMODELINFOREQUEST']._serialized_end=537
-  _globals['_QUALITY']._serialized_start=539
-  _globals['_QUALITY']._serialized_end=608
-  _globals['_MODELINFO']._serialized_start=611
-  _globals['_MODELINFO']._serialized_end=1036
-  _globals['_GETENCODERREQUEST']._serialized_start=1038
-  _globals['_GETENCODERREQUEST']._serialized_end=1075
-  _globals['_ENCODERFILE']._serialized_start=1077
-  _globals['_ENCODERFILE']._serialized_end=1134
-  _globals['_ENCODERMANIFEST']._serialized_start=1137
-  _globals['_ENCODERMANIFEST']._serialized_end=1307
-  _globals['_FILECHUNK']._serialized_start=1309
-  _globals['_FILECHUNK']._serialized_end=1364
-  _globals['_ENCODERCHUNK']._serialized_start=1366
-  _globals['_ENCODERCHUNK']._serialized_end=1479
-  _globals['_FERCODEC']._serialized_start=1482
-  _globals['_FERCODEC']._serialized_end=1728
-  _globals['_ENCODERREPOSITORY']._serialized_start=1730
-  _globals['_ENCODERREPOSITORY']._serialized_end=1824
+  _globals['_ERROR']._serialized_end=396
+  _globals['_RECOGNIZERESPONSE']._serialized_start=399
+  _globals['_RECOGNIZERESPONSE']._serialized_end=533
+  _globals['_GETMODELINFOREQUEST']._serialized_start=535
+  _globals['_GETMODELINFOREQUEST']._serialized_end=556
+  _globals['_QUALITY']._serialized_start=558
+  _globals['_QUALITY']._serialized_end=627
+  _globals['_MODELINFO']._serialized_start=630
+  _globals['_MODELINFO']._serialized_end=1055
+  _globals['_GETENCODERREQUEST']._serialized_start=1057
+  _globals['_GETENCODERREQUEST']._serialized_end=1094
+  _globals['_ENCODERFILE']._serialized_start=1096
+  _globals['_ENCODERFILE']._serialized_end=1153
+  _globals['_ENCODERMANIFEST']._serialized_start=1156
+  _globals['_ENCODERMANIFEST']._serialized_end=1326
+  _globals['_FILECHUNK']._serialized_start=1328
+  _globals['_FILECHUNK']._serialized_end=1383
+  _globals['_ENCODERCHUNK']._serialized_start=1385
+  _globals['_ENCODERCHUNK']._serialized_end=1498
+  _globals['_FERCODEC']._serialized_start=1501
+  _globals['_FERCODEC']._serialized_end=1747
+  _globals['_ENCODERREPOSITORY']._serialized_start=1749
+  _globals['_ENCODERREPOSITORY']._serialized_end=1843
 # @@protoc_insertion_point(module_scope)

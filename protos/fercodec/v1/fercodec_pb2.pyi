@@ -39,12 +39,14 @@ class FaceResult(_message.Message):
     def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., reconstruction_png: _Optional[bytes] = ..., quality: _Optional[int] = ..., bitstream_bytes: _Optional[int] = ..., bits_per_pixel: _Optional[float] = ..., model_id: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
-    __slots__ = ("code", "message")
+    __slots__ = ("code", "message", "max_faces")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    MAX_FACES_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    max_faces: int
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., max_faces: _Optional[int] = ...) -> None: ...
 
 class RecognizeResponse(_message.Message):
     __slots__ = ("request_id", "results", "model_id", "error")
