@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ferclient.tracking import IouTracker, iou, shift
 
 
@@ -56,3 +58,16 @@ def test_assignment_is_optimal_against_scipy():
         assert len(pairs) == min(n, m) == len({r for r, _ in pairs}) == len({c for _, c in pairs})
         assert abs(sum(cost[r, c] for r, c in pairs) - cost[rows, cols].sum()) < 1e-9
     assert assignment(np.zeros((0, 3))) == []
+
+
+@pytest.mark.parametrize("speed", [10, 30, 40, 60])
+def test_two_faces_crossing_fast_keep_their_ids(speed):
+    """Two 80 px faces crossing, `speed` px per sampled frame (60: 300 px/s at 5 fps), listed in the detector's order
+    (left to right), which says nothing of who is who. Matched against their last boxes they swapped ids at 30 and 60;
+    against where each was heading they do not."""
+    tracker, path = IouTracker(max_missed=5), {}
+    for k in range(400 // speed + 1):
+        boxes = sorted([(k * speed, 100, 80, 90), (400 - k * speed, 110, 80, 90)])
+        for t, box in zip(tracker.update(boxes), boxes):
+            path.setdefault(t.id, []).append(box[0])
+    assert {i: (x[0], x[-1] > 200) for i, x in path.items()} == {1: (0, True), 2: (400, False)}
