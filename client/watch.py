@@ -112,7 +112,7 @@ class Watcher:
 
         self.args, self.encoder, self.detector = args, encoder, detector
         self.quality = encoder.check_quality(args.quality)
-        self.tracker = IouTracker(max_missed=max(1, round(TRACK_TIMEOUT_S * args.fps)))
+        self.tracker = IouTracker(max_missed=max(1, round(TRACK_TIMEOUT_S * args.fps)))  # samples() sets it for a file's rate
         self.rows: list[dict] = []
         self.frames = self.faces_seen = self.faces_sent = self.bytes_sent = self.faces_refused = self.bytes_refused = 0
         self.bad_frames, self.stopped_at = 0, None  # frames that could not be decoded; the frame where decoding gave up
@@ -127,6 +127,8 @@ class Watcher:
         from .faces import align, to_gray
 
         step, next_t, k, t_start, bad = 1.0 / self.args.fps, 0.0, -1, time.monotonic(), 0
+        if not live:  # at most one sample a frame: --fps above the file's rate samples fewer, and 1 s is fewer samples
+            self.tracker.max_missed = max(1, round(TRACK_TIMEOUT_S * min(self.args.fps, src_fps)))
         size = self.encoder.card.face_size[0]
         while self.args.max_frames is None or self.frames < self.args.max_frames:
             ok, bgr = cap.read()
@@ -232,14 +234,23 @@ def write_timeline(rows: list[dict], path: str, names) -> None:
             w.writerow([r["track"], r["frame"], r["t"], *r["box"], r["label"], r["confidence"], *(r["probabilities"][n] for n in names), r["bytes"], int(r["sent"])])
 
 
-def write_plot(rows: list[dict], path: str, names) -> None:
-    """Expression probabilities over time, one panel per track."""
+PLOT_TRACKS = 40  # panels at most: the longest-seen tracks (263 tracks drew a 990 x 55,033 px image in 3 minutes)
+
+
+def write_plot(rows: list[dict], path: str, names, note=None) -> None:
+    """Expression probabilities over time, one panel per track (the PLOT_TRACKS seen in most frames; note, if given, is
+    told in one line how many were left out)."""
+    import collections
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tracks = sorted({r["track"] for r in rows})
+    seen = collections.Counter(r["track"] for r in rows)
+    tracks = sorted(t for t, _ in seen.most_common(PLOT_TRACKS))
+    if len(seen) > len(tracks) and note is not None:
+        note(f"{path}: the {len(tracks)} tracks seen in most frames of {len(seen)} plotted (all are in the rows and --timeline)")
     fig, axes = plt.subplots(max(1, len(tracks)), 1, figsize=(9, 1.9 * max(1, len(tracks)) + 0.6), sharex=True, squeeze=False)
     for ax, tid in zip(axes[:, 0], tracks):
         mine = [r for r in rows if r["track"] == tid]
@@ -270,6 +281,29 @@ def check_output(path: str, flag: str, formats: set[str] | None = None) -> None:
         raise ValueError(f"{flag} {path}: cannot write in {folder}")
     if formats is not None and p.suffix.lower().lstrip(".") not in formats:
         raise ValueError(f"{flag} {path}: unknown image format {p.suffix or '(no suffix)'}; use one of {', '.join(sorted(formats))}")
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP during a run: stopped as Ctrl-C stops it (what was answered is written), exit 128 + signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate_as_interrupt():
+    """SIGTERM and SIGHUP stop the run as Ctrl-C does (they killed it at once, the timeline of a long video lost);
+    returns what puts the previous handlers back."""
+    import signal
+
+    def raise_terminated(signum, frame):
+        raise _Terminated(signum)
+
+    before = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name) and threading.current_thread() is threading.main_thread():
+            before[getattr(signal, name)] = signal.signal(getattr(signal, name), raise_terminated)
+    return lambda: [signal.signal(n, h) for n, h in before.items()]
 
 
 def _distinct_outputs(args) -> None:
@@ -400,8 +434,9 @@ def run(args, err) -> int:
                 call.cancel()
                 return
 
-    status, call, shed, limited = 0, None, [], []
+    status, call, shed, limited, answers = 0, None, [], [], [0]
     t0 = time.perf_counter()
+    restore = _terminate_as_interrupt()
     try:
         with open_channel(args, warn_faces=err) as channel:
             wait_ready(channel, args)
@@ -419,6 +454,7 @@ def run(args, err) -> int:
                         (limited if reply.error.max_faces else shed).append(reply.error.message)  # go again in a later frame
                         w.refused(answered, reply.error.max_faces)
                 answered.results = list(reply.results)
+                answers[0] += 1
                 flush(reply.request_id)
             flush(None)
             with lock:
@@ -428,15 +464,21 @@ def run(args, err) -> int:
                                    + (f"; {left} frame{'s' if left != 1 else ''} unanswered" if left else ""))
         if failure:
             raise failure[0]
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         stop.set()
         if call is not None:
             call.cancel()
             finished.wait(10)
-        err("interrupted: writing what was answered so far")
-        status = 130
+        err(f"{'terminated' if isinstance(e, _Terminated) else 'interrupted'}: writing what was answered so far")
+        status = 128 + e.signum if isinstance(e, _Terminated) else 130
     except grpc.RpcError as e:
-        err(stalled[0] if stalled else rpc_error_message(e, args))
+        if stalled:
+            err(stalled[0])
+        elif e.code() == grpc.StatusCode.UNAVAILABLE and answers:  # it was reached: the hints for a server never reached mislead
+            err(f"the stream to {args.server} was lost after {answers[0]} answered frame{'s' if answers[0] != 1 else ''} "
+                f"(the server stopped, or the connection was cut: {e.details()})")
+        else:
+            err(rpc_error_message(e, args))
         status = 1
     except ChannelSettingError:
         raise  # a setting to fix (a certificate, a token): one line and exit 2, as every subcommand
@@ -449,6 +491,7 @@ def run(args, err) -> int:
         err(str(e))
         status = 1
     finally:
+        restore()
         stop.set()
         if call is not None:
             finished.wait(10)
@@ -475,13 +518,13 @@ def run(args, err) -> int:
             f"({100.0 * (w.faces_seen - w.faces_sent) / max(1, w.faces_seen):.0f} % unchanged, not sent), {nbytes} B"
             + (f" ({nbytes / duration / max(1, tracks):.0f} B/s per track)" if duration > 0 else "")
             + (f"; {w.faces_refused} refused, sent again in a later frame" if w.faces_refused else "")
-            + (f"; {lost} frames sent were never answered" if lost else ""))
+            + (f"; {lost} frame{'s' if lost != 1 else ''} sent {'were' if lost != 1 else 'was'} never answered" if lost else ""))
         if not w.faces_seen:
             err(f"no face found in {w.frames} sampled frames (faces under --min-face {args.min_face} px are not counted)")
     if not w.frames and not status:  # nothing decoded: say so, rather than end without a word
         err(f"{args.video}: no frame could be decoded" if args.video is not None else f"camera {args.camera} gave no frame")
         return 1
-    for path, write in ((args.timeline, write_timeline), (args.plot, write_plot)):
+    for path, write in ((args.timeline, write_timeline), (args.plot, lambda *a: write_plot(*a, note=err))):
         if path:
             try:
                 write(w.rows, path, w.names)

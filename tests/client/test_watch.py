@@ -120,7 +120,9 @@ def test_camera_from_a_fake_source(server, video, monkeypatch, capsys):
     assert open_streams == [1.0] and _gauge(server.metrics(), "fercodec_streams_active") == 0.0  # one stream per video, closed after
 
 
-def test_ctrl_c_stops_cleanly_and_writes_what_it_has(server, tmp_path):
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_ctrl_c_stops_cleanly_and_writes_what_it_has(server, tmp_path, sig, code, word):
+    """Ctrl-C, and SIGTERM (a service manager, `timeout`), which killed the run at once and lost the timeline."""
     long_video = make_video(tmp_path / "long.mp4", frames=600)
     csv_path = tmp_path / "partial.csv"
     p = subprocess.Popen([str(BIN / "ferclient"), "watch", str(long_video), "--server", server.address, "--fps", "25", "--json", "--timeline", str(csv_path)],
@@ -129,10 +131,10 @@ def test_ctrl_c_stops_cleanly_and_writes_what_it_has(server, tmp_path):
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = p.stdout.readline()
     assert json.loads(first)["track"] == 1
-    p.send_signal(signal.SIGINT)
+    p.send_signal(sig)
     out, err = p.communicate(timeout=60)
-    assert p.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err
+    assert p.returncode == code, err
+    assert word in err and "Traceback" not in err
     with open(csv_path) as f:
         n = len(list(csv.DictReader(f)))
     assert 1 <= n < 600 * 2 and n == 1 + len(out.splitlines())
@@ -359,3 +361,34 @@ def test_smoothing_moves_toward_the_last_answer_while_a_face_is_not_sent():
     assert w.rows_of(first)[0]["confidence"] == 0.7  # 0.3 of the new answer (b), 0.7 of a: still a
     rows = [w.rows_of(Sample(k, 0.1 * k, [track], [(0, 0, 10, 10)], [], []))[0] for k in range(1, 10)]
     assert [r["label"] for r in rows][-1] == "b" and rows[-1]["confidence"] > 0.95 and not any(r["sent"] for r in rows)
+
+
+def test_a_server_lost_mid_stream_is_said_so(tmp_path):
+    """A server killed mid-video was reported as one that could not be reached ("if the server uses TLS, give its CA")."""
+    from ..conftest import ServerProcess
+
+    long_video = make_video(tmp_path / "long.mp4", frames=600)
+    s = ServerProcess("--metrics-port", "-1")
+    p = subprocess.Popen([str(BIN / "ferclient"), "watch", str(long_video), "--server", s.address, "--fps", "25", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(p.stdout.readline())["track"] == 1
+        s.proc.kill()
+        out, err = p.communicate(timeout=60)
+    finally:
+        s.stop()
+    assert p.returncode == 1 and f"the stream to {s.address} was lost after" in err and "TLS" not in err, err
+
+
+def test_a_plot_of_many_tracks_draws_the_longest(tmp_path):
+    """263 tracks drew a 990 x 55,033 px plot in minutes (and a few more would pass matplotlib's limit after the run)."""
+    from ferclient.watch import PLOT_TRACKS, write_plot
+
+    names = ["angry", "happy"]
+    rows = [{"track": k, "t": 0.1 * i, "probabilities": {"angry": 0.3, "happy": 0.7}, "sent": True}
+            for k in range(1, 61) for i in range(1 + (k == 7) * 5)]
+    notes = []
+    write_plot(rows, str(tmp_path / "p.png"), names, note=notes.append)
+    with Image.open(tmp_path / "p.png") as im:
+        assert im.size[1] < 1.9 * 110 * (PLOT_TRACKS + 1)
+    assert len(notes) == 1 and f"the {PLOT_TRACKS} tracks seen in most frames of 60 plotted" in notes[0]
