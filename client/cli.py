@@ -56,7 +56,9 @@ class _Reply:
     def result(self):
         """The replies' results in the faces' order (raises the first failed request's grpc.RpcError)."""
         if self._replies is None:
-            self._replies = [self._split(request, f) for request, f in zip(self._requests, self._futures)]
+            self._replies = []
+        for request, f in list(zip(self._requests, self._futures))[len(self._replies) :]:  # kept as they come: a second
+            self._replies.append(self._split(request, f))  # call after a failure does not send the parts again
         first, *rest = self._replies
         if rest:  # a new message: the first reply itself stays as received, so a second call gives the same answer
             first = type(first)(request_id=first.request_id, model_id=first.model_id, results=[r for reply in (first, *rest) for r in reply.results])

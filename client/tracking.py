@@ -75,6 +75,7 @@ def iou(a, b) -> float:
 # A track's velocity: this much of the last one kept, the rest from its latest move. Boxes are matched against where the
 # velocity puts them: without it, two faces crossing at 200 px/s swapped ids (5 sampled frames a second).
 VELOCITY_KEEP = 0.5
+MAX_PREDICTED_STEPS = 2
 
 
 @dataclass
@@ -87,8 +88,9 @@ class Track:
     velocity: tuple[float, float] = (0.0, 0.0)  # its box's centre's move per sampled frame, smoothed
 
     def predicted(self) -> tuple[float, float, float, float]:
-        """Where the box should be in the next sampled frame, moving on as it moved (missed frames included)."""
-        steps = self.missed + 1
+        """Where the box should be in the next sampled frame, moving on as it moved (one missed frame included, not
+        more: a face that stopped while unseen would be looked for ever further from where it stopped)."""
+        steps = min(self.missed + 1, MAX_PREDICTED_STEPS)
         return (self.box[0] + self.velocity[0] * steps, self.box[1] + self.velocity[1] * steps, self.box[2], self.box[3])
 
 

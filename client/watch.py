@@ -94,7 +94,6 @@ class Sample:
     streams: list[bytes]
     results: list = field(default_factory=list)
     waiting_since: float | None = None  # monotonic time its request went out, until its answer came
-    before: list = field(default_factory=list)  # each sent face's track's last sent latent before this frame (None: none)
 
 
 def _relative_change(y: np.ndarray, last: np.ndarray | None) -> float:
@@ -137,8 +136,8 @@ class Watcher:
                 if total is not None and k < total and bad < MAX_BAD_FRAMES:
                     bad += 1
                     continue
-                if total is not None and k - bad < total:
-                    self.stopped_at = k - bad  # the first of the frames that could not be decoded to the end
+                if total is not None and total - (k - bad) > max(2, total // 50):  # a frame count estimated from the
+                    self.stopped_at = k - bad  # duration can be a frame or two over: not a damaged file
                 return
             self.bad_frames, bad = self.bad_frames + bad, 0
             t = (time.monotonic() - t_start) if live else k / src_fps
@@ -158,7 +157,6 @@ class Watcher:
                 # others keep their last sent latent, so they go in a later frame.
                 due = sorted((i for i, c in enumerate(change) if c >= self.args.skip_threshold), key=lambda i: ("p" in tracks[i].state, -change[i]))
                 for i in sorted(due[: self.max_faces]):
-                    sample.before.append(tracks[i].state.get("sent"))
                     tracks[i].state["sent"] = latents[i]
                     sample.sent.append(i)
                     sample.streams.append(encode(latents[i], self.quality, self.encoder.tables, self.encoder.card.model_tag))
@@ -172,15 +170,11 @@ class Watcher:
     def refused(self, sample: Sample, most: int) -> None:
         """sample's request was refused (a busy server shed it, or it held more faces than the server takes: most > 0):
         its faces count as not sent and go again in a later frame, in parts the server takes."""
-        for i, y in zip(sample.sent, sample.before):
-            track = sample.tracks[i]
-            if y is None:
-                track.state.pop("sent", None)
-            else:
-                track.state["sent"] = y
+        for i in sample.sent:  # forgotten, not put back: a later frame of the same face may have been refused too
+            sample.tracks[i].state.pop("sent", None)
         self.faces_refused += len(sample.sent)  # counted apart: faces_sent is the sampling thread's
         self.bytes_refused += sum(map(len, sample.streams))
-        sample.sent, sample.streams, sample.before = [], [], []
+        sample.sent, sample.streams = [], []
         if most:
             self.max_faces = min(self.max_faces, most)
 
@@ -301,8 +295,10 @@ def _terminate_as_interrupt():
 
     before = {}
     for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name) and threading.current_thread() is threading.main_thread():
-            before[getattr(signal, name)] = signal.signal(getattr(signal, name), raise_terminated)
+        sig = getattr(signal, name, None)
+        # an ignored signal stays ignored: `nohup ferclient watch ...` must outlive its terminal
+        if sig is not None and threading.current_thread() is threading.main_thread() and signal.getsignal(sig) is not signal.SIG_IGN:
+            before[sig] = signal.signal(sig, raise_terminated)
     return lambda: [signal.signal(n, h) for n, h in before.items()]
 
 
@@ -474,7 +470,7 @@ def run(args, err) -> int:
     except grpc.RpcError as e:
         if stalled:
             err(stalled[0])
-        elif e.code() == grpc.StatusCode.UNAVAILABLE and answers:  # it was reached: the hints for a server never reached mislead
+        elif e.code() == grpc.StatusCode.UNAVAILABLE and answers[0]:  # it was reached: the hints for a server never reached mislead
             err(f"the stream to {args.server} was lost after {answers[0]} answered frame{'s' if answers[0] != 1 else ''} "
                 f"(the server stopped, or the connection was cut: {e.details()})")
         else:
@@ -511,7 +507,8 @@ def run(args, err) -> int:
     if w.bad_frames:
         err(f"{w.bad_frames} frame{'s' if w.bad_frames != 1 else ''} could not be decoded and {'were' if w.bad_frames != 1 else 'was'} skipped")
     if w.stopped_at is not None:
-        err(f"{args.video}: frames {w.stopped_at} to {total - 1} could not be decoded (a damaged or cut-short file): stopped there")
+        err(f"{args.video}: no frame from {w.stopped_at} on could be decoded (the file says it has {total}): damaged or cut short, "
+            f"stopped there")
     if w.frames:
         sent, nbytes = w.faces_sent - w.faces_refused, w.bytes_sent - w.bytes_refused  # answered; refused ones went again
         err(f"{w.frames} frames sampled in {elapsed:.1f} s, {tracks} track{'s' if tracks != 1 else ''}, faces sent {sent} of {w.faces_seen} "

@@ -141,11 +141,11 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
         try:
             return await self._recognize(request, deadline, source)
         except RequestError as e:
-            if e.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            most = int(dict(e.trailers).get(MAX_FACES_METADATA, 0))
+            if e.code == grpc.StatusCode.RESOURCE_EXHAUSTED and not most:  # overload; too many faces is no reason to wait
                 source.resume_at = time.monotonic() + REFUSED_PAUSE_S
             self.metrics.requests.labels("RecognizeStream.message", e.code.name).inc()
             request_id = "" if isinstance(request, Undecodable) else request.request_id
-            most = int(dict(e.trailers).get(MAX_FACES_METADATA, 0))
             return pb.RecognizeResponse(request_id=request_id, model_id=self.card.model_id, error=pb.Error(code=e.code.value[0], message=e.message, max_faces=most))
 
     async def RecognizeStream(self, request_iterator, context):

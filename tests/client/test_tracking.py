@@ -71,3 +71,13 @@ def test_two_faces_crossing_fast_keep_their_ids(speed):
         for t, box in zip(tracker.update(boxes), boxes):
             path.setdefault(t.id, []).append(box[0])
     assert {i: (x[0], x[-1] > 200) for i, x in path.items()} == {1: (0, True), 2: (400, False)}
+
+
+def test_a_face_that_stops_while_unseen_keeps_its_id():
+    """A face moving 40 px a frame, missed for two frames, found where it stopped: predicting three moves ahead looked
+    120 px past it and gave it a new id; the prediction goes two moves at most."""
+    tracker = IouTracker(max_missed=5)
+    ids = [tracker.update([(40 * k, 100, 80, 90)])[0].id for k in range(6)]
+    tracker.update([])
+    tracker.update([])
+    assert ids == [1] * 6 and tracker.update([(200, 100, 80, 90)])[0].id == 1

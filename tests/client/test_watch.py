@@ -331,7 +331,7 @@ def test_a_damaged_frame_is_skipped_and_a_cut_short_video_says_where_it_stopped(
     r = run_client("watch", str(short), "--server", server.address, "--json", "--fps", "10", timeout=120)
     assert r.returncode == 0, r.stderr
     last = max(row["frame"] for row in _rows(r.stdout))
-    assert 10 < last < 30 and f"frames {last + 1} to 39 could not be decoded" in r.stderr
+    assert 10 < last < 30 and f"no frame from {last + 1} on could be decoded (the file says it has 40)" in r.stderr
 
 
 def test_timeline_and_plot_never_overwrite_the_video_or_each_other(video, tmp_path):
