@@ -142,8 +142,8 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
             return await self._recognize(request, deadline, source)
         except RequestError as e:
             most = int(dict(e.trailers).get(MAX_FACES_METADATA, 0))
-            if e.code == grpc.StatusCode.RESOURCE_EXHAUSTED and not most:  # overload; too many faces is no reason to wait
-                source.resume_at = time.monotonic() + REFUSED_PAUSE_S
+            if e.code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # too many faces too: a stream sending such regardless must
+                source.resume_at = time.monotonic() + REFUSED_PAUSE_S  # not keep the event loop refusing it
             self.metrics.requests.labels("RecognizeStream.message", e.code.name).inc()
             request_id = "" if isinstance(request, Undecodable) else request.request_id
             return pb.RecognizeResponse(request_id=request_id, model_id=self.card.model_id, error=pb.Error(code=e.code.value[0], message=e.message, max_faces=most))
