@@ -40,9 +40,7 @@ class _Reply:
         from fercodec.v1 import fercodec_pb2 as pb
 
         self._stub, self._timeout = stub, timeout
-        most = getattr(stub, "fercodec_max_faces", FACES_PER_REQUEST)
-        self._requests = [pb.RecognizeRequest(faces=streams[i : i + most], return_reconstruction=reconstruct)
-                          for i in range(0, max(len(streams), 1), most)]
+        self._requests = _requests(pb.RecognizeRequest, streams, reconstruct, getattr(stub, "fercodec_max_faces", FACES_PER_REQUEST))
         # t0 before the first request goes out: an answer can arrive before the line after .future() runs
         self.t0, self._ends = time.perf_counter(), []  # when each request was answered (callbacks run on gRPC's threads)
         self._futures = [stub.Recognize.future(r, timeout=timeout) for r in self._requests]
@@ -59,10 +57,7 @@ class _Reply:
             self._replies = []
         for request, f in list(zip(self._requests, self._futures))[len(self._replies) :]:  # kept as they come: a second
             self._replies.append(self._split(request, f))  # call after a failure does not send the parts again
-        first, *rest = self._replies
-        if rest:  # a new message: the first reply itself stays as received, so a second call gives the same answer
-            first = type(first)(request_id=first.request_id, model_id=first.model_id, results=[r for reply in (first, *rest) for r in reply.results])
-        return first
+        return _merged(self._replies)
 
     def _split(self, request, future):
         """future's reply; where the server refused the request for its number of faces, the request's faces sent
@@ -76,14 +71,28 @@ class _Reply:
             if most is None or not 0 < most < len(request.faces):
                 raise
         self._stub.fercodec_max_faces = min(most, getattr(self._stub, "fercodec_max_faces", FACES_PER_REQUEST))
-        parts = [self._stub.Recognize(type(request)(faces=request.faces[i : i + most], return_reconstruction=request.return_reconstruction),
-                                      timeout=self._timeout) for i in range(0, len(request.faces), most)]
+        parts = [self._stub.Recognize(r, timeout=self._timeout)
+                 for r in _requests(type(request), list(request.faces), request.return_reconstruction, most)]
         self._ends.append(time.perf_counter())
-        return type(parts[0])(request_id=parts[0].request_id, model_id=parts[0].model_id, results=[r for p in parts for r in p.results])
+        return _merged(parts)
 
     def latency_ms(self) -> float:
         ends = list(self._ends)
         return ((max(ends) if len(ends) >= len(self._futures) else time.perf_counter()) - self.t0) * 1000.0
+
+
+def _requests(message, streams: list[bytes], reconstruct: bool, most: int) -> list:
+    """streams as RecognizeRequests (message) of at most `most` faces each (one, empty, for no faces)."""
+    return [message(faces=streams[i : i + most], return_reconstruction=reconstruct) for i in range(0, max(len(streams), 1), most)]
+
+
+def _merged(replies: list):
+    """Replies to consecutive requests as one, their results in order. A lone reply is returned as received; several
+    make a new message, so the replies stay as they came and a second call gives the same answer."""
+    first, *rest = replies
+    if not rest:
+        return first
+    return type(first)(request_id=first.request_id, model_id=first.model_id, results=[r for reply in replies for r in reply.results])
 
 
 def _max_faces(e) -> int | None:

@@ -474,9 +474,9 @@ class FaceDetector:
             if deg == 0:
                 best = max(best, float(r[14]) + UPRIGHT_MARGIN)  # the upright patch's own score, on the same footing
             elif r[14] > best:
-                local = r[:14].reshape(7, 2) - [(i % cols) * cell, (i // cols) * cell]
-                best, marks = float(r[14]), _unrotate(local[2:], deg, (cell, cell), (cell, cell))
-                box = _turned_box(local[0], local[0] + r[2:4], deg, cell) if deg % 90 == 0 else None
+                origin = np.array([(i % cols) * cell, (i // cols) * cell], np.float32)  # the cell's corner in the mosaic
+                best, marks = float(r[14]), _unrotate(r[4:14].reshape(5, 2) - origin, deg, (cell, cell), (cell, cell))
+                box = _turned_box(r[:2] - origin, r[:2] - origin + r[2:4], deg, cell) if deg % 90 == 0 else None
         return face if marks is None else back(marks, box)
 
     def levelled(self, rgb: np.ndarray, face: Face) -> Face:

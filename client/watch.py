@@ -430,7 +430,7 @@ def run(args, err) -> int:
                 call.cancel()
                 return
 
-    status, call, shed, limited, answers = 0, None, [], [], [0]
+    status, call, shed, limited, answered_frames = 0, None, [], [], 0
     t0 = time.perf_counter()
     restore = _terminate_as_interrupt()
     try:
@@ -450,7 +450,7 @@ def run(args, err) -> int:
                         (limited if reply.error.max_faces else shed).append(reply.error.message)  # go again in a later frame
                         w.refused(answered, reply.error.max_faces)
                 answered.results = list(reply.results)
-                answers[0] += 1
+                answered_frames += 1
                 flush(reply.request_id)
             flush(None)
             with lock:
@@ -470,8 +470,8 @@ def run(args, err) -> int:
     except grpc.RpcError as e:
         if stalled:
             err(stalled[0])
-        elif e.code() == grpc.StatusCode.UNAVAILABLE and answers[0]:  # it was reached: the hints for a server never reached mislead
-            err(f"the stream to {args.server} was lost after {answers[0]} answered frame{'s' if answers[0] != 1 else ''} "
+        elif e.code() == grpc.StatusCode.UNAVAILABLE and answered_frames:  # it was reached: the hints for a server never reached mislead
+            err(f"the stream to {args.server} was lost after {answered_frames} answered frame{'s' if answered_frames != 1 else ''} "
                 f"(the server stopped, or the connection was cut: {e.details()})")
         else:
             err(rpc_error_message(e, args))
