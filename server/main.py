@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import sys
+import time
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -132,16 +133,20 @@ async def serve(cfg: config_mod.Config) -> None:
     log.info("ferserver stopping: no new work, finishing in-flight requests (grace %.0fs)", cfg.grace_s)
     await health_servicer.enter_graceful_shutdown()
     batcher.drain()  # no call can join a waiting batch now: run it
-    servicer.drain()  # open streams answer what they read and end
-    stopping = asyncio.ensure_future(server.stop(cfg.grace_s))
-    done, _ = await asyncio.wait((stopping,), timeout=max(0.0, cfg.grace_s - 0.05))
-    if not done and servicer.active:
+    servicer.drain()  # open streams answer what they read and end; new calls get UNAVAILABLE
+    # Every call in flight is answered before grpc's own shutdown starts. server.stop() sends GOAWAY at once and closes
+    # each connection once its calls are done, so answers written after the GOAWAY could be cut off with the connection
+    # (the Docker test once saw 5 of 64 calls end UNAVAILABLE "GOAWAY received; Server shutdown", and before the linger
+    # 25 of 64 "Connection reset by peer": a closed socket with unread bytes resets, and the peer drops what it had not
+    # read). So: wait for the calls, give their callers LINGER_S to read the answers, then stop.
+    deadline = time.monotonic() + cfg.grace_s
+    while servicer.active and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    if servicer.active:
         log.warning("grace period over: %d call%s still running are cut (their callers get UNAVAILABLE)", servicer.active, "s" if servicer.active != 1 else "")
-    await stopping
-    # The last answers were handed to grpc just now: let callers read them before the process exits. Its sockets close
-    # then with whatever the clients sent last unread, which resets the connection, and a client loses the answers it
-    # had not read yet (the Docker test once saw 25 of 64 calls end UNAVAILABLE "Connection reset by peer").
-    await asyncio.sleep(LINGER_S)
+    else:
+        await asyncio.sleep(LINGER_S)
+    await server.stop(max(0.0, deadline - time.monotonic()))
     if health_only:
         await health_only.stop(0)
     batcher.close()
@@ -151,7 +156,7 @@ async def serve(cfg: config_mod.Config) -> None:
     log.info("ferserver stopped")
 
 
-LINGER_S = 0.25
+LINGER_S = 0.5
 
 
 def _address(host: str, port: int) -> str:

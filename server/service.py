@@ -60,9 +60,10 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
         return self._active
 
     def drain(self) -> None:
-        """Shutting down: every RecognizeStream stops reading, answers the messages it read and ends (OK). An open
-        stream (`ferclient watch` holds one per video) otherwise held the server for the whole --grace-s, then was
-        cut, with a traceback in the log after "ferserver stopped"."""
+        """Shutting down: every RecognizeStream stops reading, answers the messages it read and ends (OK), and new
+        calls are refused with UNAVAILABLE (clients retry those on another replica). An open stream (`ferclient watch`
+        holds one per video) otherwise held the server for the whole --grace-s, then was cut, with a traceback in the
+        log after "ferserver stopped"."""
         self._draining.set()
 
     async def _next_message(self, request_iterator, drained: asyncio.Future):
@@ -84,6 +85,8 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
         call, health checks included, so under overload it refuses the liveness probes
         too and the orchestrator restarts a server that is merely busy.
         """
+        if self._draining.is_set():  # answered before any model work, so the client may safely send it again
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, "server is shutting down; send the call again, to another replica")
         if self.max_concurrent_rpcs and self._active >= self.max_concurrent_rpcs:
             raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"server busy: {self._active} calls in progress (at most {self.max_concurrent_rpcs}); retry later")
         self._active += 1

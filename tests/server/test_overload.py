@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import re
+import signal
 import threading
 import time
 
@@ -269,11 +270,19 @@ def test_behind_64_calls_in_flight_a_doomed_call_is_refused_and_sigterm_loses_no
         with pytest.raises(grpc.RpcError) as doomed:  # the queued batch alone outlasts a 1 s deadline: refused at once, not queued
             stub.Recognize(pb.RecognizeRequest(faces=[streams[0]]), timeout=1.0)
         refused_s, t0 = time.monotonic() - t0, time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        while "ferserver stopping" not in s.output():
+            time.sleep(0.01)
+        # the 64 are answered, and their callers given LINGER_S to read the answers, before grpc's GOAWAY: meanwhile a new
+        # call is refused before any model work, so it may go to another replica
+        with pytest.raises(grpc.RpcError) as late:
+            stub.Recognize(pb.RecognizeRequest(faces=[streams[0]]), timeout=5)
         rc = s.stop()
         stop_s = time.monotonic() - t0
         codes = collections.Counter(f.code().name for f in futures)
     print(f"\nbehind 64 queued faces a 1 s call got {doomed.value.code().name} in {1000 * refused_s:.0f} ms ({doomed.value.details()}); "
-          f"SIGTERM with 64 calls in flight: {dict(codes)}, exit {rc} after {stop_s:.1f} s")
+          f"SIGTERM with 64 calls in flight: {dict(codes)}, exit {rc} after {stop_s:.1f} s; a call during the drain: {late.value.code().name} ({late.value.details()})")
+    assert late.value.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in late.value.details()
     assert doomed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and _refusal(doomed.value.details()) == "deadline" and refused_s < 1.0
     assert codes == {"OK": 64} and all(len(f.result().results) == 1 for f in futures)
     assert rc == 0 and "ferserver stopped" in s.output() and stop_s < 8
