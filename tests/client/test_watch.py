@@ -334,6 +334,25 @@ def test_a_damaged_frame_is_skipped_and_a_cut_short_video_says_where_it_stopped(
     assert 10 < last < 30 and f"no frame from {last + 1} on could be decoded (the file says it has 40)" in r.stderr
 
 
+def test_a_variable_frame_rate_file_is_timed_by_its_timestamps(server, tmp_path):
+    """An animated GIF whose frames last 0.1 s and 0.9 s in turn (8 frames in 4 s): OpenCV says 2 frames a second, and
+    frame k at k / 2 s put the frames up to 1.5 s from where they show. At --fps 5 each shown second is sampled once."""
+    import skimage.data
+
+    frames = []
+    for k in range(8):  # a corner pixel apart: Pillow merges frames that are the same into one
+        a = skimage.data.astronaut()[::2, ::2].copy()
+        a[0, 0] = 30 * k
+        frames.append(Image.fromarray(a))
+    gif = tmp_path / "vfr.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=[100, 900] * 4, loop=0)
+    r = run_client("watch", str(gif), "--server", server.address, "--json", "--fps", "5", "--skip-threshold", "0", timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = _rows(r.stdout)
+    assert [row["frame"] for row in rows] == [0, 2, 4, 6]
+    assert [row["t"] for row in rows] == pytest.approx([0.0, 1.0, 2.0, 3.0], abs=0.01)
+
+
 def test_timeline_and_plot_never_overwrite_the_video_or_each_other(video, tmp_path):
     """--timeline naming the video replaced it with the CSV; --timeline and --plot naming one file lost the CSV."""
     copy = tmp_path / "v.mp4"
