@@ -293,7 +293,7 @@ class Client:
         if self._closed:
             raise FerError("this Client is closed")
         try:
-            reply = self._stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self.args.timeout)
+            reply = channel_mod.unary(self._stub.GetModelInfo, pb.GetModelInfoRequest(), self.args.timeout)
         except grpc.RpcError as e:
             raise FerError(channel_mod.rpc_error_message(e, self.args), e.code().name) from None
         return ServerInfo(tuple(ServedModel.of(m) for m in (reply, *reply.other_models)))

@@ -7,8 +7,11 @@ channel with open_channel, so TLS and tokens work the same everywhere.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
+import threading
 import urllib.parse
 
 from fermodels import argtypes
@@ -148,9 +151,51 @@ def open_channel(args, warn_faces=None):
         channel = grpc.secure_channel(args.server, creds, options=options)
     else:
         channel = grpc.insecure_channel(args.server, options=options)
-    if bearer is None:
-        return channel
-    return grpc.intercept_channel(channel, _bearer(bearer))
+    return _Channel(channel if bearer is None else grpc.intercept_channel(channel, _bearer(bearer)))
+
+
+class _Channel:
+    """A grpc.Channel closed with Ctrl-C (and SIGTERM/SIGHUP) held until it is: closing waits for grpc's connectivity
+    poll, and a KeyboardInterrupt in that wait left the channel half closed, so the process hung for ever when it was
+    collected (ferclient watch, Ctrl-C as it gave up on a refused server). The signal is raised once it is closed."""
+
+    def __init__(self, channel):
+        self._channel = channel
+
+    def __getattr__(self, name):
+        return getattr(self._channel, name)
+
+    def close(self) -> None:
+        with _signals_held():
+            self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def _signals_held(signums=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)):
+    """Signals that come meanwhile are raised after the block, to the handlers there were before it (main thread only:
+    elsewhere Python cannot set handlers, and signals reach the main thread anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    before = {}
+    for signum in signums:
+        handler = signal.getsignal(signum)
+        if handler is not None and handler != signal.SIG_IGN:  # None: set outside Python, left alone
+            before[signum] = signal.signal(signum, lambda n, frame: came.append(n))
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        if came:
+            signal.raise_signal(came[0])
 
 
 def wait_ready(channel, args) -> None:
@@ -183,6 +228,19 @@ def wait_ready(channel, args) -> None:
         _probe(channel, args, max(0.1, deadline - time.monotonic()))  # raises with grpc's reason, unless the server came up meanwhile
 
 
+def unary(method, request, timeout: float):
+    """method(request, timeout=timeout), the way every ferclient call is made: as a future. Ctrl-C in a blocking call's
+    wait left grpc's call state behind, and closing the channel then waited for it for ever (ferclient watch hung after
+    "interrupted" when Ctrl-C came while it checked a refused server); a future's wait is interrupted cleanly, and the
+    call cancelled."""
+    call = method.future(request, timeout=timeout)
+    try:
+        return call.result()
+    except KeyboardInterrupt:
+        call.cancel()
+        raise
+
+
 def _probe(channel, args, timeout: float) -> None:
     """One health check (open to every caller, even without a token) on a channel that failed to connect: ConnectionError
     with the reason grpc gives, as `send`'s message words it; returns when the call was answered at all."""
@@ -190,7 +248,7 @@ def _probe(channel, args, timeout: float) -> None:
 
     check = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=bytes, response_deserializer=bytes)
     try:
-        check(b"", timeout=timeout)
+        unary(check, b"", timeout)
     except grpc.RpcError as e:
         if e.code() == grpc.StatusCode.UNAVAILABLE:
             raise ConnectionError(rpc_error_message(e, args)) from None

@@ -71,7 +71,7 @@ class _Reply:
             if most is None or not 0 < most < len(request.faces):
                 raise
         self._stub.fercodec_max_faces = min(most, getattr(self._stub, "fercodec_max_faces", FACES_PER_REQUEST))
-        parts = [self._stub.Recognize(r, timeout=self._timeout)
+        parts = [channel_mod.unary(self._stub.Recognize, r, self._timeout)
                  for r in _requests(type(request), list(request.faces), request.return_reconstruction, most)]
         self._ends.append(time.perf_counter())
         return _merged(parts)
@@ -574,6 +574,18 @@ def watch(args) -> int:
     return run(args, _err)
 
 
+def caused_by_ctrl_c(e: BaseException) -> bool:
+    """Whether Ctrl-C is behind an exception: a library whose import it interrupts raises ImportError from it
+    (onnxruntime's "initialization failed", OpenCV's), which would read as a broken install, with a traceback."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def main(argv=None) -> int:
     # grpc's C core logs a failed TLS handshake in lines of its own before ferclient's one line says what failed and
     # what to do; GRPC_VERBOSITY set by the user (DEBUG for a bug report) still wins. Set before grpc is imported.
@@ -585,6 +597,11 @@ def main(argv=None) -> int:
         _err(str(e))
         return 2
     except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as e:
+        if not caused_by_ctrl_c(e):
+            raise
         _err("interrupted")
         return 130
     except BrokenPipeError:  # `ferclient ... | head`: the reader left; not an error of ours

@@ -259,7 +259,11 @@ def _heif_opener() -> bool:
     not at import, since it costs 40 ms that a JPEG never needs. False when pi-heif is not installed."""
     try:
         from pi_heif import register_heif_opener
-    except ImportError:
+    except ImportError as e:
+        from .cli import caused_by_ctrl_c
+
+        if caused_by_ctrl_c(e):
+            raise
         return False
     register_heif_opener()
     return True

@@ -358,18 +358,23 @@ def run(args, err) -> int:
     from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 
     from .channel import ChannelSettingError, open_channel, rpc_error_message, wait_ready
+    from .cli import caused_by_ctrl_c
     from .encoder import FaceEncoder
     from .faces import FaceDetector
 
     try:
         import cv2  # noqa: F401
-    except ImportError:
+    except ImportError as e:
+        if caused_by_ctrl_c(e):
+            raise
         err("ferclient watch reads video with OpenCV, which this install lacks: pip install 'fercodec[video]'")
         return 2
     if args.plot:
         try:
             import matplotlib  # noqa: F401
-        except ImportError:
+        except ImportError as e:
+            if caused_by_ctrl_c(e):
+                raise
             err("--plot needs matplotlib: pip install matplotlib")
             return 2
     try:
@@ -485,7 +490,7 @@ def run(args, err) -> int:
             with lock:
                 left = len(unanswered())
             if left or not finished.is_set():  # the server ended the stream before the video ended: a server shutting down does
-                raise RuntimeError(f"the server ended the stream before the video ended (shutting down?)"
+                raise RuntimeError("the server ended the stream before the video ended (shutting down?)"
                                    + (f"; {left} frame{'s' if left != 1 else ''} unanswered" if left else ""))
         if failure:
             raise failure[0]
@@ -494,7 +499,7 @@ def run(args, err) -> int:
         if call is not None:
             call.cancel()
             finished.wait(10)
-        err(f"{'terminated' if isinstance(e, _Terminated) else 'interrupted'}: writing what was answered so far")
+        err(f"{'terminated' if isinstance(e, _Terminated) else 'interrupted'}" + (": writing what was answered so far" if answered_frames else ""))
         status = 128 + e.signum if isinstance(e, _Terminated) else 130
     except grpc.RpcError as e:
         if stalled:

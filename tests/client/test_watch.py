@@ -140,6 +140,30 @@ def test_ctrl_c_stops_cleanly_and_writes_what_it_has(server, tmp_path, sig, code
     assert 1 <= n < 600 * 2 and n == 1 + len(out.splitlines())
 
 
+def test_ctrl_c_at_any_moment_of_the_start_ends_the_run_at_once(video):
+    """Ctrl-C at moments from module imports to giving up on a refused server: exit 130 ("interrupted"), or 1 when it came
+    after the refusal was said; never a traceback, never a hang. Mid-import it gave onnxruntime's ImportError traceback
+    or "lacks OpenCV"; while the channel closed, a process that hung for ever after "interrupted"."""
+    outcomes = []
+    for delay in (0.1, 0.2, 0.3, 0.35, 0.4, 0.5, 0.7):
+        p = subprocess.Popen([str(BIN / "ferclient"), "watch", str(video), "--server", "127.0.0.1:1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        try:
+            _, err = p.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            pytest.fail(f"Ctrl-C {delay} s after the start: still running 15 s later")
+        last = err.strip().splitlines()[-1] if err.strip() else ""
+        outcomes.append((delay, p.returncode, last))
+        assert "Traceback" not in err and "OpenCV" not in err, (delay, err)
+        # -2: Ctrl-C as Python exited after the refusal was said (a shell reports it as 130, as for any Ctrl-C)
+        assert ((p.returncode == 130 and last.startswith("ferclient: interrupted"))
+                or (p.returncode in (1, -2) and last.startswith("ferclient: cannot reach server at 127.0.0.1:1"))), (delay, p.returncode, err)
+    print("\n" + "; ".join(f"{d} s: {code} {last[:40]}" for d, code, last in outcomes))
+
+
 def test_bad_sources_are_one_line_exit_2(tmp_path):
     (tmp_path / "notes.txt").write_text("not a video")
     for source, message in ((str(tmp_path / "missing.mp4"), "no such file"), (str(tmp_path / "notes.txt"), "not a video")):

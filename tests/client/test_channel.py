@@ -1,0 +1,37 @@
+"""client/channel.py: the channel every subcommand opens."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+
+import pytest
+
+from ferclient import channel as channel_mod
+
+
+def _args(server: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    channel_mod.add_arguments(p)
+    return p.parse_args(["--server", server])
+
+
+def test_ctrl_c_while_the_channel_closes_waits_for_the_close_then_interrupts():
+    """Closing waits for grpc's connectivity poll; a KeyboardInterrupt inside that wait left the channel half closed and
+    the process hung when it was collected. The signal is held until the channel is closed, then raised."""
+    ch = channel_mod.open_channel(_args("127.0.0.1:1"))
+    real_close, order = ch._channel.close, []
+
+    def close_slowly():
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C in the middle of the close
+        time.sleep(0.05)
+        real_close()
+        order.append("closed")
+
+    ch._channel.close = close_slowly
+    with pytest.raises(KeyboardInterrupt):
+        with ch:
+            pass
+    assert order == ["closed"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler before it, back in place
