@@ -547,7 +547,7 @@ def _watch_parser(sub) -> None:
 
     w = sub.add_parser("watch", help="expression timelines per tracked face from a video file or a camera, over one stream")
     src = w.add_mutually_exclusive_group(required=True)
-    src.add_argument("video", nargs="?", default=None, help="video file (anything OpenCV decodes)")
+    src.add_argument("video", nargs="?", default=None, help="video file (anything OpenCV decodes), a stream URL (rtsp://, http://...: an IP camera) or a camera device (/dev/video0)")
     src.add_argument("--camera", type=CAMERA, default=None, metavar="N", help="camera index (0 = the first camera); Ctrl-C stops")
     w.add_argument("--fps", type=argtypes.rate, default=DEFAULT_FPS, help=f"frames sampled per second of video (default {DEFAULT_FPS:g})")
     w.add_argument("--max-frames", type=argtypes.positive("frames", int), default=None, metavar="N", help="stop after N sampled frames")

@@ -61,26 +61,44 @@ def open_camera(index: int):
     return _cv2().VideoCapture(index)
 
 
-def open_source(video: str | None, camera: int | None):
-    """(capture, frames per second, frame count or None for a live source)."""
+def is_stream_url(video: str) -> bool:
+    """rtsp://, http(s)://, udp:// and the like: what FFmpeg opens over a network (an IP camera, a video on a server)."""
+    scheme, sep, _ = video.partition("://")
+    return bool(sep) and scheme.isalpha()
+
+
+def open_source(video: str | None, camera: int | None, timeout: float = 10.0):
+    """(capture, frames per second, frame count or None, live): live sources (a camera, a device such as /dev/video0,
+    a network stream with no frame count) are timed by the clock, files by their frames' timestamps."""
     cv2 = _cv2()
 
-    if video is not None:
-        if Path(video).is_dir():
+    if video is not None and is_stream_url(video):
+        # FFmpeg otherwise waits its own default (minutes, for a host that drops packets) to open and to read
+        ms = int(timeout * 1000)
+        cap = cv2.VideoCapture(video, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        if not cap.isOpened():
+            raise SourceError(f"{video}: cannot open the stream within {timeout:g}s (not reachable, or not a video OpenCV's FFmpeg reads)")
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        total = total if total > 0 else None  # a live stream has none
+        live = total is None
+    elif video is not None:
+        path = Path(video)
+        if path.is_dir():
             raise SourceError(f"{video}: is a directory, not a video")
-        if not Path(video).is_file():
+        if not path.exists():
             raise SourceError(f"{video}: no such file")
+        live = path.is_char_device()  # /dev/video0: a camera by its device path
         cap = cv2.VideoCapture(video)
         if not cap.isOpened():
-            raise SourceError(f"{video}: not a video OpenCV can decode")
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+            raise SourceError(f"{video}: {'a device OpenCV cannot open as a camera' if live else 'not a video OpenCV can decode'}")
+        total = None if live else int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     else:
         cap = open_camera(camera)
         if not cap.isOpened():
             raise SourceError(f"camera {camera} cannot be opened")
-        total = None
+        total, live = None, True
     fps = cap.get(cv2.CAP_PROP_FPS)
-    return cap, (fps if fps and fps > 0 else 30.0), total
+    return cap, (fps if fps and fps > 0 else 30.0), total, live
 
 
 @dataclass
@@ -387,7 +405,7 @@ def run(args, err) -> int:
         encoder.check_quality(args.quality)
         # The first pass only, and no turned passes on a frame without a face: a frame's budget is a fifth of a second.
         detector = FaceDetector(args.detect_threshold, fine_side=0, turned=False)
-        cap, src_fps, total = open_source(args.video, args.camera)
+        cap, src_fps, total, live = open_source(args.video, args.camera, args.timeout)
     except (OSError, ValueError) as e:
         err(str(e))
         return 2
@@ -405,7 +423,7 @@ def run(args, err) -> int:
         """Runs on gRPC's sending thread; it must end before the process does (Ctrl-C sets stop)."""
         unchanged = 0  # faces carried forward since the last message, told to the server with the next one
         try:
-            for s in w.samples(cap, src_fps, live=args.video is None, progress=bar, total=total):
+            for s in w.samples(cap, src_fps, live=live, progress=bar, total=total):
                 if stop.is_set():
                     return
                 with lock:

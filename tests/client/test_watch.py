@@ -164,11 +164,43 @@ def test_ctrl_c_at_any_moment_of_the_start_ends_the_run_at_once(video):
     print("\n" + "; ".join(f"{d} s: {code} {last[:40]}" for d, code, last in outcomes))
 
 
+def test_a_video_over_http_is_watched_as_the_file_is(server, tmp_path):
+    """A URL (an IP camera's rtsp://, a video on a web server) is opened by OpenCV's FFmpeg: the same rows as the file.
+    (An MJPG AVI: http.server answers no range requests, and an MP4 whose index comes last needs them.)"""
+    import functools
+    import http.server
+    import threading
+
+    import skimage.data
+
+    video = _still_video(tmp_path / "astronaut.avi", 30, skimage.data.astronaut()[::2, ::2])
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(video.parent))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/{video.name}"
+        r = run_client("watch", url, "--server", server.address, "--json", "--skip-threshold", "0")
+        httpd.shutdown()
+    assert r.returncode == 0, r.stderr
+    local = run_client("watch", str(video), "--server", server.address, "--json", "--skip-threshold", "0")
+    key = lambda rows: [(row["frame"], row["track"], row["label"], round(row["t"], 3)) for row in rows]  # noqa: E731
+    assert key(_rows(r.stdout)) == key(_rows(local.stdout)) and len(_rows(r.stdout)) == 15  # 3 s at 5 samples a second
+
+
 def test_bad_sources_are_one_line_exit_2(tmp_path):
     (tmp_path / "notes.txt").write_text("not a video")
     for source, message in ((str(tmp_path / "missing.mp4"), "no such file"), (str(tmp_path / "notes.txt"), "not a video")):
         r = run_client("watch", source)
         assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    # a device that is not a camera (it was "no such file"), a stream URL with nothing behind it (at once, not FFmpeg's own wait)
+    for source, says in (("/dev/null", "/dev/null: a device OpenCV cannot open as a camera"),
+                         ("http://127.0.0.1:1/v.mp4", "http://127.0.0.1:1/v.mp4: cannot open the stream within 3s")):
+        r = run_client("watch", source, "--timeout", "3")
+        assert r.returncode == 2 and r.stderr.startswith(f"ferclient: {says}") and r.stderr.count("\n") == 1, r.stderr
     r = run_client("watch", "--camera", "97")  # no such camera: OpenCV's own WARN and ERROR lines stay out
     assert r.returncode == 2 and r.stderr == "ferclient: camera 97 cannot be opened\n", r.stderr
     r = run_client("watch", "x.mp4", "--smooth", "0")
