@@ -10,17 +10,62 @@ __all__ = ["Client", "FaceResult", "FerError", "Quality", "ServedModel", "Server
 
 
 def command() -> int:
-    """The ferclient command. Ctrl-C while its modules import (numpy, the first tenth of a second) or its flags are
-    read is one line and exit 130, as later, not Python's traceback."""
+    """The ferclient command. Ctrl-C at any moment is one line and exit 130, not a traceback or a hang."""
+    import signal
     import sys
 
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where it is ignored (nohup, a CI shell)
+        signal.signal(signal.SIGINT, _ctrl_c)
+        if hasattr(signal, "setitimer"):
+            signal.signal(signal.SIGALRM, _ctrl_c)
     try:
         from .cli import main
 
         return main()
+    except Exception as e:
+        if not caused_by_ctrl_c(e):
+            raise
     except KeyboardInterrupt:
-        print("ferclient: interrupted", file=sys.stderr)
-        return 130
+        pass
+    print("ferclient: interrupted", file=sys.stderr)
+    return 130
+
+
+_ctrl_c_pressed = False
+
+
+def _ctrl_c(signum, frame):
+    """Python's own Ctrl-C handler, except inside an import: a module being imported (numpy's, onnxruntime's,
+    OpenCV's extension) turns a KeyboardInterrupt into an ImportError of its own, or prints it and goes on, so it is
+    raised once the import is done (checked again 20 ms later, on SIGALRM)."""
+    import signal
+
+    global _ctrl_c_pressed
+    _ctrl_c_pressed = True
+    if hasattr(signal, "setitimer"):
+        f = frame
+        while f is not None:
+            if f.f_code.co_filename.startswith("<frozen importlib"):
+                signal.setitimer(signal.ITIMER_REAL, 0.02)
+                return
+            f = f.f_back
+    raise KeyboardInterrupt
+
+
+def caused_by_ctrl_c(e: BaseException) -> bool:
+    """Whether Ctrl-C is behind an exception: a library whose import it interrupts raises ImportError (numpy's "you
+    should not try to import numpy from its source directory", onnxruntime's "initialization failed", OpenCV's), which
+    would read as a broken install, with a traceback. Where ferclient's command runs, any exception after Ctrl-C is.
+    (The command defers Ctrl-C past imports; a library using the package has Python's own handler.)"""
+    if _ctrl_c_pressed:
+        return True
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def __getattr__(name: str):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fermodels import argtypes
 
+from . import caused_by_ctrl_c
 from . import channel as channel_mod
 from .faces import DETECT_THRESHOLD, MIN_FACE
 from .models import PULL_TIMEOUT_S
@@ -572,18 +573,6 @@ def watch(args) -> int:
     from .watch import run
 
     return run(args, _err)
-
-
-def caused_by_ctrl_c(e: BaseException) -> bool:
-    """Whether Ctrl-C is behind an exception: a library whose import it interrupts raises ImportError from it
-    (onnxruntime's "initialization failed", OpenCV's), which would read as a broken install, with a traceback."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, KeyboardInterrupt):
-            return True
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return False
 
 
 def main(argv=None) -> int:

@@ -260,7 +260,7 @@ def _heif_opener() -> bool:
     try:
         from pi_heif import register_heif_opener
     except ImportError as e:
-        from .cli import caused_by_ctrl_c
+        from . import caused_by_ctrl_c
 
         if caused_by_ctrl_c(e):
             raise

@@ -376,7 +376,7 @@ def run(args, err) -> int:
     from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 
     from .channel import ChannelSettingError, open_channel, rpc_error_message, wait_ready
-    from .cli import caused_by_ctrl_c
+    from . import caused_by_ctrl_c
     from .encoder import FaceEncoder
     from .faces import FaceDetector
 

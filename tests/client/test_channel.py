@@ -30,8 +30,13 @@ def test_ctrl_c_while_the_channel_closes_waits_for_the_close_then_interrupts():
         order.append("closed")
 
     ch._channel.close = close_slowly
-    with pytest.raises(KeyboardInterrupt):
-        with ch:
-            pass
-    assert order == ["closed"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler before it, back in place
+    # Python's own Ctrl-C handler, as in a terminal (a background CI shell ignores SIGINT, and its children inherit that)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with ch:
+                pass
+        assert order == ["closed"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler before it, back in place
+    finally:
+        signal.signal(signal.SIGINT, before)
