@@ -27,28 +27,40 @@ def command() -> int:
             raise
     except KeyboardInterrupt:
         pass
+    finally:
+        if hasattr(signal, "setitimer"):
+            signal.setitimer(signal.ITIMER_REAL, 0)  # no deferred Ctrl-C goes off after the command's end
     print("ferclient: interrupted", file=sys.stderr)
     return 130
 
 
-_ctrl_c_pressed = False
+_ctrl_c_pressed = False  # ever, in this process: caused_by_ctrl_c
+_ctrl_c_deferred = False  # noted inside an import, raised once it is done
 
 
 def _ctrl_c(signum, frame):
     """Python's own Ctrl-C handler, except inside an import: a module being imported (numpy's, onnxruntime's,
     OpenCV's extension) turns a KeyboardInterrupt into an ImportError of its own, or prints it and goes on, so it is
-    raised once the import is done (checked again 20 ms later, on SIGALRM)."""
+    deferred and checked again 20 ms later (SIGALRM), then raised as SIGINT to whatever handler is current then (a
+    channel being closed holds it). A second Ctrl-C during the import is raised at once."""
     import signal
 
-    global _ctrl_c_pressed
+    global _ctrl_c_pressed, _ctrl_c_deferred
+    if signum != signal.SIGINT:  # SIGALRM: the check of a deferred Ctrl-C, or someone else's alarm
+        if _ctrl_c_deferred:
+            _ctrl_c_deferred = False
+            signal.raise_signal(signal.SIGINT)
+        return
     _ctrl_c_pressed = True
-    if hasattr(signal, "setitimer"):
+    if not _ctrl_c_deferred and hasattr(signal, "setitimer"):
         f = frame
         while f is not None:
             if f.f_code.co_filename.startswith("<frozen importlib"):
+                _ctrl_c_deferred = True
                 signal.setitimer(signal.ITIMER_REAL, 0.02)
                 return
             f = f.f_back
+    _ctrl_c_deferred = False
     raise KeyboardInterrupt
 
 

@@ -177,7 +177,7 @@ class _Channel:
 
 
 @contextlib.contextmanager
-def _signals_held(signums=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)):
+def _signals_held(names=("SIGINT", "SIGTERM", "SIGHUP")):
     """Signals that come meanwhile are raised after the block, to the handlers there were before it (main thread only:
     elsewhere Python cannot set handlers, and signals reach the main thread anyway)."""
     if threading.current_thread() is not threading.main_thread():
@@ -185,7 +185,7 @@ def _signals_held(signums=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)):
         return
     came: list[int] = []
     before = {}
-    for signum in signums:
+    for signum in filter(None, (getattr(signal, name, None) for name in names)):  # Windows has no SIGHUP
         handler = signal.getsignal(signum)
         if handler is not None and handler != signal.SIG_IGN:  # None: set outside Python, left alone
             before[signum] = signal.signal(signum, lambda n, frame: came.append(n))

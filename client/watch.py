@@ -74,7 +74,7 @@ def open_source(video: str | None, camera: int | None, timeout: float = 10.0):
 
     if video is not None and is_stream_url(video):
         # FFmpeg otherwise waits its own default (minutes, for a host that drops packets) to open and to read
-        ms = int(timeout * 1000)
+        ms = min(int(timeout * 1000), 2**31 - 1)  # OpenCV takes an int
         cap = cv2.VideoCapture(video, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
         if not cap.isOpened():
             raise SourceError(f"{video}: cannot open the stream within {timeout:g}s (not reachable, or not a video OpenCV's FFmpeg reads)")
@@ -163,7 +163,7 @@ class Watcher:
 
         from .faces import align, to_gray
 
-        step, next_t, k, t_start, bad = 1.0 / self.args.fps, 0.0, -1, time.monotonic(), 0
+        step, next_t, k, t_start, bad, unconverted = 1.0 / self.args.fps, 0.0, -1, time.monotonic(), 0, 0
         clock = None if live else _FileClock(cap, src_fps)
         if not live:  # at most one sample a frame: --fps above the file's rate samples fewer, and 1 s is fewer samples
             self.tracker.max_missed = max(1, round(TRACK_TIMEOUT_S * min(self.args.fps, src_fps)))
@@ -186,9 +186,13 @@ class Watcher:
                 continue
             if not live:
                 ok, bgr = cap.retrieve()
-                if not ok:
-                    self.bad_frames += 1
+                if not ok:  # grabbed, not converted: counted as a damaged frame; MAX_BAD_FRAMES in a row end the run
+                    self.bad_frames, unconverted = self.bad_frames + 1, unconverted + 1
+                    if unconverted >= MAX_BAD_FRAMES:
+                        self.stopped_at = k
+                        return
                     continue
+                unconverted = 0
             # a file's samples stay on the --fps grid; past a pause longer than a step, from the next grid point on
             next_t = max(next_t + step, t) if live else step * (math.floor(t / step + 1e-6) + 1)
             self.frames += 1

@@ -130,10 +130,10 @@ async def serve(cfg: config_mod.Config) -> None:
     watching = asyncio.create_task(watcher.watch(cfg.credential_check_s))
     await stop.wait()
     watching.cancel()
+    batcher.drain()  # no call can join a waiting batch now: run it
+    servicer.drain()  # open streams answer what they read and end; new calls get UNAVAILABLE (before any await)
     log.info("ferserver stopping: no new work, finishing in-flight requests (grace %.0fs)", cfg.grace_s)
     await health_servicer.enter_graceful_shutdown()
-    batcher.drain()  # no call can join a waiting batch now: run it
-    servicer.drain()  # open streams answer what they read and end; new calls get UNAVAILABLE
     # Every call in flight is answered before grpc's own shutdown starts. server.stop() sends GOAWAY at once and closes
     # each connection once its calls are done, so answers written after the GOAWAY could be cut off with the connection
     # (the Docker test once saw 5 of 64 calls end UNAVAILABLE "GOAWAY received; Server shutdown", and before the linger

@@ -1,10 +1,13 @@
-"""ferclient send's progress line (on a terminal only, redrawn in place, cleared before anything else is printed), its output names, and README's usage block against the parser."""
+"""ferclient send's progress line (on a terminal only, redrawn in place, cleared before anything else is printed), its output names, README's usage block against the parser, and a reader that leaves early."""
 
 from __future__ import annotations
 
 import io
+import subprocess
 
 from ferclient.cli import Progress
+
+from ..conftest import BIN
 
 
 class _Terminal(io.StringIO):
@@ -104,3 +107,12 @@ def test_a_bad_value_is_one_line_naming_where_it_came_from(tmp_path):
                     (run("send", "x.png", FERCODEC_TIMEOUT="abc"), "got abc (from $FERCODEC_TIMEOUT)"),
                     (run("models"), "the following arguments are required: {pull,list,remove}")):
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+
+
+def test_a_reader_that_leaves_early_ends_the_run_quietly(server, astronaut, tmp_path):
+    """`ferclient send ... | head -c 0`: the reader is gone before the first line; a broken pipe is not an error of ours
+    (exit 0, nothing on stderr). Ctrl-C's handling in main() once caught it first and re-raised it as a traceback."""
+    err = tmp_path / "err.txt"
+    r = subprocess.run(["bash", "-c", f'"{BIN / "ferclient"}" send "{astronaut}" --server {server.address} --json 2>"{err}" | head -c 0; '
+                        'exit ${PIPESTATUS[0]}'], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and err.read_text() == "", err.read_text()

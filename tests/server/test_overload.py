@@ -271,7 +271,9 @@ def test_behind_64_calls_in_flight_a_doomed_call_is_refused_and_sigterm_loses_no
             stub.Recognize(pb.RecognizeRequest(faces=[streams[0]]), timeout=1.0)
         refused_s, t0 = time.monotonic() - t0, time.monotonic()
         s.proc.send_signal(signal.SIGTERM)
+        until = time.monotonic() + 30
         while "ferserver stopping" not in s.output():
+            assert time.monotonic() < until and s.proc.poll() is None, s.output()[-2000:]
             time.sleep(0.01)
         # the 64 are answered, and their callers given LINGER_S to read the answers, before grpc's GOAWAY: meanwhile a new
         # call is refused before any model work, so it may go to another replica

@@ -58,6 +58,7 @@ def test_round_robin_spreads_calls_and_a_killed_or_stopped_replica_loses_nothing
         print(f"\n{how}: {CALLS} calls, {IN_FLIGHT} in flight, {elapsed:.1f} s; OK per replica: the one signalled {killed_ok:.0f} before the signal, "
               f"survivors {survivors}; refused while it drained (retried elsewhere): at least {refused:.0f}")
         if how == "SIGTERM":
+            assert refused >= 1  # the drain refused calls, and the retry policy answered them elsewhere (10-21 seen)
             assert replicas[0].proc.wait(timeout=30) == 0 and "ferserver stopped" in replicas[0].output()
         assert len(labels) == CALLS  # every call answered OK (result() raises otherwise): no face lost
         assert all(labels[i] == labels[i % len(streams)] for i in range(CALLS))  # every replica reads a face the same way
