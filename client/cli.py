@@ -534,7 +534,7 @@ def info(args) -> int:
 
     with channel_mod.open_channel(args) as channel:
         try:
-            reply = pb_grpc.FerCodecStub(channel).GetModelInfo(pb.GetModelInfoRequest(), timeout=args.timeout)
+            reply = channel_mod.unary(pb_grpc.FerCodecStub(channel).GetModelInfo, pb.GetModelInfoRequest(), args.timeout)
         except grpc.RpcError as e:
             _err(channel_mod.rpc_error_message(e, args))
             return 1

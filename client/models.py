@@ -292,7 +292,9 @@ def server_model(channel, kind: str, timeout: float | None = 10.0) -> str:
     from fercodec.v1 import fercodec_pb2 as pb
     from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 
-    info = pb_grpc.FerCodecStub(channel).GetModelInfo(pb.GetModelInfoRequest(), timeout=timeout)
+    from .channel import unary
+
+    info = unary(pb_grpc.FerCodecStub(channel).GetModelInfo, pb.GetModelInfoRequest(), timeout)
     for model in [info, *info.other_models]:
         if (model.kind or "image") == kind:
             return model.model_id
