@@ -21,10 +21,13 @@ DEFAULT_SERVER = "localhost:50051"
 SYSTEM_CAS = "system"  # --tls-ca system: grpc's default roots (its bundled public CAs, or $GRPC_DEFAULT_SSL_ROOTS_FILE_PATH)
 
 # round_robin spreads calls over every address a name resolves to (dns:///name:port, or
-# ipv4:a:p,b:q); a call that finds its replica gone (UNAVAILABLE) is retried on another.
+# ipv4:a:p,b:q), skipping any whose health (gRPC's health service, watched on each connection) is not SERVING:
+# a replica still loading, or draining after SIGTERM (which refused 10-21 calls of the scale-out test before the
+# client watched, 0-1 since). A call that finds its replica gone (UNAVAILABLE) is retried on another.
 # Every call is idempotent (Recognize, GetModelInfo, GetEncoder), so a retry cannot double-count anything.
 SERVICE_CONFIG = {
     "loadBalancingConfig": [{"round_robin": {}}],
+    "healthCheckConfig": {"serviceName": "fercodec.v1.FerCodec"},
     "methodConfig": [{
         "name": [{"service": "fercodec.v1.FerCodec"}, {"service": "fercodec.v1.EncoderRepository"}],
         "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.05s", "maxBackoff": "1s", "backoffMultiplier": 2,
@@ -325,6 +328,8 @@ def _unreachable_hint(details: str, args) -> str:
             return "; if the server uses TLS, give its CA with --tls-ca"
         if not args.tls_cert:
             return "; if the server asks for a client certificate (mutual TLS), give --tls-cert and --tls-key"
+    if "backend unhealthy" in low:  # its health for FerCodec is not SERVING (see SERVICE_CONFIG)
+        return "; it is not serving: starting up or shutting down (try again, or another replica)"
     if not target_is_local(args.server) and "refused" in low:
         return "; a ferserver there serves only its own machine unless started with --host 0.0.0.0"
     return ""

@@ -103,6 +103,10 @@ async def serve(cfg: config_mod.Config) -> None:
         if not metrics_tls.cert and not is_loopback(cfg.metrics_host):
             log.warning("metrics page in plain HTTP on %s, without authentication: anyone who reaches it reads the traffic "
                         "and labels; give --metrics-tls-cert, --metrics-tls-key and --metrics-tls-client-ca", cfg.metrics_host)
+    # SERVING before the port opens: clients watch it (ferclient skips a replica whose health is anything else), so a
+    # call reaching the port before the collection below would otherwise be refused as "not serving".
+    for name in ("", SERVICE, encoder_service):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await server.start()
     # Everything loaded so far (torch, the models, grpc) lives as long as the server: out of the collector's sight, a
     # full collection walks only what calls create. Before, one took a quarter of a second every ~10 s under load,
@@ -110,8 +114,6 @@ async def serve(cfg: config_mod.Config) -> None:
     gc.collect()
     gc.freeze()
     metrics.gc_frozen.set(gc.get_freeze_count())
-    for name in ("", SERVICE, encoder_service):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     scheme = "" if not metrics_tls.cert else "https, client certificates " if cfg.metrics_tls_client_ca else "https "
     where = f"{scheme}{cfg.metrics_host}:{httpd.server_port}/metrics" if httpd else "off"
     mode = "mutual TLS" if cfg.tls_client_ca else "TLS" if creds else "plaintext"

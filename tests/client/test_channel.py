@@ -68,3 +68,54 @@ def test_a_ctrl_c_deferred_past_an_import_goes_off_after_a_close_too(monkeypatch
     finally:
         signal.signal(signal.SIGINT, before[0])
         signal.signal(signal.SIGALRM, before[1])
+
+
+def test_a_replica_whose_health_is_not_serving_gets_no_calls_and_the_line_says_why():
+    """The channel watches each replica's health for fercodec.v1.FerCodec (a replica loading its models, or draining
+    after SIGTERM, says NOT_SERVING): round_robin sends it nothing, and with none serving the user's line says why."""
+    from concurrent import futures
+
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from fercodec.v1 import fercodec_pb2 as pb
+    from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
+
+    class Info(pb_grpc.FerCodecServicer):
+        def __init__(self, name):
+            self.name, self.calls = name, 0
+
+        def GetModelInfo(self, request, context):
+            self.calls += 1
+            return pb.ModelInfo(model_id=self.name)
+
+    servers, servicers, healths, ports = [], [], [], []
+    for name in ("a", "b"):
+        s = grpc.server(futures.ThreadPoolExecutor(2))
+        servicers.append(Info(name))
+        pb_grpc.add_FerCodecServicer_to_server(servicers[-1], s)
+        healths.append(health.HealthServicer())
+        health_pb2_grpc.add_HealthServicer_to_server(healths[-1], s)
+        ports.append(s.add_insecure_port("127.0.0.1:0"))
+        s.start()
+        servers.append(s)
+    healths[0].set("fercodec.v1.FerCodec", health_pb2.HealthCheckResponse.SERVING)
+    healths[1].set("fercodec.v1.FerCodec", health_pb2.HealthCheckResponse.NOT_SERVING)
+    args = _args("ipv4:" + ",".join(f"127.0.0.1:{p}" for p in ports))
+    try:
+        with channel_mod.open_channel(args) as ch:
+            stub = pb_grpc.FerCodecStub(ch)
+            assert {stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5).model_id for _ in range(20)} == {"a"}
+            assert servicers[1].calls == 0
+            healths[0].set("fercodec.v1.FerCodec", health_pb2.HealthCheckResponse.NOT_SERVING)
+            time.sleep(0.3)  # the watch's update reaching the channel
+            with pytest.raises(grpc.RpcError) as e:
+                stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
+            line = channel_mod.rpc_error_message(e.value, args)
+            assert "cannot reach server" in line and "not serving: starting up or shutting down" in line, line
+            healths[1].set("fercodec.v1.FerCodec", health_pb2.HealthCheckResponse.SERVING)
+            time.sleep(0.3)
+            assert stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5).model_id == "b"
+    finally:
+        for s in servers:
+            s.stop(0)

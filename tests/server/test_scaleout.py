@@ -26,8 +26,9 @@ def _ok(server: ServerProcess) -> float:
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_round_robin_spreads_calls_and_a_killed_or_stopped_replica_loses_nothing(fer_test, how):
-    """SIGKILL: no drain, its calls in flight retried elsewhere. SIGTERM (a rolling update): it answers its calls in flight
-    and refuses new ones with UNAVAILABLE before any model work, which the client's retry policy sends elsewhere."""
+    """SIGKILL: no drain, its calls in flight retried elsewhere. SIGTERM (a rolling update): it answers its calls in flight,
+    its health turns NOT_SERVING, so the client's health check stops sending it calls; the few already on their way are
+    refused with UNAVAILABLE before any model work, and the client's retry policy sends them elsewhere."""
     with ThreadPoolExecutor(3) as pool:
         replicas = list(pool.map(lambda _: ServerProcess("--threads", "1"), range(3)))
     try:
@@ -58,7 +59,9 @@ def test_round_robin_spreads_calls_and_a_killed_or_stopped_replica_loses_nothing
         print(f"\n{how}: {CALLS} calls, {IN_FLIGHT} in flight, {elapsed:.1f} s; OK per replica: the one signalled {killed_ok:.0f} before the signal, "
               f"survivors {survivors}; refused while it drained (retried elsewhere): at least {refused:.0f}")
         if how == "SIGTERM":
-            assert refused >= 1  # the drain refused calls, and the retry policy answered them elsewhere (10-21 seen)
+            # Without the client's health check, round_robin kept picking the draining replica: 10-21 calls refused in
+            # every run (each retried elsewhere); with it, 0-1 in 8 runs, 4 of them with both cores busy.
+            assert refused <= IN_FLIGHT // 2
             assert replicas[0].proc.wait(timeout=30) == 0 and "ferserver stopped" in replicas[0].output()
         assert len(labels) == CALLS  # every call answered OK (result() raises otherwise): no face lost
         assert all(labels[i] == labels[i % len(streams)] for i in range(CALLS))  # every replica reads a face the same way
