@@ -176,7 +176,7 @@ def _a_face_crop(gray: np.ndarray, min_face: int) -> None:
 
 def pixels(image: Any) -> tuple[np.ndarray, float]:
     """(uint8 [H, W, 3], scale) of what recognize() takes: a path, an image file's bytes, a Pillow image, or a
-    uint8 array ([H, W] gray, [H, W, 3] RGB or [H, W, 4] RGBA). ImageError with one line otherwise."""
+    uint8 array ([H, W] or [H, W, 1] gray, [H, W, 3] RGB or [H, W, 4] RGBA). ImageError with one line otherwise."""
     from .faces import ImageError, _rgb8, load_rgb
 
     if isinstance(image, (str, Path, bytes)):
@@ -186,18 +186,43 @@ def pixels(image: Any) -> tuple[np.ndarray, float]:
             raise ImageError(f"empty: an array of shape {list(image.shape)}")
         if image.dtype != np.uint8:
             raise ImageError(f"an array image must be uint8, got {image.dtype}")
+        if image.ndim == 3 and image.shape[-1] == 1:  # OpenCV's and many loaders' gray: [H, W, 1]
+            image = image[..., 0]
         if image.ndim == 2:
             return np.ascontiguousarray(np.repeat(image[..., None], 3, axis=-1)), 1.0
         if image.ndim == 3 and image.shape[-1] in (3, 4):
             return np.ascontiguousarray(image[..., :3]), 1.0
-        raise ImageError(f"an array image must be [H, W], [H, W, 3] (RGB) or [H, W, 4], got shape {list(image.shape)}")
+        raise ImageError(f"an array image must be [H, W], [H, W, 1], [H, W, 3] (RGB) or [H, W, 4], got shape {list(image.shape)}")
     if hasattr(image, "getexif") and hasattr(image, "mode"):  # a Pillow image: turned upright as a file would be
         from PIL import ImageOps
 
         if 0 in image.size:
             raise ImageError(f"empty: a {image.size[0]}x{image.size[1]} image")
-        return _rgb8(ImageOps.exif_transpose(image)), 1.0
-    raise ImageError(f"cannot read an object of type {type(image).__name__} as an image: give a path, bytes, a Pillow image or a uint8 array")
+        try:
+            return _rgb8(ImageOps.exif_transpose(image)), 1.0
+        except (OSError, ValueError) as e:  # a closed image ("Operation on closed image"), a file behind it cut short
+            raise ImageError(f"cannot read the Pillow image ({e})") from None
+    raise ImageError(f"cannot read an object of type {type(image).__name__} as an image: give a path, bytes, a file object, a Pillow image or a uint8 array")
+
+
+def _as_bytes(image: Any) -> Any:
+    """An open binary file or io.BytesIO (read once, from where it stands), a bytearray or a memoryview as the bytes
+    pixels() reads (a pulled encoder reads an image twice); anything else as it is."""
+    if isinstance(image, (bytearray, memoryview)):
+        return bytes(image)
+    if hasattr(image, "read") and not hasattr(image, "getexif"):
+        import io
+
+        if isinstance(image, io.TextIOBase):
+            raise FerError("a file object must be opened in binary mode ('rb'), not as text")
+        try:
+            data = image.read()
+        except (OSError, ValueError) as e:  # closed, or not readable
+            raise FerError(f"cannot read the file object ({e})") from None
+        if not isinstance(data, bytes):
+            raise FerError(f"a file object must be opened in binary mode ('rb'): its read() gave {type(data).__name__}")
+        return data
+    return image
 
 
 def _f32(v: float) -> float:
@@ -263,7 +288,7 @@ class Client:
 
     def recognize(self, image: Any, *, detect: bool = True, reconstruct: bool = False,
                   on_skipped: Callable[[SkippedFace], None] | None = None) -> list[FaceResult]:
-        """Every face in image (a path, an image file's bytes, a Pillow image or a uint8 array), in the detector's
+        """Every face in image (a path, an image file's bytes or a binary file object, a Pillow image or a uint8 array), in the detector's
         order (largest first); [] when there is none of at least min_face px. detect=False: the image is
         already a face crop. reconstruct: each result carries the server's reconstruction as PNG (image codec).
         on_skipped: called with each face under min_face before anything is sent (send's note on stderr); a callback
@@ -277,7 +302,7 @@ class Client:
         each. Every image is read and encoded before anything is sent, so an unreadable one raises FerError naming it
         (`images[3] (photo.jpg): ...`, its position in FerError.index) and no request has been made; any later failure
         raises too, with no partial results. SkippedFace.image says which image a skipped face is in."""
-        if isinstance(images, (str, bytes, Path, np.ndarray)) or hasattr(images, "getexif"):
+        if isinstance(images, (str, bytes, bytearray, memoryview, Path, np.ndarray)) or hasattr(images, "getexif") or hasattr(images, "read"):
             raise FerError(f"recognize_many takes a list of images, got one {type(images).__name__}: give [image], or call recognize(image)")
         images = list(images)
         return self._recognize(images, [f"images[{k}] ({_name(im)})" for k, im in enumerate(images)], detect, reconstruct, on_skipped, many=True)
@@ -304,6 +329,9 @@ class Client:
 
         if self._closed:
             raise FerError("this Client is closed")
+        if isinstance(detect, str) or isinstance(reconstruct, str):  # detect="no" would read as True
+            raise FerError(f"detect and reconstruct are True or False, got {detect!r} and {reconstruct!r}")
+        images = [_as_bytes(im) for im in images]
         if reconstruct and self.encoder.card.kind == "expression":
             raise FerError(f"model {self.model} is the expression layer: it sends no image, so there is nothing to reconstruct")
         detector, held = self.detector if detect else None, {}
@@ -388,5 +416,5 @@ class Client:
 
 def _raise(message: str):
     """argparse's error(), for the library: FerError instead of usage text and SystemExit, naming the keyword
-    (quality=) where argparse names the flag (argument --quality)."""
-    raise FerError(re.sub(r"argument --([a-z-]+)(/--[a-z-]+)*", lambda m: m.group(1).replace("-", "_") + "=", message))
+    (quality) where argparse names the flag (argument --quality)."""
+    raise FerError(re.sub(r"argument --([a-z-]+)(/--[a-z-]+)*", lambda m: m.group(1).replace("-", "_"), message))

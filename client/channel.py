@@ -44,12 +44,12 @@ def add_arguments(p: argparse.ArgumentParser, timeout: float = 10.0, timeout_hel
     env = os.environ.get
     p.add_argument("--server", type=_address, default=env("FERCODEC_SERVER", DEFAULT_SERVER),
                    help=f"host:port, or dns:///name:port to spread calls over every replica (env FERCODEC_SERVER, default {DEFAULT_SERVER})")
-    p.add_argument("--tls-ca", default=env("FERCODEC_TLS_CA"), metavar="PEM",
+    p.add_argument("--tls-ca", type=argtypes.nonempty, default=env("FERCODEC_TLS_CA") or None, metavar="PEM",
                    help="connect with TLS, trusting this CA bundle, or `system` for the public CAs grpc trusts (a server "
                         "behind a publicly certified load balancer) (env FERCODEC_TLS_CA; default: plaintext unless --tls-cert is given)")
-    p.add_argument("--tls-cert", default=env("FERCODEC_TLS_CERT"), metavar="PEM", help="client certificate for mutual TLS (env FERCODEC_TLS_CERT)")
-    p.add_argument("--tls-key", default=env("FERCODEC_TLS_KEY"), metavar="PEM", help="private key of --tls-cert (env FERCODEC_TLS_KEY)")
-    p.add_argument("--token-file", default=env("FERCODEC_TOKEN_FILE"), metavar="FILE",
+    p.add_argument("--tls-cert", type=argtypes.nonempty, default=env("FERCODEC_TLS_CERT") or None, metavar="PEM", help="client certificate for mutual TLS (env FERCODEC_TLS_CERT)")
+    p.add_argument("--tls-key", type=argtypes.nonempty, default=env("FERCODEC_TLS_KEY") or None, metavar="PEM", help="private key of --tls-cert (env FERCODEC_TLS_KEY)")
+    p.add_argument("--token-file", type=argtypes.nonempty, default=env("FERCODEC_TOKEN_FILE") or None, metavar="FILE",
                    help="send the bearer token in FILE (env FERCODEC_TOKEN_FILE; or put the token itself in FERCODEC_TOKEN)")
     p.add_argument("--plaintext-token", action="store_true", default=env("FERCODEC_PLAINTEXT_TOKEN", "").lower() in ("1", "true", "yes"),
                    help="the network itself is encrypted, such as a service mesh: send the bearer token without TLS to a server "
@@ -73,7 +73,9 @@ def _address(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text} is a URL: give host:port without {scheme}:// (TLS is --tls-ca, not https)")
     if text.startswith(_TARGET_SCHEMES):
         return text
-    port = host_port(text)[1]
+    host, port = host_port(text)
+    if not host.strip("[] "):  # grpc's resolver: "host must not be empty in name"
+        raise argparse.ArgumentTypeError(f"{text} has no host: give host:port (localhost:{port or 50051} on this machine)")
     if not port:
         raise argparse.ArgumentTypeError(f"{text} has no port: give host:port (ferserver listens on 50051 by default)")
     if not port.isdigit():

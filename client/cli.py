@@ -23,9 +23,10 @@ from .models import PULL_TIMEOUT_S
 
 # Refusals every later file would meet as well: no server to reach, a token it does not take. The run stops at the first.
 FATAL_CODES = ("UNAVAILABLE", "UNAUTHENTICATED", "PERMISSION_DENIED")
-FRACTION = argtypes.checked(float, lambda v: 0.0 < v < 1.0, "between 0 and 1")  # --detect-threshold
+FRACTION = argtypes.checked(float, lambda v: 0.0 < v < 1.0, "between 0 and 1, exclusive")  # --detect-threshold
 SMOOTHING = argtypes.checked(float, lambda v: 0.0 < v <= 1.0, "in (0, 1]")  # watch --smooth
 SKIP = argtypes.checked(float, lambda v: 0.0 <= v < float("inf"), "0 or more")  # watch --skip-threshold (nan compared as never changed)
+QUALITY = argtypes.checked(int, lambda v: True, "a quality index (a whole number: ferclient info lists them)")  # the model checks the range
 CAMERA = argtypes.checked(int, lambda v: 0 <= v < 2**31, "a camera index, 0 or more")  # OpenCV crashed on -1, raised on 2**31
 IN_FLIGHT = 64  # most requests one send keeps on the wire: a folder of thousands of photos must not trip the server's --max-concurrent-rpcs
 FACES_PER_REQUEST = 32  # a crowd photo goes as several requests: ferserver refuses more than --max-faces (64 by default) in one
@@ -119,18 +120,18 @@ def parser(error=None) -> argparse.ArgumentParser:
     s = sub.add_parser("send", help="detect, encode and send the faces in images")
     s.add_argument("images", nargs="+", metavar="IMAGE", type=_image_arg, help="image files (anything Pillow reads, and HEIC); a directory stands for the images directly inside it; - for one image read from standard input")
     channel_mod.add_arguments(s)
-    s.add_argument("--quality", type=int, default=None, help="codec quality index (default: the model's default)")
+    s.add_argument("--quality", type=QUALITY, default=None, help="codec quality index (default: the model's default)")
     s.add_argument("--no-detect", action="store_true", help="each image is already a face crop")
     s.add_argument("--min-face", type=argtypes.positive("pixels", int), default=MIN_FACE, metavar="PX",
                    help=f"skip faces whose box is smaller than PX on its longer side, with a note (default {MIN_FACE})")
     s.add_argument("--detect-threshold", type=FRACTION, default=DETECT_THRESHOLD, metavar="T",
-                   help=f"face detector confidence needed to count as a face, 0..1 (default {DETECT_THRESHOLD:g})")
+                   help=f"face detector confidence needed to count as a face, above 0 and below 1 (default {DETECT_THRESHOLD:g})")
     s.add_argument("--no-align", action="store_true", help="crop the detector's box as it is instead of levelling the eyes on FER2013's landmarks")
-    s.add_argument("--reconstruct", metavar="DIR", default=None, help="save the server's reconstructions as PNG in DIR")
-    s.add_argument("--annotate", metavar="DIR", default=None,
+    s.add_argument("--reconstruct", metavar="DIR", type=argtypes.nonempty, default=None, help="save the server's reconstructions as PNG in DIR")
+    s.add_argument("--annotate", metavar="DIR", type=argtypes.nonempty, default=None,
                    help="save each photo with its faces boxed and labelled as DIR/NAME_annotated.jpg")
     s.add_argument("--json", action="store_true", help="one JSON object per face per line")
-    s.add_argument("--model", "--model-dir", dest="model_dir", default=os.environ.get("FERCODEC_MODEL") or None, metavar="NAME|DIR|ID",
+    s.add_argument("--model", "--model-dir", dest="model_dir", type=argtypes.nonempty, default=os.environ.get("FERCODEC_MODEL") or None, metavar="NAME|DIR|ID",
                    help="model directory or bundled name: fercodec-v1 (default; the image codec) or fercodec-v1-expr "
                         "(the expression layer: fewest bytes, no reconstruction), or the id of a model the server runs (pulled into the cache); "
                         "env FERCODEC_MODEL")
@@ -144,7 +145,7 @@ def parser(error=None) -> argparse.ArgumentParser:
     msub = m.add_subparsers(dest="models_command", required=True, metavar="{pull,list,remove}")
     mp = msub.add_parser("pull", help="download the encoder of a model the server runs, verify its SHA-256s, cache it")
     mp.add_argument("model_id", nargs="?", default="", help="model id or model directory name (default: the server's first model)")
-    mp.add_argument("--sha256", default=None, metavar="HEX", help="refuse the bundle unless its SHA-256 is HEX (ferclient models list shows it)")
+    mp.add_argument("--sha256", type=argtypes.nonempty, default=None, metavar="HEX", help="refuse the bundle unless its SHA-256 is HEX (ferclient models list shows it)")
     channel_mod.add_arguments(mp, timeout=PULL_TIMEOUT_S, timeout_help="seconds for the whole download")  # a bundle, not one request
     ml = msub.add_parser("list", help="the cached encoders, each verified against its manifest")
     ml.add_argument("--json", action="store_true", help="one JSON object per model per line")
@@ -245,7 +246,11 @@ def _expand(paths: list[str]) -> list[tuple[str, str | None]]:
             url = "://" in path and not p.exists()
             out.append((path, "a URL: ferclient reads files; pipe it in instead (curl -s URL | ferclient send -)" if url else None))
             continue
-        files = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in known)
+        try:  # hidden files (macOS's ._IMG_1.jpg beside IMG_1.jpg, .thumbnail.jpg) are not the user's photos
+            files = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in known and not f.name.startswith("."))
+        except OSError as e:  # a directory this user may not list: its own error, the other images still go
+            out.append((path, f"cannot list the directory ({e.strerror or e})"))
+            continue
         out += [(f, None) for f in files] or [(path, "a directory with no image files directly inside it")]
     return out
 
@@ -281,12 +286,22 @@ def send(args) -> int:
             except OSError as e:
                 _err(f"cannot create {folder}: {e.strerror or e}")
                 return 2
+            import tempfile
+
+            try:  # before any face is sent, not once per image after its answer
+                tempfile.TemporaryFile(dir=folder).close()
+            except OSError as e:
+                _err(f"cannot write into {folder}: {e.strerror or e}")
+                return 2
     args.stdin = b""
     if STDIN in args.images:
         if args.images.count(STDIN) > 1:
             _err("- (standard input) can be given once")
             return 2
-        if sys.stdin is None or sys.stdin.isatty():
+        if sys.stdin is None:
+            _err("- reads an image from standard input, which is closed here: pipe one in (ferclient send - < photo.jpg)")
+            return 2
+        if sys.stdin.isatty():
             _err("- reads an image from standard input, which is a terminal here: pipe one in (ferclient send - < photo.jpg)")
             return 2
         args.stdin = sys.stdin.buffer.read()
@@ -557,14 +572,14 @@ def _watch_parser(sub) -> None:
                         f"0 sends every face (default {SKIP_THRESHOLD:g})")
     w.add_argument("--smooth", type=SMOOTHING, default=1.0, metavar="A",
                    help="exponential moving average of each track's probabilities: weight A of the newest answer, 0 < A <= 1 (default 1: off)")
-    w.add_argument("--quality", type=int, default=None, help="codec quality index (default: the model's default)")
-    w.add_argument("--model", "--model-dir", dest="model_dir", default=os.environ.get("FERCODEC_MODEL") or None, metavar="NAME|DIR|ID",
+    w.add_argument("--quality", type=QUALITY, default=None, help="codec quality index (default: the model's default)")
+    w.add_argument("--model", "--model-dir", dest="model_dir", type=argtypes.nonempty, default=os.environ.get("FERCODEC_MODEL") or None, metavar="NAME|DIR|ID",
                    help="model directory, bundled name or pulled model id (env FERCODEC_MODEL, default fercodec-v1)")
     w.add_argument("--min-face", type=argtypes.positive("pixels", int), default=MIN_FACE, metavar="PX", help=f"ignore faces smaller than PX (default {MIN_FACE})")
-    w.add_argument("--detect-threshold", type=FRACTION, default=DETECT_THRESHOLD, metavar="T", help=f"face detector confidence (default {DETECT_THRESHOLD:g})")
+    w.add_argument("--detect-threshold", type=FRACTION, default=DETECT_THRESHOLD, metavar="T", help=f"face detector confidence, above 0 and below 1 (default {DETECT_THRESHOLD:g})")
     w.add_argument("--json", action="store_true", help="one JSON object per face per sampled frame")
-    w.add_argument("--timeline", metavar="CSV", default=None, help="write every row to CSV (track, frame, t, box, label, probabilities, bytes, sent)")
-    w.add_argument("--plot", metavar="PNG", default=None, help="plot probabilities over time, one panel per track (needs matplotlib)")
+    w.add_argument("--timeline", metavar="CSV", type=argtypes.nonempty, default=None, help="write every row to CSV (track, frame, t, box, label, probabilities, bytes, sent)")
+    w.add_argument("--plot", metavar="PNG", type=argtypes.nonempty, default=None, help="plot probabilities over time, one panel per track (needs matplotlib)")
     channel_mod.add_arguments(w, timeout_help="seconds to reach the server, and the longest a sent frame waits for its answer before "
                                                "the run stops (a stalled server or network)")
 

@@ -16,7 +16,7 @@ from ferwire.entropy import EntropyTables
 
 
 def resolve(model: str | Path | None) -> str | Path:
-    """A directory for ModelCard.load: model (default fercodec-v1) as it is, unless it is the id of a pulled model.
+    """A directory for ModelCard.load: model (default fercodec-v1) as it is, unless it is the id of a bundled or pulled model.
 
     Not $FERCODEC_MODEL_DIR, as ModelCard.load's default: that is ferserver's setting (a list of directories), and a
     host that exported it for its server broke every send or switched the client's codec without a word. ferclient's
@@ -28,12 +28,24 @@ def resolve(model: str | Path | None) -> str | Path:
     p = Path(model)
     if p.exists() or len(p.parts) != 1 or (WEIGHTS / p).is_dir() or not models.valid_id(str(model)):
         return model
+    for d in WEIGHTS.iterdir():  # a bundled model by its id (fercodec-v1-aa8f: what --json and `ferclient info` show)
+        if (d / "model.json").is_file() and _model_id(d / "model.json") == model:
+            return d
     found = models.cached(str(model))  # BundleError (a ValueError) when the cached copy fails verification
     if found is None:
         bundled = ", ".join(sorted(d.name for d in WEIGHTS.iterdir() if (d / "model.json").is_file()))
         raise FileNotFoundError(f"no model {model!r}: not a model directory, a bundled model ({bundled}) or a model pulled into "
                                 f"{models.cache_dir()}; `ferclient models pull {model}` fetches it from the server")
     return found
+
+
+def _model_id(card: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads(card.read_text()).get("model_id")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 class FaceEncoder:

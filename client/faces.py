@@ -142,7 +142,9 @@ def load_rgb(path: str | Path | bytes, warn: Callable[[str], None] | None = None
             if not p.exists():
                 raise ImageError("no such file")
             if p.is_dir():
-                raise ImageError("is a directory, not an image")
+                raise ImageError("is a directory, not an image" if str(path) else "an empty path, not an image")
+            if p.is_file() and p.stat().st_size == 0:
+                raise ImageError("an empty file (0 bytes): not an image")
         except OSError as e:  # a name too long for the file system, say
             raise ImageError(f"cannot read it ({e.strerror or e})") from None
     heif = p.suffix.lower() in (".heic", ".heif")

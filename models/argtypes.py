@@ -34,8 +34,16 @@ threads = checked(int, lambda n: n >= 0, "0 (torch's default) or a number of thr
 
 
 def positive(unit: str, convert: Callable[[str], float] = float) -> Callable[[str], float]:
-    """A positive number of `unit` (seconds, pixels, frames)."""
-    return checked(convert, _positive, f"a positive number of {unit}")
+    """A positive number of `unit` (seconds, pixels, frames); with convert=int a whole one (30.5 px says so)."""
+    return checked(convert, _positive, f"a positive {'whole ' if convert is int else ''}number of {unit}")
+
+
+def nonempty(text: str) -> str:
+    """A path or name that must not be '': what an unset shell variable gives (--tls-ca "$CA"), which would otherwise
+    quietly mean the flag's default (plaintext, no token, no output)."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty (an unset shell variable?)")
+    return text
 
 
 def comma_separated(kind: Callable[[str], float], empty: bool = False) -> Callable[[str], list]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -48,6 +49,12 @@ def test_bytes_pillow_images_and_arrays_are_read_as_the_file_is(client, astronau
         _same(face, path_face)
     gray = client.recognize(np.asarray(im.convert("L")))
     assert [f.label for f in gray] == ["happy"]
+    # what users try first besides: an open file, io.BytesIO, a bytearray, OpenCV's [H, W, 1] gray
+    with open(astronaut, "rb") as f:
+        for image in (f, io.BytesIO(astronaut.read_bytes()), bytearray(astronaut.read_bytes())):
+            (face,) = client.recognize(image)
+            _same(face, path_face)
+    assert [f.label for f in client.recognize(np.asarray(im.convert("L"))[..., None])] == ["happy"]
 
 
 def test_a_face_crop_without_detection_and_its_reconstruction(client, fer_test):
@@ -81,8 +88,24 @@ def test_what_is_not_an_image_is_one_line(client, image, says):
     assert says in str(e.value) and "\n" not in str(e.value) and e.value.code is None
 
 
+def test_what_a_library_user_gets_wrong_is_a_fer_error_too(client, astronaut):
+    """Each of these raised something other than FerError (ValueError from Pillow), or was taken silently (detect="no")."""
+    closed = Image.open(astronaut)
+    closed.close()
+    with open(astronaut) as text:
+        for call, says in ((lambda: client.recognize(closed), "cannot read the Pillow image (Operation on closed image)"),
+                           (lambda: client.recognize(text), "opened in binary mode ('rb')"),
+                           (lambda: client.recognize(""), "an empty path"),
+                           (lambda: client.recognize(astronaut, detect="no"), "True or False, got 'no'"),
+                           (lambda: client.recognize_many(io.BytesIO(b"")), "takes a list of images, got one BytesIO"),
+                           (lambda: Client(quality=2.0), "^quality: must be a quality index (a whole number"),
+                           (lambda: Client(min_face=30.5), "^min_face: must be a positive whole number of pixels, got 30.5")):
+            with pytest.raises(FerError, match=re.escape(says) if not says.startswith("^") else "^" + re.escape(says[1:])):
+                call()
+
+
 def test_bad_settings_and_an_unreachable_server_are_fer_errors(astronaut, tmp_path):
-    for kwargs, says in (({"server": "myhost"}, "has no port"), ({"timeout": -1}, "^timeout=: must be a positive number"), ({"quality": 99}, "quality 99 out of range"),
+    for kwargs, says in (({"server": "myhost"}, "has no port"), ({"timeout": -1}, "^timeout: must be a positive number"), ({"quality": 99}, "quality 99 out of range"),
                          ({"tls_cert": str(tmp_path / "c.pem")}, "--tls-cert and --tls-key go together"),
                          ({"model": str(tmp_path)}, "model.json")):
         with pytest.raises(FerError, match=says):
@@ -132,7 +155,7 @@ def test_what_a_library_user_met_first(client, server, astronaut, tmp_path):
     c.close()  # twice: nothing to say
     with pytest.raises(FerError, match="token= holds"):
         Client(server.address, token="s3cret\n")
-    with pytest.raises(FerError, match=r"^detect_threshold=: must be between 0 and 1, got 2"):
+    with pytest.raises(FerError, match=r"^detect_threshold: must be between 0 and 1, exclusive, got 2"):
         Client(server.address, detect_threshold=2)
     (tmp_path / "-tok").write_text("t\n")
     with Client(server.address, token_file=str(tmp_path / "-tok")):  # a value starting with "-" is a value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 
+import pytest
 from ferclient.cli import Progress
 
 from ..conftest import BIN
@@ -116,3 +117,51 @@ def test_a_reader_that_leaves_early_ends_the_run_quietly(server, astronaut, tmp_
     r = subprocess.run(["bash", "-c", f'"{BIN / "ferclient"}" send "{astronaut}" --server {server.address} --json 2>"{err}" | head -c 0; '
                         'exit ${PIPESTATUS[0]}'], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and err.read_text() == "", err.read_text()
+
+
+def _as_user(argv: list[str]) -> list[str]:
+    """argv run without root's power to read and write anything (tests run as root in CI's container), or as it is."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return argv
+    if not shutil.which("setpriv"):
+        pytest.skip("root without setpriv: an unreadable directory cannot be made here")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search", *argv]
+
+
+def test_what_a_user_gets_wrong_is_one_line_before_anything_is_sent(server, astronaut, tmp_path):
+    """Each was a traceback, a silent default (--tls-ca "" sent in plaintext), a failure after the faces were sent, or a
+    misleading line. A hidden file beside a photo (macOS's ._IMG_1.jpg) is not sent, and a directory that cannot be
+    listed is its own line while the other images still go."""
+    import os
+
+    (tmp_path / "mac").mkdir()
+    (tmp_path / "mac" / "IMG_1.png").write_bytes(astronaut.read_bytes())
+    (tmp_path / "mac" / "._IMG_1.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    for d in ("locked", "readonly"):
+        (tmp_path / d).mkdir()
+    os.chmod(tmp_path / "locked", 0)
+    os.chmod(tmp_path / "readonly", 0o555)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    send = [str(BIN / "ferclient"), "send", "--server", server.address]
+
+    def run(*args, stdin=subprocess.DEVNULL):
+        return subprocess.run(_as_user([*send, *args]), capture_output=True, text=True, timeout=60, stdin=stdin)
+
+    r = run(str(tmp_path / "mac"))
+    assert r.returncode == 0 and r.stdout.count("happy") == 1 and r.stderr == "", r.stderr
+    r = run(str(tmp_path / "locked"), str(astronaut))
+    assert r.returncode == 1 and "happy" in r.stdout and r.stderr.strip().endswith("locked: cannot list the directory (Permission denied)"), r.stderr
+    for args, code, says in (([str(astronaut), "--annotate", str(tmp_path / "readonly")], 2, "cannot write into"),
+                             ([str(astronaut), "--tls-ca", ""], 2, "argument --tls-ca: must not be empty (an unset shell variable?)"),
+                             ([str(astronaut), "--reconstruct", ""], 2, "argument --reconstruct: must not be empty"),
+                             ([str(astronaut), "--server", ":50051"], 2, ":50051 has no host"),
+                             ([str(astronaut), "--min-face", "30.5"], 2, "must be a positive whole number of pixels, got 30.5"),
+                             ([str(astronaut), "--quality", "2.5"], 2, "must be a quality index (a whole number"),
+                             ([str(tmp_path / "empty.jpg")], 1, "empty.jpg: an empty file (0 bytes): not an image")):
+        r = run(*args)
+        assert r.returncode == code and r.stdout == "" and r.stderr.count("\n") == 1 and says in r.stderr, (args, r.stderr)
+    r = subprocess.run(["bash", "-c", " ".join(f'"{a}"' for a in send) + " - <&-"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "standard input, which is closed here" in r.stderr, r.stderr
