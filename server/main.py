@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
@@ -69,7 +70,7 @@ async def serve(cfg: config_mod.Config) -> None:
     servicer = FerCodecServicer(cards, batcher, metrics, engine.device, cfg.max_faces, cfg.stream_window, cfg.max_concurrent_rpcs, precisions)
     pb_grpc.add_FerCodecServicer_to_server(servicer, server)
     encoder_service = add_encoder_repository(server, cards, metrics)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = _Health()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE, encoder_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = _address(cfg.host, cfg.port)
@@ -148,6 +149,7 @@ async def serve(cfg: config_mod.Config) -> None:
         log.warning("grace period over: %d call%s still running are cut (their callers get UNAVAILABLE)", servicer.active, "s" if servicer.active != 1 else "")
     else:
         await asyncio.sleep(LINGER_S)
+    health_servicer.end_watches()  # else grpc's stop waits out the grace for them: they never end by themselves
     await server.stop(max(0.0, deadline - time.monotonic()))
     if health_only:
         await health_only.stop(0)
@@ -161,17 +163,45 @@ async def serve(cfg: config_mod.Config) -> None:
 LINGER_S = 0.5
 
 
+class _Health(health.aio.HealthServicer):
+    """grpc's health service, whose Watch streams end (OK, after NOT_SERVING) once the server's calls are answered. A
+    watcher (a load balancer, a client's health check) held shutdown for the whole --grace-s, and grpc's stop then
+    cancelled it with a traceback in the log."""
+
+    def __init__(self):
+        super().__init__()
+        self._ending = asyncio.Event()
+
+    def end_watches(self) -> None:
+        self._ending.set()
+
+    async def Watch(self, request, context):
+        watch = asyncio.ensure_future(super().Watch(request, context))
+        ending = asyncio.ensure_future(self._ending.wait())
+        try:
+            await asyncio.wait((watch, ending), return_when=asyncio.FIRST_COMPLETED)
+            if watch.done():
+                watch.result()  # its error, if it ended with one
+        finally:
+            for task in (watch, ending):
+                task.cancel()
+            await asyncio.gather(watch, ending, return_exceptions=True)
+
+
 def _address(host: str, port: int) -> str:
     """host:port as grpc takes it: an IPv6 address in brackets (grpc read `:::50051` as a misformatted name)."""
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-class _StoppedWhileLoading(Exception):
-    """SIGTERM before the server was ready: nothing to drain."""
+def _exit_while_loading(signum, frame):
+    """SIGTERM or Ctrl-C before the server is ready: one line and out at once, with nothing served yet to drain.
 
-
-def _stop_while_loading(signum, frame):
-    raise _StoppedWhileLoading
+    Not an exception: raised wherever the main thread was, one was taken for a model file that does not load (exit 2),
+    or surfaced inside grpc's start (a traceback from the server's destructor), or (Ctrl-C, with asyncio's own handler)
+    only at the next await, after the models had loaded."""
+    interrupted = signum == signal.SIGINT
+    print(f"ferserver: {'interrupted' if interrupted else 'stopped (SIGTERM)'} before it was ready", file=sys.stderr, flush=True)
+    os._exit(130 if interrupted else 0)
 
 
 def _unbindable(host: str, port: int) -> str | None:
@@ -204,15 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     # Until serve() installs its own handlers, once ready: SIGHUP (a credential rotation sent early) must not kill a
     # loading server, and SIGTERM (an orchestrator scaling down) stops it with one line and exit 0.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _stop_while_loading)
+    signal.signal(signal.SIGTERM, _exit_while_loading)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where it is ignored (nohup, a background job)
+        signal.signal(signal.SIGINT, _exit_while_loading)
     try:
         asyncio.run(serve(cfg))
     except (OSError, ValueError) as e:  # missing model files, bad device, port in use
         print(f"ferserver: {e}", file=sys.stderr)
         return 2
-    except _StoppedWhileLoading:
-        print("ferserver: stopped (SIGTERM) before it was ready", file=sys.stderr)
-        return 0
     except KeyboardInterrupt:
         print("ferserver: interrupted before it was ready", file=sys.stderr)
         return 130

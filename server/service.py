@@ -136,6 +136,7 @@ class FerCodecServicer(pb_grpc.FerCodecServicer):
 
     async def GetModelInfo(self, request, context):
         async with accounted("GetModelInfo", context, self.metrics):
+            decoded(request)  # bytes that are not a GetModelInfoRequest are refused, as every method refuses them
             return self.info
 
     async def _stream_reply(self, request: pb.RecognizeRequest, deadline: float | None, source: "_Stream") -> pb.RecognizeResponse:

@@ -42,6 +42,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
+import zipfile
+
 import numpy as np
 
 CONTEXTS = 4  # activity buckets per channel (quartiles on the training set)
@@ -81,7 +83,7 @@ class EntropyTables:
                 return cls({k: z[k] for k in z.files})
         except FileNotFoundError:
             raise
-        except (OSError, ValueError, KeyError, EOFError) as e:  # np.load's BadZipFile is an OSError... or a ValueError
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # a file cut short: BadZipFile, an Exception of its own
             raise ValueError(f"{path} is not a model's entropy tables ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
 
     def arrays(self) -> dict[str, np.ndarray]:

@@ -467,11 +467,12 @@ def test_bytes_that_are_not_a_request_message_are_invalid_argument(server):
     before = server.metrics()
     garbage = b"\xff\xff\xff not protobuf"
     with grpc.insecure_channel(server.address) as ch:
-        for method in ("/fercodec.v1.FerCodec/Recognize", "/fercodec.v1.EncoderRepository/GetEncoder"):
-            call = ch.unary_unary(method) if method.endswith("Recognize") else ch.unary_stream(method)
+        for method in ("/fercodec.v1.FerCodec/Recognize", "/fercodec.v1.FerCodec/GetModelInfo", "/fercodec.v1.EncoderRepository/GetEncoder"):
+            unary = not method.endswith("GetEncoder")
+            call = ch.unary_unary(method) if unary else ch.unary_stream(method)
             with pytest.raises(grpc.RpcError) as e:
                 reply = call(garbage, timeout=10)
-                list(reply) if not method.endswith("Recognize") else None
+                list(reply) if not unary else None
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "is not a valid" in e.value.details(), (method, e.value)
         stream = ch.stream_stream("/fercodec.v1.FerCodec/RecognizeStream", response_deserializer=pb.RecognizeResponse.FromString)
         replies = list(stream(iter([garbage, pb.RecognizeRequest(faces=[]).SerializeToString()]), timeout=10))
@@ -562,6 +563,41 @@ def test_signals_while_the_models_load(tmp_path):
     assert log.read_text().strip().endswith("ferserver: stopped (SIGTERM) before it was ready") and "Traceback" not in log.read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_at_any_moment_of_loading_is_one_line_at_once(how, tmp_path):
+    """Raised as exceptions wherever the main thread was, they surfaced inside grpc's start (a traceback from the server's
+    destructor, "invalid state"), inside a model's loading (exit 2: "encoder.onnx does not load"), or (Ctrl-C) only at the
+    next await, seconds later, after the models had loaded. Now: one line, exit 130 / 0, within a second; once ready, the
+    drain as usual."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for delay in (0.3, 1.0, 2.0, 3.0, 4.0):
+        log = tmp_path / f"{how}_{delay}.log"
+        with open(log, "w") as out:  # Ctrl-C as a terminal sends it (CI's shell ignores SIGINT in background jobs)
+            p = subprocess.Popen([sys.executable, "-m", "ferserver.main", "--port", str(free_port()), "--metrics-port", "-1"], stdout=out,
+                                 stderr=subprocess.STDOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            time.sleep(delay)
+            t0 = time.monotonic()
+            p.send_signal(getattr(signal, how))
+            rc = p.wait(60)
+            took = time.monotonic() - t0
+        finally:
+            p.kill()
+        text = log.read_text()
+        assert not any(w in text for w in ("Traceback", "Exception ignored", " ERROR ", "does not load")), text
+        if "ready on" in text:  # past loading: the usual stop
+            assert rc == 0 and "ferserver stopped" in text, text
+        else:
+            said = "interrupted" if how == "SIGINT" else "stopped (SIGTERM)"
+            assert rc == (130 if how == "SIGINT" else 0) and text.strip().splitlines()[-1] == f"ferserver: {said} before it was ready", text
+            assert took < 1.5, f"{took:.1f} s to stop while loading"
+
+
 def test_overload_gets_resource_exhausted_not_a_queue(card, fer_test):
     """Past --max-concurrent-rpcs a call is refused at once; the admitted ones and later ones still succeed."""
     streams = encode_faces(fer_test[0][:1], card.default_quality)
@@ -576,8 +612,9 @@ def test_overload_gets_resource_exhausted_not_a_queue(card, fer_test):
 
 @pytest.mark.slow
 def test_damaged_model_files_stop_the_server_with_one_line_naming_the_file(tmp_path):
-    """A weights file cut short gave a 45-line traceback from torch's zip reader; a model.json that is not JSON, one line
-    naming no file; and an encoder.onnx cut short started without a word and was handed to devices as verified."""
+    """A weights file cut short gave a 45-line traceback from torch's zip reader (tables.npz too, until 2026-12-07); a
+    model.json that is not JSON, one line naming no file; and an encoder.onnx cut short started without a word and was
+    handed to devices as verified."""
     import shutil
 
     from ferwire.card import DEFAULT_MODEL_DIR
@@ -589,7 +626,9 @@ def test_damaged_model_files_stop_the_server_with_one_line_naming_the_file(tmp_p
         return d
 
     cut = lambda f: f.write_bytes(f.read_bytes()[:1000])  # noqa: E731
+    most = lambda f: f.write_bytes(f.read_bytes()[:-1000])  # noqa: E731  (a zip's directory is at its end)
     for d, says in ((damaged("codec.pt", cut), "codec.pt is not a torch checkpoint of plain tensors (RuntimeError: PytorchStreamReader"),
+                    (damaged("tables.npz", most), "tables.npz is not a model's entropy tables (BadZipFile: "),
                     (damaged("model.json", lambda f: f.write_text('{"model_id": ')), "model.json is not JSON: "),
                     (damaged("encoder.onnx", cut), "encoder.onnx does not load in ONNX Runtime (")):
         with pytest.raises(RuntimeError, match="exited with 2") as e:

@@ -261,6 +261,9 @@ def test_behind_64_calls_in_flight_a_doomed_call_is_refused_and_sigterm_loses_no
     s = ServerProcess("--max-batch", "128", "--max-wait-ms", "20000")
     with grpc.insecure_channel(s.address) as ch:
         stub = pb_grpc.FerCodecStub(ch)
+        # a health watcher (a load balancer's): its stream once held the stop for the whole grace, then was cut with a traceback
+        watch = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service="fercodec.v1.FerCodec"), timeout=60)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         futures = [stub.Recognize.future(pb.RecognizeRequest(faces=[streams[k]]), timeout=30) for k in range(64)]
         until = time.monotonic() + 10
         while _counter(s.metrics(), "fercodec_inflight_requests") < 64:
@@ -282,9 +285,11 @@ def test_behind_64_calls_in_flight_a_doomed_call_is_refused_and_sigterm_loses_no
         rc = s.stop()
         stop_s = time.monotonic() - t0
         codes = collections.Counter(f.code().name for f in futures)
+        watched = [m.status for m in watch]  # ends, OK, once the server stops
+        assert watch.code() == grpc.StatusCode.OK and watched == [health_pb2.HealthCheckResponse.NOT_SERVING]
     print(f"\nbehind 64 queued faces a 1 s call got {doomed.value.code().name} in {1000 * refused_s:.0f} ms ({doomed.value.details()}); "
           f"SIGTERM with 64 calls in flight: {dict(codes)}, exit {rc} after {stop_s:.1f} s; a call during the drain: {late.value.code().name} ({late.value.details()})")
     assert late.value.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in late.value.details()
     assert doomed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and _refusal(doomed.value.details()) == "deadline" and refused_s < 1.0
     assert codes == {"OK": 64} and all(len(f.result().results) == 1 for f in futures)
-    assert rc == 0 and "ferserver stopped" in s.output() and stop_s < 8
+    assert rc == 0 and "ferserver stopped" in s.output() and "Traceback" not in s.output() and stop_s < 8
