@@ -143,7 +143,7 @@ class Batcher:
                 self._shed("queue_full", n)
                 if n > self._max_queue:
                     raise Overloaded(f"request has {n} faces; this server queues at most {self._max_queue}", "queue_full")
-                raise Overloaded(f"server busy: {self._queued} faces queued (at most {self._max_queue}); retry later", "queue_full")
+                raise Overloaded(f"server busy: {self._queued} faces queued; with this request's {n} that is over the {self._max_queue} it queues; retry later", "queue_full")
             if deadline is not None:
                 left, work = deadline - time.monotonic(), self._max_wait + (ahead + n) * self.s_per_face
                 own = n * self.s_per_face

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from dataclasses import dataclass
 
 
@@ -99,9 +100,14 @@ def _version() -> str:
 
 
 class _Parser(argparse.ArgumentParser):
+    from_env: dict[str, str] = {}  # flag -> FERCODEC_ variable, for the settings the environment gave and argv did not
+
     def error(self, message: str):
-        """One line and exit 2: argparse printed the whole usage block (20 lines) before the line that matters."""
-        self.exit(2, f"{self.prog}: error: {message} (ferserver --help lists every setting)\n")
+        """One line and exit 2: argparse printed the whole usage block (20 lines) before the line that matters. A bad
+        value the environment gave is named as its variable, not as a flag nobody typed."""
+        flag = message.split(" ", 1)[0]
+        source = f" (from ${self.from_env[flag]})" if flag in self.from_env else ""
+        self.exit(2, f"{self.prog}: error: {message}{source} (ferserver --help lists every setting)\n")
 
 
 def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Config:
@@ -120,6 +126,9 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> C
         p.add_argument(flag, type=kind, default=value, help=f"{_HELP[name]} (env {var}{shown})")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     args = p.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    p.from_env = {flag: var for flag, var in (("--" + n.replace("_", "-"), "FERCODEC_" + n.upper()) for n in vars(args))
+                  if var in env and not any(a == flag or a.startswith(flag + "=") for a in given)}
     cfg = Config(**vars(args))
     if cfg.device not in ("cpu", "cuda", "auto"):
         p.error(f"--device must be cpu, cuda or auto, not {cfg.device!r}")
@@ -143,8 +152,9 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> C
     for flag, port in (("--metrics-port", cfg.metrics_port), ("--health-port", cfg.health_port)):
         if not -1 <= port <= 65535:
             p.error(f"{flag} must be a TCP port (0-65535; 0 picks a free one) or -1 (off), not {port}")
-    if not all(0 <= v < math.inf for v in (cfg.grace_s, cfg.max_connection_age_s, cfg.credential_check_s)):  # refuses nan too
-        p.error("--grace-s, --max-connection-age-s and --credential-check-s must be a number of seconds >= 0")
+    for flag, v in (("--grace-s", cfg.grace_s), ("--max-connection-age-s", cfg.max_connection_age_s), ("--credential-check-s", cfg.credential_check_s)):
+        if not 0 <= v < math.inf:  # refuses nan too
+            p.error(f"{flag} must be a number of seconds >= 0, not {v:g}")
     ports = [(flag, v) for flag, v in (("--port", cfg.port), ("--metrics-port", cfg.metrics_port), ("--health-port", cfg.health_port)) if v > 0]
     for i, (flag, v) in enumerate(ports):  # found now, not after the models load
         for other, w in ports[i + 1:]:

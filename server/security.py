@@ -218,7 +218,8 @@ class TokenStore:
 
     def load(self) -> str:
         self._digests = self._load()
-        return f"{len(self._digests)} tokens in force"
+        n = len(self._digests)
+        return f"{n} token{'s' if n != 1 else ''} in force"
 
     def accepts(self, authorization: str | None) -> bool:
         scheme, _, token = (authorization or "").partition(" ")

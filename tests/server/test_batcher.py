@@ -151,7 +151,7 @@ def test_a_full_queue_refuses_at_once_and_the_gauge_is_exact():
         with pytest.raises(Overloaded) as e:  # s0 holds 2 of the 10: its share of a full queue of 5 sources
             await b.submit(["late"], source="s0")
         assert time.perf_counter() - t < 0.05 and e.value.reason == "queue_full"
-        assert str(e.value) == "server busy: 10 faces queued (at most 10); retry later"
+        assert str(e.value) == "server busy: 10 faces queued; with this request's 1 that is over the 10 it queues; retry later"
         with pytest.raises(Overloaded, match="request has 11 faces; this server queues at most 10"):
             await b.submit(list(range(11)))
         assert queued() == 10 and _shed(m, "queue_full") == 12

@@ -106,10 +106,13 @@ def test_runtime_defaults_leave_an_operators_settings_alone():
 
 
 def test_each_message_names_the_setting_it_refuses_and_help_shows_no_default_none(capsys):
-    for argv, says in ((["--max-wait-ms", "inf"], "--max-wait-ms must be a finite number of milliseconds >= 0, not inf"),
-                       (["--stream-window", "0"], "--stream-window must be 1 or more, not 0")):
+    for argv, env, says in ((["--max-wait-ms", "inf"], {}, "--max-wait-ms must be a finite number of milliseconds >= 0, not inf ("),
+                            (["--stream-window", "0"], {}, "--stream-window must be 1 or more, not 0"),
+                            # one message named three flags, and none where the environment gave the value
+                            ([], {"FERCODEC_GRACE_S": "inf"}, "--grace-s must be a number of seconds >= 0, not inf (from $FERCODEC_GRACE_S)"),
+                            (["--grace-s=inf"], {"FERCODEC_GRACE_S": "1"}, "--grace-s must be a number of seconds >= 0, not inf (ferserver")):
         with pytest.raises(SystemExit):
-            parse(argv, env={})
+            parse(argv, env=env)
         assert says in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         parse(["--version"], env={})

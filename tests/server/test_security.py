@@ -208,7 +208,7 @@ def test_tokens_rotate_on_sighup(tls_server, pki):
         (pki / "tokens").write_text(ROTATED + "\n")
         tls_server.proc.send_signal(signal.SIGHUP)
         _wait_for(tls_server, "token file re-read (")
-        assert "1 tokens in force" in tls_server.output()
+        assert "1 token in force" in tls_server.output()
         assert _code(lambda: _info(ch, TOKEN)) == grpc.StatusCode.UNAUTHENTICATED
         assert _info(ch, ROTATED).model_id
         (pki / "tokens").write_text("# nothing\n")  # a broken rotation keeps the tokens in force
