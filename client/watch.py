@@ -153,6 +153,7 @@ class Watcher:
         self.rows: list[dict] = []
         self.frames = self.faces_seen = self.faces_sent = self.bytes_sent = self.faces_refused = self.bytes_refused = 0
         self.bad_frames, self.stopped_at = 0, None  # frames that could not be decoded; the frame where decoding gave up
+        self.source_ended = False  # a live source (camera, stream) gave no more frames
         self.max_faces = FACES_PER_REQUEST  # faces in one frame's request, as send's; lowered when the server takes fewer
         self.names = encoder.card.class_names
 
@@ -179,6 +180,7 @@ class Watcher:
                     continue
                 if total is not None and total - (k - bad) > max(2, total // 50):  # a frame count estimated from the
                     self.stopped_at = k - bad  # duration can be a frame or two over: not a damaged file
+                self.source_ended = live
                 return
             self.bad_frames, bad = self.bad_frames + bad, 0
             t = (time.monotonic() - t_start) if live else clock.time(k)
@@ -562,6 +564,11 @@ def run(args, err) -> int:
             f"at most {w.max_faces} a frame")
     if w.bad_frames:
         err(f"{w.bad_frames} frame{'s' if w.bad_frames != 1 else ''} could not be decoded and {'were' if w.bad_frames != 1 else 'was'} skipped")
+    if w.source_ended and w.frames and not status:  # said, not ended as a file ends: a camera unplugged, a feed cut
+        camera = args.video is None or not is_stream_url(args.video)  # --camera N, or a device such as /dev/video0
+        err(f"{f'camera {args.camera}' if args.video is None else args.video} stopped sending frames after {elapsed:.1f} s "
+            + ("(unplugged, or taken by another program?)" if camera else f"(the stream ended, or sent nothing for --timeout {args.timeout:g} s)"))
+        status = 1 if camera else status  # a camera does not end by itself; a stream may
     if w.stopped_at is not None:
         err(f"{args.video}: no frame from {w.stopped_at} on could be decoded (the file says it has {total}): damaged or cut short, "
             f"stopped there")

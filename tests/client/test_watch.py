@@ -131,6 +131,34 @@ def test_camera_from_a_fake_source(server, video, monkeypatch, capsys):
     assert open_streams == [1.0] and _gauge(server.metrics(), "fercodec_streams_active") == 0.0  # one stream per video, closed after
 
 
+def test_a_camera_that_stops_sending_frames_is_said_and_fails(server, video, monkeypatch, capsys):
+    """A camera unplugged mid-run ended the run as a finished file does: exit 0, without a word."""
+    import cv2
+
+    from ferclient import cli, watch
+
+    class Unplugged:
+        def __init__(self, index):
+            self.cap = cv2.VideoCapture(str(video))
+
+        def isOpened(self):
+            return True
+
+        def get(self, prop):
+            return 0.0
+
+        def read(self):  # ten frames, then nothing
+            return self.cap.read() if self.cap.get(cv2.CAP_PROP_POS_FRAMES) < 10 else (False, None)
+
+        def release(self):
+            self.cap.release()
+
+    monkeypatch.setattr(watch, "open_camera", Unplugged)
+    assert cli.main(["watch", "--camera", "0", "--json", "--server", server.address]) == 1
+    out, err = capsys.readouterr()
+    assert _rows(out) and "ferclient: camera 0 stopped sending frames after" in err and "(unplugged, or taken by another program?)" in err, err
+
+
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_ctrl_c_stops_cleanly_and_writes_what_it_has(server, tmp_path, sig, code, word):
     """Ctrl-C, and SIGTERM (a service manager, `timeout`), which killed the run at once and lost the timeline."""
