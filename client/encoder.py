@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ferwire.bitstream import encode
-from ferwire.card import DEFAULT_MODEL_DIR, WEIGHTS, ModelCard
+from ferwire.card import DEFAULT_MODEL_DIR, WEIGHTS, ModelCard, bundled_names
 from ferwire.entropy import EntropyTables
 
 
@@ -28,24 +28,15 @@ def resolve(model: str | Path | None) -> str | Path:
     p = Path(model)
     if p.exists() or len(p.parts) != 1 or (WEIGHTS / p).is_dir() or not models.valid_id(str(model)):
         return model
-    for d in WEIGHTS.iterdir():  # a bundled model by its id (fercodec-v1-aa8f: what --json and `ferclient info` show)
-        if (d / "model.json").is_file() and _model_id(d / "model.json") == model:
-            return d
+    for name in bundled_names():  # a bundled model by its id (fercodec-v1-aa8f: what --json and `ferclient info` show)
+        if ModelCard.load(name).model_id == model:
+            return WEIGHTS / name
     found = models.cached(str(model))  # BundleError (a ValueError) when the cached copy fails verification
     if found is None:
-        bundled = ", ".join(sorted(d.name for d in WEIGHTS.iterdir() if (d / "model.json").is_file()))
+        bundled = ", ".join(bundled_names())
         raise FileNotFoundError(f"no model {model!r}: not a model directory, a bundled model ({bundled}) or a model pulled into "
                                 f"{models.cache_dir()}; `ferclient models pull {model}` fetches it from the server")
     return found
-
-
-def _model_id(card: Path) -> str | None:
-    import json
-
-    try:
-        return json.loads(card.read_text()).get("model_id")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 class FaceEncoder:

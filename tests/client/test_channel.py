@@ -70,6 +70,26 @@ def test_a_ctrl_c_deferred_past_an_import_goes_off_after_a_close_too(monkeypatch
         signal.signal(signal.SIGALRM, before[1])
 
 
+def _until(done, seconds: float = 10.0) -> None:
+    """Polls done() (which may raise: that ends the wait too) until it is true, within seconds."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.02)
+
+
+def _answers(stub):
+    """The model id the channel's next GetModelInfo gets, or None while no replica serves."""
+    import grpc
+
+    from fercodec.v1 import fercodec_pb2 as pb
+
+    try:
+        return stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5).model_id
+    except grpc.RpcError:
+        return None
+
+
 def test_a_replica_whose_health_is_not_serving_gets_no_calls_and_the_line_says_why():
     """The channel watches each replica's health for fercodec.v1.FerCodec (a replica loading its models, or draining
     after SIGTERM, says NOT_SERVING): round_robin sends it nothing, and with none serving the user's line says why."""
@@ -108,14 +128,12 @@ def test_a_replica_whose_health_is_not_serving_gets_no_calls_and_the_line_says_w
             assert {stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5).model_id for _ in range(20)} == {"a"}
             assert servicers[1].calls == 0
             healths[0].set("fercodec.v1.FerCodec", health_pb2.HealthCheckResponse.NOT_SERVING)
-            time.sleep(0.3)  # the watch's update reaching the channel
             with pytest.raises(grpc.RpcError) as e:
-                stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
+                _until(lambda: stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5).model_id != "a")  # the watch's update arriving
             line = channel_mod.rpc_error_message(e.value, args)
             assert "cannot reach server" in line and "not serving: starting up or shutting down" in line, line
             healths[1].set("fercodec.v1.FerCodec", health_pb2.HealthCheckResponse.SERVING)
-            time.sleep(0.3)
-            assert stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5).model_id == "b"
+            _until(lambda: _answers(stub) == "b")
     finally:
         for s in servers:
             s.stop(0)
