@@ -578,7 +578,7 @@ def _watch_parser(sub) -> None:
     w.add_argument("--min-face", type=argtypes.positive("pixels", int), default=MIN_FACE, metavar="PX", help=f"ignore faces smaller than PX (default {MIN_FACE})")
     w.add_argument("--detect-threshold", type=FRACTION, default=DETECT_THRESHOLD, metavar="T", help=f"face detector confidence, above 0 and below 1 (default {DETECT_THRESHOLD:g})")
     w.add_argument("--json", action="store_true", help="one JSON object per face per sampled frame")
-    w.add_argument("--timeline", metavar="CSV", type=argtypes.nonempty, default=None, help="write every row to CSV (track, frame, t, box, label, probabilities, bytes, sent)")
+    w.add_argument("--timeline", metavar="CSV", type=argtypes.nonempty, default=None, help="write every row to CSV (track, frame, t, x, y, w, h, label, confidence, one column per class, bytes, sent)")
     w.add_argument("--plot", metavar="PNG", type=argtypes.nonempty, default=None, help="plot probabilities over time, one panel per track (needs matplotlib)")
     channel_mod.add_arguments(w, timeout_help="seconds to reach the server, and the longest a sent frame waits for its answer before "
                                                "the run stops (a stalled server or network)")

@@ -66,3 +66,16 @@ def test_every_relative_link_in_readme_and_docs_resolves():
             if not re.match(r"[a-z]+:", target) and not (page.parent / target).exists():
                 dead.append(f"{page.relative_to(ROOT)} -> {target}")
     assert len(pages) > 20 and not dead, dead
+
+
+def test_layout_names_every_script_and_docs_folder():
+    """README's Layout table names every script under scripts/ and every folder under docs/: a new one must say there
+    what it is for (an audit found six of them missing)."""
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout") :]
+    layout = layout[: layout.index("\n## ")]
+    scripts = sorted(p.name for p in (ROOT / "scripts").iterdir() if p.suffix in (".py", ".sh"))
+    folders = sorted(p.name for p in (ROOT / "docs").iterdir() if p.is_dir())
+    assert len(scripts) > 20 and len(folders) > 20
+    missing = [f"scripts/{n}" for n in scripts if f"`{n}`" not in layout] + [f"docs/{n}" for n in folders if f"`docs/{n}`" not in layout]
+    assert not missing, missing
