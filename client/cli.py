@@ -27,6 +27,8 @@ FRACTION = argtypes.checked(float, lambda v: 0.0 < v < 1.0, "between 0 and 1, ex
 SMOOTHING = argtypes.checked(float, lambda v: 0.0 < v <= 1.0, "in (0, 1]")  # watch --smooth
 SKIP = argtypes.checked(float, lambda v: 0.0 <= v < float("inf"), "0 or more")  # watch --skip-threshold (nan compared as never changed)
 QUALITY = argtypes.checked(int, lambda v: True, "a quality index (a whole number: ferclient info lists them)")  # the model checks the range
+FPS = argtypes.checked(float, lambda v: 0.0 < v <= 1000.0, "frames per second, above 0 and at most 1000")  # watch --fps (1e308 overflowed mid-run)
+HEX64 = argtypes.checked(str, lambda v: len(v) == 64 and all(c in "0123456789abcdefABCDEF" for c in v), "64 hex digits (ferclient models list shows them)")
 CAMERA = argtypes.checked(int, lambda v: 0 <= v < 2**31, "a camera index, 0 or more")  # OpenCV crashed on -1, raised on 2**31
 IN_FLIGHT = 64  # most requests one send keeps on the wire: a folder of thousands of photos must not trip the server's --max-concurrent-rpcs
 FACES_PER_REQUEST = 32  # a crowd photo goes as several requests: ferserver refuses more than --max-faces (64 by default) in one
@@ -145,7 +147,7 @@ def parser(error=None) -> argparse.ArgumentParser:
     msub = m.add_subparsers(dest="models_command", required=True, metavar="{pull,list,remove}")
     mp = msub.add_parser("pull", help="download the encoder of a model the server runs, verify its SHA-256s, cache it")
     mp.add_argument("model_id", nargs="?", default="", help="model id or model directory name (default: the server's first model)")
-    mp.add_argument("--sha256", type=argtypes.nonempty, default=None, metavar="HEX", help="refuse the bundle unless its SHA-256 is HEX (ferclient models list shows it)")
+    mp.add_argument("--sha256", type=HEX64, default=None, metavar="HEX", help="refuse the bundle unless its SHA-256 is HEX (ferclient models list shows it)")
     channel_mod.add_arguments(mp, timeout=PULL_TIMEOUT_S, timeout_help="seconds for the whole download")  # a bundle, not one request
     ml = msub.add_parser("list", help="the cached encoders, each verified against its manifest")
     ml.add_argument("--json", action="store_true", help="one JSON object per model per line")
@@ -498,11 +500,37 @@ def _resend(args, swap, encoder, channel, stub, encoded, reconstruct: bool, note
     return encoder, prepared, _Reply(stub, prepared[1], reconstruct, args.timeout)
 
 
+def encoder_for_server(args, encoder, channel, note=_err):
+    """encoder, or where the server does not run its model, the server's model of the same kind (cached, or pulled now),
+    with a one-line note: what send does once the server refuses a file's faces, asked before a stream starts (ferclient
+    watch was refused at its first frame, with no way on but the server's "update the client's model")."""
+    from fercodec.v1 import fercodec_pb2 as pb
+    from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
+
+    from . import models
+    from .encoder import FaceEncoder
+
+    info = channel_mod.unary(pb_grpc.FerCodecStub(channel).GetModelInfo, pb.GetModelInfoRequest(), args.timeout)
+    if encoder.card.model_tag in {m.model_tag for m in [info, *info.other_models]}:
+        return encoder
+    if args.no_pull:
+        raise models.BundleError(f"the server does not run model {encoder.card.model_id} (it runs "
+                                 f"{', '.join(m.model_id for m in [info, *info.other_models])}): ferclient models pull --server {args.server} "
+                                 "MODEL_ID, then --model MODEL_ID, or leave out --no-pull")
+    model_id = models.server_model(channel, encoder.card.kind, args.timeout)
+    where, pulled = models.ensure(channel, model_id, max(args.timeout, PULL_TIMEOUT_S), source=args.server)
+    note(f"note: the server does not run model {encoder.card.model_id}; {'pulled' if pulled else 'using the cached'} {model_id} ({where})")
+    return FaceEncoder(where)
+
+
 def models_command(args) -> int:
     """ferclient models pull [MODEL_ID] | list | remove MODEL_ID."""
     from . import models
 
     if args.models_command == "list":
+        if models.cache_dir().exists() and not models.cache_dir().is_dir():  # it said "no models pulled yet"
+            _err(f"the model cache {models.cache_dir()} is not a folder (FERCODEC_CACHE_DIR?)")
+            return 1
         rows = models.list_models()
         for r in rows:
             if args.json:
@@ -565,7 +593,7 @@ def _watch_parser(sub) -> None:
     src = w.add_mutually_exclusive_group(required=True)
     src.add_argument("video", nargs="?", default=None, help="video file (anything OpenCV decodes), a stream URL (rtsp://, http://...: an IP camera) or a camera device (/dev/video0)")
     src.add_argument("--camera", type=CAMERA, default=None, metavar="N", help="camera index (0 = the first camera); Ctrl-C stops")
-    w.add_argument("--fps", type=argtypes.rate, default=DEFAULT_FPS, help=f"frames sampled per second of video (default {DEFAULT_FPS:g})")
+    w.add_argument("--fps", type=FPS, default=DEFAULT_FPS, help=f"frames sampled per second of video (default {DEFAULT_FPS:g})")
     w.add_argument("--max-frames", type=argtypes.positive("frames", int), default=None, metavar="N", help="stop after N sampled frames")
     w.add_argument("--skip-threshold", type=SKIP, default=SKIP_THRESHOLD, metavar="R",
                    help=f"send a tracked face only when its latent changed by at least R (relative L2) since it was last sent; "
@@ -575,6 +603,9 @@ def _watch_parser(sub) -> None:
     w.add_argument("--quality", type=QUALITY, default=None, help="codec quality index (default: the model's default)")
     w.add_argument("--model", "--model-dir", dest="model_dir", type=argtypes.nonempty, default=os.environ.get("FERCODEC_MODEL") or None, metavar="NAME|DIR|ID",
                    help="model directory, bundled name or pulled model id (env FERCODEC_MODEL, default fercodec-v1)")
+    w.add_argument("--no-pull", action="store_true",
+                   help="never download an encoder: by default, where the server does not run --model, the model of the same kind "
+                        "it runs is pulled (or taken from the cache) before the video starts")
     w.add_argument("--min-face", type=argtypes.positive("pixels", int), default=MIN_FACE, metavar="PX", help=f"ignore faces smaller than PX (default {MIN_FACE})")
     w.add_argument("--detect-threshold", type=FRACTION, default=DETECT_THRESHOLD, metavar="T", help=f"face detector confidence, above 0 and below 1 (default {DETECT_THRESHOLD:g})")
     w.add_argument("--json", action="store_true", help="one JSON object per face per sampled frame")

@@ -75,8 +75,11 @@ def open_source(video: str | None, camera: int | None, timeout: float = 10.0):
     if video is not None and is_stream_url(video):
         # FFmpeg otherwise waits its own default (minutes, for a host that drops packets) to open and to read
         ms = min(int(timeout * 1000), 2**31 - 1)  # OpenCV takes an int
+        t0 = time.monotonic()
         cap = cv2.VideoCapture(video, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
         if not cap.isOpened():
+            if time.monotonic() - t0 < 0.9 * timeout:  # refused, not found, or not a video: said at once, not a timeout
+                raise SourceError(f"{video}: cannot open the stream (refused, not found, or not a video OpenCV's FFmpeg reads)")
             raise SourceError(f"{video}: cannot open the stream within {timeout:g}s (not reachable, or not a video OpenCV's FFmpeg reads)")
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         total = total if total > 0 else None  # a live stream has none
@@ -152,27 +155,32 @@ class Watcher:
         self.tracker = IouTracker(max_missed=max(1, round(TRACK_TIMEOUT_S * args.fps)))  # samples() sets it for a file's rate
         self.rows: list[dict] = []
         self.frames = self.faces_seen = self.faces_sent = self.bytes_sent = self.faces_refused = self.bytes_refused = 0
+        self.faces_waiting = 0  # changed enough to send, but past the max_faces of their frame's request: sent in a later frame
         self.bad_frames, self.stopped_at = 0, None  # frames that could not be decoded; the frame where decoding gave up
         self.source_ended = False  # a live source (camera, stream) gave no more frames
         self.max_faces = FACES_PER_REQUEST  # faces in one frame's request, as send's; lowered when the server takes fewer
         self.names = encoder.card.class_names
 
+    def use(self, encoder) -> None:
+        """Encode with this encoder from now on (the server's model, pulled before the first frame)."""
+        if encoder is not self.encoder:
+            self.quality = encoder.check_quality(self.args.quality)
+            self.encoder, self.names = encoder, encoder.card.class_names
+
     def samples(self, cap, src_fps: float, live: bool, progress=None, total: int | None = None):
         """Sampled frames, in order, with their faces encoded or skipped. total: the file's frame count (None: unknown
-        or live), up to which frames that cannot be decoded are skipped (MAX_BAD_FRAMES in a row at most)."""
-        from ferwire.bitstream import encode
+        or live), up to which frames that cannot be decoded are skipped (MAX_BAD_FRAMES in a row at most).
 
-        from .faces import align, to_gray
-
-        step, next_t, k, t_start, bad, unconverted = 1.0 / self.args.fps, 0.0, -1, time.monotonic(), 0, 0
+        A live source gives the frame of the moment each 1 / --fps s. A file gives, at each mark of the --fps grid on its
+        shown time, the frame on screen then (the last one that began at or before it), each frame once at most: a GIF
+        frame held for 3 s between two of 0.1 s was never sampled when each mark took the first frame at or after it."""
+        step, next_t, k, t_start, bad = 1.0 / self.args.fps, 0.0, -1, time.monotonic(), 0
         clock = None if live else _FileClock(cap, src_fps)
+        pending = None  # a file's last frame (k, t, bgr) before the next mark: the one on screen at the mark, if the next frame begins after it
         if not live:  # at most one sample a frame: --fps above the file's rate samples fewer, and 1 s is fewer samples
             self.tracker.max_missed = max(1, round(TRACK_TIMEOUT_S * min(self.args.fps, src_fps)))
-        size = self.encoder.card.face_size[0]
         while self.args.max_frames is None or self.frames < self.args.max_frames:
-            # A file's frame is only decoded (grab) until its time says it is sampled; a frame skipped costs no colour
-            # conversion then (a 4K MPEG-4 video sampled 1 frame in 6: 2 % less time in all). A camera is read as it comes.
-            ok, bgr = cap.read() if live else (cap.grab(), None)
+            ok, bgr = cap.read()
             k += 1
             if not ok:  # the end, or a frame that cannot be decoded: those after it may, up to the file's frame count
                 if total is not None and k < total and bad < MAX_BAD_FRAMES:
@@ -181,44 +189,61 @@ class Watcher:
                 if total is not None and total - (k - bad) > max(2, total // 50):  # a frame count estimated from the
                     self.stopped_at = k - bad  # duration can be a frame or two over: not a damaged file
                 self.source_ended = live
+                # the last frame, shown for about a frame's time (a file gives no end time for it): sampled if a mark falls then
+                if pending is not None and pending[1] + 1.0 / src_fps > next_t + 1e-6:
+                    yield self._sample(*pending, progress)
                 return
             self.bad_frames, bad = self.bad_frames + bad, 0
-            t = (time.monotonic() - t_start) if live else clock.time(k)
-            if t + 1e-9 < next_t:
-                continue
-            if not live:
-                ok, bgr = cap.retrieve()
-                if not ok:  # grabbed, not converted: counted as a damaged frame; MAX_BAD_FRAMES in a row end the run
-                    self.bad_frames, unconverted = self.bad_frames + 1, unconverted + 1
-                    if unconverted >= MAX_BAD_FRAMES:
-                        self.stopped_at = k
-                        return
+            if live:
+                t = time.monotonic() - t_start
+                if t + 1e-9 < next_t:
                     continue
-                unconverted = 0
-            # a file's samples stay on the --fps grid; past a pause longer than a step, from the next grid point on
-            next_t = max(next_t + step, t) if live else step * (math.floor(t / step + 1e-6) + 1)
-            self.frames += 1
-            rgb = bgr[:, :, ::-1]
-            found = [f for f in self.detector.detect(rgb) if f.size >= self.args.min_face]
-            tracks = self.tracker.update([f.box for f in found])
-            sample = Sample(k, t, tracks, [f.box for f in found], [], [])
-            if found:
-                gray = to_gray(np.ascontiguousarray(rgb))
-                latents = self.encoder.latents(np.stack([align(gray, f, size) for f in found]))
-                change = [_relative_change(y, track.state.get("sent")) for track, y in zip(tracks, latents)]
-                # At most max_faces in one request (a crowd): faces never answered first, then the most changed; the
-                # others keep their last sent latent, so they go in a later frame.
-                due = sorted((i for i, c in enumerate(change) if c >= self.args.skip_threshold), key=lambda i: ("p" in tracks[i].state, -change[i]))
-                for i in sorted(due[: self.max_faces]):
-                    tracks[i].state["sent"] = latents[i]
-                    sample.sent.append(i)
-                    sample.streams.append(encode(latents[i], self.quality, self.encoder.tables, self.encoder.card.model_tag))
-            self.faces_seen += len(found)
-            self.faces_sent += len(sample.sent)
-            self.bytes_sent += sum(map(len, sample.streams))
-            if progress:
-                progress(k)
-            yield sample
+                next_t = max(next_t + step, t)  # past a pause longer than a step, from now on
+                yield self._sample(k, t, bgr, progress)
+                continue
+            t = clock.time(k)
+            if pending is not None and t > next_t + 1e-6:  # the mark fell while the pending frame was on screen
+                yield self._sample(*pending, progress)
+                next_t = step * math.ceil(t / step - 1e-6)  # the first mark at or after this frame
+                if self.args.max_frames is not None and self.frames >= self.args.max_frames:
+                    return
+            pending = None
+            if t + 1e-6 >= next_t:  # this frame begins at the mark (or the first frame: at 0)
+                next_t = step * (math.floor(t / step + 1e-6) + 1)  # samples stay on the --fps grid
+                yield self._sample(k, t, bgr, progress)
+            else:
+                pending = (k, t, bgr)
+
+    def _sample(self, k: int, t: float, bgr, progress) -> Sample:
+        """Frame k at t s: its faces found, tracked, and encoded where they changed enough to be sent."""
+        from ferwire.bitstream import encode
+
+        from .faces import align, to_gray
+
+        size = self.encoder.card.face_size[0]
+        self.frames += 1
+        rgb = bgr[:, :, ::-1]
+        found = [f for f in self.detector.detect(rgb) if f.size >= self.args.min_face]
+        tracks = self.tracker.update([f.box for f in found])
+        sample = Sample(k, t, tracks, [f.box for f in found], [], [])
+        if found:
+            gray = to_gray(np.ascontiguousarray(rgb))
+            latents = self.encoder.latents(np.stack([align(gray, f, size) for f in found]))
+            change = [_relative_change(y, track.state.get("sent")) for track, y in zip(tracks, latents)]
+            # At most max_faces in one request (a crowd): faces never answered first, then the most changed; the
+            # others keep their last sent latent, so they go in a later frame.
+            due = sorted((i for i, c in enumerate(change) if c >= self.args.skip_threshold), key=lambda i: ("p" in tracks[i].state, -change[i]))
+            self.faces_waiting += len(due[self.max_faces :])
+            for i in sorted(due[: self.max_faces]):
+                tracks[i].state["sent"] = latents[i]
+                sample.sent.append(i)
+                sample.streams.append(encode(latents[i], self.quality, self.encoder.tables, self.encoder.card.model_tag))
+        self.faces_seen += len(found)
+        self.faces_sent += len(sample.sent)
+        self.bytes_sent += sum(map(len, sample.streams))
+        if progress:
+            progress(k)
+        return sample
 
     def refused(self, sample: Sample, most: int) -> None:
         """sample's request was refused (a busy server shed it, or it held more faces than the server takes: most > 0):
@@ -307,7 +332,8 @@ def write_plot(rows: list[dict], path: str, names, note=None) -> None:
         ax.plot(sent, [1.02] * len(sent), "|", color="k", markersize=5, clip_on=False)
         ax.set_ylim(0, 1)
         ax.set_ylabel(f"track {tid}")
-    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    if tracks:  # no face found: an empty panel, without matplotlib's warning that the legend has nothing to show
+        axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     axes[0, 0].set_title("expression probabilities per tracked face (ticks: frames sent; between them the last answer carries forward)", fontsize=9)
     axes[-1, 0].set_xlabel("time (s)")
     fig.tight_layout()
@@ -323,7 +349,7 @@ def check_output(path: str, flag: str, formats: set[str] | None = None) -> None:
         raise ValueError(f"{flag} {path} is a directory; give a file name")
     folder = p.parent
     if not folder.is_dir():
-        raise ValueError(f"{flag} {path}: folder {folder} does not exist")
+        raise ValueError(f"{flag} {path}: {folder} {'is not a folder' if folder.exists() else 'does not exist'}")
     if not os.access(folder, os.W_OK):
         raise ValueError(f"{flag} {path}: cannot write in {folder}")
     if formats is not None and p.suffix.lower().lstrip(".") not in formats:
@@ -371,7 +397,7 @@ def _distinct_outputs(args) -> None:
 def _plot_formats() -> set[str]:
     from matplotlib.backend_bases import FigureCanvasBase
 
-    return set(FigureCanvasBase.get_supported_filetypes())
+    return set(FigureCanvasBase.get_supported_filetypes()) - {"pgf"}  # pgf needs a LaTeX install: it failed after the run
 
 
 def run(args, err) -> int:
@@ -382,6 +408,7 @@ def run(args, err) -> int:
     from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 
     from .channel import ChannelSettingError, open_channel, rpc_error_message, wait_ready
+    from .cli import encoder_for_server
     from . import caused_by_ctrl_c
     from .encoder import FaceEncoder
     from .faces import FaceDetector
@@ -488,12 +515,13 @@ def run(args, err) -> int:
                 call.cancel()
                 return
 
-    status, call, shed, limited, answered_frames = 0, None, [], [], 0
+    status, call, shed, limited, answered_frames, reader_left = 0, None, [], [], 0, False
     t0 = time.perf_counter()
     restore = _terminate_as_interrupt()
     try:
         with open_channel(args, warn_faces=err) as channel:
             wait_ready(channel, args)
+            w.use(encoder_for_server(args, w.encoder, channel, err))  # before the first frame is encoded
             call = pb_grpc.FerCodecStub(channel).RecognizeStream(requests())
             threading.Thread(target=watchdog, name="ferclient-watchdog", daemon=True).start()
             for reply in call:
@@ -536,11 +564,12 @@ def run(args, err) -> int:
         status = 1
     except ChannelSettingError:
         raise  # a setting to fix (a certificate, a token): one line and exit 2, as every subcommand
-    except BrokenPipeError:  # `ferclient watch ... | head`: the reader left; main() ends quietly, as for send
-        stop.set()
+    except BrokenPipeError:  # `ferclient watch ... | head`: the reader left. The run stops there, quietly (exit 0, as send),
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and what was answered still goes to --timeline
+        stop.set()  # and --plot (they were lost: main() ended the run at once)
+        reader_left = True
         if call is not None:
             call.cancel()
-        raise
     except (RuntimeError, OSError, ValueError) as e:
         err(str(e))
         status = 1
@@ -552,8 +581,11 @@ def run(args, err) -> int:
         cap.release()
         if total is not None and sys.stderr.isatty():
             print(file=sys.stderr)
+    if status and not reader_left:  # stopped early: the rows still due, up to the first frame never answered
+        flush(None)
     elapsed = time.perf_counter() - t0
     lost = sum(1 for s in pending if s.waiting_since is not None)
+    unwritten = len(pending) - lost  # sampled, not sent, behind a frame never answered (Ctrl-C, a lost server): no row
     tracks = len({r["track"] for r in w.rows})
     duration = max((r["t"] for r in w.rows), default=0.0)
     if shed:
@@ -574,11 +606,14 @@ def run(args, err) -> int:
             f"stopped there")
     if w.frames:
         sent, nbytes = w.faces_sent - w.faces_refused, w.bytes_sent - w.bytes_refused  # answered; refused ones went again
-        err(f"{w.frames} frames sampled in {elapsed:.1f} s, {tracks} track{'s' if tracks != 1 else ''}, faces sent {sent} of {w.faces_seen} "
-            f"({100.0 * (w.faces_seen - w.faces_sent) / max(1, w.faces_seen):.0f} % unchanged, not sent), {nbytes} B"
+        err(f"{w.frames} frame{'s' if w.frames != 1 else ''} sampled in {elapsed:.1f} s, {tracks} track{'s' if tracks != 1 else ''}, faces sent {sent} of {w.faces_seen} "
+            f"({100.0 * (w.faces_seen - w.faces_sent - w.faces_waiting) / max(1, w.faces_seen):.0f} % unchanged, not sent"
+            + (f"; {100.0 * w.faces_waiting / max(1, w.faces_seen):.0f} % waited for a later frame's request" if w.faces_waiting else "")
+            + f"), {nbytes} B"
             + (f" ({nbytes / duration / max(1, tracks):.0f} B/s per track)" if duration > 0 else "")
             + (f"; {w.faces_refused} refused, sent again in a later frame" if w.faces_refused else "")
-            + (f"; {lost} frame{'s' if lost != 1 else ''} sent {'were' if lost != 1 else 'was'} never answered" if lost else ""))
+            + (f"; {lost} frame{'s' if lost != 1 else ''} sent {'were' if lost != 1 else 'was'} never answered" if lost else "")
+            + (f"; {unwritten} more sampled after {'them' if lost != 1 else 'it'}, not written" if unwritten and lost else ""))
         if not w.faces_seen:
             err(f"no face found in {w.frames} sampled frames (faces under --min-face {args.min_face} px are not counted)")
     if not w.frames and not status:  # nothing decoded: say so, rather than end without a word

@@ -29,7 +29,7 @@ def _positive(v: float) -> bool:
 
 
 count = checked(int, lambda n: n >= 1, "at least 1")  # epochs, faces, a batch
-rate = checked(float, _positive, "positive")  # a learning rate, frames per second
+rate = checked(float, _positive, "a positive number")  # a learning rate (inf and nan are refused too)
 threads = checked(int, lambda n: n >= 0, "0 (torch's default) or a number of threads")  # torch's CPU threads
 
 

@@ -288,3 +288,22 @@ def test_a_cache_that_is_a_file_is_one_line(upgraded, tmp_path, monkeypatch):
     r = run_client("models", "pull", "--server", server.address)
     assert r.returncode == 1 and r.stderr == (f"ferclient: cannot keep models in {tmp_path / 'cache'}: is a file, not a folder "
                                               "(set FERCODEC_CACHE_DIR to a folder you can write)\n"), r.stderr
+
+
+@pytest.mark.slow
+def test_watch_takes_the_servers_encoder_before_the_first_frame(upgraded, cache, tmp_path):
+    """watch against a server that runs another model was refused at its first frame ("update the client's model"), the
+    summary counting the refused faces as sent; it now asks the server first and pulls its model, as send does."""
+    from fermodels.evaluation.video import make_video
+
+    copy, server = upgraded
+    video = make_video(tmp_path / "v.mp4", frames=20)
+    r = run_client("watch", str(video), "--server", server.address, "--no-pull", timeout=120)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and f"the server does not run model fercodec-v1-" in r.stderr
+    assert f"it runs {copy.model_id}" in r.stderr and _left(cache) == []
+    r = run_client("watch", str(video), "--server", server.address, "--json", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "ferclient: note: the server does not run model fercodec-v1-" in r.stderr and f"pulled {copy.model_id}" in r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert rows and all(row["label"] == "happy" for row in rows if row["track"] == 1)
+    assert _left(cache) == [copy.model_id]

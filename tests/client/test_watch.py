@@ -242,7 +242,7 @@ def test_bad_sources_are_one_line_exit_2(tmp_path):
         assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
     # a device that is not a camera (it was "no such file"), a stream URL with nothing behind it (at once, not FFmpeg's own wait)
     for source, says in (("/dev/null", "/dev/null: a device OpenCV cannot open as a camera"),
-                         ("http://127.0.0.1:1/v.mp4", "http://127.0.0.1:1/v.mp4: cannot open the stream within 3s")):
+                         ("http://127.0.0.1:1/v.mp4", "http://127.0.0.1:1/v.mp4: cannot open the stream (refused, not found")):  # said "within 3s"
         r = run_client("watch", source, "--timeout", "3")
         assert r.returncode == 2 and r.stderr.startswith(f"ferclient: {says}") and r.stderr.count("\n") == 1, r.stderr
     r = run_client("watch", "--camera", "97")  # no such camera: OpenCV's own WARN and ERROR lines stay out
@@ -256,9 +256,14 @@ def test_bad_sources_are_one_line_exit_2(tmp_path):
     r = run_client("watch", str(tmp_path))
     assert r.returncode == 2 and r.stderr == f"ferclient: {tmp_path}: is a directory, not a video\n", r.stderr
     for flags, says in ((["--camera", "-1"], "must be a camera index, 0 or more, got -1"), (["x.mp4", "--skip-threshold", "nan"], "must be 0 or more"),
-                        (["x.mp4", "--timeline", str(tmp_path / "no" / "t.csv")], f"folder {tmp_path / 'no'} does not exist"),
+                        (["x.mp4", "--timeline", str(tmp_path / "no" / "t.csv")], f"{tmp_path / 'no'} does not exist"),
+                        (["x.mp4", "--timeline", str(tmp_path / "f.txt" / "t.csv")], f"{tmp_path / 'f.txt'} is not a folder"),
                         (["x.mp4", "--timeline", str(tmp_path)], "is a directory; give a file name"),
-                        (["x.mp4", "--plot", str(tmp_path / "p.xyz")], "unknown image format .xyz")):
+                        (["x.mp4", "--plot", str(tmp_path / "p.xyz")], "unknown image format .xyz"),
+                        (["x.mp4", "--plot", str(tmp_path / "p.pgf")], "unknown image format .pgf"),  # needs LaTeX: failed after the run
+                        (["x.mp4", "--fps", "1e308"], "at most 1000"),  # overflowed mid-run, the timeline lost
+                        (["x.mp4", "--fps", "inf"], "above 0 and at most 1000")):
+        (tmp_path / "f.txt").write_text("")
         r = run_client("watch", *flags)
         assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
 
@@ -436,7 +441,9 @@ def test_a_damaged_frame_is_skipped_and_a_cut_short_video_says_where_it_stopped(
 
 def test_a_variable_frame_rate_file_is_timed_by_its_timestamps(server, tmp_path):
     """An animated GIF whose frames last 0.1 s and 0.9 s in turn (8 frames in 4 s): OpenCV says 2 frames a second, and
-    frame k at k / 2 s put the frames up to 1.5 s from where they show. At --fps 5 each shown second is sampled once."""
+    frame k at k / 2 s put the frames up to 1.5 s from where they show. At --fps 5 each mark takes the frame on screen
+    then, each frame once: every frame here. Each mark took the first frame at or after it before, so the 0.9 s frames,
+    on screen nine tenths of the time, were never sampled (frames 0, 2, 4, 6)."""
     import skimage.data
 
     frames = []
@@ -449,8 +456,11 @@ def test_a_variable_frame_rate_file_is_timed_by_its_timestamps(server, tmp_path)
     r = run_client("watch", str(gif), "--server", server.address, "--json", "--fps", "5", "--skip-threshold", "0", timeout=120)
     assert r.returncode == 0, r.stderr
     rows = _rows(r.stdout)
-    assert [row["frame"] for row in rows] == [0, 2, 4, 6]
-    assert [row["t"] for row in rows] == pytest.approx([0.0, 1.0, 2.0, 3.0], abs=0.01)
+    assert [row["frame"] for row in rows] == list(range(8))
+    assert [row["t"] for row in rows] == pytest.approx([0.0, 0.1, 1.0, 1.1, 2.0, 2.1, 3.0, 3.1], abs=0.01)
+    r = run_client("watch", str(gif), "--server", server.address, "--json", "--fps", "0.5", "--skip-threshold", "0", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert [row["frame"] for row in _rows(r.stdout)] == [0, 4]  # on screen at 0 and 2 s; at 4 s the GIF has ended
 
 
 def test_timeline_and_plot_never_overwrite_the_video_or_each_other(video, tmp_path):
@@ -511,3 +521,18 @@ def test_a_plot_of_many_tracks_draws_the_longest(tmp_path):
     with Image.open(tmp_path / "p.png") as im:
         assert im.size[1] < 1.9 * 110 * (PLOT_TRACKS + 1)
     assert len(notes) == 1 and f"the {PLOT_TRACKS} tracks seen in most frames of 60 plotted" in notes[0]
+
+
+def test_a_reader_that_leaves_stops_the_run_quietly_and_the_timeline_is_written(server, video, tmp_path):
+    """`ferclient watch ... | head -1`: the run ended at once on the closed pipe, and --timeline and --plot were never
+    written (an audit, 2026-12-08). Now it stops quietly, exit 0, and writes both with what was answered."""
+    csv_path, png_path = tmp_path / "t.csv", tmp_path / "t.png"
+    p = subprocess.Popen([str(BIN / "ferclient"), "watch", str(video), "--server", server.address, "--json", "--fps", "25",
+                          "--timeline", str(csv_path), "--plot", str(png_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    json.loads(_first_line(p))
+    p.stdout.close()  # as head does once it has its line
+    err = p.stderr.read().decode()
+    assert p.wait(60) == 0 and "Traceback" not in err, err
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    assert rows and png_path.stat().st_size > 0

@@ -388,6 +388,12 @@ def test_failed_handshakes_are_one_line_that_says_what_to_give(mtls_server, pki)
                                               f"{pki / 'client.pem'}: KEY_VALUES_MISMATCH\n"), r.stderr
 
 
+def test_tls_against_a_plaintext_server_says_so(server, pki):
+    """--tls-ca to a server without TLS was grpc's raw "WRONG_VERSION_NUMBER" with no hint (an audit, 2026-12-08)."""
+    r = run_client("info", "--server", f"localhost:{server.port}", "--tls-ca", str(pki / "ca.pem"))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "the server speaks plaintext, not TLS: leave out --tls-ca" in r.stderr, r.stderr
+
+
 def _scrape(port: int, pki, client: str | None = None, https: bool = True, ca: str = "ca") -> str:
     import ssl
     import urllib.request
