@@ -13,7 +13,8 @@ FER2013's frame, the edge encoder, one channel with TLS, a bearer token, round_r
 encoder pulled once when it runs another model. Settings left out are the command line's defaults, FERCODEC_*
 environment variables included. Errors are FerError, with the one line `ferclient send` would print. No torch.
 
-A Client holds one detector and one encoder: use one Client per thread.
+A Client may be shared by threads: its detector and encoder are ONNX Runtime sessions (whose run is thread-safe) and
+its channel is gRPC's; a Client per thread costs about 14 MB each for nothing.
 """
 
 from __future__ import annotations
@@ -270,13 +271,13 @@ class Client:
             self.detector = FaceDetector(self.args.detect_threshold)
             self.channel = channel_mod.open_channel(self.args, warn_faces=lambda msg: warnings.warn(msg, stacklevel=4))  # at the caller's line
         except channel_mod.ChannelSettingError as e:
-            raise FerError(str(e)) from None
+            raise FerError(_keywords(str(e))) from None
         except ConnectionError as e:
             raise FerError(f"cannot pull model {self.args.model_dir}: {e}", "UNAVAILABLE") from None
         except (OSError, ValueError) as e:
-            raise FerError(str(e)) from None
+            raise FerError(_keywords(str(e))) from None
         except grpc.RpcError as e:
-            raise FerError(f"cannot pull model {self.args.model_dir}: {channel_mod.rpc_error_message(e, self.args)}", e.code().name) from None
+            raise FerError(f"cannot pull model {self.args.model_dir}: {_keywords(channel_mod.rpc_error_message(e, self.args))}", e.code().name) from None
         from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 
         self._stub, self._swap, self._closed = pb_grpc.FerCodecStub(self.channel), {}, False
@@ -320,7 +321,7 @@ class Client:
         try:
             reply = channel_mod.unary(self._stub.GetModelInfo, pb.GetModelInfoRequest(), self.args.timeout)
         except grpc.RpcError as e:
-            raise FerError(channel_mod.rpc_error_message(e, self.args), e.code().name) from None
+            raise FerError(_keywords(channel_mod.rpc_error_message(e, self.args)), e.code().name) from None
         return ServerInfo(tuple(ServedModel.of(m) for m in (reply, *reply.other_models)))
 
     def _recognize(self, images: list, labels: list[str], detect: bool, reconstruct: bool, on_skipped, many: bool) -> list[list[FaceResult]]:
@@ -384,18 +385,22 @@ class Client:
             return None, [s for k in group for s in prepared[k][2]], None
 
         label = labels[group[0]] if len(group) == 1 else f"images[{group[0]}:{group[-1] + 1}]"
-        sent = cli._Reply(self._stub, [s for k in group for s in prepared[k][2]], reconstruct, self.args.timeout)
         try:
             try:
+                sent = cli._Reply(self._stub, [s for k in group for s in prepared[k][2]], reconstruct, self.args.timeout)
                 reply = sent.result()
             except grpc.RpcError as e:
                 if self.args.no_pull or not cli._unknown_model(e):
                     raise
                 self.encoder, _, sent = cli._resend(self.args, self._swap, self.encoder, self.channel, self._stub, again, reconstruct, note=log.info)
                 reply = sent.result()
-        except grpc.RpcError as e:
-            raise FerError(f"{label}: {channel_mod.rpc_error_message(e, self.args)}", e.code().name) from None
-        except (ValueError, OSError) as e:  # the server's model could not be pulled
+        except (grpc.RpcError, ValueError) as e:
+            if self._closed:  # close() from another thread: grpc's "Cannot invoke RPC: Channel closed!" or CANCELLED
+                raise FerError(f"{label}: this Client was closed before the answer came", "CANCELLED") from None
+            if isinstance(e, grpc.RpcError):
+                raise FerError(f"{label}: {_keywords(channel_mod.rpc_error_message(e, self.args))}", e.code().name) from None
+            raise FerError(f"{label}: {e}") from None  # the server's model could not be pulled
+        except OSError as e:
             raise FerError(f"{label}: {e}") from None
         results = iter(reply.results)
         for k in group:
@@ -412,6 +417,17 @@ class Client:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_KEYWORD = {"--model": "model=", "--model-dir": "model=", "--no-pull": "pull=False", "--no-align": "align=False",
+            **{f"--{k.replace('_', '-')}": f"{k}=" for k in ("tls_ca", "tls_cert", "tls_key", "token_file", "plaintext_token",
+                                                              "timeout", "quality", "min_face", "detect_threshold", "server")}}
+
+
+def _keywords(message: str) -> str:
+    """A message of the command line's, the client's flags named as Client's keywords (--tls-ca -> tls_ca=, --no-pull ->
+    pull=False): a library user has no --token-file to give. Other flags (the server's: --host) stay as they are."""
+    return re.sub(r"(?<![\w-])--[a-z][a-z-]*", lambda m: _KEYWORD.get(m.group(0), m.group(0)), message)
 
 
 def _raise(message: str):

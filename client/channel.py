@@ -330,8 +330,9 @@ def _unreachable_hint(details: str, args) -> str:
             return "; if the server uses TLS, give its CA with --tls-ca"
         if not args.tls_cert:
             return "; if the server asks for a client certificate (mutual TLS), give --tls-cert and --tls-key"
+        return "; the server may not trust --tls-cert (mutual TLS: it must be signed by a CA the server was given)"
     if "wrong_version_number" in low or "wrong version number" in low:  # a TLS hello answered in plaintext HTTP/2
-        return "; the server speaks plaintext, not TLS: leave out --tls-ca (and --tls-cert, --tls-key), or start it with --tls-cert and --tls-key"
+        return "; the server speaks plaintext, not TLS: leave out --tls-ca (and --tls-cert, --tls-key), or start the server with TLS"
     if "backend unhealthy" in low:  # its health for FerCodec is not SERVING (see SERVICE_CONFIG)
         return "; it is not serving: starting up or shutting down (try again, or another replica)"
     if not target_is_local(args.server) and "refused" in low:

@@ -31,6 +31,7 @@ FPS = argtypes.checked(float, lambda v: 0.0 < v <= 1000.0, "frames per second, a
 HEX64 = argtypes.checked(str, lambda v: len(v) == 64 and all(c in "0123456789abcdefABCDEF" for c in v), "64 hex digits (ferclient models list shows them)")
 CAMERA = argtypes.checked(int, lambda v: 0 <= v < 2**31, "a camera index, 0 or more")  # OpenCV crashed on -1, raised on 2**31
 IN_FLIGHT = 64  # most requests one send keeps on the wire: a folder of thousands of photos must not trip the server's --max-concurrent-rpcs
+BUSY_WAIT_S = 0.05  # a request a busy server refused goes again after this, doubling up to 1 s, within --timeout (_Reply._again)
 FACES_PER_REQUEST = 32  # a crowd photo goes as several requests: ferserver refuses more than --max-faces (64 by default) in one
 
 
@@ -72,6 +73,8 @@ class _Reply:
             return future.result()
         except grpc.RpcError as e:
             most = _max_faces(e)
+            if most is None and e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                return self._again(request, e)
             if most is None or not 0 < most < len(request.faces):
                 raise
         self._stub.fercodec_max_faces = min(most, getattr(self._stub, "fercodec_max_faces", FACES_PER_REQUEST))
@@ -79,6 +82,32 @@ class _Reply:
                  for r in _requests(type(request), list(request.faces), request.return_reconstruction, most)]
         self._ends.append(time.perf_counter())
         return _merged(parts)
+
+    def _again(self, request, refusal):
+        """request, refused by a busy server (RESOURCE_EXHAUSTED: its --max-concurrent-rpcs taken, or its queue too long for
+        the deadline), sent again after BUSY_WAIT_S, doubling up to 1 s, until --timeout from the first try has passed;
+        then the last refusal is raised. Why: a Client's recognize_many of 127 photos (12 requests at once) against
+        --max-concurrent-rpcs 8 failed whole, where a few requests waiting their turn was all it needed."""
+        import random
+
+        import grpc
+
+        wait, deadline = BUSY_WAIT_S, self.t0 + self._timeout
+        while True:
+            left = deadline - time.perf_counter()
+            if left <= wait:
+                raise refusal
+            time.sleep(wait * random.uniform(0.5, 1.0))  # spread: the callers refused together do not come back together
+            wait = min(2 * wait, 1.0)
+            try:
+                reply = channel_mod.unary(self._stub.Recognize, request, deadline - time.perf_counter())
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or _max_faces(e) is not None:
+                    raise
+                refusal = e
+                continue
+            self._ends.append(time.perf_counter())
+            return reply
 
     def latency_ms(self) -> float:
         ends = list(self._ends)

@@ -106,7 +106,7 @@ def test_what_a_library_user_gets_wrong_is_a_fer_error_too(client, astronaut):
 
 def test_bad_settings_and_an_unreachable_server_are_fer_errors(astronaut, tmp_path):
     for kwargs, says in (({"server": "myhost"}, "has no port"), ({"timeout": -1}, "^timeout: must be a positive number"), ({"quality": 99}, "quality 99 out of range"),
-                         ({"tls_cert": str(tmp_path / "c.pem")}, "--tls-cert and --tls-key go together"),
+                         ({"tls_cert": str(tmp_path / "c.pem")}, "tls_cert= and tls_key= go together"),  # named --tls-cert, --tls-key
                          ({"model": str(tmp_path)}, "model.json")):
         with pytest.raises(FerError, match=says):
             Client(**{"server": "127.0.0.1:1", **kwargs})
@@ -126,6 +126,7 @@ def test_a_token_given_directly(tmp_path, astronaut):
         with Client(s.address) as c, pytest.raises(FerError) as e:
             c.server_info()
         assert e.value.code == "UNAUTHENTICATED" and str(e.value).startswith("server refused the token")
+        assert "give one with token_file= or FERCODEC_TOKEN" in str(e.value)  # it named --token-file
 
 
 def test_the_library_imports_neither_torch_nor_the_library_for_the_command_line():
@@ -268,3 +269,55 @@ def test_an_image_that_cannot_be_a_face_crop_is_refused_not_labelled(server):
                             (np.full((48, 48), 99, np.uint8), "one flat colour")):
             with pytest.raises(FerError, match=says):
                 client.recognize(image, detect=False)
+
+
+def test_one_client_shared_by_threads_answers_as_one_thread_does(client, astronaut, fer_test):
+    """README says a Client may be shared by threads (it said one per thread, though nothing in it is per-call state
+    but ONNX Runtime's sessions, whose runs are thread-safe): 8 threads get exactly the answers of one."""
+    import concurrent.futures as cf
+
+    faces = list(fer_test[0][:24])
+    work = [(astronaut, True)] * 4 + [(f, False) for f in faces]
+
+    def answer(item):
+        image, detect = item
+        return [(f.label, round(f.confidence, 4), f.box, f.bytes) for f in client.recognize(image, detect=detect)]
+
+    alone = [answer(item) for item in work]
+    with cf.ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(answer, work * 3)) == alone * 3
+
+
+def test_close_from_another_thread_ends_calls_with_fer_errors(server, fer_test):
+    """close() while other threads' calls were on the wire raised grpc's ValueError ("Cannot invoke RPC: Channel
+    closed!") or a FerError saying the *server* refused (CANCELLED: Channel closed!): an audit, 2026-12-08."""
+    import threading
+    import time
+
+    c, errors, faces = Client(server.address), [], list(fer_test[0][:8])
+
+    def loop():
+        try:
+            while True:
+                c.recognize_many(faces, detect=False)
+        except Exception as e:  # what the test is about: anything but FerError fails it below
+            errors.append(e)
+
+    threads = [threading.Thread(target=loop) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    c.close()
+    for t in threads:
+        t.join(30)
+    assert len(errors) == 8 and all(isinstance(e, FerError) for e in errors), [repr(e) for e in errors]
+    assert all(re.search(r"this Client (is closed|was closed before the answer came)", str(e)) for e in errors), [str(e) for e in errors]
+
+
+def test_a_busy_server_refusal_is_sent_again(fer_test):
+    """recognize_many's requests go out at once: against --max-concurrent-rpcs 1, all but one were refused
+    (RESOURCE_EXHAUSTED) and the call failed whole. Refused requests now go again, waiting 50 ms and more."""
+    faces = list(fer_test[0][:128])  # 4 requests of 32 faces, sent at once
+    with ServerProcess("--max-concurrent-rpcs", "1", "--metrics-port", "-1") as s, Client(s.address) as c:
+        out = c.recognize_many(faces, detect=False)
+    assert [len(r) for r in out] == [1] * len(faces)
