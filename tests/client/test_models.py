@@ -288,6 +288,10 @@ def test_a_cache_that_is_a_file_is_one_line(upgraded, tmp_path, monkeypatch):
     r = run_client("models", "pull", "--server", server.address)
     assert r.returncode == 1 and r.stderr == (f"ferclient: cannot keep models in {tmp_path / 'cache'}: is a file, not a folder "
                                               "(set FERCODEC_CACHE_DIR to a folder you can write)\n"), r.stderr
+    r = run_client("models", "list")  # said "no models pulled yet"
+    assert r.returncode == 1 and r.stderr == f"ferclient: the model cache {tmp_path / 'cache'} is not a folder (FERCODEC_CACHE_DIR?)\n", r.stderr
+    r = run_client("models", "pull", "--server", server.address, "--sha256", "xyz")  # downloaded, then "is not the pinned xyz"
+    assert r.returncode == 2 and "must be 64 hex digits" in r.stderr, r.stderr
 
 
 @pytest.mark.slow
