@@ -32,6 +32,7 @@ HEX64 = argtypes.checked(str, lambda v: len(v) == 64 and all(c in "0123456789abc
 CAMERA = argtypes.checked(int, lambda v: 0 <= v < 2**31, "a camera index, 0 or more")  # OpenCV crashed on -1, raised on 2**31
 IN_FLIGHT = 64  # most requests one send keeps on the wire: a folder of thousands of photos must not trip the server's --max-concurrent-rpcs
 BUSY_WAIT_S = 0.05  # a request a busy server refused goes again after this, doubling up to 1 s, within --timeout (_Reply._again)
+SKIP_NOTES = 3  # faces under --min-face noted one line each; more in one photo are one line together
 FACES_PER_REQUEST = 32  # a crowd photo goes as several requests: ferserver refuses more than --max-faces (64 by default) in one
 
 
@@ -231,8 +232,13 @@ def _prepare(path: str, args, encoder, detector):
 
     rgb, scale = load_rgb(_source(path, args), warn=lambda note: _err(f"{path}: {note}"))
     faces, streams, skipped = prepare(rgb, scale, encoder, detector, args.quality, args.min_face, not args.no_align)
-    for f in skipped:
-        _err("{}: skipped a face at box=[{},{},{},{}]: {} px is below --min-face {}".format(path, *f.box, f.size, args.min_face))
+    if len(skipped) <= SKIP_NOTES:
+        for f in skipped:
+            _err("{}: skipped a face at box=[{},{},{},{}]: {} px is below --min-face {}".format(path, *f.box, f.size, args.min_face))
+    else:  # a crowd: one line, not one per face (an audit's 62 photos printed 499 such lines, 60 for one photo)
+        sizes = [f.size for f in skipped]
+        _err(f"{path}: skipped {len(skipped)} faces of {min(sizes)}-{max(sizes)} px, below --min-face {args.min_face}"
+             + (" (--json gives no row for them; --annotate draws them in grey)"))
     if not faces:
         if skipped:
             raise _AllTooSmall(f"no face of at least {args.min_face} px (lower --min-face to classify smaller ones)", skipped)
@@ -471,7 +477,7 @@ def _annotate(path, stem, args, faces, results, skipped) -> bool:
 
     try:
         out = output_path(stem, args.annotate)
-        annotate(_source(path, args), out, marks_for(faces, [r.label for r in results], [r.confidence for r in results], skipped, args.min_face))
+        annotate(_source(path, args), out, marks_for(faces, [r.label for r in results], [r.confidence for r in results], skipped))
     except (ImageError, OSError, ValueError) as e:
         _err(f"{path}: cannot write the annotated copy: {e}")
         return False

@@ -37,13 +37,32 @@ def test_boxes_are_scaled_to_the_decoded_pixels_and_labels_stay_in_the_photo():
     assert _close(im[1, 130], CLASS_COLOURS["sad"])  # a face at the top edge: its label goes just inside the box
 
 
-def test_skipped_faces_are_grey_and_whole_image_answers_frame_the_photo():
+def test_skipped_faces_are_thin_grey_boxes_and_whole_image_answers_frame_the_photo():
     rgb = np.full((100, 100, 3), 200, np.uint8)
-    marks = marks_for([None], ["angry"], [0.4], skipped=[_face((60, 60, 20, 20))], min_face=24)
-    assert marks[1] == ((60, 60, 20, 20), "too small (20 px)", SKIPPED_COLOUR)
+    marks = marks_for([None], ["angry"], [0.4], skipped=[_face((60, 60, 20, 20))])
+    assert marks[1] == ((60, 60, 20, 20), None, SKIPPED_COLOUR)
     im = np.asarray(draw(rgb, marks))
     assert _close(im[99, 50], CLASS_COLOURS["angry"]) and _close(im[50, 0], CLASS_COLOURS["angry"])
-    assert _close(im[70, 79], SKIPPED_COLOUR)
+    assert _close(im[70, 80], SKIPPED_COLOUR) and _close(im[70, 70], (200, 200, 200), 0)  # its edge, one pixel wide; no label over it
+    assert _close(im[55, 70], (200, 200, 200), 0)
+
+
+def test_labels_of_a_crowd_do_not_cover_each_other_or_hide_under_skipped_faces():
+    """An audit's crowd photos: 60 grey "too small" tags buried the photo and hid classified faces' labels drawn before
+    them; neighbours' labels wrote over each other. Skipped faces are thin boxes under everything now, and each label
+    goes where it covers no label placed before it: each keeps all of its colour that it has drawn alone."""
+    names = list(CLASS_COLOURS)
+    rgb = np.full((240, 400, 3), 128, np.uint8)
+
+    def colour_pixels(im, name):
+        return int((np.abs(im.astype(int) - CLASS_COLOURS[name]).sum(-1) < 30).sum())
+
+    faces = [_face((20 + 45 * k, 90, 40, 40)) for k in range(len(names))]  # a row of touching faces: each label wider than its face
+    skipped = [_face((30 + 45 * k, 95, 16, 16)) for k in range(len(names))]  # a small face in front of each
+    crowd = np.asarray(draw(rgb, marks_for(faces, names, [0.9] * len(names), skipped=skipped)))
+    for face, name in zip(faces, names):
+        alone = np.asarray(draw(rgb, marks_for([face], [name], [0.9])))
+        assert colour_pixels(crowd, name) >= 0.9 * colour_pixels(alone, name), name
 
 
 def test_annotate_writes_a_jpeg_beside_never_onto_its_input(tmp_path):

@@ -291,9 +291,20 @@ def test_min_face_and_detect_threshold(server, astronaut, tmp_path):
     note, err = r.stderr.strip().splitlines()
     assert "skipped a face at box=[" in note and "below --min-face 150" in note
     assert "no face of at least 150 px" in err
-    # --annotate still draws the faces skipped for their size (README: in grey, "too small"), though none was sent
+    # --annotate still draws the faces skipped for their size (README: thin grey boxes), though none was sent
     r = run_client("send", str(astronaut), "--server", server.address, "--min-face", "150", "--annotate", str(tmp_path))
     assert r.returncode == 1 and (tmp_path / "astronaut_annotated.jpg").is_file(), r.stderr
+    # a crowd's small faces: one line for them all (an audit's crowd photo printed 60 lines)
+    from PIL import Image
+
+    with Image.open(astronaut) as im:
+        four = Image.new("RGB", (2 * im.width, 2 * im.height))
+        for k in range(4):
+            four.paste(im.convert("RGB"), ((k % 2) * im.width, (k // 2) * im.height))
+    four.save(tmp_path / "four.png")
+    r = run_client("send", str(tmp_path / "four.png"), "--server", server.address, "--json", "--min-face", "150")
+    assert r.returncode == 1 and re.fullmatch(rf"ferclient: {tmp_path / 'four.png'}: skipped 4 faces of \d+-\d+ px, below --min-face 150 "
+                                              r"\(--json gives no row for them; --annotate draws them in grey\)", r.stderr.splitlines()[0]), r.stderr
     r = run_client("send", str(astronaut), "--server", server.address, "--json", "--detect-threshold", "0.99")
     assert r.returncode == 1 and "no face found" in r.stderr and "--detect-threshold" in r.stderr
     r = run_client("send", str(astronaut), "--server", server.address, "--json", "--detect-threshold", "0.5", "--no-align")
