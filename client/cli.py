@@ -493,13 +493,15 @@ def _unknown_model(e) -> bool:
 def _load_encoder(args, note=_err):
     """FaceEncoder for --model; the id of a model neither local nor cached is pulled from --server first (unless --no-pull).
     note: told in one line when a model was pulled (default: stderr)."""
+    from ferwire.card import valid_model_id
+
     from . import models
     from .encoder import FaceEncoder
 
     try:
         return FaceEncoder(args.model_dir)
     except FileNotFoundError:
-        if args.no_pull or not args.model_dir or not models.valid_id(args.model_dir) or Path(args.model_dir).exists():
+        if args.no_pull or not args.model_dir or not valid_model_id(args.model_dir) or Path(args.model_dir).exists():
             raise
     with channel_mod.open_channel(args) as channel:
         channel_mod.wait_ready(channel, args)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ferwire.bitstream import encode
-from ferwire.card import DEFAULT_MODEL_DIR, WEIGHTS, ModelCard, bundled_names
+from ferwire.card import DEFAULT_MODEL_DIR, WEIGHTS, ModelCard, bundled_names, valid_model_id
 from ferwire.entropy import EntropyTables
 
 
@@ -26,7 +26,7 @@ def resolve(model: str | Path | None) -> str | Path:
     if not model:
         return DEFAULT_MODEL_DIR
     p = Path(model)
-    if p.exists() or len(p.parts) != 1 or (WEIGHTS / p).is_dir() or not models.valid_id(str(model)):
+    if p.exists() or len(p.parts) != 1 or (WEIGHTS / p).is_dir() or not valid_model_id(str(model)):
         return model
     for name in bundled_names():  # a bundled model by its id (fercodec-v1-aa8f: what --json and `ferclient info` show)
         if ModelCard.load(name).model_id == model:

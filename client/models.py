@@ -27,13 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from ferwire.card import valid_model_id
 from ferwire.edge_bundle import REQUIRED, bundle_sha256, sha256_file
 
 PULL_TIMEOUT_S = 120.0  # a whole bundle (up to ~7 MB here), not one request
 
 MANIFEST = "manifest.json"
 MAX_BUNDLE_BYTES = 1 << 30  # refuse a manifest announcing more than this
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # What the server says when a bitstream's tag names a model it does not run (ferserver.engine, ferwire.bitstream).
 UNKNOWN_MODEL = "face encoded for model tag"
@@ -50,19 +50,14 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "fercodec" / "models"
 
 
-def valid_id(model_id: str) -> bool:
-    """A model id usable as one directory name (what export writes: name-tag, e.g. fercodec-v1-aa8f)."""
-    return bool(_ID.fullmatch(model_id)) and model_id not in (".", "..")
-
-
 def _check_manifest(m: dict) -> None:
     """The manifest itself is sane: safe names, hex hashes, the edge files present, bundle hash consistent."""
-    if not isinstance(m.get("model_id"), str) or not valid_id(m["model_id"]):
+    if not isinstance(m.get("model_id"), str) or not valid_model_id(m["model_id"]):
         raise BundleError(f"manifest names no usable model id ({m.get('model_id')!r})")
     names = [f["name"] for f in m["files"]]
     for f in m["files"]:
         n = f["name"]
-        if not _ID.fullmatch(n) or n == MANIFEST or n != Path(n).name:
+        if not valid_model_id(n) or n == MANIFEST or n != Path(n).name:  # a file name of the same safe alphabet
             raise BundleError(f"manifest of {m['model_id']} lists a file named {n!r}: refused")
         if not _HEX64.fullmatch(f["sha256"]) or int(f["size"]) < 0:
             raise BundleError(f"manifest of {m['model_id']}: {n} has no valid size and SHA-256")
@@ -112,7 +107,7 @@ def verify(path: str | Path) -> dict:
 
 def cached(model_id: str, cache: Path | None = None) -> Path | None:
     """The verified cache entry for model_id, None when there is none; raises BundleError when there is one that fails verification."""
-    if not valid_id(model_id):
+    if not valid_model_id(model_id):
         return None
     path = (cache or cache_dir()) / model_id
     if not (path / MANIFEST).is_file():
@@ -142,7 +137,7 @@ def list_models(cache: Path | None = None) -> list[dict]:
 def remove(model_id: str, cache: Path | None = None) -> bool:
     """Delete a cache entry; False when there was none."""
     path = (cache or cache_dir()) / model_id
-    if not valid_id(model_id) or not path.is_dir():
+    if not valid_model_id(model_id) or not path.is_dir():
         return False
     shutil.rmtree(path)
     return True

@@ -165,14 +165,21 @@ def load_training_models(source: str | Path):
         return load_torch_models(ModelCard.load(source))
     if not Path(source).is_file():
         raise FileNotFoundError(f"no checkpoint or model directory at {source}")
-    ck = torch.load(source, map_location="cpu", weights_only=False)
-    state, args = ck["models"]["codec"], ck["args"]
-    codec = FaceCodec(n=args["n"], m=args["m"], lambdas=tuple(float(v) for v in state["lambdas"].tolist()), synthesis=args.get("synthesis"))
-    codec.load_state_dict(state)
-    clf = None
-    if "classifier" in ck["models"]:
-        clf = FERClassifier(width=args.get("width", 32))
-        clf.load_state_dict(ck["models"]["classifier"])
+    try:
+        ck = torch.load(source, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch's messages run to paragraphs; their first line says enough
+        raise ValueError(f"{source} is not a torch checkpoint ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]})") from None
+    try:
+        state, args = ck["models"]["codec"], ck["args"]
+        codec = FaceCodec(n=args["n"], m=args["m"], lambdas=tuple(float(v) for v in state["lambdas"].tolist()), synthesis=args.get("synthesis"))
+        codec.load_state_dict(state)
+        clf = None
+        if "classifier" in ck["models"]:
+            clf = FERClassifier(width=args.get("width", 32))
+            clf.load_state_dict(ck["models"]["classifier"])
+    except (KeyError, TypeError, AttributeError, RuntimeError) as e:  # a classifier's checkpoint given as a codec: KeyError 'codec'
+        raise ValueError(f"{source} holds no fertrain codec checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                         "give a `fertrain codec` checkpoint or a model directory") from None
     return codec.eval(), clf
 
 

@@ -14,12 +14,15 @@ DEFAULT_DATA = Path(
     )
 )
 SPLITS = ("train", "val", "test")
+# every tool's --data help: the default said "../shared", which reads as the current folder's parent; it is the checkout's
+DATA_HELP = (f"FER2013's fer2013.npz (default {DEFAULT_DATA}" + ("" if os.environ.get("FERCODEC_DATA") else
+             ": ../shared beside this checkout, or $FERCODEC_DATA") + ")")
 
 
 def load_split(split: str, path: str | os.PathLike | None = None, limit: int | None = None):
     """Return (faces uint8 [N,48,48], labels int64 [N]) for train, val (PublicTest) or test (PrivateTest)."""
-    with np.load(_archive(split, path)) as d:
-        x, y = d[f"x_{split}"], d[f"y_{split}"].astype(np.int64)
+    x, y = _read(split, path, "x", "y")
+    y = y.astype(np.int64)
     if limit is not None:
         idx = _subset(len(x), limit)
         x, y = x[idx], y[idx]
@@ -28,8 +31,28 @@ def load_split(split: str, path: str | os.PathLike | None = None, limit: int | N
 
 def load_labels(split: str, path: str | os.PathLike | None = None) -> np.ndarray:
     """A split's labels int64 [N] alone (the faces are not read): row counts, class shares."""
-    with np.load(_archive(split, path)) as d:
-        return d[f"y_{split}"].astype(np.int64)
+    return _read(split, path, "y")[0].astype(np.int64)
+
+
+def _read(split: str, path: str | os.PathLike | None, *names: str) -> list[np.ndarray]:
+    """The archive's arrays NAME_split; a damaged file, or one that is not FER2013's archive, is a ValueError in one
+    line (every tool printed a traceback: BadZipFile, zlib.error, EOFError, KeyError, numpy's pickle refusal)."""
+    import zipfile
+    import zlib
+
+    where = _archive(split, path)
+    try:
+        with np.load(where) as d:
+            missing = [f"{n}_{split}" for n in names if f"{n}_{split}" not in getattr(d, "files", ())]
+            if missing:
+                raise ValueError(f"{where} has no {', '.join(missing)}: not FER2013's archive (that has x_train, y_train, x_val, ...)")
+            return [d[f"{n}_{split}"] for n in names]
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+        raise ValueError(f"{where} cannot be read ({type(e).__name__}: {e}): damaged or cut short; fetch it again") from None
+    except ValueError as e:
+        if str(e).startswith(str(where)):
+            raise
+        raise ValueError(f"{where} is not an .npz archive ({e})") from None
 
 
 def _archive(split: str, path: str | os.PathLike | None) -> Path:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import CLASS_NAMES, FACE_SIZE, argtypes
+from .data import DATA_HELP
 from .bundle import ENTROPY_BUFFERS
 
 REGION_ALPHA = 0.75
@@ -49,10 +50,12 @@ def _args(argv):
                    help="with --codec a model directory: replace only its classifier.pt. The tables, edge encoder and model id stay, so "
                         "bitstreams and clients are unaffected; the card's metrics and temperature are cleared until make eval and calibration rerun")
     p.add_argument("--out", required=True, type=_out_dir, help="model directory to write")
-    p.add_argument("--name", default=None, help="model id prefix; the tag's hex is appended (default fercodec-v1, or fercodec-v1-expr with --expression)")
+    p.add_argument("--name", default=None, type=argtypes.checked(str, _id_prefix, "letters, digits, '.', '_' and '-', "
+                                                                   "starting with a letter or digit, at most 123 (a model id is one folder name)"),
+                   help="model id prefix; the tag's hex is appended (default fercodec-v1, or fercodec-v1-expr with --expression)")
     p.add_argument("--default-quality", type=int, default=None,
                    help="quality the client uses by default (default: that of the model directory --codec names, else the middle one)")
-    p.add_argument("--data", default=None, help="path to fer2013.npz (default ../shared/data/fer2013/fer2013.npz or $FERCODEC_DATA)")
+    p.add_argument("--data", default=None, help=DATA_HELP)
     p.add_argument("--limit", type=argtypes.count, default=None, help="count the tables on N evenly spaced train faces only (smoke tests)")
     # nan wrote a NaN scale into tables.npz (a model that coded 7 bytes a face, at chance); a negative one inverts the saliency
     p.add_argument("--region-alpha", type=argtypes.checked(float, lambda v: 0.0 <= v < float("inf"), "a finite number >= 0"), default=REGION_ALPHA,
@@ -115,6 +118,13 @@ def _move_in(stage: Path, out: Path) -> None:
             signal.signal(n, handler if handler is not None else signal.SIG_DFL)
         for n in deferred:
             signal.raise_signal(n)
+
+
+def _id_prefix(name: str) -> bool:
+    """Whether name, with the tag's hex appended, is a model id a client can pull (ferwire.card.valid_model_id)."""
+    from ferwire.card import valid_model_id
+
+    return valid_model_id(f"{name}-0000")
 
 
 def _stale_note(out: Path, meta_before: dict | None, meta: dict) -> str | None:

@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 
 from . import progress_bar
+from .data import DATA_HELP
 
 INT8_FILE = "classifier.int8.pt"
 CALIBRATION_FACES = 2048  # FER2013 train faces, evenly spaced; each also mirrored
@@ -283,7 +284,7 @@ def check(model_dir, data: str | None = None, batch: int = 32, repeats: int = 30
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fermodels.quantize", description=__doc__.splitlines()[0])
     p.add_argument("model_dirs", nargs="*", default=["fercodec-v1"], help="image model directories or bundled names (default fercodec-v1)")
-    p.add_argument("--data", default=None, help="FER2013 npz (default ../shared or $FERCODEC_DATA)")
+    p.add_argument("--data", default=None, help=DATA_HELP)
     p.add_argument("--check", action="store_true", help="write nothing: compare the int8 classifier and bfloat16 synthesis with float on val, and time them")
     args = p.parse_args(argv)
     from ferwire.card import ModelCard
@@ -312,6 +313,9 @@ def main(argv=None) -> int:
         except (OSError, ValueError, RuntimeError) as e:  # one line, exit 2, as fertrain, ferexport and fereval answer a user's error
             print(f"fermodels.quantize: {e}" if str(d) in str(e) else f"fermodels.quantize: {d}: {e}", file=sys.stderr)  # the path once
             return 2
+        except KeyboardInterrupt:  # a traceback, and death by the signal, before (the model directory is written last, whole)
+            print("fermodels.quantize: interrupted", file=sys.stderr)
+            return 130
         print(f"wrote {card.path / record['file']} ({(card.path / record['file']).stat().st_size / 1e6:.1f} MB)")
     return 0
 

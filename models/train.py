@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from . import argtypes, source_revision
+from .data import DATA_HELP
 
 
 SHARE = argtypes.checked(float, lambda v: 0.0 <= v <= 1.0, "a share between 0 and 1")  # --lambda-kd, --lambda-crowd
@@ -84,7 +85,7 @@ def _args(argv):
         s = sub.add_parser(name, formatter_class=_DefaultsFormatter,
                            help=f"train the {name}" + (" layer (feature codec)" if name == "expression" else
                                                        " transform again, thinner, from an image model's" if name == "synthesis" else ""))
-        s.add_argument("--data", default=None, help="path to fer2013.npz (default ../shared/data/fer2013/fer2013.npz or $FERCODEC_DATA)")
+        s.add_argument("--data", default=None, help=DATA_HELP)
         s.add_argument("--out", required=True, help="run directory for checkpoints and log.jsonl")
         s.add_argument("--epochs", type=argtypes.count, default=30, help="length of the schedule")
         s.add_argument("--until-epoch", type=argtypes.count, default=None, help="stop after this epoch (resume later with the same command)")
@@ -153,7 +154,10 @@ def _args(argv):
                             "aligned as ferclient send does; photos with no face found are left out (docs/webfaces)")
     e.add_argument("--cache", default=None, metavar="DIR",
                    help="keep the front's features here and reuse them when the classifier, faces, --views, --seed and --front-blocks match (4 views: 1 GB with 4 blocks, 2 GB with 3)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if getattr(args, "cache", None) and Path(args.cache).exists() and not Path(args.cache).is_dir():  # FileExistsError after the setup
+        p.error(f"--cache {args.cache} is a file, not a folder")
+    return args
 
 
 def _load_state(path):
@@ -244,7 +248,13 @@ def _loop(args, model_parts, step_fn, eval_fn, params, score_key, higher_better,
         if "rng" in ck:  # dropout draws from torch's global generator: as it stood at the epoch's end, so a resumed run is exact
             torch.set_rng_state(ck["rng"])
         start, best, history = ck["epoch"], ck["best"], ck["history"]
+        if args.until_epoch and start >= args.until_epoch:  # it printed "resuming" and did nothing
+            print(f"fertrain: {last} has {start} of {args.epochs} epochs, --until-epoch {args.until_epoch}: nothing to do "
+                  f"(leave out --until-epoch, or raise it, to go on)", file=sys.stderr)
+            return history
         print(f"resuming {last} at epoch {start + 1}/{args.epochs}", file=sys.stderr)
+    else:
+        (out / "log.jsonl").unlink(missing_ok=True)  # a run started over (--fresh): its log starts over too, not after the old one's
     gen = torch.Generator().manual_seed(args.seed)
     stop, epoch_times = min(args.epochs, args.until_epoch or args.epochs), []  # this process's epochs, a resume's loading not among them
     for epoch in range(start, stop):
@@ -320,7 +330,7 @@ def _check_resumable(last: Path, before: dict, now: dict) -> None:
 
     changed = [k for k in sorted(now) if k in before and k not in RESUMABLE_CHANGES and norm(before[k]) != norm(now[k])]
     if changed:
-        said = ", ".join(f"--{k.replace('_', '-')} {before[k]!r} there, {now[k]!r} now" for k in changed)
+        said = ", ".join(f"{'the subcommand' if k == 'what' else '--' + k.replace('_', '-')} {before[k]!r} there, {now[k]!r} now" for k in changed)
         raise ValueError(f"{last} was trained with other arguments ({said}): rerun with its arguments to resume, "
                          f"or start over with --fresh or another --out")
 
@@ -884,8 +894,13 @@ def train_synthesis(args):
     save_codec(codec, model / "codec.pt")
     meta = json.loads((model / "model.json").read_text())
     meta["sources"]["synthesis"] = {"from": str(args.source), "widths": [s1, s2], "run": str(args.out)}
+    # The bitstreams are the source's (bits per pixel, bytes and the uncompressed accuracy still hold); what the decoded
+    # faces measured does not: it was kept, and read as this transform's (an audit, 2026-12-08).
+    cleared = [k for k in ("psnr", "accuracy") if meta.get("metrics", {}).pop(k, None) is not None]
     (model / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"wrote {model}: {card.model_id} with a synthesis transform of widths {s1}, {s2} (fereval --model-dir {model} measures it)", file=sys.stderr)
+    print(f"wrote {model}: {card.model_id} with a synthesis transform of widths {s1}, {s2} (fereval --model-dir {model} measures it)"
+          + (f"; model.json's {' and '.join(cleared)} per quality cleared, and MODEL_CARD.md's figures are the source's until "
+             f"fereval --model-dir {model} --update-card measures them" if cleared else ""), file=sys.stderr)
 
 
 def _psnr(a, b) -> float:

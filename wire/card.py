@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,15 @@ import numpy as np
 
 # The bundled models are package data of fermodels.weights (models/weights in the checkout); fermodels'
 # __init__ is import-light, so finding it costs no torch, editable install or not.
+MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # one directory name: a pulled model's folder in the client's cache
+
+
+def valid_model_id(model_id: str) -> bool:
+    """A model id usable as one directory name (what ferexport writes: name-tag, e.g. fercodec-v1-aa8f); ferexport refuses
+    a --name that would make another (it exported "bad/name x-2def", which ferserver served and no client could pull)."""
+    return bool(MODEL_ID.fullmatch(model_id)) and model_id not in (".", "..")
+
+
 WEIGHTS = Path(fermodels.__file__).resolve().parent / "weights"
 DEFAULT_MODEL_DIR = WEIGHTS / "fercodec-v1"
 EXPRESSION_MODEL_DIR = WEIGHTS / "fercodec-v1-expr"

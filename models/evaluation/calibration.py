@@ -29,6 +29,7 @@ import numpy as np
 from ferwire.card import tempered
 
 from .. import argtypes, progress_bar
+from ..data import DATA_HELP
 
 BINS = 15
 
@@ -240,7 +241,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(prog="python -m fermodels.evaluation.calibration", description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", action="append", default=None, help="model directory (repeatable; default both bundled models)")
-    p.add_argument("--data", default=None, help="FER2013 npz (default ../shared or $FERCODEC_DATA)")
+    p.add_argument("--data", default=None, help=DATA_HELP)
     p.add_argument("--limit", type=argtypes.count, default=None, help="N evenly spaced faces per split (default all; a quick look: "
                                                                           "nothing is written unless --out is given, and --write is refused)")
     p.add_argument("--prior-strength", type=float, default=None, metavar="S",

@@ -30,12 +30,12 @@ import torch
 
 from .. import argtypes, source_revision
 from ..bundle import load_classifier
-from ..data import DEFAULT_DATA, SPLITS, load_split
+from ..data import DATA_HELP, DEFAULT_DATA, SPLITS, load_split
 from .baselines import BASELINES, available_baselines, evaluate_baseline
 from .comparison import compare, default_quality
 from .deployment import evaluate_codec, evaluate_expression
 from .measure import DEPLOYED, EXPRESSION, MS_SSIM_NOTE, classifier_accuracy
-from .report import SPLIT_NAMES, compare_runs, machine_info, update_card, write_outputs
+from .report import SPLIT_NAMES, compare_runs, machine_info, pick_line, update_card, write_outputs
 
 
 def _baseline_names(text: str) -> list[str]:
@@ -80,7 +80,7 @@ def _args(argv):
     p.add_argument("--model-dir", default=None, help="model directory (default $FERCODEC_MODEL_DIR or the shipped fercodec-v1); "
                                                      "with --robustness, none leaves out the image codec and its classifier (an expression layer or --extra-classifier networks alone)")
     p.add_argument("--expression-dir", default=None, help="expression-layer model directory to measure too (default: the bundled fercodec-v1-expr; none skips it)")
-    p.add_argument("--data", default=None, help=f"FER2013 npz (default {DEFAULT_DATA} or $FERCODEC_DATA)")
+    p.add_argument("--data", default=None, help=DATA_HELP)
     p.add_argument("--split", choices=SPLITS, default="test", help="test = PrivateTest (default), val = PublicTest")
     p.add_argument("--limit", type=argtypes.count, default=None, help="evaluate N evenly spaced faces of the split")
     p.add_argument("--out", default="runs/fereval", help="directory for results.json, results.md and the plots (or photos.md, folder.md, "
@@ -90,7 +90,8 @@ def _args(argv):
     p.add_argument("--update-card", action="store_true", help="write our metrics into the model directory's model.json and MODEL_CARD.md")
     p.add_argument("--threads", type=argtypes.threads, default=0, help="torch and ONNX Runtime threads (0 = torch's default)")
     p.add_argument("--batch-size", type=argtypes.count, default=256, help="faces per synthesis / classifier batch")
-    p.add_argument("--device", default="cpu", help="torch device for synthesis and classifiers (cpu, cuda, auto)")
+    p.add_argument("--device", default="cpu", type=argtypes.checked(str, lambda v: re.fullmatch(r"cpu|auto|cuda(:\d+)?", v) is not None, "cpu, cuda, cuda:N or auto"),
+                   help="torch device for synthesis and classifiers (cpu, cuda, cuda:N, auto)")
     p.add_argument("--compare", action="append", default=[], metavar="NAME=RESULTS_JSON", type=_extra_classifier,
                    help="instead of evaluating, compare earlier runs' results.json against the first one given; writes compare.md in --out")
     p.add_argument("--photos", action="store_true",
@@ -251,6 +252,21 @@ def run_robustness(args, command: str) -> Path:
     return out / "robustness.md"
 
 
+def _check_up_front(args) -> None:
+    """ValueError for what would fail only after minutes of measuring: --out a file, a model directory that does not load
+    or is of the wrong kind (an audit found --out and --expression-dir refused once the image codec's pass was done)."""
+    from ferwire.card import ModelCard
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder")
+    if args.model_dir != "none":
+        card = ModelCard.load(args.model_dir) if args.model_dir else None
+        if card is not None and card.kind != "image":
+            raise ValueError(f"--model-dir {card.path} is the {card.kind} layer; pass it as --expression-dir")
+    _expression_card(args.expression_dir)
+
+
 def _expression_card(path):
     """The expression layer to measure: --expression-dir, else the bundled one if present; None for "none"."""
     from ferwire.card import EXPRESSION_MODEL_DIR, ModelCard
@@ -259,7 +275,7 @@ def _expression_card(path):
         return None
     card = ModelCard.load(path or EXPRESSION_MODEL_DIR)
     if card.kind != "expression":
-        raise ValueError(f"--expression-dir {card.path} holds a {card.kind} model, not the expression layer")
+        raise ValueError(f"--expression-dir {card.path} holds a model of kind {card.kind!r}, not the expression layer")
     return card
 
 
@@ -274,9 +290,7 @@ def evaluate(args, command: str) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    card = ModelCard.load(args.model_dir)
-    if card.kind != "image":
-        raise ValueError(f"--model-dir {card.path} is the {card.kind} layer; pass it as --expression-dir")
+    card = ModelCard.load(args.model_dir)  # an image model: main's _check_up_front
     faces, labels = load_split(args.split, args.data, args.limit)
     extras = {name: load_classifier(path, device) for name, path in args.extra_classifier}
     classifiers = {DEPLOYED: load_classifier(card.file("classifier.pt"), device), **extras}
@@ -322,6 +336,7 @@ def main(argv=None) -> int:
             (Path(args.out) / "compare.md").write_text(text)
             print(text)
             return 0
+        _check_up_front(args)
         if args.photos or args.robustness or args.folder:
             run = run_photos if args.photos else run_robustness if args.robustness else run_folder
             path = run(args, shlex.join(["fereval", *argv]))
@@ -343,6 +358,7 @@ def main(argv=None) -> int:
         print("fereval: interrupted", file=sys.stderr)
         return 130
     print(f"fereval: {results['faces']} faces in {results['seconds']:.0f} s; wrote {out / 'results.md'}, results.json and the plots")
+    print(f"fereval: {pick_line(results)}")
     return 0
 
 

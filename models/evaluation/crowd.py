@@ -14,6 +14,8 @@ import sys
 
 import numpy as np
 
+from ..data import DATA_HELP
+
 
 def agreement(model, faces: np.ndarray, labels: np.ndarray, votes: np.ndarray) -> dict:
     """Accuracy (%) against FER2013's labels and against the crowd's majority, and the faces each counts."""
@@ -33,7 +35,7 @@ def main(argv=None) -> int:
     p.add_argument("models", nargs="+", help="model directories, classifier.pt files or fertrain checkpoints")
     p.add_argument("--votes", required=True, help="the file scripts/ferplus_votes.py writes")
     p.add_argument("--split", default="val", choices=("val", "test"), help="val (PublicTest, default) or test (PrivateTest)")
-    p.add_argument("--data", default=None, help="FER2013 npz (default ../shared or $FERCODEC_DATA)")
+    p.add_argument("--data", default=None, help=DATA_HELP)
     p.add_argument("--limit", type=int, default=None, help="N evenly spaced faces (default all)")
     args = p.parse_args(argv)
     from ..bundle import load_classifier

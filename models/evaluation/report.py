@@ -78,7 +78,17 @@ def _default_text(r: dict) -> str:
         f"Here {found}: {d['bytes']:.0f} bytes/face, {gap}. "
         f"Pick it on val (`--split val`) and ship it with `ferexport --default-quality {d['quality']}`; the model directory's default when this ran "
         f"was q{r['model']['default_quality']} (model.json says what it is now)."
+        + (f" Measured on {r['faces']} faces only (95 % interval about ±{196 * (0.25 / r['faces']) ** 0.5:.0f} points): not a choice to ship; "
+           "measure the whole split." if r["faces"] < 1000 else "")
     )
+
+
+def pick_line(r: dict) -> str:
+    """The default-quality pick in one line, for fereval's stdout (results.md has the whole rule)."""
+    d = r["default_quality"]
+    return (f"default quality by the rule (cheapest within {PARITY_POINTS} points of uncompressed) on {r['split']}: q{d['quality']}, "
+            f"{d['bytes']:.0f} bytes/face, {d['gap_points']:+.2f} points against uncompressed"
+            + ("" if d["within_tolerance"] else " (none within: the most accurate)") + (f"; only {r['faces']} faces" if r["faces"] < 1000 else ""))
 
 
 def markdown(r: dict) -> str:
@@ -102,6 +112,11 @@ def markdown(r: dict) -> str:
         "Bytes are whole files per face: our bitstream including its header, each baseline's file as Pillow writes it. "
         "bpp = 8 x bytes / (48 x 48). PSNR is the mean over faces of each face's PSNR (0..255 scale) against the original; "
         f"{MS_SSIM_NOTE}. Accuracy is the share of faces whose expression a classifier gets right on the decoded face.",
+        "",
+        "The deployment path is the client's ONNX encoder, real bitstreams and the server's entropy decoder; the classifiers "
+        "answer as their networks do (float32, the most probable class). ferserver on a CPU also runs its int8 classifier and "
+        "bfloat16 synthesis and applies the prior correction and temperature from model.json: `python -m "
+        "fermodels.evaluation.calibration` measures that (README, Accuracy you can expect).",
         "",
         "## Uncompressed faces",
         "",
@@ -278,7 +293,14 @@ def versus_first(runs: list[tuple[str, float, list]], accuracy_label: str = "unc
 
 
 def compare_runs(runs: dict[str, dict]) -> str:
-    """Markdown: each fereval run (a training strategy, an export setting) against the first, our deployed curves only."""
+    """Markdown: each fereval run (a training strategy, an export setting) against the first, our deployed curves only.
+    ValueError where the runs measured different faces (another split, --limit or data file): the differences would be
+    the faces', not the models' (runs on 20 test and 20 val faces were compared as "+10.08 points", under one heading)."""
+    for what in ("split", "faces", "data_sha256"):
+        seen = {name: r.get(what) for name, r in runs.items()}
+        if len({v for v in seen.values() if v is not None}) > 1:
+            raise ValueError(f"--compare takes runs on the same faces; their {what} differ: "
+                             + ", ".join(f"{name} {v}" for name, v in seen.items()))
     table = versus_first([
         (f"{name} (`{r['model']['id']}`)", r["uncompressed_accuracy"][DEPLOYED], curves([p for p in r["points"] if p["codec"] == OURS])[f"{OURS}/{DEPLOYED}"])
         for name, r in runs.items()

@@ -104,3 +104,12 @@ def test_re_exporting_a_model_directory_keeps_its_default_quality(model, tmp_pat
     assert export.export(str(model), None, tmp_path / "again", limit=256)["default_quality"] == 6
     assert export.export(str(model), None, tmp_path / "given", limit=256, default_quality=1)["default_quality"] == 1
     assert json.loads((tmp_path / "again" / "model.json").read_text())["default_quality"] == 6
+
+
+@pytest.mark.parametrize("name", ["bad/name x", "", ".hidden", "x" * 124])
+def test_a_name_no_client_could_pull_is_refused(model, name, capsys):
+    """--name "bad/name x" exported model "bad/name x-2def": ferserver served it, and clients refused its bundle
+    ("manifest names no usable model id"); --name "" fell back to fercodec-v1 without a word."""
+    with pytest.raises(SystemExit) as e:
+        export.main(["--codec", str(DEFAULT_MODEL_DIR), "--classifier-only", "--out", str(model), "--name", name])
+    assert e.value.code == 2 and "argument --name: must be letters, digits" in capsys.readouterr().err

@@ -99,3 +99,22 @@ def test_a_users_error_is_one_line_and_exit_2(expression_card, tmp_path, capsys)
     assert quantize.main([str(expression_card.path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"fermodels.quantize: {expression_card.path}: only an image model") and err[0].count(str(expression_card.path)) == 1
+
+
+def test_ctrl_c_is_one_line_and_exit_130():
+    """Ctrl-C in `python -m fermodels.quantize` printed a KeyboardInterrupt traceback and died of the signal (an audit)."""
+    import signal
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "fermodels.quantize", "--check"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # CI's shell ignores SIGINT
+    seen = b""
+    while b"--check: passes" not in seen:  # its first progress bar: main() is running
+        chunk = p.stderr.read1(256)
+        assert chunk, seen.decode()
+        seen += chunk
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and err.decode().strip().splitlines()[-1].endswith("fermodels.quantize: interrupted"), (seen + err).decode()
+    assert "Traceback" not in (seen + err).decode()

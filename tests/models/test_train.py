@@ -437,7 +437,10 @@ def test_synthesis_distils_a_thinner_transform_that_decodes_the_same_bitstreams(
     assert (thin.model_id, thin.model_tag) == (shipped.model_id, shipped.model_tag)
     for name in ("tables.npz", "encoder.onnx", "classifier.pt"):
         assert (out / "model" / name).read_bytes() == shipped.file(name).read_bytes()
-    assert json.loads((out / "model" / "model.json").read_text())["sources"]["synthesis"]["widths"] == [32, 16]
+    meta = json.loads((out / "model" / "model.json").read_text())
+    assert meta["sources"]["synthesis"]["widths"] == [32, 16]
+    # the decoded faces' figures were the source's, kept as if measured on this transform; the bitstreams' still hold
+    assert "psnr" not in meta["metrics"] and "accuracy" not in meta["metrics"] and meta["metrics"]["bytes"] == shipped.metrics["bytes"]
     codec, _ = load_torch_models(thin)
     assert codec.synthesis_widths == (32, 16) and codec.config()["synthesis"] == [32, 16]
     source, _ = load_torch_models(shipped)
@@ -448,7 +451,8 @@ def test_synthesis_distils_a_thinner_transform_that_decodes_the_same_bitstreams(
         z = np.stack([decode(s, enc.tables, thin.model_tag)[1] for s in FaceEncoder().encode(faces, 5)])
         x_hat = codec.reconstruct(z, enc.tables, 5)
     assert x_hat.shape == (16, 1, 48, 48) and 0 <= x_hat.min() and x_hat.max() <= 1
-    assert "synthesis transform of widths 32, 16" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "synthesis transform of widths 32, 16" in err and "model.json's psnr and accuracy per quality cleared" in err
 
 
 def test_thinning_to_the_same_widths_is_the_transform_itself():
@@ -559,3 +563,30 @@ def test_the_teachers_answers_come_under_a_bar_and_match_one_pass(capsys):
     assert "teacher: 10 views of 40 faces: 100%" in capsys.readouterr().err.replace("\r", "\n")
     train._soft_targets(DEFAULT_MODEL_DIR, 0.5, 0.1)(faces, torch.from_numpy(labels))
     assert "teacher: 10 views of 40 faces: 100%" in capsys.readouterr().err.replace("\r", "\n")
+
+
+def test_fresh_starts_the_log_over_and_a_reached_until_epoch_says_so(tmp_path, capsys):
+    """--fresh appended the new run's rows to the old log.jsonl (epochs 1, 2, 1, 2 in one file); a rerun after
+    --until-epoch was reached said "resuming" and did nothing; an audit, 2026-12-08."""
+    common = ["classifier", "--out", str(tmp_path / "run"), "--epochs", "2", "--width", "8", "--limit", "64", "--batch-size", "32", "--threads", "1"]
+    assert train.main(common) == 0
+    assert train.main([*common, "--fresh"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    run2 = ["classifier", "--out", str(tmp_path / "run2"), *common[3:]]
+    assert train.main([*run2, "--until-epoch", "1"]) == 0
+    capsys.readouterr()
+    assert train.main([*run2, "--until-epoch", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "has 1 of 2 epochs, --until-epoch 1: nothing to do" in err and "resuming" not in err, err
+    assert len((tmp_path / "run2" / "log.jsonl").read_text().splitlines()) == 1
+    assert train.main(["codec", "--out", str(tmp_path / "run2"), "--epochs", "2", "--limit", "64", "--threads", "1"]) == 2
+    assert "the subcommand 'classifier' there, 'codec' now" in capsys.readouterr().err  # it named a --what flag that does not exist
+
+
+def test_a_classifier_checkpoint_given_as_a_codec_is_one_line(runs, capsys):
+    """fertrain codec --init CLASSIFIER.pt and ferexport --codec CLASSIFIER.pt ended in KeyError: 'codec' (an audit)."""
+    clf = str(runs / "clf" / "best.pt")
+    assert train.main(["codec", "--out", str(runs / "c_from_clf"), "--epochs", "1", "--limit", "64", "--threads", "1", "--init", clf]) == 2
+    err = capsys.readouterr().err
+    assert f"{clf} holds no fertrain codec checkpoint (KeyError: 'codec')" in err and len(err.strip().splitlines()) == 1, err

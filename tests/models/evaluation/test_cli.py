@@ -36,6 +36,20 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
     assert "not a fercodec model directory" in err and len(err.strip().splitlines()) == 1
     assert main(["--model-dir", "fercodec-v1-expr", "--out", str(tmp_path)]) == 2
     assert "pass it as --expression-dir" in capsys.readouterr().err
+    # refused before minutes of measuring, not after the image codec's pass (an audit, 2026-12-08)
+    (tmp_path / "afile").write_text("")
+    for flags, says in ((["--out", str(tmp_path / "afile")], "is a file; give a folder"),
+                        (["--expression-dir", "fercodec-v1", "--out", str(tmp_path)], "holds a model of kind 'image', not the expression layer"),
+                        (["--data", str(tmp_path / "afile"), "--out", str(tmp_path / "o")], "cannot be read (EOFError"),
+                        (["--compare", f"a={tmp_path / 'a.json'}", "--compare", f"b={tmp_path / 'b.json'}", "--out", str(tmp_path)], "their split differ")):
+        (tmp_path / "a.json").write_text(json.dumps({"split": "test", "faces": 20}))
+        (tmp_path / "b.json").write_text(json.dumps({"split": "val", "faces": 20}))
+        assert main(flags) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(SystemExit):
+        main(["--device", "bogus"])
+    assert "must be cpu, cuda, cuda:N or auto" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--baselines", "gif"])
     # a 20-face or val measurement went into the shipped card, under its "FER2013 PrivateTest" heading
