@@ -157,6 +157,14 @@ def _args(argv):
     args = p.parse_args(argv)
     if getattr(args, "cache", None) and Path(args.cache).exists() and not Path(args.cache).is_dir():  # FileExistsError after the setup
         p.error(f"--cache {args.cache} is a file, not a folder")
+    if args.until_epoch and args.until_epoch > args.epochs:
+        p.error(f"--until-epoch {args.until_epoch} is beyond --epochs {args.epochs}")
+    # a setting given without what it goes with was taken and ignored (an audit, 2026-12-08)
+    for flag, dest, unused, needs, have in (("--lambda-kd", "lambda_kd", 0.5, "--teacher", "teacher"),
+                                            ("--lambda-crowd", "lambda_crowd", 0.5, "--crowd-votes", "crowd_votes"),
+                                            ("--strategy joint", "strategy", "frozen", "--lambda-c above 0", "lambda_c")):
+        if getattr(args, dest, unused) != unused and not getattr(args, have, None):
+            p.error(f"{flag} goes with {needs}")
     return args
 
 

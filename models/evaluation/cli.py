@@ -124,8 +124,10 @@ def _args(argv):
         p.error("--photos, --robustness, --folder and --compare are separate runs: give one")
     if (args.detect or args.group_by) and not args.folder:
         p.error("--detect and --group-by go with --folder")
-    if (args.photo_sides or args.photo_tilts) and not args.photos:
-        p.error("--photo-sides and --photo-tilts go with --photos")
+    if (args.photo_sides or args.photo_tilts or args.seed) and not args.photos:
+        p.error("--photo-sides, --photo-tilts and --seed go with --photos")
+    if args.server and not (args.photos or args.folder):  # taken and ignored: the curves run in-process
+        p.error("--server goes with --photos or --folder")
     if args.update_card and (args.limit or args.split != "test") and _shipped_among(args.model_dir, args.expression_dir):
         # a sample, or val, went into a shipped card under its "Measured (fereval, FER2013 PrivateTest)" heading
         p.error("--update-card into a shipped model's card records the full PrivateTest measurement: drop --limit and --split "

@@ -59,8 +59,17 @@ def test_joint_strategy_needs_a_classifier(runs, capsys):
     assert train.main([*base, "--lambda-c", "1"]) == 2
     assert "--lambda-c > 0 needs --classifier" in capsys.readouterr().err
     # and a classifier without --lambda-c trained a plain rate-distortion codec without a word
-    assert train.main([*base, "--classifier", str(runs / "clf" / "best.pt"), "--strategy", "joint"]) == 2
+    assert train.main([*base, "--classifier", str(runs / "clf" / "best.pt")]) == 2
     assert "--classifier is read only with --lambda-c > 0" in capsys.readouterr().err
+    # settings given without what they go with were taken and ignored (an audit, 2026-12-08)
+    for flags, says in ((["--classifier", str(runs / "clf" / "best.pt"), "--strategy", "joint"], "--strategy joint goes with --lambda-c above 0"),
+                        (["--until-epoch", "3"], "--until-epoch 3 is beyond --epochs 1")):
+        with pytest.raises(SystemExit) as e:
+            train.main([*base, *flags])
+        assert e.value.code == 2 and says in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["classifier", "--out", str(runs / "k"), "--lambda-kd", "0.3"])
+    assert "--lambda-kd goes with --teacher" in capsys.readouterr().err
 
 
 def test_joint_strategy_runs(runs):

@@ -47,9 +47,11 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
         assert main(flags) == 2
         err = capsys.readouterr().err
         assert says in err and len(err.strip().splitlines()) == 1, err
-    with pytest.raises(SystemExit):
-        main(["--device", "bogus"])
-    assert "must be cpu, cuda, cuda:N or auto" in capsys.readouterr().err
+    for flags, says in ((["--device", "bogus"], "must be cpu, cuda, cuda:N or auto"), (["--server", "localhost:1"], "--server goes with --photos or --folder"),
+                        (["--seed", "3"], "--seed go with --photos")):
+        with pytest.raises(SystemExit):
+            main(flags)
+        assert says in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--baselines", "gif"])
     # a 20-face or val measurement went into the shipped card, under its "FER2013 PrivateTest" heading
