@@ -538,7 +538,7 @@ class FaceDetector:
         rows[:, :14] = (rows[:, :14] - np.array([pad, pad, 0, 0] + [pad] * 10, np.float32)) * np.array([sx, sy] * 7, np.float32)
         return rows
 
-    def _turned(self, small: np.ndarray, scale: float, threshold: float | None = None) -> np.ndarray:
+    def _turned(self, small: np.ndarray, scale: float, threshold: float | None = None, tilts: bool = True) -> np.ndarray:
         """The photo as if stored on its side or upside down, or tilted: raw() rows of the turn of small (the photo
         shrunk by scale) whose best face scores highest, at TURNED_THRESHOLD at least, in the photo's pixels (none when
         no turn finds one; threshold: the benchmark's sweep). The quarter turns (PHOTO_TURNS) first, the 45-degree
@@ -547,7 +547,7 @@ class FaceDetector:
 
         im = Image.fromarray(small)
         best = np.zeros((0, 15), np.float32)
-        for turns in (PHOTO_TURNS, PHOTO_TILTS):
+        for turns in (PHOTO_TURNS, PHOTO_TILTS) if tilts else (PHOTO_TURNS,):
             for deg in turns:
                 turned = np.asarray(im.rotate(deg, Image.Resampling.BILINEAR, expand=True))  # a quarter turn is exact
                 rows = self.raw(turned, max(self.threshold, TURNED_THRESHOLD) if threshold is None else threshold)
@@ -572,8 +572,12 @@ class FaceDetector:
         h, w = rgb.shape[:2]
         small, scale = self._shrunk(rgb)
         rows = self._pass(rgb, small, scale)
-        if not len(rows) and self.turned:
+        if self.turned and not len(rows):
             rows = self._turned(small, scale)
+        elif self.turned and rows[:, 14].max() < TURNED_THRESHOLD:  # only weak faces: perhaps a photo on its side, some of
+            turned = self._turned(small, scale, tilts=False)  # its faces found anyway (2 of 5 in an audit's, and a hand)
+            if len(turned) >= len(rows):  # as many faces or more, each surer than any found as it stands: that is its way up
+                rows = turned
         if not len(rows):
             rows = self._close_up(small)
             rows[:, :14] /= scale

@@ -280,6 +280,22 @@ def test_a_photo_stored_upside_down_is_searched_turned(detector):
     assert _centre_corr(align(to_gray(small), detector.detect(small)[0]), align(to_gray(turned), faces[0])) > 0.5  # 0.69 measured (a 31 px face)
 
 
+def test_a_photo_on_its_side_whose_faces_are_found_weakly_is_searched_turned(detector):
+    """Four astronauts in a row, two large and two small, the photo stored on its side: the upright pass finds the two
+    large ones weakly (0.58, 0.62) and not the small ones, so the turned passes never ran (an audit's group photo on
+    its side: 2 of 5 faces and a hand). With only weak faces, the quarter turns are tried too, and win with more faces."""
+    big = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((256, 256)))
+    small = np.full((256, 256, 3), 128, np.uint8)
+    small[48:208, 48:208] = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((160, 160)))
+    photo = np.ascontiguousarray(np.rot90(np.concatenate([big, small, big, small], 1), 3))
+    assert len(FaceDetector(turned=False).detect(photo)) == 2
+    faces = detector.detect(photo)
+    assert len(faces) == 4 and all(f.score >= 0.85 for f in faces)
+    assert sorted(f.box[1] // 256 for f in faces) == [0, 1, 2, 3]  # one in each tile
+    upright = skimage.data.astronaut()  # an upright photo with a sure face: no turned pass, the same faces
+    assert [f.box for f in detector.detect(upright)] == [f.box for f in FaceDetector(turned=False).detect(upright)]
+
+
 @pytest.mark.parametrize("degrees", [45, 135])
 def test_a_tilted_face_is_cut_upright(detector, degrees):
     """The astronaut tilted 45 or 135 degrees: upright() also looks at the patch turned by eighths of a turn, so the
