@@ -52,7 +52,7 @@ def test_photo_sides_and_tilts_are_checked(capsys):
         else:
             raise AssertionError(f"{argv} was accepted")
     err = capsys.readouterr().err
-    assert "16 <= LO <= HI" in err and "expected LO-HI" in err and err.count("--photo-sides and --photo-tilts go with --photos") == 2
+    assert "16 <= LO <= HI" in err and "expected LO-HI" in err and err.count("--photo-sides, --photo-tilts and --seed go with --photos") == 2
     assert "each tilt must be 0 to 180 degrees" in err and "expected degrees separated by commas" in err
 
 
