@@ -447,7 +447,7 @@ class FaceDetector:
         found[:, :14] /= fine
         return found
 
-    def upright(self, rgb: np.ndarray, face: Face) -> Face:
+    def upright(self, rgb: np.ndarray, face: Face, force: bool = False) -> Face:
         """face with its landmarks from the turn (UPRIGHT_TURNS: every 45 degrees) in which YuNet scores it best
         (faces at UPRIGHT_SURE or under MIN_FACE as they are).
 
@@ -456,10 +456,11 @@ class FaceDetector:
         its score. Where that is a quarter turn, the box comes from it too, turned back (YuNet's box of a face lying on
         its side covers part of it: the astronaut turned 90 / 180 / 270 degrees, IoU 0.80 / 0.69 / 0.67 with her face's
         box, 0.95 / 0.92 / 0.95 from the turn, tests/client/test_faces.py; docs/detector/turned.md); an eighth of a turn keeps YuNet's box, which levelled() cuts its patch around (taken from the turn, the
-        astronaut at 45 degrees was levelled worse). The score stays the face's own."""
+        astronaut at 45 degrees was levelled worse). The score stays the face's own. force: look even at UPRIGHT_SURE (a
+        face a quarter turn of the photo found, which may still lie at an eighth of a turn: detect())."""
         from PIL import Image
 
-        if face.score >= UPRIGHT_SURE or face.size < MIN_FACE:
+        if (face.score >= UPRIGHT_SURE and not force) or face.size < MIN_FACE:
             return face
         im, back = _patch(rgb, face)
         n, cell = len(UPRIGHT_TURNS), UPRIGHT_PATCH
@@ -571,13 +572,14 @@ class FaceDetector:
             rgb = np.repeat(rgb[:, :, None], 3, axis=2)
         h, w = rgb.shape[:2]
         small, scale = self._shrunk(rgb)
-        rows = self._pass(rgb, small, scale)
+        rows, switched = self._pass(rgb, small, scale), False
         if self.turned and not len(rows):
             rows = self._turned(small, scale)
         elif self.turned and rows[:, 14].max() < TURNED_THRESHOLD:  # only weak faces: perhaps a photo on its side, some of
             turned = self._turned(small, scale, tilts=False)  # its faces found anyway (2 of 5 in an audit's, and a hand)
             if len(turned) >= len(rows):  # as many faces or more, each surer than any found as it stands: that is its way up
-                rows = turned
+                rows, switched = turned, True  # each looked at by upright() whatever its score: a face tilted 135 degrees
+                # is found at 0.90 a quarter turn on, lying at an eighth of a turn there, its landmarks an upright face's
         if not len(rows):
             rows = self._close_up(small)
             rows[:, :14] /= scale
@@ -587,7 +589,7 @@ class FaceDetector:
             x0, y0 = max(0, round(x)), max(0, round(y))
             box = (x0, y0, min(w, round(x + bw)) - x0, min(h, round(y + bh)) - y0)
             if box[2] > 0 and box[3] > 0:
-                faces.append(self.levelled(rgb, self.upright(rgb, Face(box, float(row[14]), row[4:14].reshape(5, 2).astype(np.float32)))))
+                faces.append(self.levelled(rgb, self.upright(rgb, Face(box, float(row[14]), row[4:14].reshape(5, 2).astype(np.float32)), switched)))
         return sorted(faces, key=lambda f: -f.box[2] * f.box[3])
 
 
