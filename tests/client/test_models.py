@@ -303,7 +303,7 @@ def test_watch_takes_the_servers_encoder_before_the_first_frame(upgraded, cache,
     copy, server = upgraded
     video = make_video(tmp_path / "v.mp4", frames=20)
     r = run_client("watch", str(video), "--server", server.address, "--no-pull", timeout=120)
-    assert r.returncode == 1 and r.stderr.count("\n") == 1 and f"the server does not run model fercodec-v1-" in r.stderr
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "the server does not run model fercodec-v1-" in r.stderr
     assert f"it runs {copy.model_id}" in r.stderr and _left(cache) == []
     r = run_client("watch", str(video), "--server", server.address, "--json", timeout=120)
     assert r.returncode == 0, r.stderr
