@@ -390,7 +390,7 @@ def test_failed_handshakes_are_one_line_that_says_what_to_give(mtls_server, pki)
 
 def test_tls_against_a_plaintext_server_says_so(server, pki):
     """--tls-ca to a server without TLS was grpc's raw "WRONG_VERSION_NUMBER" with no hint (an audit, 2026-12-08)."""
-    r = run_client("info", "--server", f"localhost:{server.port}", "--tls-ca", str(pki / "ca.pem"))
+    r = run_client("info", "--server", server.address, "--tls-ca", str(pki / "ca.pem"))
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "the server speaks plaintext, not TLS: leave out --tls-ca" in r.stderr, r.stderr
 
 
