@@ -237,8 +237,8 @@ def _prepare(path: str, args, encoder, detector):
             _err("{}: skipped a face at box=[{},{},{},{}]: {} px is below --min-face {}".format(path, *f.box, f.size, args.min_face))
     else:  # a crowd: one line, not one per face (an audit's 62 photos printed 499 such lines, 60 for one photo)
         sizes = [f.size for f in skipped]
-        _err(f"{path}: skipped {len(skipped)} faces of {min(sizes)}-{max(sizes)} px, below --min-face {args.min_face}"
-             + (" (--json gives no row for them; --annotate draws them in grey)"))
+        _err(f"{path}: skipped {len(skipped)} faces of {min(sizes)}-{max(sizes)} px, below --min-face {args.min_face} "
+             "(--json gives no row for them; --annotate draws them in grey)")
     if not faces:
         if skipped:
             raise _AllTooSmall(f"no face of at least {args.min_face} px (lower --min-face to classify smaller ones)", skipped)
@@ -541,20 +541,17 @@ def encoder_for_server(args, encoder, channel, note=_err):
     """encoder, or where the server does not run its model, the server's model of the same kind (cached, or pulled now),
     with a one-line note: what send does once the server refuses a file's faces, asked before a stream starts (ferclient
     watch was refused at its first frame, with no way on but the server's "update the client's model")."""
-    from fercodec.v1 import fercodec_pb2 as pb
-    from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
-
     from . import models
     from .encoder import FaceEncoder
 
-    info = channel_mod.unary(pb_grpc.FerCodecStub(channel).GetModelInfo, pb.GetModelInfoRequest(), args.timeout)
+    info = models.server_info(channel, args.timeout)
     if encoder.card.model_tag in {m.model_tag for m in [info, *info.other_models]}:
         return encoder
     if args.no_pull:
         raise models.BundleError(f"the server does not run model {encoder.card.model_id} (it runs "
                                  f"{', '.join(m.model_id for m in [info, *info.other_models])}): ferclient models pull --server {args.server} "
                                  "MODEL_ID, then --model MODEL_ID, or leave out --no-pull")
-    model_id = models.server_model(channel, encoder.card.kind, args.timeout)
+    model_id = models.server_model(channel, encoder.card.kind, info=info)
     where, pulled = models.ensure(channel, model_id, max(args.timeout, PULL_TIMEOUT_S), source=args.server)
     note(f"note: the server does not run model {encoder.card.model_id}; {'pulled' if pulled else 'using the cached'} {model_id} ({where})")
     return FaceEncoder(where)
@@ -565,8 +562,9 @@ def models_command(args) -> int:
     from . import models
 
     if args.models_command == "list":
-        if models.cache_dir().exists() and not models.cache_dir().is_dir():  # it said "no models pulled yet"
-            _err(f"the model cache {models.cache_dir()} is not a folder (FERCODEC_CACHE_DIR?)")
+        cache = models.cache_dir()
+        if cache.exists() and not cache.is_dir():  # it said "no models pulled yet"
+            _err(f"the model cache {cache} is not a folder (FERCODEC_CACHE_DIR?)")
             return 1
         rows = models.list_models()
         for r in rows:

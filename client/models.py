@@ -282,14 +282,20 @@ def unknown_model(error) -> bool:
     return error.code() == grpc.StatusCode.FAILED_PRECONDITION and UNKNOWN_MODEL in (error.details() or "")
 
 
-def server_model(channel, kind: str, timeout: float | None = 10.0) -> str:
-    """The id of the first model of this kind ("image" / "expression") the server runs (GetModelInfo)."""
+def server_info(channel, timeout: float | None = 10.0):
+    """The server's GetModelInfo reply: its first model, the rest in other_models."""
     from fercodec.v1 import fercodec_pb2 as pb
     from fercodec.v1 import fercodec_pb2_grpc as pb_grpc
 
     from .channel import unary
 
-    info = unary(pb_grpc.FerCodecStub(channel).GetModelInfo, pb.GetModelInfoRequest(), timeout)
+    return unary(pb_grpc.FerCodecStub(channel).GetModelInfo, pb.GetModelInfoRequest(), timeout)
+
+
+def server_model(channel, kind: str, timeout: float | None = 10.0, info=None) -> str:
+    """The id of the first model of this kind ("image" / "expression") the server runs (info: its GetModelInfo reply,
+    asked for here when not given)."""
+    info = info if info is not None else server_info(channel, timeout)
     for model in [info, *info.other_models]:
         if (model.kind or "image") == kind:
             return model.model_id

@@ -42,8 +42,11 @@ def _read(split: str, path: str | os.PathLike | None, *names: str) -> list[np.nd
 
     where = _archive(split, path)
     try:
-        with np.load(where) as d:
-            missing = [f"{n}_{split}" for n in names if f"{n}_{split}" not in getattr(d, "files", ())]
+        d = np.load(where)
+        if not isinstance(d, np.lib.npyio.NpzFile):  # one .npy array under an .npz name: no `with`, no names
+            raise ValueError(f"{where} holds one array, not an .npz archive of named ones")
+        with d:
+            missing = [f"{n}_{split}" for n in names if f"{n}_{split}" not in d.files]
             if missing:
                 raise ValueError(f"{where} has no {', '.join(missing)}: not FER2013's archive (that has x_train, y_train, x_val, ...)")
             return [d[f"{n}_{split}"] for n in names]

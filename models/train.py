@@ -160,10 +160,9 @@ def _args(argv):
     if args.until_epoch and args.until_epoch > args.epochs:
         p.error(f"--until-epoch {args.until_epoch} is beyond --epochs {args.epochs}")
     # a setting given without what it goes with was taken and ignored (an audit, 2026-12-08)
-    for flag, dest, unused, needs, have in (("--lambda-kd", "lambda_kd", 0.5, "--teacher", "teacher"),
-                                            ("--lambda-crowd", "lambda_crowd", 0.5, "--crowd-votes", "crowd_votes"),
-                                            ("--strategy joint", "strategy", "frozen", "--lambda-c above 0", "lambda_c")):
-        if getattr(args, dest, unused) != unused and not getattr(args, have, None):
+    for flag, dest, needs, have in (("--lambda-kd", "lambda_kd", "--teacher", "teacher"), ("--lambda-crowd", "lambda_crowd", "--crowd-votes", "crowd_votes"),
+                                    ("--strategy joint", "strategy", "--lambda-c above 0", "lambda_c")):
+        if getattr(args, dest, None) != sub.choices[args.what].get_default(dest) and not getattr(args, have, None):
             p.error(f"{flag} goes with {needs}")
     return args
 

@@ -28,8 +28,6 @@ from pathlib import Path
 import fermodels
 import numpy as np
 
-# The bundled models are package data of fermodels.weights (models/weights in the checkout); fermodels'
-# __init__ is import-light, so finding it costs no torch, editable install or not.
 MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # one directory name: a pulled model's folder in the client's cache
 
 
@@ -39,6 +37,8 @@ def valid_model_id(model_id: str) -> bool:
     return bool(MODEL_ID.fullmatch(model_id)) and model_id not in (".", "..")
 
 
+# The bundled models are package data of fermodels.weights (models/weights in the checkout); fermodels'
+# __init__ is import-light, so finding it costs no torch, editable install or not.
 WEIGHTS = Path(fermodels.__file__).resolve().parent / "weights"
 DEFAULT_MODEL_DIR = WEIGHTS / "fercodec-v1"
 EXPRESSION_MODEL_DIR = WEIGHTS / "fercodec-v1-expr"

@@ -38,11 +38,10 @@ so a dense array would be 20 times larger to load.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
-
-import zipfile
 
 import numpy as np
 

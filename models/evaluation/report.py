@@ -294,9 +294,9 @@ def versus_first(runs: list[tuple[str, float, list]], accuracy_label: str = "unc
 
 def compare_runs(runs: dict[str, dict]) -> str:
     """Markdown: each fereval run (a training strategy, an export setting) against the first, our deployed curves only.
-    ValueError where the runs measured different faces (another split, --limit or data file): the differences would be
+    ValueError where the runs measured different faces (another split or --limit): the differences would be
     the faces', not the models' (runs on 20 test and 20 val faces were compared as "+10.08 points", under one heading)."""
-    for what in ("split", "faces", "data_sha256"):
+    for what in ("split", "faces"):
         seen = {name: r.get(what) for name, r in runs.items()}
         if len({v for v in seen.values() if v is not None}) > 1:
             raise ValueError(f"--compare takes runs on the same faces; their {what} differ: "

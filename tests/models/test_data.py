@@ -17,12 +17,14 @@ def test_a_damaged_or_wrong_archive_is_one_line(tmp_path):
     (tmp_path / "empty.npz").write_bytes(b"")
     (tmp_path / "text.npz").write_text("hello\n")
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with open(tmp_path / "one.npz", "wb") as f:  # a single .npy array under an .npz name
+        np.save(f, np.zeros(3))
     shutil.copy(DEFAULT_DATA, tmp_path / "flipped.npz")
     with open(tmp_path / "flipped.npz", "r+b") as f:  # inside x_train's compressed bytes
         f.seek(5000)
         f.write(b"\0" * 2000)
     for name, split, says in (("cut", "val", "cannot be read (BadZipFile"), ("empty", "val", "cannot be read (EOFError"),
-                              ("text", "val", "is not an .npz archive"), ("other", "val", "has no x_val, y_val: not FER2013's archive"),
+                              ("text", "val", "is not an .npz archive"), ("one", "val", "holds one array, not an .npz archive"), ("other", "val", "has no x_val, y_val: not FER2013's archive"),
                               ("flipped", "train", "cannot be read (BadZipFile: Bad CRC-32")):
         with pytest.raises(ValueError) as e:
             load_split(split, tmp_path / f"{name}.npz", limit=10)
